@@ -1,0 +1,70 @@
+# ljleak: build the tracker (LD_PRELOAD library), the Lua C module, and run tests.
+# `make` builds into build/; `./bin/ljleak` then works from the checkout.
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+WARN     = -Wall -Wextra -Wno-unused-parameter
+PICFLAGS = -fPIC -fvisibility=hidden
+LUAJIT  ?= luajit
+LUA_INCDIR ?= /usr/include/luajit-2.1
+
+# Install locations (luarocks passes its own).
+PREFIX  ?= /usr/local
+LUADIR  ?= $(PREFIX)/share/lua/5.1
+LIBDIR  ?= $(PREFIX)/lib/lua/5.1
+BINDIR  ?= $(PREFIX)/bin
+SUPPDIR ?= $(PREFIX)/share/ljleak/suppressions
+
+B = build
+TRACKER_SRC = csrc/lk_alloc.c csrc/lk_table.c csrc/lk_stack.c csrc/lk_scan.c csrc/lk_report.c \
+              csrc/lk_thread.c csrc/lk_maps.c
+TRACKER_HDR = $(wildcard csrc/*.h)
+CORE_SRC    = csrc/lk_lua.c csrc/lk_sym.c
+
+TRACKER = $(B)/ljleak/libljleak.so
+CORE    = $(B)/ljleak/core.so
+
+all: $(TRACKER) $(CORE) fixtures
+
+$(TRACKER): $(TRACKER_SRC) $(TRACKER_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) $(PICFLAGS) -D_GNU_SOURCE -shared -o $@ $(TRACKER_SRC) -ldl -lpthread
+
+$(CORE): $(CORE_SRC) $(TRACKER_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) $(PICFLAGS) -D_GNU_SOURCE -I$(LUA_INCDIR) -shared -o $@ $(CORE_SRC) -ldw -lelf -ldl
+
+# Deliberately leaky C libraries used by the tests and the demo.
+FIXTURE_SRC = $(wildcard t/leak/lib*.c) $(wildcard examples/lib*.c)
+FIXTURES    = $(patsubst %.c,$(B)/%.so,$(FIXTURE_SRC))
+fixtures: $(FIXTURES)
+$(B)/%.so: %.c
+	@mkdir -p $(dir $@)
+	$(CC) -O0 -g -fno-omit-frame-pointer -fPIC -shared -o $@ $< -lpthread
+
+deps:
+	@sh .ci/deps.sh
+
+test: deps all
+	@sh t/run.sh
+
+demo: deps all
+	@sh examples/demo.sh
+
+bench: deps all
+	$(LUAJIT) bench/bench.lua
+
+lint:
+	luacheck lua bin t bench
+
+install: all
+	install -d $(DESTDIR)$(LUADIR)/ljleak $(DESTDIR)$(LIBDIR)/ljleak $(DESTDIR)$(BINDIR) $(DESTDIR)$(SUPPDIR)
+	cp -R lua/ljleak/. $(DESTDIR)$(LUADIR)/ljleak/
+	install -m 0755 $(TRACKER) $(CORE) $(DESTDIR)$(LIBDIR)/ljleak/
+	install -m 0755 bin/ljleak $(DESTDIR)$(BINDIR)/ljleak
+	-cp suppressions/*.supp $(DESTDIR)$(SUPPDIR)/ 2>/dev/null
+
+clean:
+	rm -rf $(B)
+
+.PHONY: all fixtures deps test demo bench lint install clean

@@ -1,0 +1,198 @@
+/* ljleak tracker: the interposed malloc family, start-up and the exit check.
+** Hot path: guard, real call, record. Everything rare is a separate NOINLINE function. */
+#include "lk_def.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void __libc_free(void *);
+extern void *__libc_memalign(size_t, size_t);
+extern void *__libc_valloc(size_t);
+extern void *__libc_pvalloc(size_t);
+extern int __cxa_atexit(void (*)(void *), void *, void *);
+
+volatile int lk_on;
+LK_TLS int lk_busy;
+volatile uint32_t lk_ctx;
+const char *lk_dir;
+
+typedef size_t (*lk_usable_f)(void *);
+static lk_usable_f lk_usable;
+
+void *lk_real_malloc_usable_size(void) { return (void *)lk_usable; }
+
+/* -- Recording ---------------------------------------------------------- */
+
+static NOINLINE void lk_record(void *p, size_t n, int fn)
+{
+  uint32_t site;
+  lk_busy++;
+  site = lk_site_capture(fn);
+  lk_table_set(p, n, site);
+  lk_busy--;
+}
+
+#define LK_RECORD(p, n, fn) \
+  do { if (LIKELY((p) != NULL) && LIKELY(lk_on) && LIKELY(!lk_busy)) lk_record((p), (n), (fn)); } while (0)
+
+/* -- Entry points --------------------------------------------------------- */
+
+LK_EXPORT void *malloc(size_t n)
+{
+  void *p = __libc_malloc(n);
+  LK_RECORD(p, n, LK_F_MALLOC);
+  return p;
+}
+
+LK_EXPORT void free(void *p)
+{
+  if (LIKELY(p != NULL) && LIKELY(lk_on)) lk_table_take(p, NULL, NULL);  /* before the real free */
+  __libc_free(p);
+}
+
+LK_EXPORT void *calloc(size_t n, size_t sz)
+{
+  void *p = __libc_calloc(n, sz);
+  LK_RECORD(p, n * sz, LK_F_CALLOC);
+  return p;
+}
+
+static void *lk_realloc(void *old, size_t n, int fn)
+{
+  uint64_t osize = 0;
+  uint32_t osite = 0;
+  int had = old && lk_on && lk_table_take(old, &osize, &osite);
+  void *p = __libc_realloc(old, n);
+  if (p) LK_RECORD(p, n, fn);
+  else if (had && n != 0) lk_table_set(old, osize, osite);  /* failed: still live */
+  return p;
+}
+
+LK_EXPORT void *realloc(void *old, size_t n)
+{
+  return lk_realloc(old, n, LK_F_REALLOC);
+}
+
+LK_EXPORT void *reallocarray(void *old, size_t n, size_t sz)
+{
+  size_t total;
+  if (__builtin_mul_overflow(n, sz, &total)) { errno = ENOMEM; return NULL; }
+  return lk_realloc(old, total, LK_F_REALLOCARRAY);
+}
+
+LK_EXPORT void *memalign(size_t align, size_t n)
+{
+  void *p = __libc_memalign(align, n);
+  LK_RECORD(p, n, LK_F_MEMALIGN);
+  return p;
+}
+
+LK_EXPORT void *aligned_alloc(size_t align, size_t n)
+{
+  void *p = __libc_memalign(align, n);
+  LK_RECORD(p, n, LK_F_ALIGNED_ALLOC);
+  return p;
+}
+
+LK_EXPORT int posix_memalign(void **out, size_t align, size_t n)
+{
+  void *p;
+  if (align % sizeof(void *) != 0 || (align & (align - 1)) != 0 || align == 0) return EINVAL;
+  p = __libc_memalign(align, n);
+  if (!p) return ENOMEM;
+  LK_RECORD(p, n, LK_F_POSIX_MEMALIGN);
+  *out = p;
+  return 0;
+}
+
+LK_EXPORT void *valloc(size_t n)
+{
+  void *p = __libc_valloc(n);
+  LK_RECORD(p, n, LK_F_VALLOC);
+  return p;
+}
+
+LK_EXPORT void *pvalloc(size_t n)
+{
+  void *p = __libc_pvalloc(n);
+  LK_RECORD(p, n, LK_F_PVALLOC);
+  return p;
+}
+
+LK_EXPORT size_t malloc_usable_size(void *p)
+{
+  if (UNLIKELY(!lk_usable)) lk_usable = (lk_usable_f)dlsym(RTLD_NEXT, "malloc_usable_size");
+  return p && lk_usable ? lk_usable(p) : 0;
+}
+
+/* -- Control from the Lua module ------------------------------------------- */
+
+LK_EXPORT int ljleak_tracker_active(void) { return lk_on; }
+LK_EXPORT void ljleak_tracker_set_ctx(uint32_t ctx) { lk_ctx = ctx; }
+
+/* -- Exit check --------------------------------------------------------------
+** Registered with __cxa_atexit from the constructor, so it runs after everything else:
+** main's atexit handlers, destructors, and lua_close in main. */
+
+static void lk_at_exit(void *unused)
+{
+  static int done;
+  lk_result r;
+  (void)unused;
+  if (done || !lk_on) return;
+  done = 1;
+  lk_busy++;
+  lk_maps_snapshot();   /* before parking: a parked thread may hold the loader's lock */
+  lk_maps_load();
+  lk_threads_park();
+  lk_on = 0;            /* freeze */
+  lk_scan(&r);
+  lk_report_write(&r);
+}
+
+/* Programs that end with _exit (dash, forked children) are checked too, as Valgrind does; but
+** not a vfork child, which shares its parent's memory: it did not run our fork handler. */
+static pid_t lk_pid;
+
+LK_EXPORT void _exit(int status)
+{
+  if (getpid() == lk_pid) lk_at_exit(NULL);
+  syscall(SYS_exit_group, status);
+  __builtin_unreachable();
+}
+
+LK_EXPORT void _Exit(int status) __attribute__((alias("_exit")));
+
+static void lk_fork_child(void)
+{
+  lk_pid = getpid();
+  lk_stack_after_fork();
+  lk_maps_after_fork();
+  lk_thread_after_fork();
+}
+
+__attribute__((constructor(101))) static void lk_init(void)
+{
+  static char dir[4000];
+  const char *d = getenv("LJLEAK_DIR");
+  lk_busy++;
+  if (d && *d && strlen(d) < sizeof(dir)) lk_dir = strcpy(dir, d);  /* programs rewrite environ */
+  lk_usable = (lk_usable_f)dlsym(RTLD_NEXT, "malloc_usable_size");
+  lk_maps_init();
+  lk_stack_init();
+  lk_thread_init();
+  lk_scan_init();
+  lk_pid = getpid();
+  pthread_atfork(NULL, NULL, lk_fork_child);
+  __cxa_atexit(lk_at_exit, NULL, NULL);
+  lk_busy--;
+  lk_on = 1;
+}

@@ -1,0 +1,114 @@
+/* ljleak tracker: common definitions shared by every csrc/ file of the preloaded library.
+** Declarations of each part live here so the parts stay small and one-concern. */
+#ifndef LK_DEF_H
+#define LK_DEF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define LK_EXPORT __attribute__((visibility("default")))
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define NOINLINE __attribute__((noinline))
+#define LK_TLS __thread __attribute__((tls_model("initial-exec")))
+
+/* Allocation functions, as recorded in a site. */
+enum {
+  LK_F_MALLOC, LK_F_CALLOC, LK_F_REALLOC, LK_F_REALLOCARRAY, LK_F_MEMALIGN,
+  LK_F_POSIX_MEMALIGN, LK_F_ALIGNED_ALLOC, LK_F_VALLOC, LK_F_PVALLOC, LK_F__MAX
+};
+extern const char *const lk_fnames[LK_F__MAX];
+
+/* Leak kinds, ordered so that a larger value is "more reachable". */
+enum { LK_UNREACHED, LK_INDIRECT, LK_POSSIBLE, LK_REACHABLE, LK_DEFINITE };
+
+/* -- Global state (lk_alloc.c) ------------------------------------------ */
+extern volatile int lk_on;   /* recording enabled: after init, before the exit check */
+extern LK_TLS int lk_busy;   /* this thread is inside the tracker: do not record */
+extern volatile uint32_t lk_ctx;  /* context (tag/epoch) id stamped on new sites */
+extern const char *lk_dir;   /* LJLEAK_DIR: where the raw report goes, or NULL */
+void *lk_real_malloc_usable_size(void);
+
+/* -- Internal memory (lk_table.c) --------------------------------------- */
+void *lk_sysmap(size_t len);          /* zeroed, never-tracked, MAP_NORESERVE */
+void lk_sysunmap(void *p, size_t len);
+void lk_spin_lock(volatile int *l);
+void lk_spin_unlock(volatile int *l);
+
+/* -- Live-block table (lk_table.c) -------------------------------------- */
+typedef struct lk_block {
+  uintptr_t addr;
+  uint64_t size;
+  uint32_t site;
+  uint32_t state;
+} lk_block;
+void lk_table_set(void *p, size_t size, uint32_t site);
+int lk_table_take(void *p, uint64_t *size, uint32_t *site);  /* clear; 1 if tracked */
+size_t lk_table_collect(lk_block **out);  /* live blocks, sorted by address */
+
+/* -- Sites: stack capture and interning (lk_stack.c) -------------------- */
+#define LK_MAXDEPTH 64
+typedef struct lk_site {
+  uint32_t next;     /* hash chain (site id) */
+  uint32_t hash;
+  uint16_t depth;
+  uint8_t fn;        /* LK_F_* */
+  uint8_t flags;
+  uint32_t ctx;
+  uintptr_t ips[];   /* return addresses, innermost first */
+} lk_site;
+void lk_stack_init(void);
+uint32_t lk_site_capture(int fn);
+const lk_site *lk_site_get(uint32_t id);
+int lk_site_mark(uint32_t id);  /* set the site's "reported" flag; returns its old value */
+void lk_stack_after_fork(void);
+
+/* -- Modules and foreign mappings (lk_maps.c) --------------------------- */
+typedef struct lk_module {
+  uintptr_t base;            /* load bias */
+  uintptr_t lo, hi;          /* extent of its PT_LOAD segments */
+  int nw;                    /* writable segments */
+  uintptr_t wlo[8], whi[8];
+  int self;                  /* the tracker itself or something it loaded */
+  char path[256];
+} lk_module;
+void lk_maps_init(void);
+void lk_maps_snapshot(void);             /* modules loaded now (call before parking threads) */
+int lk_module_count(void);
+const lk_module *lk_module_get(int i);
+int lk_module_find(uintptr_t ip);        /* index or -1 */
+extern uintptr_t lk_self_lo, lk_self_hi;  /* the tracker's own code */
+static inline int lk_ip_in_self(uintptr_t ip) { return ip >= lk_self_lo && ip < lk_self_hi; }
+int lk_ip_in_ldso(uintptr_t ip);
+void lk_maps_after_fork(void);
+/* Foreign anonymous mappings (e.g. LuaJIT's GC arena): roots while mapped. */
+typedef void (*lk_range_fn)(uintptr_t lo, uintptr_t hi, void *ud);
+void lk_maps_foreach_foreign(lk_range_fn fn, void *ud);
+/* Clip [lo,hi) to readable mappings of /proc/self/maps and call fn on each piece. */
+void lk_maps_readable(uintptr_t lo, uintptr_t hi, lk_range_fn fn, void *ud);
+int lk_maps_stack_top(uintptr_t *lo, uintptr_t *hi);  /* main thread [stack] */
+void lk_maps_load(void);                 /* re-read /proc/self/maps */
+
+/* -- Threads (lk_thread.c) ---------------------------------------------- */
+void lk_thread_init(void);
+void lk_thread_after_fork(void);
+void lk_threads_park(void);               /* stop every other known thread */
+void lk_threads_foreach_stack(lk_range_fn fn, void *ud);  /* stacks of parked threads */
+int lk_thread_self_stack(uintptr_t *hi);   /* top of the calling thread's stack */
+extern uintptr_t lk_main_sp;              /* frame of main() */
+extern volatile int lk_main_returned;
+
+/* -- Root scan and classification (lk_scan.c) --------------------------- */
+typedef struct lk_result {
+  lk_block *blocks;
+  size_t n;
+  size_t roots_bytes;
+} lk_result;
+void lk_scan_init(void);
+void lk_scan(lk_result *r);
+
+/* -- Raw report (lk_report.c) ------------------------------------------- */
+void lk_report_write(const lk_result *r);
+
+#endif

@@ -1,0 +1,324 @@
+/* ljleak tracker: what is mapped. Loaded objects (for frames and data roots), mappings made by
+** the program itself (LuaJIT's GC arena: roots while mapped), /proc/self/maps, and dlclose. */
+#include "lk_def.h"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <link.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+uintptr_t lk_self_lo, lk_self_hi;
+static uintptr_t lk_ldso_lo, lk_ldso_hi;
+
+/* -- Loaded objects ----------------------------------------------------- */
+
+#define LK_MAXMODS 2048
+static lk_module *lk_mods;
+static int lk_nmods;
+
+static int lk_phdr_cb(struct dl_phdr_info *info, size_t sz, void *ud)
+{
+  lk_module *m;
+  int i;
+  (void)sz;
+  if (lk_nmods >= LK_MAXMODS) return 1;
+  m = &lk_mods[lk_nmods];
+  memset(m, 0, sizeof(*m));
+  m->base = info->dlpi_addr;
+  m->lo = UINTPTR_MAX;
+  for (i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    uintptr_t lo, hi;
+    if (ph->p_type != PT_LOAD) continue;
+    lo = info->dlpi_addr + ph->p_vaddr;
+    hi = lo + ph->p_memsz;
+    if (lo < m->lo) m->lo = lo;
+    if (hi > m->hi) m->hi = hi;
+    if ((ph->p_flags & PF_W) && m->nw < 8) {
+      m->wlo[m->nw] = lo;
+      m->whi[m->nw] = hi;
+      m->nw++;
+    }
+  }
+  if (m->lo == UINTPTR_MAX) return 0;
+  if (info->dlpi_name && info->dlpi_name[0]) {
+    strncpy(m->path, info->dlpi_name, sizeof(m->path) - 1);
+  } else if (lk_nmods == 0) {  /* the executable */
+    ssize_t n = readlink("/proc/self/exe", m->path, sizeof(m->path) - 1);
+    if (n > 0) m->path[n] = 0;
+  }
+  if (!m->path[0]) return 0;  /* the vDSO */
+  m->self = (uintptr_t)&lk_phdr_cb >= m->lo && (uintptr_t)&lk_phdr_cb < m->hi;
+  if (m->self) { lk_self_lo = m->lo; lk_self_hi = m->hi; }
+  if (strstr(m->path, "/libunwind") || strstr(m->path, "/liblzma")) m->self = 1;  /* ours */
+  if (strstr(m->path, "/ld-linux")) { lk_ldso_lo = m->lo; lk_ldso_hi = m->hi; }
+  lk_nmods++;
+  return 0;
+}
+
+void lk_maps_snapshot(void)
+{
+  if (!lk_mods) lk_mods = lk_sysmap(LK_MAXMODS * sizeof(lk_module));
+  if (!lk_mods) return;
+  lk_nmods = 0;
+  dl_iterate_phdr(lk_phdr_cb, NULL);
+}
+
+int lk_module_count(void) { return lk_nmods; }
+const lk_module *lk_module_get(int i) { return &lk_mods[i]; }
+int lk_ip_in_ldso(uintptr_t ip) { return ip >= lk_ldso_lo && ip < lk_ldso_hi; }
+
+int lk_module_find(uintptr_t ip)
+{
+  int i;
+  for (i = 0; i < lk_nmods; i++)
+    if (ip >= lk_mods[i].lo && ip < lk_mods[i].hi) return i;
+  return -1;
+}
+
+/* Keep modules loaded: a library's globals stay roots and its code stays symbolizable
+** (LuaJIT unloads ffi.load libraries at lua_close, nginx its modules at exit). Their
+** destructors then run at exit, still before the leak check. */
+static int lk_keep_modules = 1;
+typedef int (*lk_dlclose_f)(void *);
+
+LK_EXPORT int dlclose(void *h)
+{
+  static lk_dlclose_f real;
+  if (lk_keep_modules) return 0;
+  if (!real) real = (lk_dlclose_f)dlsym(RTLD_NEXT, "dlclose");
+  return real ? real(h) : -1;
+}
+
+/* -- /proc/self/maps -----------------------------------------------------
+** Read with raw syscalls into tracker memory: usable at exit, when nothing may allocate. */
+
+typedef struct { uintptr_t lo, hi; } lk_range;
+#define LK_MAXRD 65536
+static lk_range *lk_rd;      /* readable mappings, sorted */
+static size_t lk_nrd;
+static uintptr_t lk_stack_lo, lk_stack_hi;
+
+static uintptr_t lk_hex(const char **p)
+{
+  uintptr_t v = 0;
+  for (;; (*p)++) {
+    char c = **p;
+    if (c >= '0' && c <= '9') v = v * 16 + (c - '0');
+    else if (c >= 'a' && c <= 'f') v = v * 16 + (c - 'a' + 10);
+    else return v;
+  }
+}
+
+static void lk_maps_line(const char *l, const char *end)
+{
+  const char *p = l, *path;
+  uintptr_t lo, hi;
+  lo = lk_hex(&p);
+  if (*p++ != '-') return;
+  hi = lk_hex(&p);
+  if (*p++ != ' ') return;
+  for (path = p; path < end && *path != '/' && *path != '['; path++) ;
+  if (end - path >= 7 && memcmp(path, "[stack]", 7) == 0) { lk_stack_lo = lo; lk_stack_hi = hi; }
+  if (p[0] != 'r') return;
+  if (end - path >= 6 && memcmp(path, "[vvar]", 6) == 0) return;
+  if (end - path >= 6 && memcmp(path, "[vsys", 5) == 0) return;
+  if (lk_nrd < LK_MAXRD) { lk_rd[lk_nrd].lo = lo; lk_rd[lk_nrd].hi = hi; lk_nrd++; }
+}
+
+static void lk_maps_read(void)
+{
+  static char buf[8192];
+  size_t have = 0;
+  int fd;
+  if (!lk_rd) lk_rd = lk_sysmap(LK_MAXRD * sizeof(lk_range));
+  if (!lk_rd) return;
+  lk_nrd = 0;
+  fd = (int)syscall(SYS_open, "/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  for (;;) {
+    ssize_t n = syscall(SYS_read, fd, buf + have, sizeof(buf) - have);
+    char *s = buf, *nl;
+    if (n <= 0) break;
+    have += (size_t)n;
+    while ((nl = memchr(s, '\n', buf + have - s))) {
+      lk_maps_line(s, nl);
+      s = nl + 1;
+    }
+    have = buf + have - s;
+    memmove(buf, s, have);
+    if (have == sizeof(buf)) have = 0;  /* absurdly long line: drop it */
+  }
+  syscall(SYS_close, fd);
+}
+
+int lk_maps_stack_top(uintptr_t *lo, uintptr_t *hi)
+{
+  if (!lk_stack_hi) return 0;
+  *lo = lk_stack_lo;
+  *hi = lk_stack_hi;
+  return 1;
+}
+
+void lk_maps_readable(uintptr_t lo, uintptr_t hi, lk_range_fn fn, void *ud)
+{
+  size_t a = 0, b = lk_nrd;
+  while (a < b) {  /* first mapping ending above lo */
+    size_t m = (a + b) / 2;
+    if (lk_rd[m].hi <= lo) a = m + 1; else b = m;
+  }
+  for (; a < lk_nrd && lk_rd[a].lo < hi; a++) {
+    uintptr_t l = lk_rd[a].lo > lo ? lk_rd[a].lo : lo;
+    uintptr_t h = lk_rd[a].hi < hi ? lk_rd[a].hi : hi;
+    if (l < h) fn(l, h, ud);
+  }
+}
+
+/* -- Foreign anonymous mappings -------------------------------------------
+** Anonymous mappings made by the program through mmap() (glibc's malloc maps internally and
+** never comes here). They hold LuaJIT's GC objects, so cdata contents are roots. */
+
+#define LK_MAXFOREIGN ((size_t)1 << 20)
+static lk_range *lk_fm;
+static size_t lk_nfm;
+static volatile int lk_fm_lock;
+
+static size_t lk_fm_find(uintptr_t lo)  /* first region ending above lo */
+{
+  size_t a = 0, b = lk_nfm;
+  while (a < b) {
+    size_t m = (a + b) / 2;
+    if (lk_fm[m].hi <= lo) a = m + 1; else b = m;
+  }
+  return a;
+}
+
+static void lk_fm_remove_locked(uintptr_t lo, uintptr_t hi)
+{
+  size_t i = lk_fm_find(lo);
+  while (i < lk_nfm && lk_fm[i].lo < hi) {
+    lk_range r = lk_fm[i];
+    if (r.lo < lo && r.hi > hi) {  /* hole in the middle: split */
+      if (lk_nfm >= LK_MAXFOREIGN) return;
+      memmove(&lk_fm[i + 1], &lk_fm[i], (lk_nfm - i) * sizeof(lk_range));
+      lk_nfm++;
+      lk_fm[i].hi = lo;
+      lk_fm[i + 1].lo = hi;
+      return;
+    }
+    if (r.lo < lo) { lk_fm[i].hi = lo; i++; continue; }
+    if (r.hi > hi) { lk_fm[i].lo = hi; return; }
+    memmove(&lk_fm[i], &lk_fm[i + 1], (lk_nfm - i - 1) * sizeof(lk_range));
+    lk_nfm--;
+  }
+}
+
+static void lk_fm_add(uintptr_t lo, uintptr_t hi)
+{
+  size_t i;
+  lk_spin_lock(&lk_fm_lock);
+  if (!lk_fm) lk_fm = lk_sysmap(LK_MAXFOREIGN * sizeof(lk_range));
+  if (lk_fm) {
+    lk_fm_remove_locked(lo, hi);  /* MAP_FIXED over an old mapping */
+    i = lk_fm_find(lo);
+    if (lk_nfm < LK_MAXFOREIGN) {
+      memmove(&lk_fm[i + 1], &lk_fm[i], (lk_nfm - i) * sizeof(lk_range));
+      lk_fm[i].lo = lo;
+      lk_fm[i].hi = hi;
+      lk_nfm++;
+    }
+  }
+  lk_spin_unlock(&lk_fm_lock);
+}
+
+static void lk_fm_remove(uintptr_t lo, uintptr_t hi)
+{
+  if (!lk_fm) return;
+  lk_spin_lock(&lk_fm_lock);
+  lk_fm_remove_locked(lo, hi);
+  lk_spin_unlock(&lk_fm_lock);
+}
+
+static int lk_fm_contains(uintptr_t lo)
+{
+  size_t i;
+  int r;
+  if (!lk_fm) return 0;
+  lk_spin_lock(&lk_fm_lock);
+  i = lk_fm_find(lo);
+  r = i < lk_nfm && lk_fm[i].lo <= lo;
+  lk_spin_unlock(&lk_fm_lock);
+  return r;
+}
+
+static size_t lk_pagelen(size_t len)
+{
+  return (len + 4095) & ~(size_t)4095;
+}
+
+void lk_maps_foreach_foreign(lk_range_fn fn, void *ud)
+{
+  size_t i;
+  for (i = 0; i < lk_nfm; i++) lk_maps_readable(lk_fm[i].lo, lk_fm[i].hi, fn, ud);
+}
+
+LK_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+  void *p = (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+  if (p != MAP_FAILED && (flags & MAP_ANONYMOUS) && !lk_busy)
+    lk_fm_add((uintptr_t)p, (uintptr_t)p + lk_pagelen(len));
+  return p;
+}
+
+LK_EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+  __attribute__((alias("mmap")));
+
+LK_EXPORT int munmap(void *addr, size_t len)
+{
+  lk_fm_remove((uintptr_t)addr, (uintptr_t)addr + lk_pagelen(len));
+  return (int)syscall(SYS_munmap, addr, len);
+}
+
+LK_EXPORT void *mremap(void *old, size_t oldlen, size_t newlen, int flags, ...)
+{
+  void *newaddr = NULL, *p;
+  int tracked;
+  if (flags & MREMAP_FIXED) {
+    va_list ap;
+    va_start(ap, flags);
+    newaddr = va_arg(ap, void *);
+    va_end(ap);
+  }
+  tracked = lk_fm_contains((uintptr_t)old);
+  p = (void *)syscall(SYS_mremap, old, oldlen, newlen, flags, newaddr);
+  if (p != MAP_FAILED && tracked) {
+    lk_fm_remove((uintptr_t)old, (uintptr_t)old + lk_pagelen(oldlen));
+    lk_fm_add((uintptr_t)p, (uintptr_t)p + lk_pagelen(newlen));
+  }
+  return p;
+}
+
+/* -- Setup -------------------------------------------------------------- */
+
+void lk_maps_init(void)
+{
+  const char *e = getenv("LJLEAK_KEEP_MODULES");
+  if (e && e[0] == '0') lk_keep_modules = 0;
+  lk_maps_snapshot();  /* finds the tracker's own code and ld.so */
+  lk_maps_read();      /* finds the main thread's stack */
+}
+
+void lk_maps_load(void)
+{
+  lk_maps_read();
+}
+
+void lk_maps_after_fork(void)
+{
+  lk_fm_lock = 0;
+}

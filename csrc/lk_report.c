@@ -1,0 +1,219 @@
+/* ljleak tracker: writes the raw per-process report (doc/raw-format.md) with write() only,
+** atomically (temporary file, then rename). Without LJLEAK_DIR, a one-line summary on stderr. */
+#include "lk_def.h"
+
+#include <fcntl.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+const char *const lk_fnames[LK_F__MAX] = {
+  "malloc", "calloc", "realloc", "reallocarray", "memalign", "posix_memalign", "aligned_alloc",
+  "valloc", "pvalloc"
+};
+static const char *const lk_kinds[] = { "unreached", "indirect", "possible", "reachable", "definite" };
+
+/* -- Output buffer -------------------------------------------------------- */
+
+typedef struct lk_out {
+  int fd;
+  size_t len;
+  char buf[65536];
+} lk_out;
+static lk_out lk_o;
+
+static void lk_flush(lk_out *o)
+{
+  size_t off = 0;
+  while (off < o->len) {
+    ssize_t n = write(o->fd, o->buf + off, o->len - off);
+    if (n <= 0) break;
+    off += (size_t)n;
+  }
+  o->len = 0;
+}
+
+static void lk_puts(lk_out *o, const char *s)
+{
+  while (*s) {
+    if (o->len == sizeof(o->buf)) lk_flush(o);
+    o->buf[o->len++] = *s++;
+  }
+}
+
+static void lk_putu(lk_out *o, uint64_t v)
+{
+  char t[24];
+  int i = 23;
+  t[i] = 0;
+  do { t[--i] = (char)('0' + v % 10); v /= 10; } while (v);
+  lk_puts(o, t + i);
+}
+
+static void lk_putx(lk_out *o, uint64_t v)
+{
+  char t[24];
+  int i = 23;
+  t[i] = 0;
+  do { t[--i] = "0123456789abcdef"[v & 15]; v >>= 4; } while (v);
+  t[--i] = 'x';
+  t[--i] = '0';
+  lk_puts(o, t + i);
+}
+
+/* -- Aggregation: (site, kind) -> blocks, bytes --------------------------- */
+
+typedef struct lk_agg {
+  uint32_t site, kind;
+  uint64_t blocks, bytes;
+} lk_agg;
+
+static size_t lk_aggregate(const lk_result *r, lk_agg **out, size_t *cap)
+{
+  size_t n = 1, i, used = 0;
+  lk_agg *t;
+  while (n < 2 * r->n + 2) n <<= 1;
+  t = lk_sysmap(n * sizeof(lk_agg));
+  *out = t;
+  *cap = n;
+  if (!t) return 0;
+  for (i = 0; i < r->n; i++) {
+    const lk_block *b = &r->blocks[i];
+    uint32_t h = (b->site * 2654435761u) ^ b->state;
+    size_t k = h & (n - 1);
+    while (t[k].blocks && (t[k].site != b->site || t[k].kind != b->state)) k = (k + 1) & (n - 1);
+    if (!t[k].blocks) { t[k].site = b->site; t[k].kind = b->state; used++; }
+    t[k].blocks++;
+    t[k].bytes += b->size;
+  }
+  return used;
+}
+
+/* -- Raw report ------------------------------------------------------------ */
+
+static void lk_write_site(lk_out *o, uint32_t id)
+{
+  const lk_site *s = lk_site_get(id);
+  int i;
+  lk_puts(o, "site ");
+  lk_putu(o, id);
+  lk_puts(o, " ");
+  lk_puts(o, s && s->fn < LK_F__MAX ? lk_fnames[s->fn] : "malloc");
+  lk_puts(o, " ");
+  lk_putu(o, s ? s->depth : 0);
+  for (i = 0; s && i < s->depth; i++) {
+    int m = lk_module_find(s->ips[i]);
+    lk_puts(o, " ");
+    if (m < 0) {
+      lk_puts(o, "?:");
+      lk_putx(o, s->ips[i]);
+    } else {
+      lk_putu(o, (uint64_t)m);
+      lk_puts(o, ":");
+      lk_putx(o, s->ips[i] - lk_module_get(m)->base);
+    }
+  }
+  if (s && s->ctx) { lk_puts(o, " ctx="); lk_putu(o, s->ctx); }
+  lk_puts(o, "\n");
+}
+
+static void lk_write_raw(lk_out *o, const lk_result *r, lk_agg *t, size_t cap)
+{
+  char exe[512];
+  ssize_t n;
+  size_t i;
+  uint64_t bytes = 0;
+  int m;
+  lk_puts(o, "ljleak-raw 1\npid ");
+  lk_putu(o, (uint64_t)getpid());
+  lk_puts(o, "\nppid ");
+  lk_putu(o, (uint64_t)getppid());
+  n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  exe[n > 0 ? n : 0] = 0;
+  lk_puts(o, "\nexe ");
+  lk_puts(o, exe);
+  lk_puts(o, "\n");
+  for (m = 0; m < lk_module_count(); m++) {
+    const lk_module *mod = lk_module_get(m);
+    lk_puts(o, "module ");
+    lk_putu(o, (uint64_t)m);
+    lk_puts(o, " ");
+    lk_putx(o, mod->base);
+    lk_puts(o, " ");
+    lk_puts(o, mod->path);
+    lk_puts(o, "\n");
+  }
+  for (i = 0; i < cap; i++)  /* each site once, even when it has several kinds */
+    if (t[i].blocks && !lk_site_mark(t[i].site)) lk_write_site(o, t[i].site);
+  for (i = 0; i < cap; i++) {
+    if (!t[i].blocks) continue;
+    lk_puts(o, "leak ");
+    lk_puts(o, lk_kinds[t[i].kind]);
+    lk_puts(o, " ");
+    lk_putu(o, t[i].site);
+    lk_puts(o, " ");
+    lk_putu(o, t[i].blocks);
+    lk_puts(o, " ");
+    lk_putu(o, t[i].bytes);
+    lk_puts(o, "\n");
+  }
+  for (i = 0; i < r->n; i++) bytes += r->blocks[i].size;
+  lk_puts(o, "stats live_blocks=");
+  lk_putu(o, r->n);
+  lk_puts(o, " live_bytes=");
+  lk_putu(o, bytes);
+  lk_puts(o, " roots_bytes=");
+  lk_putu(o, r->roots_bytes);
+  lk_puts(o, "\nend\n");
+}
+
+/* Standalone use (LD_PRELOAD without `ljleak run`): say what was lost, LSan-style. */
+static void lk_write_brief(lk_out *o, const lk_result *r)
+{
+  uint64_t blocks = 0, bytes = 0;
+  size_t i;
+  for (i = 0; i < r->n; i++)
+    if (r->blocks[i].state == LK_DEFINITE) { blocks++; bytes += r->blocks[i].size; }
+  if (!blocks) return;
+  lk_puts(o, "ljleak: ");
+  lk_putu(o, bytes);
+  lk_puts(o, " bytes in ");
+  lk_putu(o, blocks);
+  lk_puts(o, " blocks definitely lost in pid ");
+  lk_putu(o, (uint64_t)getpid());
+  lk_puts(o, " (run under `ljleak run` for the stacks)\n");
+}
+
+void lk_report_write(const lk_result *r)
+{
+  lk_out *o = &lk_o;
+  lk_agg *t;
+  size_t cap = 0;
+  char tmp[4096], fin[4096];
+  lk_out name;
+  if (!lk_dir) {
+    o->fd = 2;
+    o->len = 0;
+    lk_write_brief(o, r);
+    lk_flush(o);
+    return;
+  }
+  name.len = 0;
+  lk_puts(&name, lk_dir);
+  lk_puts(&name, "/proc.");
+  lk_putu(&name, (uint64_t)getpid());
+  lk_puts(&name, ".raw");
+  if (name.len + 5 > sizeof(fin)) return;
+  memcpy(fin, name.buf, name.len);
+  fin[name.len] = 0;
+  memcpy(tmp, name.buf, name.len);
+  memcpy(tmp + name.len, ".tmp", 5);
+  o->fd = (int)syscall(SYS_open, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (o->fd < 0) return;
+  o->len = 0;
+  lk_aggregate(r, &t, &cap);
+  lk_write_raw(o, r, t, t ? cap : 0);
+  lk_flush(o);
+  syscall(SYS_close, o->fd);
+  syscall(SYS_rename, tmp, fin);
+}

@@ -1,0 +1,161 @@
+/* ljleak tracker: call-stack capture (libunwind, loaded privately) and site interning.
+** A site is (allocation function, context id, return addresses); each gets a small id. */
+#include "lk_def.h"
+
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* -- Stack capture -------------------------------------------------------
+** libunwind is dlopen'ed RTLD_LOCAL: linked normally it would export backtrace() and
+** _Unwind_* to the whole process and take over LuaJIT's exception unwinding. It stops
+** safely at JIT code (no unwind info there), where libgcc's unwinder aborts. */
+
+typedef int (*lk_unw_backtrace_f)(void **, int);
+static lk_unw_backtrace_f lk_unw_backtrace;
+static int lk_depth = 16;
+
+void lk_stack_init(void)
+{
+  const char *e = getenv("LJLEAK_DEPTH");
+  void *h;
+  if (e && *e) {
+    int d = atoi(e);
+    lk_depth = d < 1 ? 1 : d > LK_MAXDEPTH ? LK_MAXDEPTH : d;
+  }
+  h = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
+  if (h) {
+    typedef int (*policy_f)(void *, int);
+    typedef int (*size_f)(void *, size_t, int);
+    void **as = dlsym(h, "_ULx86_64_local_addr_space");
+    policy_f pol = (policy_f)dlsym(h, "_ULx86_64_set_caching_policy");
+    size_f csz = (size_f)dlsym(h, "_ULx86_64_set_cache_size");
+    if (as && pol) pol(*as, 2 /* UNW_CACHE_PER_THREAD */);
+    if (as && csz) csz(*as, 1024, 0);
+    lk_unw_backtrace = (lk_unw_backtrace_f)dlsym(h, "unw_backtrace");
+  }
+}
+
+/* -- Interning -----------------------------------------------------------
+** Sites live in one reserved arena; a site id is its offset / 8. Lookup is lock-free
+** (chains are only ever prepended with release stores); insertion takes one spinlock. */
+
+#define LK_ARENA_SIZE ((size_t)1 << 30)
+#define LK_NBUCKETS ((size_t)1 << 20)
+
+static char *lk_arena;
+static size_t lk_arena_used = 8;   /* id 0 means "no site" */
+static uint32_t *lk_buckets;
+static volatile int lk_site_lock;
+static LK_TLS uint32_t lk_memo_id;
+static LK_TLS uint32_t lk_memo_hash;
+
+const lk_site *lk_site_get(uint32_t id)
+{
+  return id && lk_arena ? (const lk_site *)(lk_arena + ((size_t)id << 3)) : NULL;
+}
+
+int lk_site_mark(uint32_t id)
+{
+  lk_site *s = id && lk_arena ? (lk_site *)(lk_arena + ((size_t)id << 3)) : NULL;
+  int old;
+  if (!s) return 1;
+  old = s->flags & 1;
+  s->flags |= 1;
+  return old;
+}
+
+static inline uint32_t lk_hash(const uintptr_t *ips, int n, int fn, uint32_t ctx)
+{
+  uint64_t h = 0x9e3779b97f4a7c15ull ^ ((uint64_t)fn << 32) ^ ctx;
+  int i;
+  for (i = 0; i < n; i++) {
+    h ^= ips[i];
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 32;
+  }
+  return (uint32_t)h ^ (uint32_t)(h >> 32);
+}
+
+static inline int lk_site_eq(const lk_site *s, uint32_t h, const uintptr_t *ips, int n, int fn,
+                             uint32_t ctx)
+{
+  return s->hash == h && s->depth == n && s->fn == fn && s->ctx == ctx &&
+         memcmp(s->ips, ips, n * sizeof(uintptr_t)) == 0;
+}
+
+static NOINLINE uint32_t lk_site_insert(uint32_t h, const uintptr_t *ips, int n, int fn,
+                                        uint32_t ctx)
+{
+  uint32_t id, *bucket;
+  size_t need = (sizeof(lk_site) + n * sizeof(uintptr_t) + 7) & ~(size_t)7;
+  lk_site *s;
+  lk_spin_lock(&lk_site_lock);
+  if (!lk_arena) {
+    lk_arena = lk_sysmap(LK_ARENA_SIZE);
+    lk_buckets = lk_sysmap(LK_NBUCKETS * sizeof(uint32_t));
+    if (!lk_arena || !lk_buckets) { lk_spin_unlock(&lk_site_lock); return 0; }
+  }
+  bucket = &lk_buckets[h & (LK_NBUCKETS - 1)];
+  for (id = *bucket; id; id = s->next) {  /* someone may have inserted it meanwhile */
+    s = (lk_site *)(lk_arena + ((size_t)id << 3));
+    if (lk_site_eq(s, h, ips, n, fn, ctx)) goto done;
+  }
+  if (lk_arena_used + need > LK_ARENA_SIZE) { id = 0; goto done; }
+  id = (uint32_t)(lk_arena_used >> 3);
+  s = (lk_site *)(lk_arena + lk_arena_used);
+  lk_arena_used += need;
+  s->hash = h;
+  s->depth = (uint16_t)n;
+  s->fn = (uint8_t)fn;
+  s->ctx = ctx;
+  memcpy(s->ips, ips, n * sizeof(uintptr_t));
+  s->next = *bucket;
+  __atomic_store_n(bucket, id, __ATOMIC_RELEASE);
+done:
+  lk_spin_unlock(&lk_site_lock);
+  return id;
+}
+
+static uint32_t lk_site_intern(const uintptr_t *ips, int n, int fn, uint32_t ctx)
+{
+  uint32_t h = lk_hash(ips, n, fn, ctx), id;
+  const lk_site *s;
+  if (h == lk_memo_hash && (s = lk_site_get(lk_memo_id)) && lk_site_eq(s, h, ips, n, fn, ctx))
+    return lk_memo_id;
+  if (LIKELY(lk_buckets != NULL)) {
+    for (id = __atomic_load_n(&lk_buckets[h & (LK_NBUCKETS - 1)], __ATOMIC_ACQUIRE); id;
+         id = s->next) {
+      s = (const lk_site *)(lk_arena + ((size_t)id << 3));
+      if (lk_site_eq(s, h, ips, n, fn, ctx)) goto found;
+    }
+  }
+  id = lk_site_insert(h, ips, n, fn, ctx);
+found:
+  lk_memo_hash = h;
+  lk_memo_id = id;
+  return id;
+}
+
+/* Capture the caller's stack (frames inside the tracker dropped) and intern it.
+** Returns 0 only when the site arena is exhausted. */
+uint32_t lk_site_capture(int fn)
+{
+  void *buf[LK_MAXDEPTH + 8];
+  uintptr_t ips[LK_MAXDEPTH];
+  int n = 0, i = 0, k = 0;
+  if (LIKELY(lk_unw_backtrace != NULL)) {
+    n = lk_unw_backtrace(buf, lk_depth + 6);
+  } else {
+    buf[0] = __builtin_return_address(0);  /* only the tracker's caller: better than nothing */
+    n = 1;
+  }
+  for (; i < n && k < lk_depth; i++)  /* the tracker's frames (hooks, main wrapper) are noise */
+    if (!lk_ip_in_self((uintptr_t)buf[i])) ips[k++] = (uintptr_t)buf[i];
+  return lk_site_intern(ips, k, fn, lk_ctx);
+}
+
+void lk_stack_after_fork(void)
+{
+  lk_site_lock = 0;
+}

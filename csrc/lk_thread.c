@@ -1,0 +1,215 @@
+/* ljleak tracker: threads. Knows every thread's stack (pthread_create wrapper), parks the other
+** threads at exit so their stacks and registers can be scanned, and notes where main() began. */
+#include "lk_def.h"
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LK_MAXTHREADS 4096
+typedef struct lk_thread {
+  volatile int used;
+  pid_t tid;
+  uintptr_t lo, hi;          /* stack bounds, including static TLS and the thread descriptor */
+  volatile uintptr_t sp;     /* where it was parked */
+  volatile int parked;
+} lk_thread;
+
+static lk_thread lk_threads[LK_MAXTHREADS];
+static volatile int lk_threads_lock;
+uintptr_t lk_main_sp;
+volatile int lk_main_returned;
+
+static pid_t lk_gettid(void) { return (pid_t)syscall(SYS_gettid); }
+
+static lk_thread *lk_thread_add(pid_t tid, uintptr_t lo, uintptr_t hi)
+{
+  int i;
+  lk_thread *t = NULL;
+  lk_spin_lock(&lk_threads_lock);
+  for (i = 0; i < LK_MAXTHREADS; i++) {
+    if (!lk_threads[i].used) {
+      t = &lk_threads[i];
+      t->tid = tid;
+      t->lo = lo;
+      t->hi = hi;
+      t->sp = 0;
+      t->parked = 0;
+      t->used = 1;
+      break;
+    }
+  }
+  lk_spin_unlock(&lk_threads_lock);
+  return t;
+}
+
+static LK_TLS lk_thread *lk_thread_me;  /* this thread's entry */
+
+/* -- pthread_create --------------------------------------------------------- */
+
+typedef int (*lk_pthread_create_f)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+static lk_pthread_create_f lk_real_pthread_create;
+extern void *__libc_malloc(size_t);
+extern void __libc_free(void *);
+
+typedef struct { void *(*fn)(void *); void *arg; } lk_start;
+
+static void lk_thread_gone(void *t)
+{
+  ((lk_thread *)t)->used = 0;
+}
+
+static void *lk_thread_start(void *p)
+{
+  lk_start st = *(lk_start *)p;
+  pthread_attr_t a;
+  void *stk = NULL, *ret;
+  size_t sz = 0;
+  lk_thread *t;
+  __libc_free(p);
+  lk_busy++;
+  if (pthread_getattr_np(pthread_self(), &a) == 0) {
+    pthread_attr_getstack(&a, &stk, &sz);
+    pthread_attr_destroy(&a);
+  }
+  lk_busy--;
+  t = lk_thread_me = lk_thread_add(lk_gettid(), (uintptr_t)stk, (uintptr_t)stk + sz);
+  if (!t) return st.fn(st.arg);
+  pthread_cleanup_push(lk_thread_gone, t);
+  ret = st.fn(st.arg);
+  pthread_cleanup_pop(1);
+  return ret;
+}
+
+LK_EXPORT int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
+{
+  lk_start *st;
+  if (!lk_real_pthread_create)
+    lk_real_pthread_create = (lk_pthread_create_f)dlsym(RTLD_NEXT, "pthread_create");
+  st = __libc_malloc(sizeof(*st));
+  if (!st) return lk_real_pthread_create(th, attr, fn, arg);
+  st->fn = fn;
+  st->arg = arg;
+  {
+    int r = lk_real_pthread_create(th, attr, lk_thread_start, st);
+    if (r) __libc_free(st);
+    return r;
+  }
+}
+
+/* -- main() ----------------------------------------------------------------
+** Wrapping main tells where its frame began: once it has returned, the stack below is dead and
+** must not be scanned (stale copies of pointers would hide leaks). */
+
+typedef int (*lk_main_f)(int, char **, char **);
+typedef int (*lk_start_main_f)(lk_main_f, int, char **, void (*)(void), void (*)(void),
+                               void (*)(void), void *);
+static lk_main_f lk_real_main;
+
+static NOINLINE int lk_main(int argc, char **argv, char **envp)
+{
+  int r;
+  lk_main_sp = (uintptr_t)__builtin_frame_address(0);
+  r = lk_real_main(argc, argv, envp);
+  lk_main_returned = 1;
+  return r;
+}
+
+LK_EXPORT int __libc_start_main(lk_main_f main, int argc, char **argv, void (*init)(void),
+                                void (*fini)(void), void (*rtld_fini)(void), void *stack_end)
+{
+  lk_start_main_f real = (lk_start_main_f)dlsym(RTLD_NEXT, "__libc_start_main");
+  lk_real_main = main;
+  return real(lk_main, argc, argv, init, fini, rtld_fini, stack_end);
+}
+
+/* -- Parking ---------------------------------------------------------------
+** At exit every other thread gets a signal whose handler records its stack pointer and waits
+** forever; the kernel saved its registers in the signal frame, on that same stack. */
+
+#define LK_PARK_SIG (SIGRTMAX - 2)
+
+static void lk_park_handler(int sig, siginfo_t *si, void *uc)
+{
+  lk_thread *t = lk_thread_me;
+  volatile uintptr_t here = 0;
+  (void)sig; (void)si; (void)uc;
+  if (!t) return;
+  t->sp = (uintptr_t)&here;
+  __atomic_store_n(&t->parked, 1, __ATOMIC_RELEASE);
+  for (;;) syscall(SYS_pause);
+}
+
+void lk_threads_park(void)
+{
+  struct sigaction sa;
+  pid_t me = lk_gettid(), pid = getpid();
+  struct timespec ts = { 0, 1000000 };
+  int i, waiting, rounds;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_sigaction = lk_park_handler;
+  sa.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigfillset(&sa.sa_mask);
+  sigaction(LK_PARK_SIG, &sa, NULL);
+  for (i = 0; i < LK_MAXTHREADS; i++) {
+    lk_thread *t = &lk_threads[i];
+    if (!t->used || t->tid == me) continue;
+    if (syscall(SYS_tgkill, pid, t->tid, LK_PARK_SIG) != 0) t->used = 0;  /* gone */
+  }
+  for (rounds = 0; rounds < 500; rounds++) {  /* at most ~0.5 s */
+    waiting = 0;
+    for (i = 0; i < LK_MAXTHREADS; i++) {
+      lk_thread *t = &lk_threads[i];
+      if (t->used && t->tid != me && !__atomic_load_n(&t->parked, __ATOMIC_ACQUIRE)) waiting++;
+    }
+    if (!waiting) break;
+    nanosleep(&ts, NULL);
+  }
+}
+
+/* Calls fn on the live part of every other thread's stack. A thread that did not park in time
+** (signal blocked) is scanned whole: conservative. */
+void lk_threads_foreach_stack(lk_range_fn fn, void *ud)
+{
+  pid_t me = lk_gettid();
+  int i;
+  for (i = 0; i < LK_MAXTHREADS; i++) {
+    lk_thread *t = &lk_threads[i];
+    uintptr_t lo;
+    if (!t->used || t->tid == me || !t->hi) continue;
+    lo = t->parked && t->sp > t->lo && t->sp < t->hi ? t->sp : t->lo;
+    fn(lo, t->hi, ud);
+  }
+}
+
+int lk_thread_self_stack(uintptr_t *hi)
+{
+  if (!lk_thread_me || !lk_thread_me->hi) return 0;
+  *hi = lk_thread_me->hi;
+  return 1;
+}
+
+/* -- Setup -------------------------------------------------------------- */
+
+void lk_thread_init(void)
+{
+  uintptr_t lo = 0, hi = 0;
+  lk_real_pthread_create = (lk_pthread_create_f)dlsym(RTLD_NEXT, "pthread_create");
+  lk_maps_stack_top(&lo, &hi);
+  lk_thread_me = lk_thread_add(getpid(), lo, hi);
+}
+
+void lk_thread_after_fork(void)
+{
+  int i;
+  lk_threads_lock = 0;
+  for (i = 0; i < LK_MAXTHREADS; i++) {  /* only the forking thread lives on in the child */
+    lk_thread *t = &lk_threads[i];
+    if (t != lk_thread_me) t->used = 0;
+  }
+  if (lk_thread_me) lk_thread_me->tid = lk_gettid();
+}

@@ -1,0 +1,5 @@
+-- The same 77-byte block kept in a Lua table, but the program ends normally: lua_close frees
+-- the table, so the block is definitely lost.
+local ffi = require "ffi"
+dofile((arg[0]:match("^(.-)[^/]+$")) .. "leaky.lua")
+KEEP = { ffi.C.malloc(77) }

@@ -1,0 +1,134 @@
+/* A deliberately leaky C library for ljleak's tests: each function makes one kind of leak
+** (or deliberately none), and is called from a Lua fixture through ffi.load. */
+#define _GNU_SOURCE
+#include <malloc.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Keep the compiler from proving blocks dead. */
+static void *volatile sink;
+
+void leak_malloc(size_t n)
+{
+  sink = malloc(n);
+  sink = NULL;
+}
+
+void leak_strdup(const char *s)
+{
+  sink = strdup(s);
+  sink = NULL;
+}
+
+void leak_calloc(size_t n, size_t sz)
+{
+  sink = calloc(n, sz);
+  sink = NULL;
+}
+
+void leak_realloc_grown(void)
+{
+  char *p = malloc(16);
+  p = realloc(p, 16);
+  p = realloc(p, 4000);  /* grown: the block now lives at realloc's stack, 4000 bytes */
+  sink = p;
+  sink = NULL;
+}
+
+void leak_aligned(void)
+{
+  void *p = NULL;
+  if (posix_memalign(&p, 64, 200) == 0) sink = p;
+  sink = aligned_alloc(256, 512);
+  sink = NULL;
+}
+
+void leak_big(void)
+{
+  sink = malloc(4 << 20);  /* above glibc's mmap threshold */
+  sink = NULL;
+}
+
+/* -- Threads ------------------------------------------------------------ */
+
+static void *leaky_thread_main(void *arg)
+{
+  size_t n = (size_t)(uintptr_t)arg;
+  sink = malloc(n);
+  sink = NULL;
+  return NULL;
+}
+
+int leak_in_thread(size_t n)
+{
+  pthread_t t;
+  if (pthread_create(&t, NULL, leaky_thread_main, (void *)(uintptr_t)n) != 0) return -1;
+  return pthread_join(t, NULL);
+}
+
+/* -- Reachability shapes -------------------------------------------------- */
+
+static void *held_by_global;
+static char *interior_only;
+
+void hold_in_global(size_t n)
+{
+  held_by_global = malloc(n);  /* reachable: a library's cache is not a leak */
+}
+
+void leak_interior(size_t n)
+{
+  interior_only = (char *)malloc(n) + 8;  /* only an interior pointer survives: possible */
+}
+
+struct node { struct node *next; char pad[24]; };
+
+void leak_chain(void)
+{
+  struct node *a = malloc(sizeof(*a)), *b = malloc(48);
+  a->next = b;
+  memset(b, 0, 48);
+  sink = a;
+  sink = NULL;  /* a: definite; b, held only by a: indirect */
+}
+
+void leak_cycle(void)
+{
+  struct node *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
+  a->next = b;
+  b->next = a;
+  sink = a;
+  sink = NULL;  /* a dropped two-block cycle: one definite, one indirect */
+}
+
+/* -- Processes -------------------------------------------------------------- */
+
+int leak_in_child(size_t n)
+{
+  int st = 0;
+  pid_t pid = fork();
+  if (pid == 0) {
+    sink = malloc(n);
+    sink = NULL;
+    exit(0);
+  }
+  if (pid < 0) return -1;
+  waitpid(pid, &st, 0);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* -- Memory handed to Lua ------------------------------------------------- */
+
+void *make_buffer(size_t n)
+{
+  return malloc(n);
+}
+
+void free_buffer(void *p)
+{
+  free(p);
+}

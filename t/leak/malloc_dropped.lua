@@ -1,0 +1,5 @@
+-- A block from ffi.C.malloc, dropped: 100 bytes definitely lost, allocated by malloc.
+local ffi = require "ffi"
+dofile((arg[0]:match("^(.-)[^/]+$")) .. "leaky.lua")
+local p = ffi.C.malloc(100)
+p = nil

@@ -1,0 +1,3 @@
+-- A block grown by realloc to 4000 bytes, then dropped: one block, attributed to realloc.
+local leaky = dofile((arg[0]:match("^(.-)[^/]+$")) .. "leaky.lua")
+leaky.leak_realloc_grown()
