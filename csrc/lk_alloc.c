@@ -31,17 +31,17 @@ void *lk_real_malloc_usable_size(void) { return (void *)lk_usable; }
 
 /* -- Recording ---------------------------------------------------------- */
 
-static NOINLINE void lk_record(void *p, size_t n, int fn)
+static NOINLINE void lk_record(void *p, size_t n, int fn, void *ra)
 {
   uint32_t site;
   lk_busy++;
-  site = lk_site_capture(fn);
+  site = lk_site_capture(fn, (uintptr_t)ra);
   lk_table_set(p, n, site);
   lk_busy--;
 }
 
 #define LK_RECORD(p, n, fn) \
-  do { if (LIKELY((p) != NULL) && LIKELY(lk_on) && LIKELY(!lk_busy)) lk_record((p), (n), (fn)); } while (0)
+  do { if (LIKELY((p) != NULL) && LIKELY(lk_on) && LIKELY(!lk_busy)) lk_record((p), (n), (fn), __builtin_return_address(0)); } while (0)
 
 /* -- Entry points --------------------------------------------------------- */
 
@@ -65,7 +65,7 @@ LK_EXPORT void *calloc(size_t n, size_t sz)
   return p;
 }
 
-static void *lk_realloc(void *old, size_t n, int fn)
+static inline __attribute__((always_inline)) void *lk_realloc(void *old, size_t n, int fn)
 {
   uint64_t osize = 0;
   uint32_t osite = 0;

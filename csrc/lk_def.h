@@ -59,7 +59,7 @@ typedef struct lk_site {
   uintptr_t ips[];   /* return addresses, innermost first */
 } lk_site;
 void lk_stack_init(void);
-uint32_t lk_site_capture(int fn);
+uint32_t lk_site_capture(int fn, uintptr_t ra);  /* ra: the allocation call's return address */
 const lk_site *lk_site_get(uint32_t id);
 int lk_site_mark(uint32_t id);  /* set the site's "reported" flag; returns its old value */
 void lk_stack_after_fork(void);
@@ -83,6 +83,8 @@ static inline int lk_ip_in_self(uintptr_t ip) { return ip >= lk_self_lo && ip < 
 int lk_ip_in_ldso(uintptr_t ip);
 void lk_maps_after_fork(void);
 /* Foreign anonymous mappings (e.g. LuaJIT's GC arena): roots while mapped. */
+extern volatile unsigned lk_fm_gen;
+int lk_foreign_find(uintptr_t a, uintptr_t *lo, uintptr_t *hi);
 typedef void (*lk_range_fn)(uintptr_t lo, uintptr_t hi, void *ud);
 void lk_maps_foreach_foreign(lk_range_fn fn, void *ud);
 /* Clip [lo,hi) to readable mappings of /proc/self/maps and call fn on each piece. */

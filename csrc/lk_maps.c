@@ -201,6 +201,7 @@ static size_t lk_fm_find(uintptr_t lo)  /* first region ending above lo */
 static void lk_fm_remove_locked(uintptr_t lo, uintptr_t hi)
 {
   size_t i = lk_fm_find(lo);
+  lk_fm_gen++;
   while (i < lk_nfm && lk_fm[i].lo < hi) {
     lk_range r = lk_fm[i];
     if (r.lo < lo && r.hi > hi) {  /* hole in the middle: split */
@@ -244,14 +245,18 @@ static void lk_fm_remove(uintptr_t lo, uintptr_t hi)
   lk_spin_unlock(&lk_fm_lock);
 }
 
-static int lk_fm_contains(uintptr_t lo)
+volatile unsigned lk_fm_gen;  /* bumped whenever a foreign mapping goes away */
+
+/* Is a inside a foreign mapping? If so, *r is that mapping. */
+int lk_foreign_find(uintptr_t a, uintptr_t *lo, uintptr_t *hi)
 {
   size_t i;
   int r;
   if (!lk_fm) return 0;
   lk_spin_lock(&lk_fm_lock);
-  i = lk_fm_find(lo);
-  r = i < lk_nfm && lk_fm[i].lo <= lo;
+  i = lk_fm_find(a);
+  r = i < lk_nfm && lk_fm[i].lo <= a;
+  if (r && lo) { *lo = lk_fm[i].lo; *hi = lk_fm[i].hi; }
   lk_spin_unlock(&lk_fm_lock);
   return r;
 }
@@ -294,7 +299,7 @@ LK_EXPORT void *mremap(void *old, size_t oldlen, size_t newlen, int flags, ...)
     newaddr = va_arg(ap, void *);
     va_end(ap);
   }
-  tracked = lk_fm_contains((uintptr_t)old);
+  tracked = lk_foreign_find((uintptr_t)old, NULL, NULL);
   p = (void *)syscall(SYS_mremap, old, oldlen, newlen, flags, newaddr);
   if (p != MAP_FAILED && tracked) {
     lk_fm_remove((uintptr_t)old, (uintptr_t)old + lk_pagelen(oldlen));

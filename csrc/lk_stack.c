@@ -137,17 +137,37 @@ found:
   return id;
 }
 
+/* Called from JIT code (LuaJIT's machine code lives in mappings the program made)? Then no
+** unwinder can go further than that one frame, so do not ask one. One cached range per thread. */
+static LK_TLS uintptr_t lk_jit_lo, lk_jit_hi;
+static LK_TLS unsigned lk_jit_gen;
+
+static inline int lk_ip_in_jit(uintptr_t ip)
+{
+  uintptr_t lo, hi;
+  if (ip >= lk_jit_lo && ip < lk_jit_hi && lk_jit_gen == lk_fm_gen) return 1;
+  if (!lk_foreign_find(ip, &lo, &hi)) return 0;
+  lk_jit_gen = lk_fm_gen;
+  lk_jit_lo = lo;
+  lk_jit_hi = hi;
+  return 1;
+}
+
 /* Capture the caller's stack (frames inside the tracker dropped) and intern it.
 ** Returns 0 only when the site arena is exhausted. */
-uint32_t lk_site_capture(int fn)
+uint32_t lk_site_capture(int fn, uintptr_t ra)
 {
   void *buf[LK_MAXDEPTH + 8];
   uintptr_t ips[LK_MAXDEPTH];
   int n = 0, i = 0, k = 0;
+  if (lk_ip_in_jit(ra)) {
+    ips[0] = ra;
+    return lk_site_intern(ips, 1, fn, lk_ctx);
+  }
   if (LIKELY(lk_unw_backtrace != NULL)) {
     n = lk_unw_backtrace(buf, lk_depth + 6);
   } else {
-    buf[0] = __builtin_return_address(0);  /* only the tracker's caller: better than nothing */
+    buf[0] = (void *)ra;  /* only the allocation's caller: better than nothing */
     n = 1;
   }
   for (; i < n && k < lk_depth; i++)  /* the tracker's frames (hooks, main wrapper) are noise */

@@ -54,6 +54,22 @@ void lk_spin_unlock(volatile int *l)
 #define LK_SIZE_SHIFT (LK_SITE_BITS + 1)
 #define LK_SIZE_MAX ((UINT64_C(1) << (64 - LK_SIZE_SHIFT)) - 1)
 
+/* A leaf is a bitmap of the slot pages ever written, then the slots: the exit scan reads only
+** those pages (reading an untouched page costs resident memory on some kernels). */
+#define LK_LEAF_HDR 4096
+#define LK_SLOTS_PER_PAGE (4096 / sizeof(uint64_t))
+#define LK_LEAF_BYTES (LK_LEAF_HDR + LK_LEAF_SLOTS * sizeof(uint64_t))
+
+static inline uint64_t *lk_leaf_slots(uint64_t *leaf) { return leaf + LK_LEAF_HDR / sizeof(uint64_t); }
+
+static inline void lk_leaf_touch(uint64_t *leaf, size_t j)
+{
+  size_t pg = j / LK_SLOTS_PER_PAGE;
+  uint64_t bit = UINT64_C(1) << (pg & 63);
+  if (UNLIKELY(!(__atomic_load_n(&leaf[pg >> 6], __ATOMIC_RELAXED) & bit)))
+    __atomic_fetch_or(&leaf[pg >> 6], bit, __ATOMIC_RELAXED);
+}
+
 static uint64_t **lk_top;          /* 2^LK_TOP_BITS leaf pointers */
 static uint32_t *lk_leaves;        /* indices of leaves made, in creation order */
 static volatile uint32_t lk_nleaves;
@@ -69,7 +85,7 @@ static NOINLINE uint64_t *lk_leaf_make(size_t ti)
   }
   leaf = lk_top ? __atomic_load_n(&lk_top[ti], __ATOMIC_ACQUIRE) : NULL;
   if (!leaf && lk_top) {
-    leaf = lk_sysmap(LK_LEAF_SLOTS * sizeof(uint64_t));
+    leaf = lk_sysmap(LK_LEAF_BYTES);
     if (leaf) {
       lk_leaves[lk_nleaves] = (uint32_t)ti;
       __atomic_store_n(&lk_nleaves, lk_nleaves + 1, __ATOMIC_RELEASE);
@@ -91,7 +107,8 @@ static inline uint64_t *lk_slot(uintptr_t a, int make)
     leaf = lk_leaf_make(ti);
     if (!leaf) return NULL;
   }
-  return &leaf[g & (LK_LEAF_SLOTS - 1)];
+  if (make) lk_leaf_touch(leaf, g & (LK_LEAF_SLOTS - 1));
+  return &lk_leaf_slots(leaf)[g & (LK_LEAF_SLOTS - 1)];
 }
 
 void lk_table_set(void *p, size_t size, uint32_t site)
@@ -114,6 +131,12 @@ int lk_table_take(void *p, uint64_t *size, uint32_t *site)
   return 1;
 }
 
+static int lk_page_touched(const uint64_t *leaf, size_t j)
+{
+  size_t pg = j / LK_SLOTS_PER_PAGE;
+  return (leaf[pg >> 6] >> (pg & 63)) & 1;
+}
+
 static void lk_sort_u32(uint32_t *a, size_t n)  /* few leaves; qsort may call malloc */
 {
   size_t i, j;
@@ -134,18 +157,24 @@ size_t lk_table_collect(lk_block **out)
   if (!nl) return 0;
   lk_sort_u32(lk_leaves, nl);
   for (i = 0; i < nl; i++) {
-    const uint64_t *leaf = lk_top[lk_leaves[i]];
-    for (j = 0; j < LK_LEAF_SLOTS; j++) n += leaf[j] != 0;
+    uint64_t *leaf = lk_top[lk_leaves[i]];
+    const uint64_t *slots = lk_leaf_slots(leaf);
+    for (j = 0; j < LK_LEAF_SLOTS; j++) {
+      if (!lk_page_touched(leaf, j)) { j += LK_SLOTS_PER_PAGE - 1; continue; }
+      n += slots[j] != 0;
+    }
   }
   cap = n ? n : 1;
   b = lk_sysmap(cap * sizeof(lk_block));
   if (!b) return 0;
   for (i = 0; i < nl; i++) {
-    const uint64_t *leaf = lk_top[lk_leaves[i]];
+    uint64_t *leaf = lk_top[lk_leaves[i]];
+    const uint64_t *slots = lk_leaf_slots(leaf);
     uintptr_t base = (uintptr_t)lk_leaves[i] << (LK_LEAF_BITS + LK_GRAN_SHIFT);
     for (j = 0; j < LK_LEAF_SLOTS && k < n; j++) {
-      uint64_t v = leaf[j];
-      if (!v) continue;
+      uint64_t v;
+      if (!lk_page_touched(leaf, j)) { j += LK_SLOTS_PER_PAGE - 1; continue; }
+      if (!(v = slots[j])) continue;
       b[k].addr = base + (j << LK_GRAN_SHIFT) + (((v >> LK_SITE_BITS) & 1) << 4);
       b[k].size = v >> LK_SIZE_SHIFT;
       b[k].site = (uint32_t)(v & LK_SITE_MASK);
