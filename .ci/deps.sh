@@ -1,0 +1,24 @@
+#!/bin/sh
+# Installs what ljleak needs to build, test and demo, from Debian's packages, and only what is
+# missing. Called by `make deps` (and so by `make`, `make test`, `make demo`, `make bench`).
+set -eu
+PKGS="gcc make libc6-dev luajit2 libluajit2-5.1-dev libunwind8 libdw-dev libelf-dev
+      lua-cjson lua-argparse lua-filesystem lua-posix lua-expat lua-busted lua-luassert
+      lua-check luarocks valgrind"
+missing=""
+for p in $PKGS; do
+  st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  case "$st" in *"install ok installed"*) ;; *) missing="$missing $p" ;; esac
+done
+[ -z "$missing" ] && exit 0
+echo "ljleak: installing Debian packages:$missing" >&2
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
+    echo "ljleak: need root to install:$missing (apt-get install$missing)" >&2; exit 1
+  fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null

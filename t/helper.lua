@@ -1,0 +1,117 @@
+-- Shared by the busted specs: run real programs (argv arrays, no shell) and read ljleak's JSON.
+local cjson = require "cjson"
+local fcntl = require "posix.fcntl"
+local stdlib = require "posix.stdlib"
+local unistd = require "posix.unistd"
+local wait = require "posix.sys.wait"
+
+local M = {}
+
+local source = debug.getinfo(1, "S").source:sub(2)
+M.ROOT = stdlib.realpath((source:match("^(.*)/[^/]*$") or ".") .. "/..")
+M.BIN = M.ROOT .. "/bin/ljleak"
+package.path = M.ROOT .. "/lua/?.lua;" .. M.ROOT .. "/lua/?/init.lua;" .. package.path
+package.cpath = M.ROOT .. "/build/?.so;" .. package.cpath
+
+function M.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+function M.write_file(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+function M.tmpdir()
+  return assert(stdlib.mkdtemp((os.getenv("TMPDIR") or "/tmp") .. "/ljleak-test-XXXXXX"))
+end
+
+function M.rmtree(dir)
+  local lfs = require "lfs"
+  if not dir or not lfs.attributes(dir) then return end
+  for name in lfs.dir(dir) do
+    if name ~= "." and name ~= ".." then
+      local p = dir .. "/" .. name
+      if lfs.attributes(p, "mode") == "directory" then M.rmtree(p) else os.remove(p) end
+    end
+  end
+  lfs.rmdir(dir)
+end
+
+-- Runs argv (argv[1] searched in PATH) in dir `cwd` (default: the checkout) with extra `env`.
+-- Returns exit code (128+signal if killed), stdout, stderr.
+function M.run(argv, opts)
+  opts = opts or {}
+  local dir = M.tmpdir()
+  local out, err = dir .. "/stdout", dir .. "/stderr"
+  local pid = assert(unistd.fork())
+  if pid == 0 then
+    local o = fcntl.open(out, fcntl.O_WRONLY + fcntl.O_CREAT + fcntl.O_TRUNC, 384)
+    local e = fcntl.open(err, fcntl.O_WRONLY + fcntl.O_CREAT + fcntl.O_TRUNC, 384)
+    unistd.dup2(o, 1)
+    unistd.dup2(e, 2)
+    unistd.chdir(opts.cwd or M.ROOT)
+    for k, v in pairs(opts.env or {}) do stdlib.setenv(k, v or nil) end
+    local argt = {[0] = argv[1]}
+    for i = 2, #argv do argt[i - 1] = argv[i] end
+    unistd.execp(argv[1], argt)
+    unistd._exit(127)
+  end
+  local _, how, status = wait.wait(pid)
+  local code = how == "exited" and status or 128 + status
+  local so, se = M.read_file(out), M.read_file(err)
+  M.rmtree(dir)
+  return code, so, se
+end
+
+-- Runs `ljleak run [extra...] --json=F -- cmd...`; returns the decoded report (or nil), the
+-- exit code and stderr.
+function M.ljleak_run(cmd, extra, opts)
+  local dir = M.tmpdir()
+  local json = dir .. "/report.json"
+  local argv = {"luajit", M.BIN, "run", "--json=" .. json}
+  for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
+  argv[#argv + 1] = "--"
+  for _, a in ipairs(cmd) do argv[#argv + 1] = a end
+  local code, out, err = M.run(argv, opts)
+  local text = M.read_file(json)
+  M.rmtree(dir)
+  return text and cjson.decode(text), code, err, out
+end
+
+-- The fixture t/leak/NAME.lua under the tracker.
+function M.fixture(name, extra, opts)
+  return M.ljleak_run({"luajit", "t/leak/" .. name .. ".lua"}, extra, opts)
+end
+
+function M.has_function(rec, name)
+  for _, f in ipairs(rec.frames or {}) do
+    if f["function"] == name then return true end
+  end
+  return false
+end
+
+-- Records of `kind` (and whose frames name `fn`, if given).
+function M.records(report, kind, fn)
+  local r = {}
+  for _, rec in ipairs(report.leaks) do
+    if rec.kind == kind and (not fn or M.has_function(rec, fn)) then r[#r + 1] = rec end
+  end
+  return r
+end
+
+-- Blocks and bytes over records of `kind` (naming `fn`, if given).
+function M.total(report, kind, fn)
+  local blocks, bytes = 0, 0
+  for _, rec in ipairs(M.records(report, kind, fn)) do
+    blocks, bytes = blocks + rec.blocks, bytes + rec.bytes
+  end
+  return blocks, bytes
+end
+
+return M

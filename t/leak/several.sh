@@ -1,0 +1,6 @@
+#!/bin/sh
+# Two luajit processes started by one shell script, each leaking: 100 and 200 bytes.
+set -e
+dir=$(dirname "$0")
+luajit "$dir/malloc_dropped.lua"
+luajit -e 'local ffi = require "ffi" ffi.cdef "void *malloc(size_t);" ffi.C.malloc(200)'

@@ -1,0 +1,209 @@
+-- The tracker end to end: each fixture in t/leak/ under `ljleak run`, with the exact blocks,
+-- bytes, kinds and leaking function the report must give.
+local h = require "t.helper"
+
+local function one(report, kind, fn)
+  local recs = h.records(report, kind, fn)
+  assert.are.equal(1, #recs, ("expected one %s record naming %s"):format(kind, tostring(fn)))
+  return recs[1]
+end
+
+local function only_definite(report, blocks, bytes)
+  assert.are.same({blocks = blocks, bytes = bytes}, report.summary.definite)
+end
+
+describe("tracker", function()
+  it("finds a block from ffi.C.malloc dropped by Lua code", function()
+    local r, code = h.fixture("malloc_dropped")
+    assert.are.equal(42, code)
+    only_definite(r, 1, 100)
+    local rec = one(r, "definite")
+    assert.are.equal(100, rec.bytes)
+    assert.are.equal("malloc", rec.frames[1]["function"])
+    assert.are.equal("tracker", r.engine)
+    assert.are.same({"luajit", "t/leak/malloc_dropped.lua"}, r.command)
+  end)
+
+  it("finds a leak inside a C library loaded with ffi.load, with file and line", function()
+    local r, code = h.fixture("ffi_load")
+    assert.are.equal(42, code)
+    only_definite(r, 1, 123)
+    local rec = one(r, "definite", "leak_malloc")
+    local f
+    for _, fr in ipairs(rec.frames) do if fr["function"] == "leak_malloc" then f = fr end end
+    assert.matches("libleaky%.c$", f.file)
+    assert.are.equal(17, f.line)
+    assert.matches("libleaky%.so$", f.object)
+  end)
+
+  it("finds strdup's copy", function()
+    local r = h.fixture("strdup")
+    only_definite(r, 1, 12)
+    local rec = one(r, "definite", "leak_strdup")
+    assert.is_true(h.has_function(rec, "strdup"))
+  end)
+
+  it("finds a calloc block", function()
+    local r = h.fixture("calloc")
+    only_definite(r, 1, 120)
+    assert.are.equal("calloc", one(r, "definite", "leak_calloc").frames[1]["function"])
+  end)
+
+  it("attributes a grown block to realloc, with its final size", function()
+    local r = h.fixture("realloc_grown")
+    only_definite(r, 1, 4000)
+    assert.are.equal("realloc", one(r, "definite", "leak_realloc_grown").frames[1]["function"])
+  end)
+
+  it("finds posix_memalign and aligned_alloc blocks", function()
+    local r = h.fixture("aligned")
+    only_definite(r, 2, 712)
+    local seen = {}
+    for _, rec in ipairs(h.records(r, "definite", "leak_aligned")) do
+      seen[rec.frames[1]["function"]] = rec.bytes
+    end
+    assert.are.same({posix_memalign = 200, aligned_alloc = 512}, seen)
+  end)
+
+  it("finds a block above the mmap threshold", function()
+    local r = h.fixture("big_block")
+    only_definite(r, 1, 4 * 1024 * 1024)
+    one(r, "definite", "leak_big")
+  end)
+
+  it("counts every block of a JIT-hot loop exactly", function()
+    local r, code = h.fixture("jit_loop")
+    assert.are.equal(42, code)
+    only_definite(r, 2000, 48000)
+    for _, rec in ipairs(h.records(r, "definite")) do
+      assert.are.equal("malloc", rec.frames[1]["function"])
+    end
+  end)
+
+  it("finds a leak in a thread started by C code", function()
+    local r = h.fixture("thread")
+    only_definite(r, 1, 321)
+    one(r, "definite", "leaky_thread_main")
+  end)
+
+  it("calls a block held by a C global reachable, and does not fail", function()
+    local r, code = h.fixture("global_reachable")
+    assert.are.equal(0, code)
+    only_definite(r, 0, 0)
+    assert.are.equal(555, one(r, "reachable", "hold_in_global").bytes)
+  end)
+
+  it("calls a block known only by an interior pointer possibly lost", function()
+    local r, code = h.fixture("interior")
+    assert.are.equal(0, code)
+    only_definite(r, 0, 0)
+    assert.are.equal(64, one(r, "possible", "leak_interior").bytes)
+    assert.are.same({blocks = 1, bytes = 64}, r.summary.possible)
+  end)
+
+  it("splits A->B with A dropped into definite and indirect", function()
+    local r = h.fixture("chain")
+    only_definite(r, 1, 32)
+    assert.are.equal(32, one(r, "definite", "leak_chain").bytes)
+    assert.are.equal(48, one(r, "indirect", "leak_chain").bytes)
+    assert.are.same({blocks = 1, bytes = 48}, r.summary.indirect)
+  end)
+
+  it("finds a dropped two-block cycle", function()
+    local r = h.fixture("cycle")
+    only_definite(r, 1, 32)
+    assert.are.same({blocks = 1, bytes = 32}, r.summary.indirect)
+    one(r, "indirect", "leak_cycle")
+  end)
+
+  it("is clean on blocks owned by ffi.gc finalizers", function()
+    local r, code = h.fixture("ffi_gc")
+    assert.are.equal(0, code)
+    for _, kind in ipairs {"definite", "indirect", "possible", "reachable"} do
+      assert.are.equal(0, #h.records(r, kind, "make_buffer"), kind)
+    end
+    only_definite(r, 0, 0)
+  end)
+
+  it("calls a pointer kept in a Lua-table cdata reachable at os.exit(0)", function()
+    local r, code = h.fixture("cdata_os_exit")
+    assert.are.equal(0, code)
+    only_definite(r, 0, 0)
+    local found
+    for _, rec in ipairs(h.records(r, "reachable")) do
+      if rec.bytes == 77 and rec.frames[1]["function"] == "malloc" then found = rec end
+    end
+    assert.is_truthy(found)
+  end)
+
+  it("calls the same pointer definite when the state was closed", function()
+    local r, code = h.fixture("cdata_closed")
+    assert.are.equal(42, code)
+    only_definite(r, 1, 77)
+  end)
+
+  it("reports a forked child's leak under the child's pid", function()
+    local r, code = h.fixture("fork_child")
+    assert.are.equal(42, code)
+    only_definite(r, 1, 222)
+    local rec = one(r, "definite", "leak_in_child")
+    local pids = {}
+    for _, rec2 in ipairs(r.leaks) do pids[rec2.pid] = true end
+    local n = 0
+    for _ in pairs(pids) do n = n + 1 end
+    assert.are.equal(2, n)  -- parent and child each reported their own blocks
+    assert.is_number(rec.pid)
+  end)
+
+  it("covers every luajit started by a shell script", function()
+    local r, code = h.ljleak_run({"sh", "t/leak/several.sh"})
+    assert.are.equal(42, code)
+    only_definite(r, 2, 300)
+    local pids = {}
+    for _, rec in ipairs(h.records(r, "definite")) do pids[#pids + 1] = rec.pid end
+    assert.are.equal(2, #pids)
+    assert.are_not.equal(pids[1], pids[2])
+  end)
+end)
+
+describe("exit status", function()
+  it("passes the command's status through when nothing leaked", function()
+    local r, code = h.ljleak_run({"luajit", "-e", "os.exit(3)"})
+    assert.are.equal(3, code)
+    assert.are.equal(3, r.exit_status)
+  end)
+
+  it("is 128+signal when the command was killed", function()
+    local r, code = h.ljleak_run({"luajit", "-e",
+      "local ffi = require 'ffi' ffi.cdef 'int kill(int, int); int getpid(void);' " ..
+      "ffi.C.kill(ffi.C.getpid(), 15)"})
+    assert.are.equal(143, code)
+    assert.is_truthy(r)
+  end)
+
+  it("is --error-exitcode when a leak was found", function()
+    local _, code = h.fixture("ffi_load", {"--error-exitcode=7"})
+    assert.are.equal(7, code)
+  end)
+
+  it("fails on the kinds named by --fail-on", function()
+    local _, code = h.fixture("interior", {"--fail-on=definite,possible"})
+    assert.are.equal(42, code)
+  end)
+end)
+
+describe("clean programs", function()
+  it("luajit -e 'require\"ffi\"' gives no record at all", function()
+    local r, code = h.ljleak_run({"luajit", "-e", "require 'ffi'"})
+    assert.are.equal(0, code)
+    assert.are.same({}, r.leaks)
+  end)
+
+  it("a trivial busted spec gives no leak", function()
+    local r, code = h.ljleak_run({"luajit", "/usr/bin/busted", "t/fixture/trivial_spec.lua"})
+    assert.are.equal(0, code)
+    for _, kind in ipairs {"definite", "indirect", "possible"} do
+      assert.are.same({blocks = 0, bytes = 0}, r.summary[kind], kind)
+    end
+  end)
+end)
