@@ -3,7 +3,7 @@ local ffi = require "ffi"
 ffi.cdef [[ void *malloc(size_t); void free(void *); ]]
 local C = ffi.C
 local N = tonumber(arg and arg[1]) or 3e6
-local keep = {}
+local keep = {}  -- luacheck: ignore 241 (kept live on purpose)
 for i = 1, N do
   local p = ffi.gc(C.malloc(32 + i % 96), C.free)
   keep[i % 1000 + 1] = p

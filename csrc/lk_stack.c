@@ -80,8 +80,11 @@ static inline uint32_t lk_hash(const uintptr_t *ips, int n, int fn, uint32_t ctx
 static inline int lk_site_eq(const lk_site *s, uint32_t h, const uintptr_t *ips, int n, int fn,
                              uint32_t ctx)
 {
-  return s->hash == h && s->depth == n && s->fn == fn && s->ctx == ctx &&
-         memcmp(s->ips, ips, n * sizeof(uintptr_t)) == 0;
+  int i;
+  if (s->hash != h || s->depth != n || s->fn != fn || s->ctx != ctx) return 0;
+  for (i = 0; i < n; i++)  /* short: a call to memcmp costs more */
+    if (s->ips[i] != ips[i]) return 0;
+  return 1;
 }
 
 static NOINLINE uint32_t lk_site_insert(uint32_t h, const uintptr_t *ips, int n, int fn,

@@ -1,0 +1,10 @@
+-- luacheck configuration: LuaJIT's standard library and no globals, everywhere.
+std = "luajit"
+max_line_length = 120
+include_files = {"**/*.lua", "bin/ljleak", ".luacheckrc"}
+exclude_files = {"build/**"}
+
+files[".luacheckrc"] = {std = "+luacheckrc"}
+files["t/**/*_spec.lua"] = {std = "+busted"}
+-- Leak fixtures leak on purpose: a pointer kept in a global (reachable) or dropped unused (lost).
+files["t/leak"] = {globals = {"KEEP"}, ignore = {"211", "231", "241"}}

@@ -1,0 +1,108 @@
+-- `make bench`: each workload under plain luajit, under `ljleak run` (tracker) and under plain
+-- Valgrind memcheck, side by side in one run, interleaved; prints median wall time, peak RSS of
+-- the program under test, and the ratios to plain.
+-- Environment: BENCH_RUNS (default 3), BENCH_VALGRIND=0 to skip Valgrind, BENCH_ONLY=name.
+local stdlib = require "posix.stdlib"
+local time = require "posix.time"
+local unistd = require "posix.unistd"
+local wait = require "posix.sys.wait"
+
+local source = debug.getinfo(1, "S").source:sub(2)
+local ROOT = stdlib.realpath((source:match("^(.*)/[^/]*$") or ".") .. "/..")
+local RUNS = tonumber(os.getenv("BENCH_RUNS")) or 3
+local VALGRIND = os.getenv("BENCH_VALGRIND") ~= "0"
+
+local WORKLOADS = {
+  {name = "malloc_free", what = "(a) 7M ffi.C.malloc/free, 16-4096 B"},
+  {name = "ffi_gc", what = "(b) 3M ffi.gc(malloc, free) + collectgarbage"},
+  {name = "mix", what = "(c) strings, tables, ffi.new, strdup/free"},
+}
+
+local function now()
+  local t = time.clock_gettime(time.CLOCK_MONOTONIC)
+  return t.tv_sec + t.tv_nsec * 1e-9
+end
+
+-- Runs argv with stdout/stderr to /dev/null; returns wall seconds and exit code.
+local function run(argv)
+  local t0 = now()
+  local pid = assert(unistd.fork())
+  if pid == 0 then
+    local fcntl = require "posix.fcntl"
+    local null = fcntl.open("/dev/null", fcntl.O_WRONLY)
+    unistd.dup2(null, 1)
+    unistd.dup2(null, 2)
+    local t = {[0] = argv[1]}
+    for i = 2, #argv do t[i - 1] = argv[i] end
+    unistd.execp(argv[1], t)
+    unistd._exit(127)
+  end
+  local _, how, status = wait.wait(pid)
+  return now() - t0, how == "exited" and status or 128 + status
+end
+
+-- Peak RSS (KiB) of the measured program, from GNU time's -o file.
+local function peak_rss(file)
+  local f = io.open(file)
+  if not f then return nil end
+  local kb = tonumber(f:read("*l"))
+  f:close()
+  os.remove(file)
+  return kb
+end
+
+local function median(t)
+  table.sort(t)
+  local n = #t
+  if n == 0 then return nil end
+  return n % 2 == 1 and t[(n + 1) / 2] or (t[n / 2] + t[n / 2 + 1]) / 2
+end
+
+local rssfile = os.tmpname()
+local function measured(prog)
+  return {"/usr/bin/time", "-f", "%M", "-o", rssfile, "luajit", prog}
+end
+
+local ENGINES = {
+  {name = "plain", argv = function(prog) return measured(prog) end},
+  {name = "tracker", argv = function(prog)
+    local a = {"luajit", ROOT .. "/bin/ljleak", "run", "--"}
+    for _, x in ipairs(measured(prog)) do a[#a + 1] = x end
+    return a
+  end},
+}
+if VALGRIND then
+  ENGINES[#ENGINES + 1] = {name = "valgrind", argv = function(prog)
+    return {"/usr/bin/time", "-f", "%M", "-o", rssfile, "valgrind", "--tool=memcheck",
+            "--leak-check=full", "-q", "luajit", prog}
+  end}
+end
+
+print(("ljleak bench: %d runs each, median wall time and peak RSS of the program under test"):format(RUNS))
+print(("%-13s %-9s %9s %10s %9s %9s"):format("workload", "engine", "wall s", "peak MiB", "x wall", "x RSS"))
+for _, w in ipairs(WORKLOADS) do
+  if not os.getenv("BENCH_ONLY") or os.getenv("BENCH_ONLY") == w.name then
+    local prog = ROOT .. "/bench/" .. w.name .. ".lua"
+    local res = {}
+    for _, e in ipairs(ENGINES) do res[e.name] = {wall = {}, rss = {}} end
+    for _ = 1, RUNS do
+      for _, e in ipairs(ENGINES) do
+        local wall, code = run(e.argv(prog))
+        local rss = peak_rss(rssfile)
+        if code ~= 0 then
+          io.stderr:write(("bench: %s under %s exited with %d\n"):format(w.name, e.name, code))
+        end
+        table.insert(res[e.name].wall, wall)
+        if rss then table.insert(res[e.name].rss, rss) end
+      end
+    end
+    print(w.what)
+    local pw, pr = median(res.plain.wall), median(res.plain.rss)
+    for _, e in ipairs(ENGINES) do
+      local mw, mr = median(res[e.name].wall), median(res[e.name].rss)
+      print(("%-13s %-9s %9.2f %10.1f %8.2fx %8.2fx"):format(w.name, e.name, mw, (mr or 0) / 1024,
+        mw / pw, (mr or 0) / (pr or 1)))
+    end
+  end
+end
+os.remove(rssfile)

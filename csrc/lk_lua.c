@@ -1,0 +1,131 @@
+/* lk_lua.c: the Lua C module ljleak.core, loaded by the ljleak CLI.
+** Exposes the ELF/DWARF symbolizer (lk_sym.c) as a userdata with named metatable. */
+
+#include <stdint.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+
+#include "lk_sym.h"
+
+#define LK_VERSION	"0.1.0"
+#define LK_SYM_MT	"ljleak.symbolizer"
+
+#define LK_EXPORT	__attribute__((visibility("default")))
+
+/* -- Symbolizer userdata -------------------------------------------------- */
+
+typedef struct lk_symud {
+  lk_sym *sym;	/* NULL once closed */
+} lk_symud;
+
+static lk_symud *sym_check(lua_State *L)
+{
+  return (lk_symud *)luaL_checkudata(L, 1, LK_SYM_MT);
+}
+
+static lk_sym *sym_checkopen(lua_State *L)
+{
+  lk_symud *u = sym_check(L);
+  if (u->sym == NULL) luaL_argerror(L, 1, "symbolizer is closed");
+  return u->sym;
+}
+
+/* symbolizer:lookup(offset) -> function, file, line, offset_in_function, column
+** Any of them nil where unknown. OFFSET is a file vaddr (already minus 1). */
+static int sym_lookup(lua_State *L)
+{
+  lk_sym *s = sym_checkopen(L);
+  lua_Number n = luaL_checknumber(L, 2);
+  lk_sym_info info;
+  if (!(n >= 0 && n < 18446744073709551616.0 && (lua_Number)(uint64_t)n == n))
+    luaL_argerror(L, 2, "offset must be a non-negative integer");
+  lk_sym_lookup(s, (uint64_t)n, &info);
+  if (info.func != NULL) lua_pushstring(L, info.func); else lua_pushnil(L);
+  if (info.file != NULL) lua_pushstring(L, info.file); else lua_pushnil(L);
+  if (info.line > 0) lua_pushinteger(L, info.line); else lua_pushnil(L);
+  if (info.func != NULL) lua_pushnumber(L, (lua_Number)info.func_off);
+  else lua_pushnil(L);
+  if (info.column > 0) lua_pushinteger(L, info.column); else lua_pushnil(L);
+  return 5;
+}
+
+/* symbolizer:path() -> the path it was opened for */
+static int sym_path(lua_State *L)
+{
+  lua_pushstring(L, lk_sym_path(sym_checkopen(L)));
+  return 1;
+}
+
+/* symbolizer:close(): free libdw's state now instead of at collection. */
+static int sym_close(lua_State *L)
+{
+  lk_symud *u = sym_check(L);
+  lk_sym_close(u->sym);
+  u->sym = NULL;
+  return 0;
+}
+
+static int sym_tostring(lua_State *L)
+{
+  lk_symud *u = sym_check(L);
+  if (u->sym == NULL)
+    lua_pushstring(L, LK_SYM_MT " (closed)");
+  else
+    lua_pushfstring(L, LK_SYM_MT " (%s)", lk_sym_path(u->sym));
+  return 1;
+}
+
+static const luaL_Reg sym_methods[] = {
+  { "lookup", sym_lookup },
+  { "path", sym_path },
+  { "close", sym_close },
+  { NULL, NULL }
+};
+
+static const luaL_Reg sym_meta[] = {
+  { "__gc", sym_close },
+  { "__tostring", sym_tostring },
+  { NULL, NULL }
+};
+
+/* -- Module functions ----------------------------------------------------- */
+
+/* core.symbolizer(path) -> symbolizer | nil, message */
+static int core_symbolizer(lua_State *L)
+{
+  const char *path = luaL_checkstring(L, 1);
+  const char *err = NULL;
+  lk_symud *u = (lk_symud *)lua_newuserdata(L, sizeof(*u));
+  u->sym = NULL;
+  luaL_getmetatable(L, LK_SYM_MT);
+  lua_setmetatable(L, -2);
+  u->sym = lk_sym_open(path, &err);
+  if (u->sym == NULL) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, err != NULL ? err : "cannot open");
+    return 2;
+  }
+  return 1;
+}
+
+static const luaL_Reg core_funcs[] = {
+  { "symbolizer", core_symbolizer },
+  { NULL, NULL }
+};
+
+LK_EXPORT int luaopen_ljleak_core(lua_State *L)
+{
+  luaL_newmetatable(L, LK_SYM_MT);
+  luaL_register(L, NULL, sym_meta);
+  lua_newtable(L);
+  luaL_register(L, NULL, sym_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+
+  lua_newtable(L);
+  luaL_register(L, NULL, core_funcs);
+  lua_pushliteral(L, LK_VERSION);
+  lua_setfield(L, -2, "version");
+  return 1;
+}

@@ -1,0 +1,178 @@
+/* lk_sym.c: symbolizer for code offsets in one ELF object.
+** libdwfl in offline mode: symbol table for names, DWARF line table for file and line. */
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <elfutils/libdwfl.h>
+
+#include "lk_sym.h"
+
+struct lk_sym {
+  Dwfl *dwfl;
+  Dwfl_Module *mod;
+  char *path;
+  GElf_Addr memo_addr;	/* last symbol start whose aliases were ranked */
+  char *memo_name;	/* and the name chosen for it, without @version */
+  size_t memo_cap;
+};
+
+/* -- libdwfl callbacks ---------------------------------------------------- */
+
+/* NULL: the standard search path ":.debug:/usr/lib/debug", which also finds
+** /usr/lib/debug/.build-id/xx/yyyy.debug files by build ID. */
+static char *lk_debuginfo_path = NULL;
+
+/* Must outlive every Dwfl made with it: libdwfl keeps the pointer. */
+static const Dwfl_Callbacks lk_offline_callbacks = {
+  .find_elf = dwfl_build_id_find_elf,
+  .find_debuginfo = dwfl_standard_find_debuginfo,
+  .section_address = dwfl_offline_section_address,
+  .debuginfo_path = &lk_debuginfo_path,
+};
+
+/* -- Open and close ------------------------------------------------------- */
+
+lk_sym *lk_sym_open(const char *path, const char **err)
+{
+  lk_sym *s = calloc(1, sizeof(*s));
+  if (s == NULL) {
+    *err = "out of memory";
+    return NULL;
+  }
+  s->path = strdup(path);
+  s->dwfl = dwfl_begin(&lk_offline_callbacks);
+  if (s->path == NULL || s->dwfl == NULL) {
+    *err = s->path == NULL ? "out of memory" : dwfl_errmsg(-1);
+    lk_sym_close(s);
+    return NULL;
+  }
+  dwfl_report_begin(s->dwfl);
+  /* Base 0 and add_p_vaddr: the module's bias is 0, so a dwfl address is
+  ** the file's own vaddr, for ET_DYN (libraries, PIE) and ET_EXEC alike. */
+  s->mod = dwfl_report_elf(s->dwfl, path, path, -1, 0, true);
+  if (s->mod == NULL || dwfl_report_end(s->dwfl, NULL, NULL) != 0) {
+    *err = dwfl_errmsg(-1);
+    if (*err == NULL) *err = "cannot read ELF file";
+    lk_sym_close(s);
+    return NULL;
+  }
+  return s;
+}
+
+void lk_sym_close(lk_sym *s)
+{
+  if (s == NULL) return;
+  if (s->dwfl != NULL) dwfl_end(s->dwfl);
+  free(s->memo_name);
+  free(s->path);
+  free(s);
+}
+
+const char *lk_sym_path(const lk_sym *s)
+{
+  return s->path;
+}
+
+/* -- Alias choice ------------------------------------------------------- */
+
+/* Length of NAME without a symbol version ("__libc_start_main@@GLIBC_2.34"
+** in a .symtab: the assembler's spelling of a versioned definition). */
+static size_t lk_base_len(const char *name)
+{
+  return strcspn(name, "@");
+}
+
+static int lk_underscores(const char *name)
+{
+  int n = 0;
+  while (name[n] == '_') n++;
+  return n;
+}
+
+/* Is A a better name than B for the same code? The name people write:
+** fewer leading underscores (malloc, not __libc_malloc; strdup, not
+** __strdup), then an exported one (__libc_start_main, not the local
+** __libc_start_main_impl), then the shorter, then the first in byte order. */
+static int lk_better_name(const char *a, int a_local, const char *b, int b_local)
+{
+  int ua = lk_underscores(a), ub = lk_underscores(b), c;
+  size_t la = lk_base_len(a), lb = lk_base_len(b);
+  if (ua != ub) return ua < ub;
+  if (a_local != b_local) return b_local;
+  if (la != lb) return la < lb;
+  c = strncmp(a, b, la);
+  return c != 0 ? c < 0 : strlen(a) < strlen(b);
+}
+
+/* libdwfl returns one of the symbols at ADDR (it prefers GLOBAL over WEAK
+** and LOCAL); rank all of them of the same type and return the best name,
+** without its version, in a buffer valid until the next call. */
+static const char *lk_pick_alias(lk_sym *s, GElf_Addr addr, const GElf_Sym *sym,
+				 const char *name)
+{
+  int i, n, local = GELF_ST_BIND(sym->st_info) == STB_LOCAL;
+  size_t len;
+  if (s->memo_name != NULL && s->memo_addr == addr) return s->memo_name;
+  n = dwfl_module_getsymtab(s->mod);
+  for (i = 1; i < n; i++) {
+    GElf_Sym other;
+    GElf_Addr oaddr = 0;
+    const char *oname = dwfl_module_getsym_info(s->mod, i, &other, &oaddr,
+						NULL, NULL, NULL);
+    if (oname != NULL && oname[0] != '\0' && oname[0] != '@' &&
+	oaddr == addr && other.st_shndx != SHN_UNDEF &&
+	GELF_ST_TYPE(other.st_info) == GELF_ST_TYPE(sym->st_info)) {
+      int olocal = GELF_ST_BIND(other.st_info) == STB_LOCAL;
+      if (lk_better_name(oname, olocal, name, local)) {
+	name = oname;
+	local = olocal;
+      }
+    }
+  }
+  len = lk_base_len(name);
+  if (len + 1 > s->memo_cap) {
+    char *buf = realloc(s->memo_name, len + 1);
+    if (buf == NULL) return NULL;
+    s->memo_name = buf;
+    s->memo_cap = len + 1;
+  }
+  memcpy(s->memo_name, name, len);
+  s->memo_name[len] = '\0';
+  s->memo_addr = addr;
+  return s->memo_name;
+}
+
+/* -- Lookup --------------------------------------------------------------- */
+
+int lk_sym_lookup(lk_sym *s, uint64_t off, lk_sym_info *info)
+{
+  GElf_Off symoff = 0;
+  GElf_Sym sym;
+  const char *name;
+  Dwfl_Line *ln;
+
+  memset(info, 0, sizeof(*info));
+  memset(&sym, 0, sizeof(sym));
+  name = dwfl_module_addrinfo(s->mod, (GElf_Addr)off, &symoff, &sym,
+			      NULL, NULL, NULL);
+  /* A sized symbol that ends before OFF is only the nearest one below: in a
+  ** stripped library that is an exported function next to a static one. */
+  if (name != NULL && name[0] != '\0' &&
+      (sym.st_size == 0 || symoff < sym.st_size)) {
+    info->func = lk_pick_alias(s, (GElf_Addr)off - symoff, &sym, name);
+    info->func_off = symoff;
+  }
+  ln = dwfl_module_getsrc(s->mod, (Dwarf_Addr)off);
+  if (ln != NULL) {
+    Dwarf_Addr a = 0;
+    int line = 0, col = 0;
+    const char *file = dwfl_lineinfo(ln, &a, &line, &col, NULL, NULL);
+    if (file != NULL && file[0] != '\0') {
+      info->file = file;
+      info->line = line;
+      info->column = col;
+    }
+  }
+  return 0;
+}

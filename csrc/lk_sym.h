@@ -1,0 +1,34 @@
+/* lk_sym.h: symbolizer for code offsets in one ELF object (libdw/libdwfl).
+** Used by the Lua C module (lk_lua.c); never linked into the tracker. */
+
+#ifndef LK_SYM_H
+#define LK_SYM_H
+
+#include <stdint.h>
+
+typedef struct lk_sym lk_sym;
+
+/* What is known about one offset; pointers stay valid until lk_sym_close. */
+typedef struct lk_sym_info {
+  const char *func;	/* symbol name (no @version), NULL if none covers the offset;
+			   valid until the next lookup */
+  uint64_t func_off;	/* offset from the start of that symbol */
+  const char *file;	/* source file from the line table, or NULL */
+  int line;		/* source line, 0 if unknown */
+  int column;		/* source column, 0 if unknown */
+} lk_sym_info;
+
+/* Open PATH (an ELF file) with its load bias at 0, so that addresses are the
+** file's own virtual addresses. Returns NULL and sets *err on failure. */
+lk_sym *lk_sym_open(const char *path, const char **err);
+
+/* Look up OFF (a file vaddr; the caller has already stepped back from a
+** return address into the call instruction). Fills *info; returns 0. */
+int lk_sym_lookup(lk_sym *s, uint64_t off, lk_sym_info *info);
+
+/* The path this symbolizer was opened for. */
+const char *lk_sym_path(const lk_sym *s);
+
+void lk_sym_close(lk_sym *s);
+
+#endif

@@ -1,0 +1,513 @@
+-- The ljleak command line: `ljleak run [options] -- CMD [ARGS...]` and `ljleak report FILE.json`.
+-- main(argv) returns the exit code; it never calls os.exit (bin/ljleak does).
+local argparse = require "argparse"
+local bit = require "bit"
+local lfs = require "lfs"
+local errno = require "posix.errno"
+local fcntl = require "posix.fcntl"
+local psignal = require "posix.signal"
+local stat = require "posix.sys.stat"
+local stdlib = require "posix.stdlib"
+local unistd = require "posix.unistd"
+local wait = require "posix.sys.wait"
+
+local raw = require "ljleak.raw"
+local report = require "ljleak.report"
+local symbolize = require "ljleak.symbolize"
+
+local M = {}
+
+local EXIT = {
+   ok = 0,
+   usage = 2,          -- bad command line, or a CMD that LD_PRELOAD cannot trace
+   failure = 2,        -- ljleak itself could not do its job (no tracker, no run directory, ...)
+   leaks = 42,         -- default --error-exitcode
+   not_found = 127,    -- CMD not found on PATH, or not an executable file
+   signal_base = 128,  -- CMD killed by signal N: 128 + N
+   internal = 70,      -- a bug in ljleak (EX_SOFTWARE)
+}
+M.EXIT = EXIT
+
+local PROG = "ljleak"
+
+-- -- Errors ----------------------------------------------------------------------------------
+-- Expected failures are raised as {exit = code, message = text} and turned into one stderr line
+-- by main(); anything else is a bug and gets a traceback.
+
+local Failure = {}
+Failure.__index = Failure
+
+local function fail(code, fmt, ...)
+   error(setmetatable({exit = code, message = fmt:format(...)}, Failure), 0)
+end
+
+-- xpcall handler: keep a Failure as it is, give anything else its traceback.
+local function traceback(err)
+   if getmetatable(err) == Failure then return err end
+   return debug.traceback(tostring(err), 2)
+end
+
+local function warn(fmt, ...)
+   io.stderr:write(PROG, ": ", fmt:format(...), "\n")
+end
+
+local function version()
+   local ok, core = pcall(require, "ljleak.core")
+   return ok and core.version or "scm"
+end
+
+-- -- Command line parser ---------------------------------------------------------------------
+
+-- argparse's own -h exits the process; ours only records which parser's help was asked for.
+local function add_help(parser, state)
+   parser:add_help(false)
+   parser:flag("-h --help", "Show this help message and exit.")
+      :action(function() state.help = state.help or parser end)
+end
+
+local function build_parser(state)
+   local parser = argparse(PROG, "Find memory leaks in LuaJIT FFI code and in the C code it drives.")
+      :command_target("command")
+      :require_command(false)   -- checked in main(), after --version
+   add_help(parser, state)
+   parser:flag("--version", "Show the version and exit.")
+
+   local run = parser:command("run", "Run CMD [ARGS...] with the leak tracker and report its leaks.")
+   run:usage("Usage: ljleak run [options] -- CMD [ARGS...]")
+   add_help(run, state)
+   run:option("--engine", "Leak checker: the in-process tracker (default) or Valgrind memcheck.", "tracker")
+      :choices({"tracker", "valgrind"})
+   run:option("--json", "Write the leak report as JSON (schema 1) to FILE."):argname("FILE")
+   run:option("--fail-on", "Leak kinds that make the run fail: a comma-separated list of "
+      .. "definite, indirect, possible, reachable.", "definite"):argname("KINDS")
+   run:option("--error-exitcode", "Exit code when a leak of a --fail-on kind is found (0: keep CMD's).",
+      tostring(EXIT.leaks)):argname("N")
+   run:flag("--show-reachable", "List reachable blocks too (always counted in the summary).")
+   run:flag("--keep-run-dir", "Keep the run directory with the raw per-process reports.")
+   -- Words before `--` land here, so that a forgotten `--` gets its own message.
+   run:argument("stray"):args("*"):hidden(true)
+
+   local rep = parser:command("report", "Print the summary of a saved JSON report.")
+   add_help(rep, state)
+   rep:argument("file", "A JSON report written by `ljleak run --json=FILE`."):argname("FILE.json")
+   rep:flag("--show-reachable", "List reachable blocks too.")
+   return parser
+end
+
+-- argparse messages may span lines ("...\nDid you mean '--json'?"): make them one.
+local function one_line(msg)
+   return (tostring(msg):gsub("%s*\n%s*(%a?)", function(c) return "; " .. c:lower() end))
+end
+
+-- -- Checking options ------------------------------------------------------------------------
+
+local function parse_fail_on(text)
+   local kinds = {}
+   for word in (text .. ","):gmatch("([^,]*),") do
+      if not raw.is_kind[word] then
+         fail(EXIT.usage, "--fail-on=%s: unknown leak kind '%s' (use %s)", text, word, table.concat(raw.KINDS, ", "))
+      end
+      kinds[word] = true
+   end
+   return kinds
+end
+
+local function parse_exitcode(text)
+   local n = text:match("^%d+$") and tonumber(text)
+   if not n or n > 255 then
+      fail(EXIT.usage, "--error-exitcode=%s: must be an integer from 0 to 255", text)
+   end
+   return n
+end
+
+local function dirname(path)
+   local dir = path:match("^(.*)/[^/]*$")
+   if dir == nil then return "." end
+   return dir == "" and "/" or dir
+end
+
+-- An output file named by OPTION must be writable, and may replace only an earlier ljleak report
+-- or an empty file (as from mktemp).
+-- Checked before CMD runs, so a long test run is not wasted on a typo.
+local function check_output(option, path)
+   if path == "" then fail(EXIT.usage, "%s: empty file name", option) end
+   local dir = dirname(path)
+   if lfs.attributes(dir, "mode") ~= "directory" then
+      fail(EXIT.usage, "%s=%s: folder '%s' does not exist", option, path, dir)
+   end
+   local mode = lfs.attributes(path, "mode")
+   if mode == "directory" then
+      fail(EXIT.usage, "%s=%s: is a directory", option, path)
+   elseif mode ~= nil and lfs.attributes(path, "size") > 0 and not report.is_report(path) then
+      fail(EXIT.usage, "%s=%s: file exists and is not an ljleak report; not overwriting it", option, path)
+   end
+   local probe = ("%s.tmp.%d"):format(path, unistd.getpid())
+   local f, err = io.open(probe, "wb")
+   if not f then
+      fail(EXIT.usage, "%s=%s: cannot write there (%s)", option, path, err)
+   end
+   f:close()
+   os.remove(probe)
+end
+
+-- -- Finding and vetting CMD -----------------------------------------------------------------
+
+local function is_executable_file(path)
+   return lfs.attributes(path, "mode") == "file" and unistd.access(path, "x") == 0
+end
+
+-- CMD's path, searched on PATH unless it contains a slash (as execvp does). Nil if not found.
+local function resolve_command(name)
+   if name == "" then return nil end
+   if name:find("/", 1, true) then
+      return is_executable_file(name) and name or nil
+   end
+   local path = os.getenv("PATH") or "/usr/local/bin:/usr/bin:/bin"
+   for dir in (path .. ":"):gmatch("([^:]*):") do
+      local candidate = (dir == "" and "." or dir) .. "/" .. name
+      if is_executable_file(candidate) then return candidate end
+   end
+   return nil
+end
+
+local function read_head(path, n)
+   local f = io.open(path, "rb")
+   if not f then return nil end
+   local data = f:read(n)
+   f:close()
+   return data
+end
+
+-- Unsigned little- or big-endian integer of SIZE bytes at 0-based offset POS in S.
+local function uint(s, pos, size, big)
+   local n = 0
+   for i = 1, size do
+      local b = s:byte(pos + (big and i or size - i + 1))
+      if not b then return nil end
+      n = n * 256 + b
+   end
+   return n
+end
+
+local PT_INTERP = 3
+
+-- For an ELF file: true if it has a PT_INTERP (is dynamically linked), false if static.
+-- Nil if PATH is not a readable ELF file.
+local function elf_is_dynamic(path)
+   local f = io.open(path, "rb")
+   if not f then return nil end
+   local ehdr = f:read(64)
+   if not ehdr or #ehdr < 52 or ehdr:sub(1, 4) ~= "\127ELF" then
+      f:close()
+      return nil
+   end
+   local is64, big = ehdr:byte(5) == 2, ehdr:byte(6) == 2
+   local phoff, phentsize, phnum
+   if is64 then
+      phoff, phentsize, phnum = uint(ehdr, 32, 8, big), uint(ehdr, 54, 2, big), uint(ehdr, 56, 2, big)
+   else
+      phoff, phentsize, phnum = uint(ehdr, 28, 4, big), uint(ehdr, 42, 2, big), uint(ehdr, 44, 2, big)
+   end
+   if not phoff or not phnum or phnum == 0 or not phentsize or phentsize < 4 then
+      f:close()
+      return false
+   end
+   f:seek("set", phoff)
+   local phdrs = f:read(phentsize * phnum) or ""
+   f:close()
+   for i = 0, phnum - 1 do
+      if uint(phdrs, i * phentsize, 4, big) == PT_INTERP then return true end
+   end
+   return false
+end
+
+-- Would the kernel start PATH in secure-execution mode, where ld.so ignores LD_PRELOAD paths?
+local function is_secure_exec(path)
+   local st = stat.stat(path)
+   if not st then return false end
+   local setuid = bit.band(st.st_mode, stat.S_ISUID) ~= 0 and st.st_uid ~= unistd.geteuid()
+   local setgid = bit.band(st.st_mode, stat.S_ISGID) ~= 0 and bit.band(st.st_mode, stat.S_IXGRP) ~= 0
+      and st.st_gid ~= unistd.getegid()
+   return setuid or setgid
+end
+
+-- Fail if LD_PRELOAD cannot put the tracker into the program at PATH (the one exec will run).
+local function check_binary(path, shown)
+   if is_secure_exec(path) then
+      fail(EXIT.usage, "%s is setuid/setgid: the dynamic loader ignores LD_PRELOAD for it, "
+         .. "so ljleak cannot trace it (run a copy without those bits)", shown)
+   end
+   if elf_is_dynamic(path) == false then
+      fail(EXIT.usage, "%s is statically linked: LD_PRELOAD cannot load the tracker into it "
+         .. "(build it dynamically linked, or use --engine=valgrind)", shown)
+   end
+end
+
+-- Check CMD at PATH, and for a `#!` script its interpreter (one level; for `#!/usr/bin/env prog`
+-- also prog, found on PATH).
+local function check_traceable(path)
+   check_binary(path, path)
+   local head = read_head(path, 256)
+   if not head or head:sub(1, 2) ~= "#!" then return end
+   local line = head:match("^#!([^\n]*)") or ""
+   local interp, rest = line:match("^%s*(%S+)%s*(.-)%s*$")
+   if not interp then return end
+   local shown = ("%s (the interpreter of %s)"):format(interp, path)
+   if not is_executable_file(interp) then
+      fail(EXIT.not_found, "%s: bad interpreter %s: not found or not executable", path, interp)
+   end
+   check_binary(interp, shown)
+   if interp:match("[^/]*$") == "env" then
+      for word in rest:gmatch("%S+") do
+         if not word:match("^%-") and not word:find("=", 1, true) then
+            local target = resolve_command(word)
+            if target then
+               check_binary(target, ("%s (run by %s)"):format(target, path))
+            end
+            break
+         end
+      end
+   end
+end
+
+-- -- The tracker engine ----------------------------------------------------------------------
+
+-- Absolute path of libljleak.so: $LJLEAK_PRELOAD, or next to the ljleak.core module.
+local function find_tracker()
+   local path = os.getenv("LJLEAK_PRELOAD")
+   if not path or path == "" then
+      local core_path = package.searchpath("ljleak.core", package.cpath)
+      if not core_path then
+         fail(EXIT.failure, "cannot find the ljleak.core module on package.cpath, nor the tracker "
+            .. "library next to it (build with make, or set LJLEAK_PRELOAD)")
+      end
+      path = dirname(core_path) .. "/libljleak.so"
+   end
+   if lfs.attributes(path, "mode") ~= "file" then
+      fail(EXIT.failure, "tracker library %s not found (build with make, or set LJLEAK_PRELOAD)", path)
+   end
+   path = stdlib.realpath(path) or path
+   if path:find("[ :]") then
+      fail(EXIT.failure, "tracker library path %s contains a space or colon, which LD_PRELOAD cannot express", path)
+   end
+   return path
+end
+
+local function make_run_dir()
+   local tmp = os.getenv("TMPDIR")
+   if not tmp or tmp == "" then tmp = "/tmp" end
+   local dir, err = stdlib.mkdtemp(tmp .. "/ljleak.XXXXXX")
+   if not dir then fail(EXIT.failure, "cannot create a run directory in %s: %s", tmp, tostring(err)) end
+   return dir
+end
+
+-- Remove DIR and what is in it, without following symbolic links.
+local function remove_tree(dir)
+   for name in lfs.dir(dir) do
+      if name ~= "." and name ~= ".." then
+         local path = dir .. "/" .. name
+         if lfs.symlinkattributes(path, "mode") == "directory" then
+            remove_tree(path)
+         else
+            os.remove(path)
+         end
+      end
+   end
+   return lfs.rmdir(dir)
+end
+
+local function signal_name(sig)
+   for k, v in pairs(psignal) do
+      if v == sig and k:match("^SIG%u+$") and k ~= "SIG_DFL" and k ~= "SIG_IGN" then return k end
+   end
+   return "signal " .. sig
+end
+
+-- Run ARGV (ARGV[1] resolved to PATH) with ENV added to the child's environment only.
+-- Returns the child's pid, how it ended ("exited" or "killed") and its status or signal number.
+-- Raises if exec failed.
+local function spawn_and_wait(path, argv, env)
+   local argt = {[0] = argv[1]}
+   for i = 2, #argv do argt[i - 1] = argv[i] end
+   -- Exec failure is reported through a close-on-exec pipe: EOF means exec succeeded.
+   local rfd, wfd = unistd.pipe()
+   if not rfd then fail(EXIT.failure, "pipe: %s", tostring(wfd)) end
+   fcntl.fcntl(wfd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
+   -- Like system(3): a ^C at the terminal goes to CMD; ljleak waits and then reports.
+   local old_int = psignal.signal(psignal.SIGINT, psignal.SIG_IGN)
+   local old_quit = psignal.signal(psignal.SIGQUIT, psignal.SIG_IGN)
+   -- Back to ignored if they were, else to the default: a handler cannot survive exec, and
+   -- luajit's own (which turns ^C into a Lua error) is of no use once CMD is over.
+   local function restore()
+      psignal.signal(psignal.SIGINT, old_int == psignal.SIG_IGN and psignal.SIG_IGN or psignal.SIG_DFL)
+      psignal.signal(psignal.SIGQUIT, old_quit == psignal.SIG_IGN and psignal.SIG_IGN or psignal.SIG_DFL)
+   end
+   io.stdout:flush()
+   io.stderr:flush()
+   local pid, err = unistd.fork()
+   if pid == nil then
+      restore()
+      unistd.close(rfd)
+      unistd.close(wfd)
+      fail(EXIT.failure, "fork: %s", tostring(err))
+   elseif pid == 0 then
+      unistd.close(rfd)
+      restore()
+      for k, v in pairs(env) do stdlib.setenv(k, v) end
+      -- execp: with a slash in PATH there is no search, but a script without `#!` runs under sh.
+      local _, exec_err = unistd.execp(path, argt)
+      unistd.write(wfd, tostring(exec_err))
+      unistd._exit(EXIT.not_found)
+   end
+   unistd.close(wfd)
+   local chunks = {}
+   while true do
+      local data = unistd.read(rfd, 4096)
+      if not data or data == "" then break end
+      chunks[#chunks + 1] = data
+   end
+   unistd.close(rfd)
+   local how, status
+   repeat
+      local wpid, what, code = wait.wait(pid)
+      if wpid then how, status = what, code end
+   until wpid or code ~= errno.EINTR
+   restore()
+   if #chunks > 0 then
+      local msg = table.concat(chunks)
+      if msg:sub(1, #path + 2) == path .. ": " then msg = msg:sub(#path + 3) end
+      fail(EXIT.not_found, "%s: %s", argv[1], msg)
+   end
+   return pid, how or "exited", status or EXIT.failure
+end
+
+-- -- Commands --------------------------------------------------------------------------------
+
+local commands = {}
+
+function commands.run(args, command)
+   if #args.stray > 0 then
+      fail(EXIT.usage, "run: unexpected argument '%s'; put '--' before the command: "
+         .. "ljleak run [options] -- CMD [ARGS...]", args.stray[1])
+   end
+   if not command or #command == 0 then
+      fail(EXIT.usage, "run: missing '--' and the command to run: ljleak run [options] -- CMD [ARGS...]")
+   end
+   local fail_on = parse_fail_on(args.fail_on)
+   local error_exitcode = parse_exitcode(args.error_exitcode)
+   if args.engine ~= "tracker" then
+      fail(EXIT.usage, "--engine=%s: not available yet (only --engine=tracker)", args.engine)
+   end
+   if args.json then check_output("--json", args.json) end
+
+   local path = resolve_command(command[1])
+   if not path then
+      local exists = command[1]:find("/", 1, true) and lfs.attributes(command[1], "mode")
+      fail(EXIT.not_found, "%s: command not found%s", command[1],
+         exists and " (" .. (exists == "file" and "not executable" or "a " .. exists) .. ")" or "")
+   end
+   check_traceable(path)
+   local tracker = find_tracker()
+   local run_dir = make_run_dir()
+
+   local ok, result = xpcall(function()
+      local preload = os.getenv("LD_PRELOAD")
+      preload = (preload and preload ~= "") and tracker .. ":" .. preload or tracker
+      local child_pid, how, status = spawn_and_wait(path, command, {LD_PRELOAD = preload, LJLEAK_DIR = run_dir})
+      local exit_status = how == "killed" and EXIT.signal_base + status or status
+
+      local procs, problems = report.collect(run_dir)
+      for _, p in ipairs(problems) do warn("%s", p.message) end
+      local pids = {}
+      for _, proc in ipairs(procs) do pids[proc.pid or -1] = true end
+      if not pids[child_pid] then
+         if how == "killed" then
+            warn("%s (pid %d) was killed by %s and left no leak report%s", command[1], child_pid,
+               signal_name(status), #procs > 0 and "; reporting its other processes" or "")
+         else
+            warn("%s (pid %d) left no leak report: it ended without running exit handlers (_exit, "
+               .. "abort), or the tracker was not loaded into it", command[1], child_pid)
+         end
+      end
+
+      local rep = report.build(procs, {
+         engine = "tracker", command = command, exit_status = exit_status, version = version(),
+         symbolizer = symbolize.new({tracker = tracker}),
+      })
+      local code = exit_status
+      if error_exitcode ~= 0 and report.failing(rep, fail_on) > 0 then code = error_exitcode end
+      if args.json then
+         local wok, werr = report.write(rep, args.json, "json")
+         if not wok then
+            warn("--json=%s: %s", args.json, tostring(werr))
+            code = EXIT.failure
+         end
+      end
+      io.stderr:write(("%s: leak check of %d process%s\n"):format(PROG, #procs, #procs == 1 and "" or "es"))
+      io.stderr:write(report.format(rep, "text", {show_reachable = args.show_reachable}))
+      return code
+   end, traceback)
+   if args.keep_run_dir then
+      warn("run directory kept: %s", run_dir)
+   else
+      remove_tree(run_dir)
+   end
+   if not ok then error(result, 0) end
+   return result
+end
+
+function commands.report(args)
+   local rep, err = report.read(args.file)
+   if not rep then fail(EXIT.usage, "%s", err) end
+   io.stdout:write(report.format(rep, "text", {show_reachable = args.show_reachable}))
+   return EXIT.ok
+end
+
+-- -- Entry point -----------------------------------------------------------------------------
+
+local function split_at_dashdash(argv)
+   local before, after = {}, nil
+   for i = 1, #argv do
+      if argv[i] == "--" and not after then
+         after = {}
+      elseif after then
+         after[#after + 1] = argv[i]
+      else
+         before[#before + 1] = argv[i]
+      end
+   end
+   return before, after
+end
+
+local function main(argv)
+   local before, command = split_at_dashdash(argv)
+   local state = {}
+   local parser = build_parser(state)
+   local ok, args = parser:pparse(before)
+   if state.help then
+      io.stdout:write(state.help:get_help(), "\n")
+      return EXIT.ok
+   end
+   if not ok then fail(EXIT.usage, "%s", one_line(args)) end
+   if args.version then
+      io.stdout:write(PROG, " ", version(), "\n")
+      return EXIT.ok
+   end
+   if not args.command then
+      fail(EXIT.usage, "a command is required (run or report; see ljleak --help)")
+   end
+   return commands[args.command](args, command)
+end
+
+function M.main(argv)
+   local ok, result = xpcall(main, traceback, argv or {})
+   if ok then return result end
+   if getmetatable(result) == Failure then
+      io.stderr:write(PROG, ": ", result.message, "\n")
+      return result.exit
+   end
+   io.stderr:write(PROG, ": internal error: ", tostring(result), "\n")
+   return EXIT.internal
+end
+
+return M

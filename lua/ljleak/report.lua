@@ -1,0 +1,421 @@
+-- Leak records (JSON schema v1, shared/DESIGN.md): built from a run directory's raw reports,
+-- counted, and written by a table of formatters keyed by name (text, json).
+local cjson = require "cjson"
+local lfs = require "lfs"
+local unistd = require "posix.unistd"
+
+local raw = require "ljleak.raw"
+local symbolize = require "ljleak.symbolize"
+
+local M = {}
+
+M.SCHEMA = 1
+M.KINDS = raw.KINDS
+local kind_rank = {}
+for i, k in ipairs(M.KINDS) do kind_rank[k] = i end
+
+-- JSON null, as cjson.decode gives it.
+M.null = cjson.null
+
+-- -- Gathering raw reports ------------------------------------------------------------------
+
+-- Parse every proc.<pid>.raw in RUN_DIR. Returns procs (sorted by pid) and problems: a list of
+-- {pid = N or nil, message = "..."} for unreadable, malformed and truncated reports.
+function M.collect(run_dir)
+   local procs, problems = {}, {}
+   local names = {}
+   local ok, iter, dir_obj = pcall(lfs.dir, run_dir)
+   if not ok then
+      problems[1] = {message = tostring(iter)}
+      return procs, problems
+   end
+   for name in iter, dir_obj do
+      names[#names + 1] = name
+   end
+   table.sort(names)
+   for _, name in ipairs(names) do
+      local path = run_dir .. "/" .. name
+      if name:match("^proc%.%d+%.raw$") then
+         local proc, err = raw.read(path)
+         if proc then
+            procs[#procs + 1] = proc
+            if proc.truncated then
+               local msg = ("%s: truncated (process %s died while writing it); its leaks may be incomplete")
+                  :format(path, tostring(proc.pid))
+               problems[#problems + 1] = {pid = proc.pid, message = msg}
+            end
+         else
+            problems[#problems + 1] = {pid = raw.pid_of_name(name), message = err}
+         end
+      elseif name:match("^proc%.%d+%.raw%.tmp$") then
+         local pid = tonumber(name:match("^proc%.(%d+)"))
+         local msg = ("process %d died while writing its report (%s)"):format(pid, path)
+         problems[#problems + 1] = {pid = pid, message = msg}
+      end
+   end
+   table.sort(procs, function(a, b) return (a.pid or 0) < (b.pid or 0) end)
+   return procs, problems
+end
+
+-- -- Building records ------------------------------------------------------------------------
+
+local function frames_key(frames)
+   local t = {}
+   for i, f in ipairs(frames) do t[i] = symbolize.frame_text(f) end
+   return table.concat(t, "\n")
+end
+
+local function zero_summary()
+   local s = {}
+   for _, k in ipairs(M.KINDS) do s[k] = {blocks = 0, bytes = 0} end
+   s.suppressed = {blocks = 0, bytes = 0}
+   return s
+end
+
+-- Totals per kind over LEAKS; suppressed records count only under `suppressed`.
+function M.summarize(leaks)
+   local s = zero_summary()
+   for _, leak in ipairs(leaks) do
+      local slot = (leak.suppressed_by ~= nil and leak.suppressed_by ~= M.null) and s.suppressed or s[leak.kind]
+      if slot then
+         slot.blocks = slot.blocks + leak.blocks
+         slot.bytes = slot.bytes + leak.bytes
+      end
+   end
+   return s
+end
+
+-- Build the report from PROCS (M.collect). OPTS: engine, command (argv list), exit_status, version,
+-- symbolizer (a ljleak.symbolize object; default: a new one with OPTS.tracker).
+-- Leaks of one process, kind and symbolized stack are merged into one record.
+function M.build(procs, opts)
+   opts = opts or {}
+   local sym = opts.symbolizer or symbolize.new({tracker = opts.tracker})
+   local leaks, by_key = {}, {}
+   local processes = {}
+   for _, proc in ipairs(procs) do
+      processes[#processes + 1] = {pid = proc.pid, ppid = proc.ppid, exe = proc.exe, lua_state = proc.lua_state,
+                                   truncated = proc.truncated or nil, stats = proc.stats}
+      for _, leak in ipairs(proc.leaks) do
+         local frames = sym:frames(proc, proc.sites[leak.site])
+         local key = table.concat({tostring(proc.pid), leak.kind, frames_key(frames)}, "\0")
+         local rec = by_key[key]
+         if rec then
+            rec.blocks = rec.blocks + leak.blocks
+            rec.bytes = rec.bytes + leak.bytes
+         else
+            rec = {kind = leak.kind, blocks = leak.blocks, bytes = leak.bytes, pid = proc.pid,
+                   frames = frames, lua = {}, test = nil, suppressed_by = nil}
+            by_key[key] = rec
+            leaks[#leaks + 1] = rec
+         end
+      end
+   end
+   table.sort(leaks, function(a, b)
+      if a.pid ~= b.pid then return (a.pid or 0) < (b.pid or 0) end
+      if a.kind ~= b.kind then return kind_rank[a.kind] < kind_rank[b.kind] end
+      if a.bytes ~= b.bytes then return a.bytes > b.bytes end
+      return frames_key(a.frames) < frames_key(b.frames)
+   end)
+   return {
+      schema = M.SCHEMA, tool = "ljleak", version = opts.version or "scm", engine = opts.engine or "tracker",
+      command = opts.command or {}, exit_status = opts.exit_status,
+      summary = M.summarize(leaks), leaks = leaks, processes = processes,
+   }
+end
+
+-- Number of unsuppressed leak records whose kind is in KINDS (a set: {definite = true, ...}).
+function M.failing(report, kinds)
+   local n = 0
+   for _, leak in ipairs(report.leaks or {}) do
+      if kinds[leak.kind] and (leak.suppressed_by == nil or leak.suppressed_by == M.null) then
+         n = n + 1
+      end
+   end
+   return n
+end
+
+-- -- JSON encoding -----------------------------------------------------------------------------
+-- cjson 2.1.0 encodes an empty table as {} (no array_mt yet), escapes "/" and orders keys at
+-- random; this small encoder marks arrays explicitly and writes keys in schema order.
+
+local array_mt = {__name = "ljleak.json_array"}
+
+-- Mark T as a JSON array (so that an empty one is written as []).
+function M.array(t)
+   return setmetatable(t or {}, array_mt)
+end
+
+local key_order = {
+   "schema", "tool", "version", "engine", "command", "exit_status", "summary", "leaks", "processes",
+   "definite", "indirect", "possible", "reachable", "suppressed",
+   "kind", "blocks", "bytes", "pid", "frames", "lua", "test", "suppressed_by",
+   "function", "file", "dir", "line", "object", "offset", "address", "source",
+   "ppid", "exe", "lua_state", "truncated", "stats",
+}
+local key_rank = {}
+for i, k in ipairs(key_order) do key_rank[k] = i end
+
+local function key_less(a, b)
+   local ra, rb = key_rank[a], key_rank[b]
+   if ra and rb then return ra < rb end
+   if ra or rb then return ra ~= nil end
+   return a < b
+end
+
+local escapes = {['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f", ["\n"] = "\\n",
+                 ["\r"] = "\\r", ["\t"] = "\\t"}
+
+local function encode_string(s)
+   return '"' .. s:gsub('[%c"\\]', function(c)
+      return escapes[c] or ("\\u%04x"):format(c:byte())
+   end) .. '"'
+end
+
+local function is_array(t)
+   if getmetatable(t) == array_mt then return true end
+   local n = #t
+   if n == 0 then return false end
+   local count = 0
+   for _ in pairs(t) do count = count + 1 end
+   return count == n
+end
+
+local encode_value
+
+local function encode_scalar(v)
+   local tv = type(v)
+   if v == nil or v == M.null then
+      return "null"
+   elseif tv == "boolean" then
+      return tostring(v)
+   elseif tv == "number" then
+      if v ~= v or v == math.huge or v == -math.huge then
+         error("cannot encode " .. tostring(v) .. " in JSON")
+      end
+      if v == math.floor(v) and math.abs(v) < 2^53 then
+         return ("%d"):format(v)
+      end
+      return ("%.17g"):format(v)
+   elseif tv == "string" then
+      return encode_string(v)
+   end
+   error("cannot encode a " .. tv .. " in JSON")
+end
+
+-- Containers holding only scalars go on one line; others get one item per line.
+function encode_value(v, indent)
+   if type(v) ~= "table" then return encode_scalar(v) end
+   local items, flat = {}, true
+   local open, close
+   if is_array(v) then
+      open, close = "[", "]"
+      for i = 1, #v do
+         if type(v[i]) == "table" then flat = false end
+         items[i] = v[i]
+      end
+      for i = 1, #items do items[i] = encode_value(items[i], indent .. "  ") end
+   else
+      open, close = "{", "}"
+      local keys = {}
+      for k in pairs(v) do
+         if type(k) ~= "string" then error("cannot encode a table with a " .. type(k) .. " key as a JSON object") end
+         keys[#keys + 1] = k
+      end
+      table.sort(keys, key_less)
+      for i, k in ipairs(keys) do
+         if type(v[k]) == "table" then flat = false end
+         items[i] = encode_string(k) .. ": " .. encode_value(v[k], indent .. "  ")
+      end
+   end
+   if #items == 0 then return open .. close end
+   if flat then return open .. table.concat(items, ", ") .. close end
+   local inner = indent .. "  "
+   return open .. "\n" .. inner .. table.concat(items, ",\n" .. inner) .. "\n" .. indent .. close
+end
+
+-- JSON text for any value built from tables, strings, numbers, booleans and M.null.
+function M.encode(v)
+   return encode_value(v, "")
+end
+
+-- The report as schema-v1 JSON data: arrays marked, absent test/suppressed_by written as null.
+local function json_shape(report)
+   local leaks = M.array()
+   for i, leak in ipairs(report.leaks or {}) do
+      local rec = {}
+      for k, v in pairs(leak) do rec[k] = v end
+      rec.frames = M.array({unpack(leak.frames or {})})
+      rec.lua = M.array({unpack(leak.lua or {})})
+      if rec.test == nil then rec.test = M.null end
+      if rec.suppressed_by == nil then rec.suppressed_by = M.null end
+      leaks[i] = rec
+   end
+   local out = {}
+   for k, v in pairs(report) do out[k] = v end
+   out.command = M.array({unpack(report.command or {})})
+   out.leaks = leaks
+   out.processes = report.processes and M.array({unpack(report.processes)}) or nil
+   if out.exit_status == nil then out.exit_status = M.null end
+   return out
+end
+
+-- -- Text summary --------------------------------------------------------------------------
+
+local function plural(n, word)
+   return ("%d %s%s"):format(n, word, n == 1 and "" or "s")
+end
+
+local function amount(t)
+   return ("%s in %s"):format(plural(t.bytes, "byte"), plural(t.blocks, "block"))
+end
+
+local function pids_text(pids)
+   if #pids == 1 then return "pid " .. pids[1] end
+   if #pids <= 4 then return "pids " .. table.concat(pids, ", ") end
+   return ("in %d processes"):format(#pids)
+end
+
+-- Unsuppressed records grouped by kind and stack, biggest first.
+local function groups(report, show_reachable)
+   local list, by_key = {}, {}
+   for _, leak in ipairs(report.leaks or {}) do
+      local suppressed = leak.suppressed_by ~= nil and leak.suppressed_by ~= M.null
+      if not suppressed and (show_reachable or leak.kind ~= "reachable") then
+         local key = leak.kind .. "\0" .. frames_key(leak.frames or {})
+         local g = by_key[key]
+         if not g then
+            g = {kind = leak.kind, blocks = 0, bytes = 0, pids = {}, seen = {}, frames = leak.frames or {}, key = key}
+            by_key[key] = g
+            list[#list + 1] = g
+         end
+         g.blocks = g.blocks + leak.blocks
+         g.bytes = g.bytes + leak.bytes
+         if leak.pid and not g.seen[leak.pid] then
+            g.seen[leak.pid] = true
+            g.pids[#g.pids + 1] = leak.pid
+         end
+      end
+   end
+   table.sort(list, function(a, b)
+      if a.bytes ~= b.bytes then return a.bytes > b.bytes end
+      if a.blocks ~= b.blocks then return a.blocks > b.blocks end
+      if a.kind ~= b.kind then return (kind_rank[a.kind] or 9) < (kind_rank[b.kind] or 9) end
+      return a.key < b.key
+   end)
+   return list
+end
+
+local function text_summary(report, opts)
+   opts = opts or {}
+   local out = {}
+   local function line(s) out[#out + 1] = s end
+   for _, g in ipairs(groups(report, opts.show_reachable)) do
+      table.sort(g.pids)
+      line(("%s: %s, %s"):format(g.kind, amount(g), pids_text(g.pids)))
+      for i, frame in ipairs(g.frames) do
+         line(("    %s %s"):format(i == 1 and "at" or "by", symbolize.frame_text(frame)))
+      end
+      line("")
+   end
+   local summary = report.summary or M.summarize(report.leaks or {})
+   line("LEAK SUMMARY:")
+   local names = {}
+   for _, k in ipairs(M.KINDS) do names[#names + 1] = k end
+   names[#names + 1] = "suppressed"
+   for _, k in ipairs(names) do
+      line(("  %10s: %s"):format(k, amount(summary[k] or {blocks = 0, bytes = 0})))
+   end
+   local reachable = summary.reachable or {blocks = 0}
+   if not opts.show_reachable and reachable.blocks > 0 then
+      line("Reachable blocks are not listed; rerun with --show-reachable to see where they were allocated.")
+   end
+   return table.concat(out, "\n") .. "\n"
+end
+
+-- -- Formatters ------------------------------------------------------------------------------
+
+-- Each formatter: (report, opts) -> string.
+M.formatters = {}
+
+function M.formatters.json(report)
+   return M.encode(json_shape(report)) .. "\n"
+end
+
+M.formatters.text = text_summary
+
+function M.format(report, name, opts)
+   local formatter = M.formatters[name]
+   if not formatter then error("unknown report format '" .. tostring(name) .. "'") end
+   return formatter(report, opts)
+end
+
+-- -- Files -----------------------------------------------------------------------------------
+
+-- Write CONTENT to PATH atomically: PATH.tmp.<pid>, then rename. Returns true or nil, message.
+function M.write_file(path, content)
+   local tmp = ("%s.tmp.%d"):format(path, unistd.getpid())
+   local f, err = io.open(tmp, "wb")
+   if not f then return nil, err end
+   local ok, werr = f:write(content)
+   local cok, cerr = f:close()
+   if not ok or not cok then
+      os.remove(tmp)
+      return nil, ("%s: %s"):format(tmp, tostring(werr or cerr))
+   end
+   local rok, rerr = os.rename(tmp, path)
+   if not rok then
+      os.remove(tmp)
+      return nil, rerr
+   end
+   return true
+end
+
+-- Write REPORT to PATH with formatter NAME. Returns true or nil, message.
+function M.write(report, path, name, opts)
+   return M.write_file(path, M.format(report, name, opts))
+end
+
+local function strip_nulls(v)
+   if type(v) ~= "table" then return v end
+   for k, x in pairs(v) do
+      if x == M.null then v[k] = nil else strip_nulls(x) end
+   end
+   return v
+end
+
+-- Decode the JSON report in TEXT. Returns the report (JSON nulls removed) or nil, message.
+function M.decode(text, name)
+   local ok, data = pcall(cjson.decode, text)
+   if not ok then return nil, ("%s: not JSON (%s)"):format(name or "report", tostring(data)) end
+   if type(data) ~= "table" or data.tool ~= "ljleak" or type(data.schema) ~= "number" then
+      return nil, ("%s: not an ljleak report"):format(name or "report")
+   end
+   if data.schema > M.SCHEMA then
+      return nil, ("%s: report schema %d is newer than this ljleak (%d)")
+         :format(name or "report", data.schema, M.SCHEMA)
+   end
+   return strip_nulls(data)
+end
+
+-- Read the JSON report at PATH. Returns the report or nil, message.
+function M.read(path)
+   local f, err = io.open(path, "rb")
+   if not f then return nil, err end
+   local text = f:read("*a")
+   f:close()
+   return M.decode(text, path)
+end
+
+-- Is PATH an ljleak JSON report (of any schema version), so that overwriting it loses nothing
+-- the user wrote by hand?
+function M.is_report(path)
+   local f = io.open(path, "rb")
+   if not f then return false end
+   local text = f:read("*a")
+   f:close()
+   local ok, data = pcall(cjson.decode, text)
+   return ok and type(data) == "table" and data.tool == "ljleak" and type(data.schema) == "number"
+end
+
+return M

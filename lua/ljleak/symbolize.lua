@@ -1,0 +1,135 @@
+-- Turns the raw report's sites (module index + offset) into frames with function, file and line.
+-- One libdw symbolizer (ljleak.core) per object path, and one answer per (path, offset), are cached.
+--
+-- A frame: {["function"] = "make_thing", file = "thing.c", dir = "/src", line = 12,
+--           object = "/path/libthing.so", offset = "0x1167"}        -- fields nil where unknown;
+-- or, for an address in no loaded object (JIT code or unknown): {address = "0x7f1c2e0010a0"}.
+-- `offset` is the return address's offset from the object's load bias, as in the raw file.
+local M = {}
+
+local Symbolizer = {}
+Symbolizer.__index = Symbolizer
+
+local function hex(n)
+   return ("0x%x"):format(n)
+end
+M.hex = hex
+
+-- opts.core: the ljleak.core module (default: require it; without it frames stay unnamed).
+-- opts.tracker: path of the tracker library, the object of the synthetic allocation frame.
+function M.new(opts)
+   opts = opts or {}
+   local core = opts.core
+   if core == nil then
+      local ok, mod = pcall(require, "ljleak.core")
+      core = ok and mod or false
+   end
+   return setmetatable({
+      core = core,
+      tracker = opts.tracker,
+      symbolizers = {},   -- path -> core symbolizer, or false when it could not be opened
+      failed = {},        -- path -> message, for objects that could not be read
+      answers = {},       -- path -> offset -> info
+   }, Symbolizer)
+end
+
+-- The core symbolizer for PATH, or nil.
+function Symbolizer:open(path)
+   local s = self.symbolizers[path]
+   if s == nil then
+      local err
+      if self.core then
+         s, err = self.core.symbolizer(path)
+      else
+         err = "ljleak.core is not available"
+      end
+      if not s then
+         self.failed[path] = err
+         s = false
+      end
+      self.symbolizers[path] = s
+   end
+   return s or nil
+end
+
+-- What is known about OFFSET (a return address's offset) in the object at PATH:
+-- {["function"], file, dir, line, symbol_offset}, each possibly nil.
+function Symbolizer:lookup(path, offset)
+   local per_path = self.answers[path]
+   if not per_path then
+      per_path = {}
+      self.answers[path] = per_path
+   end
+   local info = per_path[offset]
+   if info then return info end
+   info = {}
+   local s = self:open(path)
+   if s and offset > 0 then
+      -- Step back from the return address into the call instruction.
+      local fn, file, line, symoff = s:lookup(offset - 1)
+      info["function"], info.line, info.symbol_offset = fn, line, symoff
+      if file then
+         info.dir, info.file = file:match("^(.*)/([^/]*)$")
+         if not info.file then info.file = file end
+      end
+   end
+   per_path[offset] = info
+   return info
+end
+
+local function is_tracker(self, path)
+   return path == self.tracker or (path and path:match("[^/]*$") == "libljleak.so")
+end
+
+-- The frames of SITE (from raw.parse) in PROC: the allocation function first (as Valgrind shows
+-- `malloc`, so `fun:malloc` suppressions match), then one frame per raw frame.
+function Symbolizer:frames(proc, site)
+   local frames = {{["function"] = site.fn, object = self.tracker}}
+   local at_top = true
+   for _, raw in ipairs(site.frames) do
+      local frame
+      if raw.module then
+         local mod = proc.modules[raw.module]
+         if at_top and is_tracker(self, mod.path) then
+            frame = nil   -- the tracker's own frames, if the unwinder kept any
+         else
+            local info = self:lookup(mod.path, raw.offset)
+            frame = {["function"] = info["function"], file = info.file, dir = info.dir, line = info.line,
+                     object = mod.path, offset = hex(raw.offset)}
+         end
+      elseif raw.address then
+         frame = {address = hex(raw.address)}
+      else
+         frame = {}   -- lost in a truncated file
+      end
+      if frame then
+         at_top = false
+         frames[#frames + 1] = frame
+      end
+   end
+   return frames
+end
+
+-- One line of text for FRAME:
+--   make_thing (thing.c:12) [/path/libthing.so]
+--   make_thing [/path/libthing.so]                 (no line information)
+--   /path/libthing.so+0x1167                       (no symbol)
+--   [JIT code or unknown] 0x7f1c2e0010a0
+function M.frame_text(frame)
+   local fn, object = frame["function"], frame.object
+   if fn then
+      local s = fn
+      if frame.file then
+         s = s .. (" (%s%s)"):format(frame.file, frame.line and ":" .. frame.line or "")
+      end
+      if object then s = s .. " [" .. object .. "]" end
+      return s
+   elseif object then
+      return object .. (frame.offset and "+" .. frame.offset or "")
+   elseif frame.address then
+      return "[JIT code or unknown] " .. frame.address
+   end
+   return "[unknown]"
+end
+
+return M

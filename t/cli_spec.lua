@@ -1,0 +1,321 @@
+-- busted spec for the Lua side of `ljleak run` that needs no tracker: raw report parsing, the JSON
+-- writer, and the command line's errors and exit codes (run as a real subprocess).
+-- Run from the checkout: luajit /usr/bin/busted t/cli_spec.lua
+local fcntl = require "posix.fcntl"
+local stdlib = require "posix.stdlib"
+local unistd = require "posix.unistd"
+local wait = require "posix.sys.wait"
+local cjson = require "cjson"
+
+local function script_dir()
+   local source = debug.getinfo(1, "S").source:sub(2)
+   return source:match("^(.*)/[^/]*$") or "."
+end
+
+local ROOT = stdlib.realpath(script_dir() .. "/..")
+package.path = ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;" .. package.path
+package.cpath = ROOT .. "/build/?.so;" .. package.cpath
+
+local raw = require "ljleak.raw"
+local report = require "ljleak.report"
+local symbolize = require "ljleak.symbolize"
+
+local BIN = ROOT .. "/bin/ljleak"
+
+local function read_file(path)
+   local f = assert(io.open(path, "rb"))
+   local s = f:read("*a")
+   f:close()
+   return s
+end
+
+local function write_file(path, s)
+   local f = assert(io.open(path, "wb"))
+   f:write(s)
+   f:close()
+end
+
+local function exists(path)
+   local f = io.open(path, "rb")
+   if f then f:close() end
+   return f ~= nil
+end
+
+local tmpdir
+
+-- Run bin/ljleak with ARGS (a list: no shell involved). Returns exit code, stdout, stderr.
+-- ENV: extra environment variables for the CLI.
+local function ljleak(args, env)
+   local out, err = tmpdir .. "/stdout", tmpdir .. "/stderr"
+   local pid = assert(unistd.fork())
+   if pid == 0 then
+      local o = fcntl.open(out, fcntl.O_WRONLY + fcntl.O_CREAT + fcntl.O_TRUNC, 420)
+      local e = fcntl.open(err, fcntl.O_WRONLY + fcntl.O_CREAT + fcntl.O_TRUNC, 420)
+      unistd.dup2(o, 1)
+      unistd.dup2(e, 2)
+      for k, v in pairs(env or {}) do stdlib.setenv(k, v) end
+      local argt = {[0] = "luajit", BIN}
+      for i, a in ipairs(args) do argt[i + 1] = a end
+      unistd.execp("luajit", argt)
+      unistd._exit(99)
+   end
+   local _, how, code = wait.wait(pid)
+   assert.equal("exited", how)
+   return code, read_file(out), read_file(err)
+end
+
+-- The one line a usage error must produce.
+local function assert_one_line(stderr)
+   assert.equal(1, select(2, stderr:gsub("\n", "")), "want one line, got: " .. stderr)
+   assert.matches("^ljleak: ", stderr)
+end
+
+setup(function()
+   tmpdir = assert(stdlib.mkdtemp((os.getenv("TMPDIR") or "/tmp") .. "/ljleak-spec.XXXXXX"))
+end)
+
+teardown(function()
+   for _, name in ipairs({"stdout", "stderr", "marker", "notes.json", "old.json", "new.json"}) do
+      os.remove(tmpdir .. "/" .. name)
+   end
+   unistd.rmdir(tmpdir)
+end)
+
+local GOOD = [[
+ljleak-raw 1
+pid 4242
+ppid 4241
+exe /usr/bin/luajit
+lua_state closed
+module 0 0x55d0c0a00000 /usr/bin/luajit
+module 1 0x7f1c2d400000 /usr/lib/x86_64-linux-gnu/libc.so.6
+site 7 malloc 3 1:0x8a2f1 0:1234 ?:0x7f1c2e0010a0
+site 9 calloc 1 0:0x10
+future-line-type whatever 1 2 3
+leak definite 7 3 300
+leak reachable 9 1 48
+stats allocs=1234 frees=1200 live_blocks=34
+end
+]]
+
+describe("raw report parser", function()
+   it("reads every line type of a complete report", function()
+      local proc = assert(raw.parse(GOOD, "proc.4242.raw"))
+      assert.is_false(proc.truncated)
+      assert.equal(4242, proc.pid)
+      assert.equal(4241, proc.ppid)
+      assert.equal("/usr/bin/luajit", proc.exe)
+      assert.equal("closed", proc.lua_state)
+      assert.same({index = 1, bias = 0x7f1c2d400000, path = "/usr/lib/x86_64-linux-gnu/libc.so.6"}, proc.modules[1])
+      assert.same({id = 7, fn = "malloc", frames = {
+         {module = 1, offset = 0x8a2f1}, {module = 0, offset = 1234}, {address = 0x7f1c2e0010a0}}}, proc.sites[7])
+      assert.same({{kind = "definite", site = 7, blocks = 3, bytes = 300},
+                    {kind = "reachable", site = 9, blocks = 1, bytes = 48}}, proc.leaks)
+      assert.same({allocs = 1234, frees = 1200, live_blocks = 34}, proc.stats)
+   end)
+
+   it("marks a report without `end` as truncated and drops the cut-off last line", function()
+      local text = GOOD:gsub("end\n$", ""):gsub("stats.*$", "leak possible 9 2 9")   -- no newline: cut mid-write
+      local proc = assert(raw.parse(text, "proc.4242.raw"))
+      assert.is_true(proc.truncated)
+      assert.equal(2, #proc.leaks)
+   end)
+
+   it("drops a truncated report's leaks of sites that were cut off", function()
+      local proc = assert(raw.parse("ljleak-raw 1\npid 5\nleak definite 3 1 10\n", "proc.5.raw"))
+      assert.is_true(proc.truncated)
+      assert.same({}, proc.leaks)
+   end)
+
+   local malformed = {
+      {"bad header", "ljleak-raw 2\n", 1, "unsupported raw format version 2"},
+      {"not a raw file", "hello\n", 1, "not an ljleak raw report"},
+      {"bad pid", "ljleak-raw 1\npid x\nend\n", 2, "bad pid 'x'"},
+      {"frame count", "ljleak-raw 1\npid 1\nmodule 0 0x10 /x\nsite 1 malloc 2 0:0x1\nend\n", 4,
+       "2 frames announced, 1 given"},
+      {"bad frame", "ljleak-raw 1\npid 1\nsite 1 malloc 1 0-0x1\nend\n", 3, "bad frame '0%-0x1'"},
+      {"unknown kind", "ljleak-raw 1\npid 1\nleak lost 1 1 1\nend\n", 3, "unknown leak kind 'lost'"},
+      {"undefined site", "ljleak-raw 1\npid 1\nleak definite 8 1 1\nend\n", 3, "site 8, which is not defined"},
+      {"undefined module", "ljleak-raw 1\npid 1\nsite 1 malloc 1 3:0x1\nend\n", 3, "module 3, which is not defined"},
+      {"bad stats", "ljleak-raw 1\npid 1\nstats allocs=many\nend\n", 3, "bad stats item 'allocs=many'"},
+   }
+   for _, case in ipairs(malformed) do
+      it("rejects a malformed line with FILE:LINE: " .. case[1], function()
+         local proc, err = raw.parse(case[2], "/run/proc.1.raw")
+         assert.is_nil(proc)
+         assert.matches("^/run/proc%.1%.raw:" .. case[3] .. ": ", err)
+         assert.matches(case[4], err)
+      end)
+   end
+end)
+
+describe("JSON report", function()
+   local sym = symbolize.new({core = false, tracker = "/lib/libljleak.so"})
+
+   it("writes empty arrays as [] and absent test/suppressed_by as null", function()
+      local proc = assert(raw.parse(GOOD, "proc.4242.raw"))
+      local rep = report.build({proc}, {command = {"luajit", "app.lua"}, exit_status = 0, symbolizer = sym})
+      local text = report.format(rep, "json")
+      assert.matches('"lua": %[%]', text)
+      assert.matches('"test": null', text)
+      assert.matches('"suppressed_by": null', text)
+      local data = cjson.decode(text)
+      assert.equal(1, data.schema)
+      assert.equal("ljleak", data.tool)
+      assert.same({"luajit", "app.lua"}, data.command)
+      assert.same({blocks = 3, bytes = 300}, data.summary.definite)
+      assert.same({blocks = 1, bytes = 48}, data.summary.reachable)
+      assert.same({blocks = 0, bytes = 0}, data.summary.indirect)
+      local leak = data.leaks[1]
+      assert.equal("definite", leak.kind)
+      assert.equal(4242, leak.pid)
+      -- Frame 0 is the allocation function, as Valgrind shows it; then the raw frames in order.
+      assert.same({["function"] = "malloc", object = "/lib/libljleak.so"}, leak.frames[1])
+      assert.same({object = "/usr/lib/x86_64-linux-gnu/libc.so.6", offset = "0x8a2f1"}, leak.frames[2])
+      assert.same({address = "0x7f1c2e0010a0"}, leak.frames[4])
+   end)
+
+   it("writes a run without leaks with \"leaks\": [] and an empty command as []", function()
+      local text = report.format(report.build({}, {symbolizer = sym}), "json")
+      assert.matches('"leaks": %[%]', text)
+      assert.matches('"command": %[%]', text)
+      assert.matches('"processes": %[%]', text)
+   end)
+
+   it("names frames as the text summary shows them", function()
+      assert.equal("make_thing (thing.c:12) [/p/libthing.so]", symbolize.frame_text(
+         {["function"] = "make_thing", file = "thing.c", line = 12, object = "/p/libthing.so"}))
+      assert.equal("/p/libthing.so+0x1167", symbolize.frame_text({object = "/p/libthing.so", offset = "0x1167"}))
+      assert.equal("[JIT code or unknown] 0x7f00", symbolize.frame_text({address = "0x7f00"}))
+   end)
+
+   it("lists reachable records only when asked, but always counts them", function()
+      local proc = assert(raw.parse(GOOD, "proc.4242.raw"))
+      local rep = report.build({proc}, {symbolizer = sym})
+      local plain = report.format(rep, "text")
+      assert.matches("definite: 300 bytes in 3 blocks, pid 4242", plain, 1, true)
+      assert.not_matches("reachable: 48 bytes in 1 block, pid", plain, 1, true)
+      assert.matches("reachable: 48 bytes in 1 block\n", plain, 1, true)
+      local full = report.format(rep, "text", {show_reachable = true})
+      assert.matches("reachable: 48 bytes in 1 block, pid 4242", full, 1, true)
+   end)
+end)
+
+describe("ljleak run command line", function()
+   it("rejects an unknown option with exit 2 and one line naming it", function()
+      local code, out, err = ljleak({"run", "--no-such-option", "--", "true"})
+      assert.equal(2, code)
+      assert.equal("", out)
+      assert_one_line(err)
+      assert.matches("'--no-such-option'", err, 1, true)
+   end)
+
+   it("rejects a bad --fail-on kind, naming the option and the kind", function()
+      local code, _, err = ljleak({"run", "--fail-on=definite,lost", "--", "true"})
+      assert.equal(2, code)
+      assert_one_line(err)
+      assert.matches("--fail-on", err, 1, true)
+      assert.matches("'lost'", err, 1, true)
+   end)
+
+   it("rejects a bad --error-exitcode", function()
+      local code, _, err = ljleak({"run", "--error-exitcode=300", "--", "true"})
+      assert.equal(2, code)
+      assert_one_line(err)
+      assert.matches("--error-exitcode", err, 1, true)
+   end)
+
+   it("rejects an unknown --engine", function()
+      local code, _, err = ljleak({"run", "--engine=massif", "--", "true"})
+      assert.equal(2, code)
+      assert_one_line(err)
+      assert.matches("--engine", err, 1, true)
+   end)
+
+   it("asks for `--` when the command comes without it", function()
+      local marker = tmpdir .. "/marker"
+      local code, _, err = ljleak({"run", "touch", marker})
+      assert.equal(2, code)
+      assert_one_line(err)
+      assert.matches("'--'", err, 1, true)
+      assert.matches("'touch'", err, 1, true)
+      assert.is_false(exists(marker))
+   end)
+
+   it("asks for `--` and a command when there is neither", function()
+      local code, _, err = ljleak({"run"})
+      assert.equal(2, code)
+      assert_one_line(err)
+      assert.matches("'--'", err, 1, true)
+   end)
+
+   it("exits 127 when the command is not found", function()
+      local code, _, err = ljleak({"run", "--", "ljleak-no-such-command-xyz", "arg"})
+      assert.equal(127, code)
+      assert.equal("ljleak: ljleak-no-such-command-xyz: command not found\n", err)
+   end)
+
+   it("exits 127 when the command is not executable", function()
+      local notes = tmpdir .. "/notes.json"
+      write_file(notes, "echo hi\n")   -- mode 0644 (umask permitting), so not executable
+      local code, out, err = ljleak({"run", "--", notes})
+      assert.equal(127, code)
+      assert.equal("", out)
+      assert.equal(("ljleak: %s: command not found (not executable)\n"):format(notes), err)
+   end)
+
+   it("exits 2 before running the command when --json's folder is missing", function()
+      local marker = tmpdir .. "/marker"
+      local json = tmpdir .. "/no-such-folder/report.json"
+      local code, _, err = ljleak({"run", "--json=" .. json, "--", "touch", marker})
+      assert.equal(2, code)
+      assert_one_line(err)
+      assert.matches("--json=" .. json, err, 1, true)
+      assert.is_false(exists(marker))
+   end)
+
+   it("refuses to overwrite a file that is not an ljleak report", function()
+      local marker = tmpdir .. "/marker"
+      local notes = tmpdir .. "/notes.json"
+      write_file(notes, '{"my": "notes"}\n')
+      local code, _, err = ljleak({"run", "--json", notes, "--", "touch", marker})
+      assert.equal(2, code)
+      assert_one_line(err)
+      assert.matches("not an ljleak report", err, 1, true)
+      assert.equal('{"my": "notes"}\n', read_file(notes))
+      assert.is_false(exists(marker))
+   end)
+
+   it("re-renders a saved report with `ljleak report`", function()
+      local proc = assert(raw.parse(GOOD, "proc.4242.raw"))
+      local path = tmpdir .. "/old.json"
+      assert(report.write(report.build({proc}, {symbolizer = symbolize.new({core = false})}), path, "json"))
+      local code, out = ljleak({"report", path})
+      assert.equal(0, code)
+      assert.matches("definite: 300 bytes in 3 blocks, pid 4242", out, 1, true)
+      assert.matches("LEAK SUMMARY:", out, 1, true)
+   end)
+end)
+
+describe("ljleak run with the tracker", function()
+   local tracker = ROOT .. "/build/ljleak/libljleak.so"
+   if not exists(tracker) then
+      pending("needs build/ljleak/libljleak.so (make)")
+      return
+   end
+
+   it("reports 100 bytes in 1 block definitely lost and fails with 42", function()
+      local json = tmpdir .. "/new.json"
+      local code, _, err = ljleak({"run", "--json=" .. json, "--", "luajit", "-e",
+         'local ffi = require "ffi" ffi.cdef "void *malloc(size_t)" ffi.C.malloc(100)'})
+      assert.equal(42, code, err)
+      local data = cjson.decode(read_file(json))
+      assert.same({blocks = 1, bytes = 100}, data.summary.definite)
+      assert.equal("malloc", data.leaks[1].frames[1]["function"])
+      assert.matches("definite: 100 bytes in 1 block, pid %d+", err)
+      -- Overwriting an earlier report is allowed.
+      code = ljleak({"run", "--json=" .. json, "--error-exitcode=7", "--", "luajit", "-e", "os.exit(3, true)"})
+      assert.equal(3, code)
+      assert.same({blocks = 0, bytes = 0}, cjson.decode(read_file(json)).summary.definite)
+   end)
+end)
