@@ -7,5 +7,7 @@ echo "== luacheck"
 luacheck -q lua bin t bench examples
 echo "== busted specs"
 $BUSTED -o TAP t/cli_spec.lua t/leak_spec.lua
+echo "== luarocks install"
+sh t/rock.sh
 echo "== self-check: the CLI's own specs under ljleak's tracker"
 ./bin/ljleak run --fail-on=definite,indirect,possible -- $BUSTED -o TAP t/cli_spec.lua

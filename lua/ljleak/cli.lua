@@ -500,6 +500,8 @@ local function main(argv)
 end
 
 function M.main(argv)
+   -- libdw would ask debuginfod servers on the network for missing debug info: never.
+   require("posix.stdlib").setenv("DEBUGINFOD_URLS", nil)
    local ok, result = xpcall(main, traceback, argv or {})
    if ok then return result end
    if getmetatable(result) == Failure then
