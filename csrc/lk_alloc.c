@@ -54,7 +54,11 @@ LK_EXPORT void *malloc(size_t n)
 
 LK_EXPORT void free(void *p)
 {
-  if (LIKELY(p != NULL) && LIKELY(lk_on)) lk_table_take(p, NULL, NULL);  /* before the real free */
+  if (LIKELY(p != NULL) && LIKELY(lk_on) && !lk_table_take(p, NULL, NULL) /* before the real free */
+      && UNLIKELY(lk_in_finalizer)) {
+    lk_bad_free(p);  /* never handed out, or freed twice: report it, do not crash */
+    return;
+  }
   __libc_free(p);
 }
 

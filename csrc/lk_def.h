@@ -23,6 +23,8 @@ extern const char *const lk_fnames[LK_F__MAX];
 /* Leak kinds, ordered so that a larger value is "more reachable". */
 enum { LK_UNREACHED, LK_INDIRECT, LK_POSSIBLE, LK_REACHABLE, LK_DEFINITE };
 
+typedef void (*lk_range_fn)(uintptr_t lo, uintptr_t hi, void *ud);
+
 /* -- Global state (lk_alloc.c) ------------------------------------------ */
 extern volatile int lk_on;   /* recording enabled: after init, before the exit check */
 extern LK_TLS int lk_busy;   /* this thread is inside the tracker: do not record */
@@ -56,6 +58,8 @@ typedef struct lk_site {
   uint8_t fn;        /* LK_F_* */
   uint8_t flags;
   uint32_t ctx;
+  uint32_t lua;      /* interned Lua stack (lk_luavm.c), 0 if none */
+  uint32_t pad;
   uintptr_t ips[];   /* return addresses, innermost first */
 } lk_site;
 void lk_stack_init(void);
@@ -63,6 +67,34 @@ uint32_t lk_site_capture(int fn, uintptr_t ra);  /* ra: the allocation call's re
 const lk_site *lk_site_get(uint32_t id);
 int lk_site_mark(uint32_t id);  /* set the site's "reported" flag; returns its old value */
 void lk_stack_after_fork(void);
+
+/* -- Interning byte strings (lk_intern.c) -------------------------------- */
+typedef struct lk_itab {
+  size_t size, nbuckets, used;   /* arena bytes reserved; buckets (a power of 2) */
+  char *arena;
+  uint32_t *buckets;
+  volatile int lock;
+} lk_itab;
+#define LK_ITAB(size, nbuckets) { (size), (nbuckets), 0, NULL, NULL, 0 }
+uint32_t lk_intern(lk_itab *t, const void *key, size_t n, uint16_t aux);  /* 0 if full */
+const void *lk_intern_get(const lk_itab *t, uint32_t id, size_t *n, uint16_t *aux);
+int lk_intern_mark(lk_itab *t, uint32_t id);  /* set "reported"; returns the old value */
+
+/* -- Contexts: tag and snapshot epoch (lk_api.c) -------------------------- */
+const char *lk_ctx_tag(uint32_t ctx, uint32_t *epoch, const char **note);  /* NULL: no tag */
+int lk_ctx_mark(uint32_t ctx);
+extern LK_TLS int lk_in_finalizer;       /* an ffi.gc finalizer runs on this thread */
+void lk_bad_free(void *p);               /* free() of an unknown block inside a finalizer */
+
+/* -- The Lua VM (lk_luavm.c) --------------------------------------------- */
+#define LK_LUA_APPROX 1   /* frame flag: location of the running trace's start, not the line */
+uint32_t lk_lua_capture(void);           /* Lua stack of the current allocation, 0 if none */
+typedef void (*lk_lua_frame_fn)(int line, int flags, const char *name, const char *src, void *ud);
+int lk_lua_frames(uint32_t id, lk_lua_frame_fn fn, void *ud);
+int lk_lua_attached(void);
+int lk_lua_arena_foreach(lk_range_fn live, void *ud);   /* chunks in use; 0 if unknown */
+void lk_lua_arena_outside(uintptr_t lo, uintptr_t hi, lk_range_fn fn, void *ud);
+int lk_lua_mark(uint32_t id);            /* set "reported"; returns the old value */
 
 /* -- Modules and foreign mappings (lk_maps.c) --------------------------- */
 typedef struct lk_module {
@@ -85,7 +117,6 @@ void lk_maps_after_fork(void);
 /* Foreign anonymous mappings (e.g. LuaJIT's GC arena): roots while mapped. */
 extern volatile unsigned lk_fm_gen;
 int lk_foreign_find(uintptr_t a, uintptr_t *lo, uintptr_t *hi);
-typedef void (*lk_range_fn)(uintptr_t lo, uintptr_t hi, void *ud);
 void lk_maps_foreach_foreign(lk_range_fn fn, void *ud);
 /* Clip [lo,hi) to readable mappings of /proc/self/maps and call fn on each piece. */
 void lk_maps_readable(uintptr_t lo, uintptr_t hi, lk_range_fn fn, void *ud);
@@ -96,6 +127,7 @@ void lk_maps_load(void);                 /* re-read /proc/self/maps */
 void lk_thread_init(void);
 void lk_thread_after_fork(void);
 void lk_threads_park(void);               /* stop every other known thread */
+void lk_threads_unpark(void);             /* ... and let them go on (mid-run checks) */
 void lk_threads_foreach_stack(lk_range_fn fn, void *ud);  /* stacks of parked threads */
 int lk_thread_self_stack(uintptr_t *hi);   /* top of the calling thread's stack */
 extern uintptr_t lk_main_sp;              /* frame of main() */
@@ -106,9 +138,12 @@ typedef struct lk_result {
   lk_block *blocks;
   size_t n;
   size_t roots_bytes;
+  uint32_t *work;
 } lk_result;
 void lk_scan_init(void);
-void lk_scan(lk_result *r);
+void lk_scan(lk_result *r);             /* the world must be stopped */
+void lk_result_free(lk_result *r);
+uint32_t lk_site_with_ctx(uint32_t site, uint32_t ctx);  /* same stack, another context */
 
 /* -- Raw report (lk_report.c) ------------------------------------------- */
 void lk_report_write(const lk_result *r);

@@ -91,6 +91,64 @@ static size_t lk_aggregate(const lk_result *r, lk_agg **out, size_t *cap)
 
 /* -- Raw report ------------------------------------------------------------ */
 
+/* A text as one field: blanks, '%' and newlines escaped; "-" when absent. */
+static void lk_put_field(lk_out *o, const char *s)
+{
+  if (!s || !*s) { lk_puts(o, "-"); return; }
+  if (s[0] == '-' && !s[1]) { lk_puts(o, "%2d"); return; }  /* a literal "-" */
+  for (; *s; s++) {
+    if (*s == ' ') lk_puts(o, "%20");
+    else if (*s == '%') lk_puts(o, "%25");
+    else if (*s == '\n') lk_puts(o, "%0a");
+    else { char c[2] = { *s, 0 }; lk_puts(o, c); }
+  }
+}
+
+/* One line per Lua frame: lua ID LINE FLAGS NAME SOURCE (source last: it may hold spaces). */
+typedef struct { lk_out *o; uint32_t id; } lk_lua_ud;
+
+static void lk_write_lua_frame(int line, int flags, const char *name, const char *src, void *ud)
+{
+  lk_lua_ud *u = ud;
+  const char *p;
+  lk_puts(u->o, "lua ");
+  lk_putu(u->o, u->id);
+  lk_puts(u->o, line < 0 ? " -1 " : " ");
+  if (line >= 0) { lk_putu(u->o, (uint64_t)line); lk_puts(u->o, " "); }
+  lk_putu(u->o, (uint64_t)flags);
+  lk_puts(u->o, " ");
+  if (!name || !*name) lk_puts(u->o, "?");
+  else lk_put_field(u->o, name);
+  lk_puts(u->o, " ");
+  for (p = src; *p; p++) {
+    char c[2] = { *p == '\n' ? ' ' : *p, 0 };
+    lk_puts(u->o, c);
+  }
+  lk_puts(u->o, "\n");
+}
+
+/* ctx ID EPOCH TAG NOTE: tag and note escaped, "-" when absent. */
+static void lk_write_ctx(lk_out *o, uint32_t id)
+{
+  uint32_t epoch = 0;
+  const char *note = NULL, *tag = lk_ctx_tag(id, &epoch, &note);
+  lk_puts(o, "ctx ");
+  lk_putu(o, id);
+  lk_puts(o, " ");
+  lk_putu(o, epoch);
+  lk_puts(o, " ");
+  lk_put_field(o, tag);
+  lk_puts(o, " ");
+  lk_put_field(o, note);
+  lk_puts(o, "\n");
+}
+
+static void lk_write_lua(lk_out *o, uint32_t id)
+{
+  lk_lua_ud u = { o, id };
+  lk_lua_frames(id, lk_write_lua_frame, &u);
+}
+
 static void lk_write_site(lk_out *o, uint32_t id)
 {
   const lk_site *s = lk_site_get(id);
@@ -114,7 +172,10 @@ static void lk_write_site(lk_out *o, uint32_t id)
     }
   }
   if (s && s->ctx) { lk_puts(o, " ctx="); lk_putu(o, s->ctx); }
+  if (s && s->lua) { lk_puts(o, " lua="); lk_putu(o, s->lua); }
   lk_puts(o, "\n");
+  if (s && s->lua && !lk_lua_mark(s->lua)) lk_write_lua(o, s->lua);
+  if (s && s->ctx && !lk_ctx_mark(s->ctx)) lk_write_ctx(o, s->ctx);
 }
 
 static void lk_write_raw(lk_out *o, const lk_result *r, lk_agg *t, size_t cap)

@@ -93,6 +93,12 @@ static void lk_root_checked(uintptr_t lo, uintptr_t hi, void *ud)
   lk_maps_readable(lo, hi, lk_root, ud);
 }
 
+/* A mapping the program made: whole, but LuaJIT's arena only through its chunks in use. */
+static void lk_root_foreign(uintptr_t lo, uintptr_t hi, void *ud)
+{
+  lk_lua_arena_outside(lo, hi, lk_root, ud);
+}
+
 /* -- Roots -------------------------------------------------------------- */
 
 static void lk_roots_modules(lk_scanner *s)
@@ -150,6 +156,7 @@ void lk_scan(lk_result *r)
     if (s.b[i].addr + s.b[i].size > s.hi) s.hi = s.b[i].addr + s.b[i].size;
   if (s.hi == s.lo) s.hi++;  /* all zero-sized */
   s.work = lk_sysmap((2 * s.n + 1) * sizeof(uint32_t));
+  r->work = s.work;
   s.usable = (lk_usable_f)lk_real_malloc_usable_size();
   if (!s.work) return;
 
@@ -163,7 +170,8 @@ void lk_scan(lk_result *r)
   }
   lk_drain(&s);
   lk_roots_modules(&s);
-  lk_maps_foreach_foreign(lk_root, &s);
+  if (lk_lua_arena_foreach(lk_root, &s)) lk_maps_foreach_foreign(lk_root_foreign, &s);
+  else lk_maps_foreach_foreign(lk_root, &s);
   lk_threads_foreach_stack(lk_root_checked, &s);
   if (lk_thread_self_stack(&hi)) lk_roots_own_stack(&s, hi);
   lk_roots_tls(&s);
@@ -179,4 +187,12 @@ void lk_scan(lk_result *r)
   for (i = 0; i < s.n; i++)
     if (s.b[i].state == LK_UNREACHED) s.b[i].state = LK_DEFINITE;
   r->roots_bytes = s.roots_bytes;
+}
+
+void lk_result_free(lk_result *r)
+{
+  lk_sysunmap(r->blocks, (r->n ? r->n : 1) * sizeof(lk_block));
+  lk_sysunmap(r->work, (2 * r->n + 1) * sizeof(uint32_t));
+  r->blocks = NULL;
+  r->work = NULL;
 }

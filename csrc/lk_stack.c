@@ -65,9 +65,9 @@ int lk_site_mark(uint32_t id)
   return old;
 }
 
-static inline uint32_t lk_hash(const uintptr_t *ips, int n, int fn, uint32_t ctx)
+static inline uint32_t lk_hash(const uintptr_t *ips, int n, int fn, uint32_t ctx, uint32_t lua)
 {
-  uint64_t h = 0x9e3779b97f4a7c15ull ^ ((uint64_t)fn << 32) ^ ctx;
+  uint64_t h = (0x9e3779b97f4a7c15ull ^ ((uint64_t)fn << 32) ^ ctx) + ((uint64_t)lua << 40);
   int i;
   for (i = 0; i < n; i++) {
     h ^= ips[i];
@@ -78,17 +78,17 @@ static inline uint32_t lk_hash(const uintptr_t *ips, int n, int fn, uint32_t ctx
 }
 
 static inline int lk_site_eq(const lk_site *s, uint32_t h, const uintptr_t *ips, int n, int fn,
-                             uint32_t ctx)
+                             uint32_t ctx, uint32_t lua)
 {
   int i;
-  if (s->hash != h || s->depth != n || s->fn != fn || s->ctx != ctx) return 0;
+  if (s->hash != h || s->depth != n || s->fn != fn || s->ctx != ctx || s->lua != lua) return 0;
   for (i = 0; i < n; i++)  /* short: a call to memcmp costs more */
     if (s->ips[i] != ips[i]) return 0;
   return 1;
 }
 
 static NOINLINE uint32_t lk_site_insert(uint32_t h, const uintptr_t *ips, int n, int fn,
-                                        uint32_t ctx)
+                                        uint32_t ctx, uint32_t lua)
 {
   uint32_t id, *bucket;
   size_t need = (sizeof(lk_site) + n * sizeof(uintptr_t) + 7) & ~(size_t)7;
@@ -102,7 +102,7 @@ static NOINLINE uint32_t lk_site_insert(uint32_t h, const uintptr_t *ips, int n,
   bucket = &lk_buckets[h & (LK_NBUCKETS - 1)];
   for (id = *bucket; id; id = s->next) {  /* someone may have inserted it meanwhile */
     s = (lk_site *)(lk_arena + ((size_t)id << 3));
-    if (lk_site_eq(s, h, ips, n, fn, ctx)) goto done;
+    if (lk_site_eq(s, h, ips, n, fn, ctx, lua)) goto done;
   }
   if (lk_arena_used + need > LK_ARENA_SIZE) { id = 0; goto done; }
   id = (uint32_t)(lk_arena_used >> 3);
@@ -112,6 +112,7 @@ static NOINLINE uint32_t lk_site_insert(uint32_t h, const uintptr_t *ips, int n,
   s->depth = (uint16_t)n;
   s->fn = (uint8_t)fn;
   s->ctx = ctx;
+  s->lua = lua;
   memcpy(s->ips, ips, n * sizeof(uintptr_t));
   s->next = *bucket;
   __atomic_store_n(bucket, id, __ATOMIC_RELEASE);
@@ -120,20 +121,20 @@ done:
   return id;
 }
 
-static uint32_t lk_site_intern(const uintptr_t *ips, int n, int fn, uint32_t ctx)
+static uint32_t lk_site_intern(const uintptr_t *ips, int n, int fn, uint32_t ctx, uint32_t lua)
 {
-  uint32_t h = lk_hash(ips, n, fn, ctx), id;
+  uint32_t h = lk_hash(ips, n, fn, ctx, lua), id;
   const lk_site *s;
-  if (h == lk_memo_hash && (s = lk_site_get(lk_memo_id)) && lk_site_eq(s, h, ips, n, fn, ctx))
+  if (h == lk_memo_hash && (s = lk_site_get(lk_memo_id)) && lk_site_eq(s, h, ips, n, fn, ctx, lua))
     return lk_memo_id;
   if (LIKELY(lk_buckets != NULL)) {
     for (id = __atomic_load_n(&lk_buckets[h & (LK_NBUCKETS - 1)], __ATOMIC_ACQUIRE); id;
          id = s->next) {
       s = (const lk_site *)(lk_arena + ((size_t)id << 3));
-      if (lk_site_eq(s, h, ips, n, fn, ctx)) goto found;
+      if (lk_site_eq(s, h, ips, n, fn, ctx, lua)) goto found;
     }
   }
-  id = lk_site_insert(h, ips, n, fn, ctx);
+  id = lk_site_insert(h, ips, n, fn, ctx, lua);
 found:
   lk_memo_hash = h;
   lk_memo_id = id;
@@ -163,9 +164,10 @@ uint32_t lk_site_capture(int fn, uintptr_t ra)
   void *buf[LK_MAXDEPTH + 8];
   uintptr_t ips[LK_MAXDEPTH];
   int n = 0, i = 0, k = 0;
+  uint32_t lua = lk_lua_capture();
   if (lk_ip_in_jit(ra)) {
     ips[0] = ra;
-    return lk_site_intern(ips, 1, fn, lk_ctx);
+    return lk_site_intern(ips, 1, fn, lk_ctx, lua);
   }
   if (LIKELY(lk_unw_backtrace != NULL)) {
     n = lk_unw_backtrace(buf, lk_depth + 6);
@@ -175,7 +177,14 @@ uint32_t lk_site_capture(int fn, uintptr_t ra)
   }
   for (; i < n && k < lk_depth; i++)  /* the tracker's frames (hooks, main wrapper) are noise */
     if (!lk_ip_in_self((uintptr_t)buf[i])) ips[k++] = (uintptr_t)buf[i];
-  return lk_site_intern(ips, k, fn, lk_ctx);
+  return lk_site_intern(ips, k, fn, lk_ctx, lua);
+}
+
+uint32_t lk_site_with_ctx(uint32_t id, uint32_t ctx)
+{
+  const lk_site *s = lk_site_get(id);
+  if (!s) return id;
+  return lk_site_intern(s->ips, s->depth, s->fn, ctx, s->lua);
 }
 
 void lk_stack_after_fork(void)

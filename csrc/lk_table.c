@@ -164,7 +164,7 @@ size_t lk_table_collect(lk_block **out)
       n += slots[j] != 0;
     }
   }
-  cap = n ? n : 1;
+  cap = n ? n : 1;  /* lk_result_free unmaps (n ? n : 1) blocks */
   b = lk_sysmap(cap * sizeof(lk_block));
   if (!b) return 0;
   for (i = 0; i < nl; i++) {

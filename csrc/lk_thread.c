@@ -3,6 +3,7 @@
 #include "lk_def.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
@@ -133,15 +134,36 @@ LK_EXPORT int __libc_start_main(lk_main_f main, int argc, char **argv, void (*in
 
 #define LK_PARK_SIG (SIGRTMAX - 2)
 
+static volatile int lk_release;  /* parked threads may go on (mid-run checks; never at exit) */
+
 static void lk_park_handler(int sig, siginfo_t *si, void *uc)
 {
   lk_thread *t = lk_thread_me;
   volatile uintptr_t here = 0;
+  struct timespec ts = { 0, 200000 };
+  int saved = errno;
   (void)sig; (void)si; (void)uc;
   if (!t) return;
   t->sp = (uintptr_t)&here;
   __atomic_store_n(&t->parked, 1, __ATOMIC_RELEASE);
-  for (;;) syscall(SYS_pause);
+  while (!__atomic_load_n(&lk_release, __ATOMIC_ACQUIRE)) nanosleep(&ts, NULL);
+  __atomic_store_n(&t->parked, 0, __ATOMIC_RELEASE);
+  errno = saved;
+}
+
+/* Let parked threads go on, and wait until they have left the handler. */
+void lk_threads_unpark(void)
+{
+  struct timespec ts = { 0, 200000 };
+  int i, rounds;
+  __atomic_store_n(&lk_release, 1, __ATOMIC_RELEASE);
+  for (rounds = 0; rounds < 5000; rounds++) {
+    int waiting = 0;
+    for (i = 0; i < LK_MAXTHREADS; i++)
+      if (lk_threads[i].used && __atomic_load_n(&lk_threads[i].parked, __ATOMIC_ACQUIRE)) waiting++;
+    if (!waiting) break;
+    nanosleep(&ts, NULL);
+  }
 }
 
 void lk_threads_park(void)
@@ -155,6 +177,7 @@ void lk_threads_park(void)
   sa.sa_flags = SA_SIGINFO | SA_RESTART;
   sigfillset(&sa.sa_mask);
   sigaction(LK_PARK_SIG, &sa, NULL);
+  __atomic_store_n(&lk_release, 0, __ATOMIC_RELEASE);
   for (i = 0; i < LK_MAXTHREADS; i++) {
     lk_thread *t = &lk_threads[i];
     if (!t->used || t->tid == me) continue;

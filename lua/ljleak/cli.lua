@@ -293,6 +293,19 @@ local function find_tracker()
    return path
 end
 
+-- LUA_INIT for CMD: every LuaJIT process loads ljleak's Lua module first, so its allocations get
+-- Lua frames, then runs the user's own LUA_INIT. Other Lua interpreters skip it.
+local function lua_init()
+   local module = package.searchpath("ljleak", package.path)
+   local user = os.getenv("LUA_INIT")
+   local code = module and ("if jit then package.preload['ljleak'] = package.preload['ljleak'] or "
+      .. "loadfile(%q); pcall(require, 'ljleak') end"):format(module) or ""
+   if user and user ~= "" then
+      code = code .. "\n" .. (user:sub(1, 1) == "@" and ("dofile(%q)"):format(user:sub(2)) or user)
+   end
+   return code ~= "" and code or nil
+end
+
 local function make_run_dir()
    local tmp = os.getenv("TMPDIR")
    if not tmp or tmp == "" then tmp = "/tmp" end
@@ -413,7 +426,9 @@ function commands.run(args, command)
    local ok, result = xpcall(function()
       local preload = os.getenv("LD_PRELOAD")
       preload = (preload and preload ~= "") and tracker .. ":" .. preload or tracker
-      local child_pid, how, status = spawn_and_wait(path, command, {LD_PRELOAD = preload, LJLEAK_DIR = run_dir})
+      local child_pid, how, status = spawn_and_wait(path, command, {
+         LD_PRELOAD = preload, LJLEAK_DIR = run_dir, LUA_INIT = lua_init(),
+      })
       local exit_status = how == "killed" and EXIT.signal_base + status or status
 
       local procs, problems = report.collect(run_dir)

@@ -79,6 +79,12 @@ function handlers.site(proc, rest, state)
    if not id or not fn or not n then
       return "bad site line (want: site ID FUNCTION NFRAMES FRAME...)"
    end
+   local attrs = {}  -- key=value fields after the frames (lua=ID, ctx=ID)
+   while #fields > 3 + n and fields[#fields]:match("^%a+=") do
+      local k, v = table.remove(fields):match("^(%a+)=(.*)$")
+      attrs[k] = number(v)
+      if not attrs[k] then return ("site %d: bad %s=%s"):format(id, k, v) end
+   end
    if #fields ~= 3 + n then
       return ("site %d: %d frames announced, %d given"):format(id, n, #fields - 3)
    end
@@ -103,7 +109,38 @@ function handlers.site(proc, rest, state)
          state.module_refs[#state.module_refs + 1] = {index = index, line = state.lineno, site = id}
       end
    end
-   proc.sites[id] = {id = id, fn = fn, frames = frames}
+   proc.sites[id] = {id = id, fn = fn, frames = frames, lua = attrs.lua, ctx = attrs.ctx}
+end
+
+local function unescape(s)
+   return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+-- lua ID LINE FLAGS NAME SOURCE: one Lua frame of an interned Lua stack, innermost first.
+function handlers.lua(proc, rest)
+   local id, line, flags, name, source = rest:match("^(%d+) (%-?%d+) (%d+) (%S+) (.*)$")
+   if not id then
+      return "bad lua line (want: lua ID LINE FLAGS NAME SOURCE)"
+   end
+   id, line = number(id), tonumber(line)
+   local frames = proc.lua[id] or {}
+   proc.lua[id] = frames
+   frames[#frames + 1] = {
+      source = source, line = line >= 0 and line or nil,
+      ["function"] = name ~= "?" and unescape(name) or nil,
+      approximate = number(flags) % 2 == 1 or nil,
+   }
+end
+
+-- ctx ID EPOCH TAG NOTE: the tag (test name...), snapshot epoch and note ("finalizer detached
+-- at...") that sites with ctx=ID carry; TAG and NOTE are escaped, "-" when absent.
+function handlers.ctx(proc, rest)
+   local id, epoch, tag, note = rest:match("^(%d+) (%d+) (%S+) (%S+)$")
+   if not id then
+      return "bad ctx line (want: ctx ID EPOCH TAG NOTE)"
+   end
+   proc.ctx[number(id)] = {epoch = number(epoch), tag = tag ~= "-" and unescape(tag) or nil,
+                           note = note ~= "-" and unescape(note) or nil}
 end
 
 function handlers.leak(proc, rest, state)
@@ -146,7 +183,8 @@ end
 -- Parse TEXT (the file's content); NAME is used in messages.
 function M.parse(text, name)
    name = name or "raw"
-   local proc = {name = name, modules = {}, sites = {}, leaks = {}, stats = {}, truncated = true}
+   local proc = {name = name, modules = {}, sites = {}, leaks = {}, stats = {}, lua = {}, ctx = {},
+                 truncated = true}
    local state = {module_refs = {}, leak_lines = {}}
    local lines = {}
    for line in text:gmatch("([^\n]*)\n") do lines[#lines + 1] = line end

@@ -65,6 +65,25 @@ local function frames_key(frames)
    return table.concat(t, "\n")
 end
 
+local function lua_key(frames)
+   local t = {}
+   for i, f in ipairs(frames) do
+      t[i] = ("%s:%s:%s"):format(f.source or "", f.line or "", f["function"] or "")
+   end
+   return table.concat(t, "\1")
+end
+
+-- "file.lua:12 (name)", and what an approximate location means.
+function M.lua_frame_text(f)
+   local where = f.line and ("%s:%d"):format(f.source or "?", f.line) or (f.source or "?")
+   local what = f["function"] and f["function"] ~= M.null and f["function"] or nil
+   if f.approximate and f.approximate ~= M.null then
+      return ("%s (%sstart of the JIT trace that ran: the exact line is not known)"):format(
+         where, what and (what .. ", ") or "")
+   end
+   return what and ("%s (%s)"):format(where, what) or where
+end
+
 local function zero_summary()
    local s = {}
    for _, k in ipairs(M.KINDS) do s[k] = {blocks = 0, bytes = 0} end
@@ -97,15 +116,21 @@ function M.build(procs, opts)
       processes[#processes + 1] = {pid = proc.pid, ppid = proc.ppid, exe = proc.exe, lua_state = proc.lua_state,
                                    truncated = proc.truncated or nil, stats = proc.stats}
       for _, leak in ipairs(proc.leaks) do
-         local frames = sym:frames(proc, proc.sites[leak.site])
-         local key = table.concat({tostring(proc.pid), leak.kind, frames_key(frames)}, "\0")
+         local site = proc.sites[leak.site]
+         local frames = sym:frames(proc, site)
+         local lua = site.lua and proc.lua and proc.lua[site.lua] or {}
+         local ctx = site.ctx and proc.ctx and proc.ctx[site.ctx]
+         local test = ctx and ctx.tag or nil
+         local note = ctx and ctx.note or nil
+         local key = table.concat({tostring(proc.pid), leak.kind, frames_key(frames), lua_key(lua),
+                                   test or "", note or ""}, "\0")
          local rec = by_key[key]
          if rec then
             rec.blocks = rec.blocks + leak.blocks
             rec.bytes = rec.bytes + leak.bytes
          else
             rec = {kind = leak.kind, blocks = leak.blocks, bytes = leak.bytes, pid = proc.pid,
-                   frames = frames, lua = {}, test = nil, suppressed_by = nil}
+                   frames = frames, lua = lua, test = test, note = note, suppressed_by = nil}
             by_key[key] = rec
             leaks[#leaks + 1] = rec
          end
@@ -149,7 +174,7 @@ end
 local key_order = {
    "schema", "tool", "version", "engine", "command", "exit_status", "summary", "leaks", "processes",
    "definite", "indirect", "possible", "reachable", "suppressed",
-   "kind", "blocks", "bytes", "pid", "frames", "lua", "test", "suppressed_by",
+   "kind", "blocks", "bytes", "pid", "frames", "lua", "test", "note", "suppressed_by",
    "function", "file", "dir", "line", "object", "offset", "address", "source",
    "ppid", "exe", "lua_state", "truncated", "stats",
 }
@@ -282,10 +307,14 @@ local function groups(report, show_reachable)
    for _, leak in ipairs(report.leaks or {}) do
       local suppressed = leak.suppressed_by ~= nil and leak.suppressed_by ~= M.null
       if not suppressed and (show_reachable or leak.kind ~= "reachable") then
-         local key = leak.kind .. "\0" .. frames_key(leak.frames or {})
+         local test = leak.test ~= M.null and leak.test or nil
+         local note = leak.note ~= M.null and leak.note or nil
+         local key = table.concat({leak.kind, frames_key(leak.frames or {}), lua_key(leak.lua or {}), test or "",
+                                   note or ""}, "\0")
          local g = by_key[key]
          if not g then
-            g = {kind = leak.kind, blocks = 0, bytes = 0, pids = {}, seen = {}, frames = leak.frames or {}, key = key}
+            g = {kind = leak.kind, blocks = 0, bytes = 0, pids = {}, seen = {}, frames = leak.frames or {}, key = key,
+                 lua = leak.lua or {}, test = test, note = note}
             by_key[key] = g
             list[#list + 1] = g
          end
@@ -312,7 +341,12 @@ local function text_summary(report, opts)
    local function line(s) out[#out + 1] = s end
    for _, g in ipairs(groups(report, opts.show_reachable)) do
       table.sort(g.pids)
-      line(("%s: %s, %s"):format(g.kind, amount(g), pids_text(g.pids)))
+      line(("%s: %s, %s%s"):format(g.kind, amount(g), pids_text(g.pids),
+                                  g.test and (", in test " .. g.test) or ""))
+      if g.note then line("    note: " .. g.note) end
+      for _, lf in ipairs(g.lua) do
+         line("    in Lua " .. M.lua_frame_text(lf))
+      end
       for i, frame in ipairs(g.frames) do
          line(("    %s %s"):format(i == 1 and "at" or "by", symbolize.frame_text(frame)))
       end

@@ -1,0 +1,250 @@
+/* ljleak tracker: the control API that `require "ljleak"` calls through the FFI: contexts (tags
+** and snapshot epochs), live-block queries, mid-run leak checks, and finalizer bookkeeping. */
+#include "lk_def.h"
+
+#include <string.h>
+
+/* -- Contexts --------------------------------------------------------------
+** A context is (epoch, tag, note), interned; new sites carry the current one. */
+
+static lk_itab lk_ctxs = LK_ITAB((size_t)64 << 20, (size_t)1 << 14);
+
+LK_EXPORT uint32_t ljleak_ctx_make(uint32_t epoch, const char *tag, const char *note)
+{
+  char b[4096];
+  size_t lt = tag ? strnlen(tag, 2000) : 0, ln = note ? strnlen(note, 2000) : 0;
+  memcpy(b, &epoch, 4);
+  if (lt) memcpy(b + 4, tag, lt);
+  b[4 + lt] = 0;
+  if (ln) memcpy(b + 5 + lt, note, ln);
+  b[5 + lt + ln] = 0;
+  return lk_intern(&lk_ctxs, b, 6 + lt + ln, 0);
+}
+
+LK_EXPORT void ljleak_ctx_set(uint32_t ctx) { lk_ctx = ctx; }
+LK_EXPORT uint32_t ljleak_ctx_get(void) { return lk_ctx; }
+
+/* Parts of a context: its tag (NULL if none); *epoch and *note filled when asked. */
+static const char *lk_ctx_parts(uint32_t ctx, uint32_t *epoch, const char **note)
+{
+  const char *p = lk_intern_get(&lk_ctxs, ctx, NULL, NULL);
+  uint32_t e = 0;
+  if (p) memcpy(&e, p, 4);
+  if (epoch) *epoch = e;
+  if (note) *note = p && p[4 + strlen(p + 4) + 1] ? p + 4 + strlen(p + 4) + 1 : NULL;
+  return p && p[4] ? p + 4 : NULL;
+}
+
+const char *lk_ctx_tag(uint32_t ctx, uint32_t *epoch, const char **note)
+{
+  return lk_ctx_parts(ctx, epoch, note);
+}
+
+int lk_ctx_mark(uint32_t ctx) { return lk_intern_mark(&lk_ctxs, ctx); }
+
+/* Attach a note to a live block ("finalizer detached at x.lua:3"): it moves to a site with the
+** same stack whose context carries the note. Returns 0 if the block is not tracked. */
+LK_EXPORT int ljleak_annotate(void *p, const char *note)
+{
+  uint64_t size;
+  uint32_t site, epoch = 0, ctx;
+  const lk_site *s;
+  const char *tag;
+  if (!p || !lk_on) return 0;
+  lk_busy++;
+  if (!lk_table_take(p, &size, &site)) { lk_busy--; return 0; }
+  s = lk_site_get(site);
+  tag = lk_ctx_parts(s ? s->ctx : 0, &epoch, NULL);
+  ctx = ljleak_ctx_make(epoch, tag, note);
+  lk_table_set(p, size, lk_site_with_ctx(site, ctx));
+  lk_busy--;
+  return 1;
+}
+
+/* -- Queries over live blocks ------------------------------------------------ */
+
+typedef struct ljleak_rec {
+  uint32_t site, kind;
+  uint64_t blocks, bytes;
+} ljleak_rec;
+
+/* Group (site, kind) -> blocks, bytes into out[] (cap entries); returns the number of groups,
+** which may exceed cap (then call again with more room). */
+typedef struct lk_grouper {
+  ljleak_rec *out;
+  int cap, n;
+} lk_grouper;
+
+static void lk_group(lk_grouper *g, uint32_t site, uint32_t kind, uint64_t bytes)
+{
+  int i;
+  for (i = 0; i < g->n && i < g->cap; i++) {
+    if (g->out[i].site == site && g->out[i].kind == kind) {
+      g->out[i].blocks++;
+      g->out[i].bytes += bytes;
+      return;
+    }
+  }
+  if (g->n < g->cap) {
+    g->out[g->n].site = site;
+    g->out[g->n].kind = kind;
+    g->out[g->n].blocks = 1;
+    g->out[g->n].bytes = bytes;
+  }
+  g->n++;
+}
+
+static int lk_epoch_in(uint32_t site, uint32_t lo, uint32_t hi)
+{
+  const lk_site *s = lk_site_get(site);
+  uint32_t e = 0;
+  lk_ctx_parts(s ? s->ctx : 0, &e, NULL);
+  return e >= lo && e < hi;
+}
+
+/* Blocks born in epochs [lo, hi) and still live, grouped by site (kind 0). */
+LK_EXPORT int ljleak_live(uint32_t lo, uint32_t hi, ljleak_rec *out, int cap)
+{
+  lk_grouper g = { out, cap, 0 };
+  lk_block *b;
+  size_t n, i;
+  lk_busy++;
+  n = lk_table_collect(&b);
+  for (i = 0; i < n; i++)
+    if (lk_epoch_in(b[i].site, lo, hi)) lk_group(&g, b[i].site, 0, b[i].size);
+  lk_sysunmap(b, (n ? n : 1) * sizeof(lk_block));
+  lk_busy--;
+  return g.n;
+}
+
+/* A leak check while the program runs: stop the other threads, classify every live block (the
+** Lua state is open: its live objects are roots, freed ones are not), and group the blocks born
+** in epochs [lo, hi) that are lost (definite, indirect, possible). */
+LK_EXPORT int ljleak_check(uint32_t lo, uint32_t hi, ljleak_rec *out, int cap)
+{
+  lk_grouper g = { out, cap, 0 };
+  lk_result r;
+  size_t i;
+  lk_busy++;
+  lk_maps_snapshot();
+  lk_maps_load();
+  lk_threads_park();
+  lk_scan(&r);
+  lk_threads_unpark();
+  for (i = 0; i < r.n; i++) {
+    uint32_t st = r.blocks[i].state;
+    if (st == LK_REACHABLE || !lk_epoch_in(r.blocks[i].site, lo, hi)) continue;
+    lk_group(&g, r.blocks[i].site, st, r.blocks[i].size);
+  }
+  lk_result_free(&r);
+  lk_busy--;
+  return g.n;
+}
+
+/* -- Describing sites to Lua ------------------------------------------------- */
+
+typedef struct ljleak_site_info {
+  const char *fn;       /* allocation function */
+  uint32_t depth, lua, ctx, pad;
+  const uintptr_t *ips;
+} ljleak_site_info;
+
+LK_EXPORT int ljleak_site(uint32_t id, ljleak_site_info *out)
+{
+  const lk_site *s = lk_site_get(id);
+  if (!s) return 0;
+  out->fn = s->fn < LK_F__MAX ? lk_fnames[s->fn] : "malloc";
+  out->depth = s->depth;
+  out->lua = s->lua;
+  out->ctx = s->ctx;
+  out->ips = s->ips;
+  return 1;
+}
+
+/* The loaded object holding ip: its index, load bias and path (NULL if none). */
+LK_EXPORT const char *ljleak_module_of(uintptr_t ip, uintptr_t *bias)
+{
+  int m = lk_module_find(ip);
+  if (m < 0) {
+    lk_busy++;
+    lk_maps_snapshot();  /* loaded since the last look */
+    lk_busy--;
+    m = lk_module_find(ip);
+  }
+  if (m < 0) return NULL;
+  *bias = lk_module_get(m)->base;
+  return lk_module_get(m)->path;
+}
+
+typedef struct { char *buf; size_t len, n; } lk_textbuf;
+
+static void lk_text_add(lk_textbuf *t, const char *s)
+{
+  size_t l = strlen(s);
+  if (t->n + l + 1 >= t->len) return;
+  memcpy(t->buf + t->n, s, l);
+  t->n += l;
+}
+
+static void lk_lua_line(int line, int flags, const char *name, const char *src, void *ud)
+{
+  lk_textbuf *t = ud;
+  char num[16];
+  int k = 15;
+  unsigned v = line < 0 ? 1 : (unsigned)line;
+  num[k] = 0;
+  do { num[--k] = (char)('0' + v % 10); v /= 10; } while (v);
+  if (line < 0) num[--k] = '-';
+  lk_text_add(t, num + k);
+  lk_text_add(t, flags & LK_LUA_APPROX ? "\t~\t" : "\t\t");
+  lk_text_add(t, name);
+  lk_text_add(t, "\t");
+  lk_text_add(t, src);
+  lk_text_add(t, "\n");
+}
+
+/* A Lua stack as text: one frame a line, "LINE\t[~]\tNAME\tSOURCE". Returns its length. */
+LK_EXPORT int ljleak_lua_text(uint32_t id, char *buf, int len)
+{
+  lk_textbuf t = { buf, (size_t)len, 0 };
+  if (len <= 0) return 0;
+  lk_lua_frames(id, lk_lua_line, &t);
+  buf[t.n < t.len ? t.n : t.len - 1] = 0;
+  return (int)t.n;
+}
+
+/* Tag and note of a context, for reports made in the process. */
+LK_EXPORT const char *ljleak_ctx_tag(uint32_t ctx, const char **note, uint32_t *epoch)
+{
+  return lk_ctx_parts(ctx, epoch, note);
+}
+
+/* -- Finalizers ------------------------------------------------------------------
+** While an ffi.gc finalizer runs, a free() of memory the tracker never handed out (or already
+** took back: a double free) is recorded and not passed on, so the bug is reported instead of
+** crashing glibc. */
+
+#define LK_MAXBAD 256
+LK_TLS int lk_in_finalizer;
+static LK_TLS uintptr_t lk_bad[LK_MAXBAD];
+static LK_TLS int lk_nbad;
+
+LK_EXPORT void ljleak_finalizer_enter(void)
+{
+  lk_in_finalizer++;
+  lk_nbad = 0;
+}
+
+LK_EXPORT int ljleak_finalizer_leave(uintptr_t *out, int cap)
+{
+  int i;
+  if (lk_in_finalizer > 0) lk_in_finalizer--;
+  for (i = 0; i < lk_nbad && i < cap; i++) out[i] = lk_bad[i];
+  return lk_nbad;
+}
+
+void lk_bad_free(void *p)
+{
+  if (lk_nbad < LK_MAXBAD) lk_bad[lk_nbad] = (uintptr_t)p;
+  lk_nbad++;
+}

@@ -1,0 +1,84 @@
+/* ljleak tracker: interning of small byte strings (Lua stacks, tags) into stable u32 ids.
+** Entries live in one reserved arena (id = offset / 8); lookup is lock-free, insert is locked. */
+#include "lk_def.h"
+
+#include <string.h>
+
+typedef struct lk_ientry {
+  uint32_t next, hash;
+  uint32_t len;
+  uint16_t aux;       /* caller's small number (e.g. a frame count) */
+  uint16_t mark;      /* "written into the report" */
+  char data[];
+} lk_ientry;
+
+static uint32_t lk_ihash(const char *b, size_t n)
+{
+  uint32_t h = 2166136261u;
+  size_t i;
+  for (i = 0; i < n; i++) h = (h ^ (uint8_t)b[i]) * 16777619u;
+  return h ? h : 1;
+}
+
+static lk_ientry *lk_iget(const lk_itab *t, uint32_t id)
+{
+  return id && t->arena ? (lk_ientry *)(t->arena + ((size_t)id << 3)) : NULL;
+}
+
+static uint32_t lk_ifind(const lk_itab *t, uint32_t bucket, uint32_t h, const char *b, size_t n)
+{
+  uint32_t id;
+  const lk_ientry *e;
+  for (id = __atomic_load_n(&t->buckets[bucket], __ATOMIC_ACQUIRE); id; id = e->next) {
+    e = lk_iget(t, id);
+    if (e->hash == h && e->len == n && memcmp(e->data, b, n) == 0) return id;
+  }
+  return 0;
+}
+
+uint32_t lk_intern(lk_itab *t, const void *key, size_t n, uint16_t aux)
+{
+  const char *b = key;
+  uint32_t h = lk_ihash(b, n), slot = h & (t->nbuckets - 1), id;
+  size_t need = (sizeof(lk_ientry) + n + 7) & ~(size_t)7;
+  if (t->buckets && (id = lk_ifind(t, slot, h, b, n))) return id;
+  lk_spin_lock(&t->lock);
+  if (!t->arena) {
+    t->arena = lk_sysmap(t->size);
+    t->buckets = lk_sysmap(t->nbuckets * sizeof(uint32_t));
+    t->used = 8;  /* id 0 means none */
+  }
+  id = 0;
+  if (t->arena && t->buckets && !(id = lk_ifind(t, slot, h, b, n)) && t->used + need <= t->size) {
+    lk_ientry *e = (lk_ientry *)(t->arena + t->used);
+    id = (uint32_t)(t->used >> 3);
+    t->used += need;
+    e->hash = h;
+    e->len = (uint32_t)n;
+    e->aux = aux;
+    memcpy(e->data, b, n);
+    e->next = t->buckets[slot];
+    __atomic_store_n(&t->buckets[slot], id, __ATOMIC_RELEASE);
+  }
+  lk_spin_unlock(&t->lock);
+  return id;
+}
+
+const void *lk_intern_get(const lk_itab *t, uint32_t id, size_t *n, uint16_t *aux)
+{
+  const lk_ientry *e = lk_iget(t, id);
+  if (!e) return NULL;
+  if (n) *n = e->len;
+  if (aux) *aux = e->aux;
+  return e->data;
+}
+
+int lk_intern_mark(lk_itab *t, uint32_t id)
+{
+  lk_ientry *e = lk_iget(t, id);
+  int old;
+  if (!e) return 1;
+  old = e->mark;
+  e->mark = 1;
+  return old;
+}

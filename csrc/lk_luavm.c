@@ -1,0 +1,249 @@
+/* ljleak tracker: what the LuaJIT VM was doing when C code allocated. The Lua frames of the
+** allocation (exact in the interpreter, the trace's start when JIT code called), interned. */
+#include "lk_def.h"
+
+#include <dlfcn.h>
+#include <string.h>
+
+/* -- LuaJIT internals (x86-64 GC64, luajit2 2.1-2021..2024 and upstream 2.1 2020-2025) -------
+** Validated when the program attaches (see lk_vm_attach); otherwise introspection stays off. */
+
+#define LK_L_GLREF 16       /* lua_State.glref: global_State */
+#define LK_L_CFRAME 80      /* lua_State.cframe: NULL when no C frame is active */
+#define LK_G_VMSTATE 184    /* global_State.vmstate: ~state, or the running trace's number */
+#define LK_G_CURL 368       /* global_State.cur_L (after bc_cfunc_int/ext at 360) */
+#define LK_G_JITBASE 376    /* global_State.jit_base: non-NULL while a trace runs */
+#define LK_VMST_C (-2)      /* ~LJ_VMST_C */
+
+typedef struct lk_lua_Debug {  /* lua.h's lua_Debug, identical in Lua 5.1 and LuaJIT */
+  int event;
+  const char *name, *namewhat, *what, *source;
+  int currentline, nups, linedefined, lastlinedefined;
+  char short_src[60];
+  int i_ci;
+} lk_lua_Debug;
+
+typedef int (*lk_getstack_f)(void *L, int level, lk_lua_Debug *ar);
+typedef int (*lk_getinfo_f)(void *L, const char *what, lk_lua_Debug *ar);
+static lk_getstack_f lk_getstack;
+static lk_getinfo_f lk_getinfo;
+static int lk_lua_depth = 6;
+
+static LK_TLS char *lk_vm_g;   /* the attached VM's global_State, on the thread that runs it */
+
+#define LK_RD32(p, off) (*(volatile int32_t *)((char *)(p) + (off)))
+#define LK_RDP(p, off) (*(char *volatile *)((char *)(p) + (off)))
+
+/* -- Interned Lua stacks ---------------------------------------------------
+** A Lua stack is a few frames of (line, flags, name, short source) as bytes; aux = frame count. */
+
+static lk_itab lk_lstacks = LK_ITAB((size_t)256 << 20, (size_t)1 << 16);
+
+typedef struct lk_lbuf {
+  char b[1024];
+  size_t n;
+  uint32_t nframes;
+} lk_lbuf;
+
+static void lk_lbuf_frame(lk_lbuf *lb, int line, int flags, const char *name, const char *src)
+{
+  size_t ln = name ? strnlen(name, 64) : 0, ls = strnlen(src, 200);
+  if (lb->n + 5 + ln + 1 + ls + 1 > sizeof(lb->b)) return;
+  memcpy(lb->b + lb->n, &line, 4);
+  lb->b[lb->n + 4] = (char)flags;
+  lb->n += 5;
+  if (ln) memcpy(lb->b + lb->n, name, ln);
+  lb->b[lb->n + ln] = 0;
+  lb->n += ln + 1;
+  memcpy(lb->b + lb->n, src, ls);
+  lb->b[lb->n + ls] = 0;
+  lb->n += ls + 1;
+  lb->nframes++;
+}
+
+/* -- JIT traces -------------------------------------------------------------
+** The Lua side (jit.attach) tells where each trace starts. An allocation made by compiled code
+** gets that location, flagged approximate: the exact line is not known safely there. */
+
+#define LK_MAXTRACES 65536
+static uint32_t *lk_trace_loc;   /* trace number -> Lua stack id */
+
+LK_EXPORT void ljleak_trace_start(int tr, const char *src, int line, const char *name)
+{
+  lk_lbuf lb;
+  if (tr <= 0 || tr >= LK_MAXTRACES || !src) return;
+  if (!lk_trace_loc) lk_trace_loc = lk_sysmap(LK_MAXTRACES * sizeof(uint32_t));
+  if (!lk_trace_loc) return;
+  lb.n = 0;
+  lb.nframes = 0;
+  lk_lbuf_frame(&lb, line, LK_LUA_APPROX, name, src);
+  lk_trace_loc[tr] = lk_intern(&lk_lstacks, lb.b, lb.n, (uint16_t)lb.nframes);
+}
+
+LK_EXPORT void ljleak_trace_flush(void)
+{
+  if (lk_trace_loc) memset(lk_trace_loc, 0, LK_MAXTRACES * sizeof(uint32_t));
+}
+
+/* -- Capture ------------------------------------------------------------------ */
+
+uint32_t lk_lua_capture(void)
+{
+  char *g = lk_vm_g, *L;
+  int32_t st;
+  int level, got = 0;
+  const char *cfun = NULL;
+  lk_lbuf lb;
+  lk_lua_Debug ar;
+  if (LIKELY(g == NULL)) return 0;
+  st = LK_RD32(g, LK_G_VMSTATE);
+  if (st > 0) {  /* a trace is running */
+    return lk_trace_loc && st < LK_MAXTRACES ? lk_trace_loc[st] : 0;
+  }
+  if (st != LK_VMST_C || LK_RDP(g, LK_G_JITBASE)) return 0;
+  L = LK_RDP(g, LK_G_CURL);
+  if (!L || !LK_RDP(L, LK_L_CFRAME)) return 0;  /* no C frame: cur_L is stale */
+  lb.n = 0;
+  lb.nframes = 0;
+  for (level = 0; got < lk_lua_depth && level < 64; level++) {
+    memset(&ar, 0, sizeof(ar));
+    if (!lk_getstack(L, level, &ar)) break;
+    if (!lk_getinfo(L, "Sln", &ar)) break;
+    if (ar.what && ar.what[0] == 'C') {  /* a C function between Lua frames (pcall...) */
+      cfun = ar.name ? ar.name : "?";
+      continue;
+    }
+    if (cfun && got) { lk_lbuf_frame(&lb, -1, 0, cfun, "[C]"); got++; }
+    cfun = NULL;
+    lk_lbuf_frame(&lb, ar.currentline, 0, ar.what && ar.what[0] == 'm' ? "main chunk" : ar.name,
+                  ar.short_src);
+    got++;
+  }
+  return lb.nframes ? lk_intern(&lk_lstacks, lb.b, lb.n, (uint16_t)lb.nframes) : 0;
+}
+
+int lk_lua_mark(uint32_t id)
+{
+  return lk_intern_mark(&lk_lstacks, id);
+}
+
+/* Iterate a Lua stack's frames for the report. */
+int lk_lua_frames(uint32_t id, lk_lua_frame_fn fn, void *ud)
+{
+  size_t len = 0;
+  uint16_t nframes = 0;
+  const char *p = lk_intern_get(&lk_lstacks, id, &len, &nframes), *e;
+  if (!p) return 0;
+  e = p + len;
+  while (p + 5 <= e) {
+    int line, flags;
+    const char *name, *src;
+    memcpy(&line, p, 4);
+    flags = (uint8_t)p[4];
+    name = p + 5;
+    src = name + strlen(name) + 1;
+    fn(line, flags, name, src, ud);
+    p = src + strlen(src) + 1;
+  }
+  return nframes;
+}
+
+/* -- LuaJIT's GC arena ---------------------------------------------------------
+** lj_alloc.c (a dlmalloc): the state's mstate lists its segments; chunks carry size and in-use
+** bits. Scanning only chunks in use means a pointer left in a freed Lua object is no root. */
+
+#define LK_MS_TOP 32          /* malloc_state.top */
+#define LK_MS_SEG 840         /* malloc_state.seg: { base, size, next } */
+#define LK_CINUSE 2
+#define LK_INUSE_BITS 3
+#define LK_FENCEPOST (LK_INUSE_BITS | 8)
+
+typedef void *(*lk_getallocf_f)(void *L, void **ud);
+static char *lk_mstate;       /* the attached state's allocator, if it is lj_alloc's */
+
+static int lk_arena_valid(char *ms)
+{
+  char *top = LK_RDP(ms, LK_MS_TOP), *base = LK_RDP(ms, LK_MS_SEG);
+  size_t size = *(size_t *)(ms + LK_MS_SEG + 8);
+  return top && base && size && lk_foreign_find((uintptr_t)base, NULL, NULL) &&
+         top >= base && top < base + size;
+}
+
+/* Calls live on the payload of every chunk in use. Returns 0 if the arena is unknown (the caller then scans the mappings whole). */
+int lk_lua_arena_foreach(lk_range_fn live, void *ud)
+{
+  char *ms = lk_mstate, *seg;
+  int nseg = 0;
+  if (!ms || !lk_arena_valid(ms)) return 0;
+  for (seg = ms + LK_MS_SEG; seg && nseg < 100000; seg = LK_RDP(seg, 16), nseg++) {
+    char *base = LK_RDP(seg, 0), *end, *q, *top = LK_RDP(ms, LK_MS_TOP);
+    size_t size = *(size_t *)(seg + 8);
+    if (!base || !size) break;
+    end = base + size;
+    for (q = base; q + 16 <= end && q != top; ) {
+      size_t head = *(size_t *)(q + 8), csz = head & ~(size_t)LK_INUSE_BITS;
+      if (head == LK_FENCEPOST || csz < 16 || q + csz > end) break;
+      if (head & LK_CINUSE) {
+        uintptr_t lo = (uintptr_t)q + 16, hi = (uintptr_t)q + csz + 8;
+        live(lo, hi > (uintptr_t)end ? (uintptr_t)end : hi, ud);
+      }
+      q += csz;
+    }
+  }
+  return 1;
+}
+
+/* Calls fn on the parts of [lo, hi) outside the arena's segments. */
+void lk_lua_arena_outside(uintptr_t lo, uintptr_t hi, lk_range_fn fn, void *ud)
+{
+  char *ms = lk_mstate, *seg;
+  int nseg = 0;
+  if (ms) {
+    for (seg = ms + LK_MS_SEG; seg && nseg < 100000; seg = LK_RDP(seg, 16), nseg++) {
+      uintptr_t b = (uintptr_t)LK_RDP(seg, 0), e = b + *(size_t *)(seg + 8);
+      if (!b) break;
+      if (b < hi && e > lo) {  /* overlap: recurse on what is left on each side */
+        if (lo < b) lk_lua_arena_outside(lo, b, fn, ud);
+        if (e < hi) lk_lua_arena_outside(e, hi, fn, ud);
+        return;
+      }
+    }
+  }
+  fn(lo, hi, ud);
+}
+
+/* -- Attaching a Lua state ------------------------------------------------------ */
+
+/* Called by `require "ljleak"` through the FFI, from interpreted code, with the main
+** lua_State's address. Checks the layout against what the VM must look like right now. */
+LK_EXPORT int ljleak_lua_attach(uintptr_t Laddr, int depth)
+{
+  char *L = (char *)Laddr, *g;
+  if (!L) return 0;
+  if (!lk_getstack) {
+    lk_getstack = (lk_getstack_f)dlsym(RTLD_DEFAULT, "lua_getstack");
+    lk_getinfo = (lk_getinfo_f)dlsym(RTLD_DEFAULT, "lua_getinfo");
+  }
+  if (!lk_getstack || !lk_getinfo) return 0;
+  g = LK_RDP(L, LK_L_GLREF);
+  if (!g || LK_RD32(g, LK_G_VMSTATE) != LK_VMST_C || LK_RDP(g, LK_G_JITBASE) != NULL)
+    return 0;
+  if (LK_RDP(g, LK_G_CURL) != L) return 0;  /* the caller runs in L right now */
+  if (depth > 0) lk_lua_depth = depth > 16 ? 16 : depth;
+  lk_vm_g = g;
+  {
+    lk_getallocf_f getallocf = (lk_getallocf_f)dlsym(RTLD_DEFAULT, "lua_getallocf");
+    void *ud = NULL;
+    if (getallocf) getallocf(L, &ud);
+    lk_mstate = ud && lk_arena_valid(ud) ? ud : NULL;
+  }
+  return 1;
+}
+
+LK_EXPORT void ljleak_lua_detach(void)
+{
+  lk_vm_g = NULL;
+  lk_mstate = NULL;
+}
+
+int lk_lua_attached(void) { return lk_vm_g != NULL; }
