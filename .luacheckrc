@@ -8,3 +8,5 @@ files[".luacheckrc"] = {std = "+luacheckrc"}
 files["t/**/*_spec.lua"] = {std = "+busted"}
 -- Leak fixtures leak on purpose: a pointer kept in a global (reachable) or dropped unused (lost).
 files["t/leak"] = {globals = {"KEEP"}, ignore = {"211", "231", "241"}}
+-- API fixtures drop and overwrite cdata on purpose, to make them garbage.
+files["t/api"] = {ignore = {"211", "231", "241", "311"}}

@@ -22,6 +22,13 @@ LK_EXPORT uint32_t ljleak_ctx_make(uint32_t epoch, const char *tag, const char *
 }
 
 LK_EXPORT void ljleak_ctx_set(uint32_t ctx) { lk_ctx = ctx; }
+
+/* Stop (on != 0) or resume recording this thread's allocations: ljleak's own reporting work. */
+LK_EXPORT void ljleak_pause(int on)
+{
+  if (on) lk_busy++;
+  else if (lk_busy > 0) lk_busy--;
+}
 LK_EXPORT uint32_t ljleak_ctx_get(void) { return lk_ctx; }
 
 /* Parts of a context: its tag (NULL if none); *epoch and *note filled when asked. */

@@ -294,12 +294,24 @@ local function find_tracker()
 end
 
 -- LUA_INIT for CMD: every LuaJIT process loads ljleak's Lua module first, so its allocations get
--- Lua frames, then runs the user's own LUA_INIT. Other Lua interpreters skip it.
+-- Lua frames, then runs the user's own LUA_INIT. Other Lua interpreters skip it. A loader finds
+-- ljleak's own modules where this CLI found them, whatever CMD's package.path says.
+local LUA_INIT_CODE = [[
+if jit then
+  local dir, core = %q, %q
+  table.insert(package.loaders, 2, function(name)
+    if name == "ljleak.core" then return package.loadlib(core, "luaopen_ljleak_core") end
+    if name == "ljleak" then name = "ljleak.init" end
+    if name:match("^ljleak%%.[%%w_]+$") then return loadfile(dir .. "/" .. name:gsub("%%.", "/") .. ".lua") end
+  end)
+  pcall(require, "ljleak")
+end]]
+
 local function lua_init()
    local module = package.searchpath("ljleak", package.path)
+   local core = package.searchpath("ljleak.core", package.cpath)
    local user = os.getenv("LUA_INIT")
-   local code = module and ("if jit then package.preload['ljleak'] = package.preload['ljleak'] or "
-      .. "loadfile(%q); pcall(require, 'ljleak') end"):format(module) or ""
+   local code = module and core and LUA_INIT_CODE:format(module:match("^(.*)/ljleak/[^/]*$"), core) or ""
    if user and user ~= "" then
       code = code .. "\n" .. (user:sub(1, 1) == "@" and ("dofile(%q)"):format(user:sub(2)) or user)
    end
@@ -431,7 +443,7 @@ function commands.run(args, command)
       })
       local exit_status = how == "killed" and EXIT.signal_base + status or status
 
-      local procs, problems = report.collect(run_dir)
+      local procs, problems, errors = report.collect(run_dir)
       for _, p in ipairs(problems) do warn("%s", p.message) end
       local pids = {}
       for _, proc in ipairs(procs) do pids[proc.pid or -1] = true end
@@ -446,7 +458,7 @@ function commands.run(args, command)
       end
 
       local rep = report.build(procs, {
-         engine = "tracker", command = command, exit_status = exit_status, version = version(),
+         engine = "tracker", command = command, exit_status = exit_status, version = version(), errors = errors,
          symbolizer = symbolize.new({tracker = tracker}),
       })
       local code = exit_status

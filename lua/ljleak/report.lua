@@ -19,10 +19,29 @@ M.null = cjson.null
 
 -- -- Gathering raw reports ------------------------------------------------------------------
 
--- Parse every proc.<pid>.raw in RUN_DIR. Returns procs (sorted by pid) and problems: a list of
--- {pid = N or nil, message = "..."} for unreadable, malformed and truncated reports.
+-- Non-leak errors found in the program (a bad free in an ffi.gc finalizer...): one JSON object a
+-- line in lua.<pid>.jsonl, written by the ljleak Lua module.
+local function read_errors(path, errors, problems)
+   local f = io.open(path, "rb")
+   if not f then return end
+   local n = 0
+   for line in f:lines() do
+      n = n + 1
+      local ok, e = pcall(cjson.decode, line)
+      if ok and type(e) == "table" and e.kind and e.message then
+         errors[#errors + 1] = e
+      elseif line ~= "" then
+         problems[#problems + 1] = {message = ("%s:%d: not an error record"):format(path, n)}
+      end
+   end
+   f:close()
+end
+
+-- Parse every proc.<pid>.raw in RUN_DIR. Returns procs (sorted by pid), problems: a list of
+-- {pid = N or nil, message = "..."} for unreadable, malformed and truncated reports, and errors:
+-- non-leak errors the program's processes recorded ({kind, message, pid, lua, ...}).
 function M.collect(run_dir)
-   local procs, problems = {}, {}
+   local procs, problems, errors = {}, {}, {}
    local names = {}
    local ok, iter, dir_obj = pcall(lfs.dir, run_dir)
    if not ok then
@@ -47,6 +66,8 @@ function M.collect(run_dir)
          else
             problems[#problems + 1] = {pid = raw.pid_of_name(name), message = err}
          end
+      elseif name:match("^lua%.%d+%.jsonl$") then
+         read_errors(path, errors, problems)
       elseif name:match("^proc%.%d+%.raw%.tmp$") then
          local pid = tonumber(name:match("^proc%.(%d+)"))
          local msg = ("process %d died while writing its report (%s)"):format(pid, path)
@@ -54,7 +75,7 @@ function M.collect(run_dir)
       end
    end
    table.sort(procs, function(a, b) return (a.pid or 0) < (b.pid or 0) end)
-   return procs, problems
+   return procs, problems, errors
 end
 
 -- -- Building records ------------------------------------------------------------------------
@@ -145,7 +166,7 @@ function M.build(procs, opts)
    return {
       schema = M.SCHEMA, tool = "ljleak", version = opts.version or "scm", engine = opts.engine or "tracker",
       command = opts.command or {}, exit_status = opts.exit_status,
-      summary = M.summarize(leaks), leaks = leaks, processes = processes,
+      summary = M.summarize(leaks), leaks = leaks, processes = processes, errors = opts.errors or {},
    }
 end
 
@@ -156,6 +177,9 @@ function M.failing(report, kinds)
       if kinds[leak.kind] and (leak.suppressed_by == nil or leak.suppressed_by == M.null) then
          n = n + 1
       end
+   end
+   for _, e in ipairs(report.errors or {}) do  -- errors always fail the run
+      if e.suppressed_by == nil or e.suppressed_by == M.null then n = n + 1 end
    end
    return n
 end
@@ -172,10 +196,10 @@ function M.array(t)
 end
 
 local key_order = {
-   "schema", "tool", "version", "engine", "command", "exit_status", "summary", "leaks", "processes",
+   "schema", "tool", "version", "engine", "command", "exit_status", "summary", "leaks", "errors", "processes",
    "definite", "indirect", "possible", "reachable", "suppressed",
    "kind", "blocks", "bytes", "pid", "frames", "lua", "test", "note", "suppressed_by",
-   "function", "file", "dir", "line", "object", "offset", "address", "source",
+   "function", "file", "dir", "line", "object", "offset", "address", "source", "message",
    "ppid", "exe", "lua_state", "truncated", "stats",
 }
 local key_rank = {}
@@ -281,6 +305,15 @@ local function json_shape(report)
    out.command = M.array({unpack(report.command or {})})
    out.leaks = leaks
    out.processes = report.processes and M.array({unpack(report.processes)}) or nil
+   local errors = M.array()
+   for i, e in ipairs(report.errors or {}) do
+      local rec = {}
+      for k, v in pairs(e) do rec[k] = v end
+      rec.lua = M.array({unpack(e.lua or {})})
+      if rec.frames then rec.frames = M.array({unpack(e.frames)}) end
+      errors[i] = rec
+   end
+   out.errors = errors
    if out.exit_status == nil then out.exit_status = M.null end
    return out
 end
@@ -347,9 +380,24 @@ local function text_summary(report, opts)
       for _, lf in ipairs(g.lua) do
          line("    in Lua " .. M.lua_frame_text(lf))
       end
-      for i, frame in ipairs(g.frames) do
-         line(("    %s %s"):format(i == 1 and "at" or "by", symbolize.frame_text(frame)))
+      local i, frames = 1, g.frames
+      while frames[i] do
+         -- A run of unnamed frames in one object (LuaJIT's VM) is shown as its first frame.
+         local j = i
+         while frames[i]["function"] == nil and frames[i].object and frames[j + 1]
+               and frames[j + 1]["function"] == nil and frames[j + 1].object == frames[i].object do
+            j = j + 1
+         end
+         local more = j > i and (" (and %d more frames there)"):format(j - i) or ""
+         line(("    %s %s%s"):format(i == 1 and "at" or "by", symbolize.frame_text(frames[i]), more))
+         i = j + 1
       end
+      line("")
+   end
+   for _, e in ipairs(report.errors or {}) do
+      line(("error: %s, pid %s"):format(e.kind, tostring(e.pid)))
+      line("    " .. e.message)
+      for _, lf in ipairs(e.lua or {}) do line("    in Lua " .. M.lua_frame_text(lf)) end
       line("")
    end
    local summary = report.summary or M.summarize(report.leaks or {})
