@@ -6,7 +6,7 @@ BUSTED="luajit /usr/bin/busted"
 echo "== luacheck"
 luacheck -q lua bin t bench examples
 echo "== busted specs"
-$BUSTED -o TAP t/cli_spec.lua t/leak_spec.lua t/api_spec.lua
+$BUSTED -o TAP t/cli_spec.lua t/leak_spec.lua t/api_spec.lua t/busted_spec.lua
 echo "== luarocks install"
 sh t/rock.sh
 echo "== self-check: the CLI's own specs under ljleak's tracker"

@@ -172,7 +172,7 @@ function build_records_tracked(recs, n, opts)
                                    ["function"] = name ~= "" and name ~= "?" and name or nil,
                                    approximate = approx == "~" or nil}
         end
-        proc.lua[info.lua] = M.user_frames(lframes)
+        proc.lua[info.lua] = lframes
       end
       if info.ctx ~= 0 then
         site.ctx = info.ctx
@@ -186,26 +186,6 @@ function build_records_tracked(recs, n, opts)
                                    blocks = tonumber(r.blocks), bytes = tonumber(r.bytes)}
   end
   return report.build({proc}, {engine = "tracker", symbolizer = symbolize.new({})}).leaks
-end
-
--- Lua frames without ljleak's own (check, assert.no_leaks) and luassert's, and without the
--- C frame (pcall) that called into them.
-local OWN = {"/ljleak/init%.lua$", "/ljleak/assert%.lua$", "/ljleak/busted%.lua$", "/luassert/assert%.lua$"}
-
-local function own(f)
-  for _, pat in ipairs(OWN) do
-    if f.source and f.source:match(pat) then return true end
-  end
-  return false
-end
-
-function M.user_frames(frames)
-  local out = {}
-  for i, f in ipairs(frames) do
-    local next_own = frames[i + 1] and own(frames[i + 1])
-    if not own(f) and not (f.source == "[C]" and next_own) then out[#out + 1] = f end
-  end
-  return out
 end
 
 -- Calls query(lo, hi, buf, cap) with a buffer big enough for all its groups.
@@ -259,8 +239,9 @@ local orig_gc = ffi.gc
 -- Each problem is also appended to LJLEAK_DIR/lua.PID.jsonl at once, for `ljleak run`'s report:
 -- finalizers run until the very end of lua_close.
 local function problem(kind, message, w, extra)
-  local p = {kind = kind, message = message, lua = w and {w} or {}, pid = M.pid()}
+  local p = {kind = kind, message = message, lua = w and {w} or {}, pid = M.pid(), test = tag}
   for k, v in pairs(extra or {}) do p[k] = v end
+  p.epoch = epoch  -- in this process only: which check it belongs to
   problems[#problems + 1] = p
   local dir = os.getenv("LJLEAK_DIR")
   if dir then
@@ -269,6 +250,7 @@ local function problem(kind, message, w, extra)
     if f then
       local line = {}
       for k, v in pairs(p) do line[k] = v end
+      line.epoch = nil
       line.lua = report.array(p.lua)
       f:write((report.encode(line):gsub("\n%s*", " ")), "\n")
       f:close()
@@ -358,25 +340,34 @@ end
 function M.check(fn, ...)
   need_tracker("check")
   assert(type(fn) == "function", "ljleak.check: fn must be a function")
-  local before = #problems
   local s = M.snapshot()
   local ok, err = pcall(fn, ...)
+  if not ok then
+    next_epoch()
+    error(err, 0)
+  end
+  return M.check_since(s)
+end
+
+--- Like check, for what was allocated since SNAPSHOT (and up to now).
+function M.check_since(snapshot)
+  need_tracker("check_since")
   local hi = next_epoch()
-  if not ok then error(err, 0) end
   collectgarbage()
   collectgarbage()
-  local buf, n = grouped(C.ljleak_check, s.epoch, hi)
-  local recs = build_records(buf, n, {})
   local probs = {}
-  for i = before + 1, #problems do probs[#probs + 1] = problems[i] end
-  for _, r in ipairs(M.retained(s)) do probs[#probs + 1] = r end
-  return recs, probs
+  for _, p in ipairs(problems) do
+    if p.epoch >= snapshot.epoch and p.epoch < hi then probs[#probs + 1] = p end
+  end
+  for _, r in ipairs(M.retained(snapshot)) do probs[#probs + 1] = r end
+  local buf, n = grouped(C.ljleak_check, snapshot.epoch, hi)
+  return build_records(buf, n, {}), probs
 end
 
 --- A readable report of check's results (as `ljleak run` prints them).
 function M.format(recs, probs)
   local report = require "ljleak.report"
-  local out = report.format({leaks = recs, summary = report.summarize(recs)}, "text", {})
+  local out = report.format({leaks = recs, summary = report.summarize(recs)}, "text", {brief = true})
   for _, p in ipairs(probs or {}) do out = out .. p.kind .. ": " .. p.message .. "\n" end
   return out
 end
@@ -470,6 +461,22 @@ local function load()
   end
   attach()
   ffi.gc = gc_wrapper
+  -- busted: hook each busted core as it is made, to tag allocations with the running test.
+  local function busted_loader(name)
+    if name ~= "busted.core" then return nil end
+    for _, loader in ipairs(package.loaders) do
+      if loader ~= busted_loader then
+        local f = loader(name)
+        if type(f) == "function" then
+          return function(...)
+            local new = f(...)
+            return function(...) return require("ljleak.busted").install(new(...)) end
+          end
+        end
+      end
+    end
+  end
+  table.insert(package.loaders, 2, busted_loader)
   -- At lua_close: stop looking at the VM before it is freed.
   M._closer = orig_gc(ffi.new("char[1]"), function() C.ljleak_lua_detach() end)
 end

@@ -94,6 +94,36 @@ local function lua_key(frames)
    return table.concat(t, "\1")
 end
 
+-- Lua frames of the test machinery (ljleak's own modules, busted's, luassert's) are noise in a
+-- leak record: drop them, and the C function (pcall, xpcall) through which they were entered.
+-- If nothing else is left, keep them all.
+local machinery_dirs
+
+local function machinery(f)
+   if not machinery_dirs then
+      machinery_dirs = {(debug.getinfo(1, "S").source:match("^@(.*/)[^/]*$"))}
+      for _, mod in ipairs {"busted.core", "luassert.assert"} do
+         local path = package.searchpath(mod, package.path)
+         machinery_dirs[#machinery_dirs + 1] = path and path:match("^(.*/)[^/]*$")
+      end
+   end
+   for _, dir in ipairs(machinery_dirs) do
+      if f.source and f.source:sub(1, #dir) == dir then return true end
+   end
+   return false
+end
+
+function M.user_frames(frames)
+   local out = {}
+   for i, f in ipairs(frames) do
+      local outer = frames[i + 1]
+      if not machinery(f) and not (f.source == "[C]" and (not outer or machinery(outer))) then
+         out[#out + 1] = f
+      end
+   end
+   return #out > 0 and out or frames
+end
+
 -- "file.lua:12 (name)", and what an approximate location means.
 function M.lua_frame_text(f)
    local where = f.line and ("%s:%d"):format(f.source or "?", f.line) or (f.source or "?")
@@ -139,7 +169,7 @@ function M.build(procs, opts)
       for _, leak in ipairs(proc.leaks) do
          local site = proc.sites[leak.site]
          local frames = sym:frames(proc, site)
-         local lua = site.lua and proc.lua and proc.lua[site.lua] or {}
+         local lua = M.user_frames(site.lua and proc.lua and proc.lua[site.lua] or {})
          local ctx = site.ctx and proc.ctx and proc.ctx[site.ctx]
          local test = ctx and ctx.tag or nil
          local note = ctx and ctx.note or nil
@@ -398,6 +428,33 @@ local function text_summary(report, opts)
       line(("error: %s, pid %s"):format(e.kind, tostring(e.pid)))
       line("    " .. e.message)
       for _, lf in ipairs(e.lua or {}) do line("    in Lua " .. M.lua_frame_text(lf)) end
+      line("")
+   end
+   if opts.brief then  -- the records only (a test's failure message)
+      return table.concat(out, "\n") .. "\n"
+   end
+   -- Leaks by test (or tag): what each test lost, biggest first.
+   local by_test, tests = {}, {}
+   for _, leak in ipairs(report.leaks or {}) do
+      local test = leak.test ~= M.null and leak.test or nil
+      local suppressed = leak.suppressed_by ~= nil and leak.suppressed_by ~= M.null
+      if test and leak.kind ~= "reachable" and not suppressed then
+         local t = by_test[test]
+         if not t then
+            t = {name = test, blocks = 0, bytes = 0}
+            by_test[test] = t
+            tests[#tests + 1] = t
+         end
+         t.blocks, t.bytes = t.blocks + leak.blocks, t.bytes + leak.bytes
+      end
+   end
+   if #tests > 0 then
+      table.sort(tests, function(a, b)
+         if a.bytes ~= b.bytes then return a.bytes > b.bytes end
+         return a.name < b.name
+      end)
+      line("LOST BY TEST:")
+      for _, t in ipairs(tests) do line(("  %s: %s"):format(t.name, amount(t))) end
       line("")
    end
    local summary = report.summary or M.summarize(report.leaks or {})
