@@ -127,6 +127,16 @@ int lk_lua_mark(uint32_t id)
   return lk_intern_mark(&lk_lstacks, id);
 }
 
+/* The Lua stack of the FFI call to this very function: where a Lua line is, cheaply. */
+LK_EXPORT uint32_t ljleak_here(void)
+{
+  uint32_t id;
+  lk_busy++;
+  id = lk_lua_capture();
+  lk_busy--;
+  return id;
+}
+
 /* Iterate a Lua stack's frames for the report. */
 int lk_lua_frames(uint32_t id, lk_lua_frame_fn fn, void *ud)
 {

@@ -101,7 +101,7 @@ describe("the ffi.gc registry", function()
     local got = {}
     for _, p in ipairs(out.problems) do got[#got + 1] = p.kind .. "@" .. p.line end
     table.sort(got)
-    assert.are.same({"bad_free@15", "bad_free@27", "double_finalizer@16", "finalizer_error@19"}, got)
+    assert.are.same({"bad_free@16", "bad_free@27", "double_finalizer@16", "finalizer_error@19"}, got)
     assert.is_true(out.gc_error)  -- the finalizer's error still reaches the program
   end)
 

@@ -5,43 +5,14 @@ local ffi = require "ffi"
 
 local M = {}
 
-ffi.cdef [[
-typedef struct ljleak_rec { uint32_t site, kind; uint64_t blocks, bytes; } ljleak_rec;
-typedef struct ljleak_site_info {
-  const char *fn; uint32_t depth, lua, ctx, pad; const uintptr_t *ips;
-} ljleak_site_info;
-int ljleak_tracker_active(void);
-int ljleak_lua_attach(uintptr_t L, int depth);
-void ljleak_lua_detach(void);
-void ljleak_trace_start(int tr, const char *src, int line, const char *name);
-void ljleak_trace_flush(void);
-uint32_t ljleak_ctx_make(uint32_t epoch, const char *tag, const char *note);
-void ljleak_ctx_set(uint32_t ctx);
-const char *ljleak_ctx_tag(uint32_t ctx, const char **note, uint32_t *epoch);
-int ljleak_annotate(void *p, const char *note);
-int ljleak_live(uint32_t lo, uint32_t hi, ljleak_rec *out, int cap);
-int ljleak_check(uint32_t lo, uint32_t hi, ljleak_rec *out, int cap);
-int ljleak_site(uint32_t id, ljleak_site_info *out);
-const char *ljleak_module_of(uintptr_t ip, uintptr_t *bias);
-int ljleak_lua_text(uint32_t id, char *buf, int len);
-void ljleak_finalizer_enter(void);
-int ljleak_finalizer_leave(uintptr_t *out, int cap);
-int getpid(void);
-void ljleak_pause(int on);
-]]
+local vm = require "ljleak.vm"
 
 local C = ffi.C
 local KINDS = {[1] = "indirect", [2] = "possible", [3] = "reachable", [4] = "definite"}
 
-local function tracker_loaded()
-  return (pcall(function() return C.ljleak_tracker_active end))
-end
-
 --- Whether allocations are being tracked (the program runs under `ljleak run`, or with the
 --- tracker preloaded).
-function M.active()
-  return tracker_loaded() and C.ljleak_tracker_active() ~= 0
-end
+M.active = vm.active
 
 local function need_tracker(what)
   if not M.active() then
@@ -61,26 +32,8 @@ local function where_text(w)
   return w and ("%s:%d"):format(w.source, w.line) or "?"
 end
 
--- -- Lua frames -----------------------------------------------------------------------------
-
--- Tell the tracker where each JIT trace starts: allocations made by compiled code get that
--- location, flagged approximate.
-local function trace_event(what, tr, func, pc)
-  if what == "start" then
-    local info = require("jit.util").funcinfo(func, pc)
-    local src = info.source and info.source:gsub("^[@=]", "") or "?"
-    C.ljleak_trace_start(tr, src, info.currentline or -1, info.name or "?")
-  elseif what == "flush" then
-    C.ljleak_trace_flush()
-  end
-end
-
-local attached = false
-
 --- Whether allocations get Lua frames (the tracker recognised this LuaJIT).
-function M.lua_frames()
-  return attached
-end
+M.lua_frames = vm.lua_frames
 
 -- -- Contexts: tags and snapshot epochs ---------------------------------------------------------
 
@@ -230,16 +183,41 @@ end
 
 -- -- The ffi.gc registry ----------------------------------------------------------------------
 -- While ljleak is loaded, ffi.gc is wrapped: each finalizer's resource is recorded (address,
--- ctype, finalizer, where) until the finalizer runs, and misuse is reported.
+-- ctype, finalizer, where) until the finalizer runs, and misuse is reported. The wrapper stays
+-- JIT-compilable: no closure per call, and "where" is the tracker's interned Lua stack (exact
+-- in the interpreter, the trace's start in compiled code), turned into text only for a report.
 
-local registry = {}       -- address -> entry {cdata (weak), ctype, where, epoch}
-local problems = {}       -- {kind, message, where, ...}
+local reg_cd = setmetatable({}, {__mode = "v"})   -- address -> the cdata registered (weak)
+local reg_fin, reg_where, reg_epoch = {}, {}, {}  -- address -> finalizer, Lua stack, epoch
+local reg_dups = {}   -- address -> {{finalizer, where}...}: more finalizers for a taken address
+local problems = {}                               -- {kind, message, lua, ...}
 local orig_gc = ffi.gc
+
+-- Lua frames of an interned Lua stack (the tracker's), innermost first.
+local function lua_frames(id)
+  if not id or id == 0 then return {} end
+  local text = ffi.new("char[4096]")
+  local len = C.ljleak_lua_text(id, text, 4096)
+  local frames = {}
+  for line, approx, name, src in ffi.string(text, len):gmatch("(%-?%d+)\t(~?)\t([^\t]*)\t([^\n]*)\n") do
+    line = tonumber(line)
+    frames[#frames + 1] = {source = src, line = line >= 0 and line or nil,
+                           ["function"] = name ~= "" and name ~= "?" and name or nil,
+                           approximate = approx == "~" or nil}
+  end
+  return require("ljleak.report").user_frames(frames)
+end
+
+local function frames_text(frames)
+  local f = frames[1]
+  if not f then return "?" end
+  return ("%s:%s%s"):format(f.source, f.line or "?", f.approximate and " (start of a JIT trace)" or "")
+end
 
 -- Each problem is also appended to LJLEAK_DIR/lua.PID.jsonl at once, for `ljleak run`'s report:
 -- finalizers run until the very end of lua_close.
-local function problem(kind, message, w, extra)
-  local p = {kind = kind, message = message, lua = w and {w} or {}, pid = M.pid(), test = tag}
+local function problem(kind, message, frames, extra)
+  local p = {kind = kind, message = message, lua = frames or {}, pid = M.pid(), test = tag}
   for k, v in pairs(extra or {}) do p[k] = v end
   p.epoch = epoch  -- in this process only: which check it belongs to
   problems[#problems + 1] = p
@@ -259,51 +237,81 @@ local function problem(kind, message, w, extra)
   return p
 end
 
+-- The address a cdata stands for (pointers, arrays), or nil (structs, numbers). Whether a
+-- ctype converts is learnt once per ctype id: no closure per call, so this stays compiled.
+local convertible = {}
+local function to_uintptr(cd) return tonumber(ffi.cast("uintptr_t", cd)) end
+
 local function address_of(cd)
-  local ok, addr = pcall(function() return tonumber(ffi.cast("uintptr_t", cd)) end)
-  return ok and addr ~= 0 and addr or nil
+  local id = tonumber(ffi.typeof(cd))
+  local ok = convertible[id]
+  if ok == nil then
+    ok = pcall(to_uintptr, cd)
+    convertible[id] = ok
+  end
+  if not ok then return nil end
+  local addr = tonumber(ffi.cast("uintptr_t", cd))
+  return addr ~= 0 and addr or nil
 end
 
-local weak_values = {__mode = "v"}
+local bad = ffi.new("uintptr_t[16]")
+
+-- The one finalizer every registered cdata gets: runs the user's, watching what it frees.
+local function dispatch(c)
+  local addr = tonumber(ffi.cast("uintptr_t", c))
+  local fin, at = reg_fin[addr], reg_where[addr]
+  if fin then
+    reg_fin[addr], reg_where[addr], reg_epoch[addr], reg_cd[addr] = nil, nil, nil, nil
+  else  -- a second finalizer for this address (the registered cdata cannot be told apart now)
+    local dups = reg_dups[addr]
+    local d = dups and table.remove(dups)
+    if dups and #dups == 0 then reg_dups[addr] = nil end
+    if not d then return end
+    fin, at = d[1], d[2]
+  end
+  C.ljleak_finalizer_enter()
+  local ok, err = pcall(fin, c)
+  local nbad = C.ljleak_finalizer_leave(bad, 16)
+  if nbad > 0 or not ok then
+    local frames = lua_frames(at)
+    for i = 0, math.min(nbad, 16) - 1 do
+      problem("bad_free", ("the ffi.gc finalizer registered at %s freed 0x%x, which the tracker "
+        .. "never handed out or had already taken back (double free); the free was not passed on")
+        :format(frames_text(frames), tonumber(bad[i])), frames, {address = tonumber(bad[i])})
+    end
+    if not ok then
+      problem("finalizer_error", ("the ffi.gc finalizer registered at %s raised: %s")
+        :format(frames_text(frames), tostring(err)), frames)
+      error(err, 0)
+    end
+  end
+end
 
 local function gc_wrapper(cd, finalizer)
   local addr = address_of(cd)
   if not addr then return orig_gc(cd, finalizer) end
-  local w = where(2)
-  local old = registry[addr]
+  local old = reg_cd[addr]
   if finalizer == nil then
-    if old then
-      registry[addr] = nil
+    if reg_fin[addr] and (old == nil or rawequal(old, cd)) then
+      reg_fin[addr], reg_where[addr], reg_epoch[addr], reg_cd[addr] = nil, nil, nil, nil
+      local w = where(2)
       C.ljleak_annotate(ffi.cast("void *", cd),
         ("ffi.gc finalizer detached at %s by ffi.gc(cd, nil)"):format(where_text(w)))
     end
     return orig_gc(cd, nil)
   end
-  if old and old.cdata[1] ~= nil and not rawequal(old.cdata[1], cd) then  -- == compares addresses
+  if old ~= nil and not rawequal(old, cd) and reg_fin[addr] then  -- == compares addresses
+    local w = where(2)
+    local first = lua_frames(reg_where[addr])
     problem("double_finalizer", ("two ffi.gc finalizers for the same address 0x%x (%s), "
       .. "registered at %s and at %s: a double free waiting to happen"):format(
-      addr, old.ctype, where_text(old.where), where_text(w)), w)
+      addr, tostring(ffi.typeof(old)), frames_text(first), where_text(w)), {w})
+    reg_dups[addr] = reg_dups[addr] or {}
+    table.insert(reg_dups[addr], {finalizer, C.ljleak_here()})
+    return orig_gc(cd, dispatch)
   end
-  local entry = {cdata = setmetatable({cd}, weak_values), ctype = tostring(ffi.typeof(cd)),
-                 where = w, epoch = epoch, address = addr}
-  registry[addr] = entry
-  local bad = ffi.new("uintptr_t[16]")
-  return orig_gc(cd, function(c)
-    if registry[addr] == entry then registry[addr] = nil end
-    C.ljleak_finalizer_enter()
-    local ok, err = pcall(finalizer, c)
-    local nbad = C.ljleak_finalizer_leave(bad, 16)
-    for i = 0, math.min(nbad, 16) - 1 do
-      problem("bad_free", ("the ffi.gc finalizer registered at %s freed 0x%x, which the tracker "
-        .. "never handed out or had already taken back (double free); the free was not passed on")
-        :format(where_text(w), tonumber(bad[i])), w, {address = tonumber(bad[i])})
-    end
-    if not ok then
-      problem("finalizer_error", ("the ffi.gc finalizer registered at %s raised: %s")
-        :format(where_text(w), tostring(err)), w)
-      error(err, 0)
-    end
-  end)
+  reg_cd[addr], reg_fin[addr], reg_where[addr], reg_epoch[addr] = cd, finalizer, C.ljleak_here(), epoch
+  return orig_gc(cd, dispatch)
 end
 
 --- Problems seen by the ffi.gc registry so far (bad frees, double finalizers, finalizer errors),
@@ -321,12 +329,14 @@ function M.retained(snapshot, collected)
   end
   local lo = snapshot and snapshot.epoch or 0
   local out = {}
-  for addr, e in pairs(registry) do
-    if e.epoch >= lo and e.cdata[1] ~= nil then
-      out[#out + 1] = {kind = "retained", ctype = e.ctype, address = addr, lua = {e.where},
+  for addr, fin in pairs(reg_fin) do
+    if fin and reg_epoch[addr] >= lo and reg_cd[addr] ~= nil then
+      local frames = lua_frames(reg_where[addr])
+      local ctype = tostring(ffi.typeof(reg_cd[addr]))
+      out[#out + 1] = {kind = "retained", ctype = ctype, address = addr, lua = frames,
                        message = ("%s at 0x%x, registered with ffi.gc at %s, is still alive after a full "
-                         .. "collection (is it referenced by its own finalizer?)"):format(e.ctype, addr,
-                         where_text(e.where))}
+                         .. "collection (is it referenced by its own finalizer?)"):format(ctype, addr,
+                         frames_text(frames))}
     end
   end
   table.sort(out, function(a, b) return a.address < b.address end)
@@ -362,8 +372,8 @@ function M.check_since(snapshot)
   -- Nothing born since the snapshot is still live, and nothing registered then is still
   -- registered: nothing can be lost, no need to collect and scan (a busted test, usually).
   local registered = false
-  for _, e in pairs(registry) do
-    if e.epoch >= snapshot.epoch then registered = true break end
+  for _, e in pairs(reg_epoch) do
+    if e >= snapshot.epoch then registered = true break end
   end
   if not registered and C.ljleak_live(snapshot.epoch, hi, nil, 0) == 0 then return {}, probs end
   collectgarbage()
@@ -444,18 +454,6 @@ end
 
 -- -- Loading --------------------------------------------------------------------------------------
 
-local function attach()
-  -- The address of a coroutine's lua_State: the tracker reaches the VM's global state from it.
-  local co = coroutine.create(function()
-    local addr = tostring(coroutine.running()):match("0x(%x+)")
-    return addr and C.ljleak_lua_attach(ffi.cast("uintptr_t", tonumber(addr, 16)),
-      tonumber(os.getenv("LJLEAK_LUA_DEPTH")) or 6) ~= 0
-  end)
-  local ok, res = coroutine.resume(co)
-  attached = ok and res or false
-  if attached and jit and jit.attach then jit.attach(trace_event, "trace") end
-end
-
 local function load()
   if not M.active() then
     -- `luajit -lljleak ...` without the tracker: re-run the whole command line under it.
@@ -468,26 +466,7 @@ local function load()
     end
     return
   end
-  attach()
-  ffi.gc = gc_wrapper
-  -- busted: hook each busted core as it is made, to tag allocations with the running test.
-  local function busted_loader(name)
-    if name ~= "busted.core" then return nil end
-    for _, loader in ipairs(package.loaders) do
-      if loader ~= busted_loader then
-        local f = loader(name)
-        if type(f) == "function" then
-          return function(...)
-            local new = f(...)
-            return function(...) return require("ljleak.busted").install(new(...)) end
-          end
-        end
-      end
-    end
-  end
-  table.insert(package.loaders, 2, busted_loader)
-  -- At lua_close: stop looking at the VM before it is freed.
-  M._closer = orig_gc(ffi.new("char[1]"), function() C.ljleak_lua_detach() end)
+  if os.getenv("LJLEAK_REGISTRY") ~= "0" then ffi.gc = gc_wrapper end
 end
 
 load()

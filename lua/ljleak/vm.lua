@@ -1,0 +1,99 @@
+-- The part of ljleak that every LuaJIT process under `ljleak run` loads first (through LUA_INIT):
+-- attaches the tracker to the VM, so allocations get Lua frames, and hooks busted when it starts.
+-- The API (`require "ljleak"`) builds on it; only that one wraps ffi.gc.
+local ffi = require "ffi"
+
+local M = {}
+
+ffi.cdef [[
+typedef struct ljleak_rec { uint32_t site, kind; uint64_t blocks, bytes; } ljleak_rec;
+typedef struct ljleak_site_info {
+  const char *fn; uint32_t depth, lua, ctx, pad; const uintptr_t *ips;
+} ljleak_site_info;
+int ljleak_tracker_active(void);
+int ljleak_lua_attach(uintptr_t L, int depth);
+void ljleak_lua_detach(void);
+void ljleak_trace_start(int tr, const char *src, int line, const char *name);
+void ljleak_trace_flush(void);
+uint32_t ljleak_ctx_make(uint32_t epoch, const char *tag, const char *note);
+void ljleak_ctx_set(uint32_t ctx);
+const char *ljleak_ctx_tag(uint32_t ctx, const char **note, uint32_t *epoch);
+int ljleak_annotate(void *p, const char *note);
+int ljleak_live(uint32_t lo, uint32_t hi, ljleak_rec *out, int cap);
+int ljleak_check(uint32_t lo, uint32_t hi, ljleak_rec *out, int cap);
+int ljleak_site(uint32_t id, ljleak_site_info *out);
+const char *ljleak_module_of(uintptr_t ip, uintptr_t *bias);
+int ljleak_lua_text(uint32_t id, char *buf, int len);
+void ljleak_finalizer_enter(void);
+int ljleak_finalizer_leave(uintptr_t *out, int cap);
+uint32_t ljleak_here(void);
+int getpid(void);
+void ljleak_pause(int on);
+]]
+
+local C = ffi.C
+
+local function tracker_loaded()
+  return (pcall(function() return C.ljleak_tracker_active end))
+end
+
+--- Whether allocations are being tracked.
+function M.active()
+  return tracker_loaded() and C.ljleak_tracker_active() ~= 0
+end
+
+-- Tell the tracker where each JIT trace starts: allocations made by compiled code get that
+-- location, flagged approximate.
+local function trace_event(what, tr, func, pc)
+  if what == "start" then
+    local info = require("jit.util").funcinfo(func, pc)
+    local src = info.source and info.source:gsub("^[@=]", "") or "?"
+    C.ljleak_trace_start(tr, src, info.currentline or -1, info.name or "?")
+  elseif what == "flush" then
+    C.ljleak_trace_flush()
+  end
+end
+
+local attached = false
+
+--- Whether allocations get Lua frames (the tracker recognised this LuaJIT).
+function M.lua_frames()
+  return attached
+end
+
+local function attach()
+  -- The address of a coroutine's lua_State: the tracker reaches the VM's global state from it.
+  local co = coroutine.create(function()
+    local addr = tostring(coroutine.running()):match("0x(%x+)")
+    return addr and C.ljleak_lua_attach(ffi.cast("uintptr_t", tonumber(addr, 16)),
+      tonumber(os.getenv("LJLEAK_LUA_DEPTH")) or 6) ~= 0
+  end)
+  local ok, res = coroutine.resume(co)
+  attached = ok and res or false
+  if attached and jit and jit.attach then jit.attach(trace_event, "trace") end
+end
+
+-- busted: hook each busted core as it is made, to tag allocations with the running test.
+local function busted_loader(name)
+  if name ~= "busted.core" then return nil end
+  for _, loader in ipairs(package.loaders) do
+    if loader ~= busted_loader then
+      local f = loader(name)
+      if type(f) == "function" then
+        return function(...)
+          local new = f(...)
+          return function(...) return require("ljleak.busted").install(new(...)) end
+        end
+      end
+    end
+  end
+end
+
+if M.active() then
+  attach()
+  table.insert(package.loaders, 2, busted_loader)
+  -- At lua_close: stop looking at the VM before it is freed.
+  M._closer = ffi.gc(ffi.new("char[1]"), function() C.ljleak_lua_detach() end)
+end
+
+return M
