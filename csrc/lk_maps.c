@@ -19,7 +19,7 @@ static uintptr_t lk_ldso_lo, lk_ldso_hi;
 
 #define LK_MAXMODS 2048
 static lk_module *lk_mods;
-static int lk_nmods;
+static int lk_nmods, lk_nloaded;  /* all, and those loaded now (the rest: unloaded ones) */
 
 static int lk_phdr_cb(struct dl_phdr_info *info, size_t sz, void *ud)
 {
@@ -61,12 +61,53 @@ static int lk_phdr_cb(struct dl_phdr_info *info, size_t sz, void *ud)
   return 0;
 }
 
+/* Modules unloaded while the program ran (LJLEAK_KEEP_MODULES=0): their frames stay
+** symbolizable, and a copy of their writable data taken just before dlclose stays a root. */
+#define LK_MAXGONE 256
+static lk_module *lk_gone;
+static int lk_ngone;
+static volatile int lk_gone_lock;
+
+/* Replace m's writable segments by copies in tracker memory: the pointers in them stay roots. */
+static void lk_gone_copy(lk_module *m)
+{
+  int k;
+  for (k = 0; k < m->nw; k++) {
+    size_t len = m->whi[k] - m->wlo[k];
+    char *copy = len <= ((size_t)16 << 20) ? lk_sysmap(len) : NULL;
+    if (copy) memcpy(copy, (void *)m->wlo[k], len);
+    m->wlo[k] = (uintptr_t)copy;
+    m->whi[k] = copy ? (uintptr_t)copy + len : 0;
+  }
+  m->self = 0;
+}
+
+static void lk_gone_drop(lk_module *m)
+{
+  int k;
+  for (k = 0; k < m->nw; k++) lk_sysunmap((void *)m->wlo[k], m->whi[k] - m->wlo[k]);
+}
+
+static void lk_gone_add(lk_module *m)
+{
+  if (!lk_gone) lk_gone = lk_sysmap(LK_MAXGONE * sizeof(lk_module));
+  if (!lk_gone || lk_ngone >= LK_MAXGONE) { lk_gone_drop(m); return; }
+  lk_gone[lk_ngone++] = *m;
+}
+
 void lk_maps_snapshot(void)
 {
+  int i, j;
   if (!lk_mods) lk_mods = lk_sysmap(LK_MAXMODS * sizeof(lk_module));
   if (!lk_mods) return;
   lk_nmods = 0;
   dl_iterate_phdr(lk_phdr_cb, NULL);
+  lk_nloaded = lk_nmods;
+  for (i = 0; i < lk_ngone && lk_nmods < LK_MAXMODS; i++) {  /* after the loaded ones: */
+    for (j = 0; j < lk_nmods; j++)                            /* a reused range is theirs */
+      if (lk_mods[j].lo < lk_gone[i].hi && lk_gone[i].lo < lk_mods[j].hi) break;
+    if (j == lk_nmods) lk_mods[lk_nmods++] = lk_gone[i];
+  }
 }
 
 int lk_module_count(void) { return lk_nmods; }
@@ -90,9 +131,37 @@ typedef int (*lk_dlclose_f)(void *);
 LK_EXPORT int dlclose(void *h)
 {
   static lk_dlclose_f real;
+  struct link_map *lm = NULL;
+  lk_module m;
+  int i, found = 0, r;
   if (lk_keep_modules) return 0;
   if (!real) real = (lk_dlclose_f)dlsym(RTLD_NEXT, "dlclose");
-  return real ? real(h) : -1;
+  if (!real) return -1;
+  lk_spin_lock(&lk_gone_lock);
+  lk_busy++;
+  /* The module itself (not what it pulled in): copy its data now, while it is mapped; the
+  ** destructor runs inside dlclose. */
+  if (dlinfo(h, RTLD_DI_LINKMAP, &lm) == 0 && lm) {
+    lk_maps_snapshot();
+    for (i = 0; i < lk_nloaded && !found; i++) {
+      if (lk_mods[i].base == (uintptr_t)lm->l_addr && lm->l_name && strcmp(lk_mods[i].path, lm->l_name) == 0) {
+        m = lk_mods[i];
+        found = 1;
+      }
+    }
+  }
+  if (found) lk_gone_copy(&m);
+  r = real(h);
+  if (found) {
+    lk_maps_snapshot();
+    for (i = 0; i < lk_nloaded; i++)
+      if (lk_mods[i].base == m.base && strcmp(lk_mods[i].path, m.path) == 0) break;
+    if (i == lk_nloaded) lk_gone_add(&m);  /* really unloaded */
+    else lk_gone_drop(&m);
+  }
+  lk_busy--;
+  lk_spin_unlock(&lk_gone_lock);
+  return r;
 }
 
 /* -- /proc/self/maps -----------------------------------------------------

@@ -86,11 +86,29 @@ describe("tracker", function()
     one(r, "definite", "leaky_thread_main")
   end)
 
+  it("counts exactly while several threads allocate and free at once", function()
+    local r = h.fixture("threads_stress")
+    -- every 10th of 4 x 20000 blocks of 40 + (i % 7) bytes
+    only_definite(r, 8000, 344004)
+    assert.are.equal(8000, (h.total(r, "definite", "stress_main")))
+  end)
+
   it("calls a block held by a C global reachable, and does not fail", function()
     local r, code = h.fixture("global_reachable")
     assert.are.equal(0, code)
     only_definite(r, 0, 0)
     assert.are.equal(555, one(r, "reachable", "hold_in_global").bytes)
+  end)
+
+  it("judges a library unloaded before exit as if it were loaded (real dlclose)", function()
+    local env = {env = {LJLEAK_KEEP_MODULES = "0"}}
+    local r, code = h.fixture("global_reachable", nil, env)
+    assert.are.equal(0, code)
+    only_definite(r, 0, 0)
+    assert.are.equal(555, one(r, "reachable", "hold_in_global").bytes)  -- its global still a root
+    local r2 = h.fixture("ffi_load", nil, env)
+    only_definite(r2, 1, 123)
+    one(r2, "definite", "leak_malloc")                                  -- its frames still named
   end)
 
   it("calls a block known only by an interior pointer possibly lost", function()

@@ -70,6 +70,37 @@ int leak_in_thread(size_t n)
   return pthread_join(t, NULL);
 }
 
+/* Several threads allocating and freeing at once, each keeping every keep-th block: the
+** tracker must count exactly nthreads * (per_thread / keep) blocks. */
+struct stress { int per, keep; size_t size; };
+
+static void *stress_main(void *arg)
+{
+  struct stress *st = arg;
+  void *live[64];
+  int i;
+  for (i = 0; i < st->per; i++) {
+    void *p = malloc(st->size + (size_t)(i % 7));
+    live[i % 64] = p;
+    if (i % st->keep != 0) free(p);
+    else sink = NULL;  /* dropped */
+  }
+  (void)live;
+  return NULL;
+}
+
+int leak_from_threads(int nthreads, int per, int keep, size_t size)
+{
+  pthread_t t[32];
+  struct stress st = { per, keep, size };
+  int i;
+  if (nthreads > 32) nthreads = 32;
+  for (i = 0; i < nthreads; i++)
+    if (pthread_create(&t[i], NULL, stress_main, &st) != 0) return -1;
+  for (i = 0; i < nthreads; i++) pthread_join(t[i], NULL);
+  return 0;
+}
+
 /* -- Reachability shapes -------------------------------------------------- */
 
 static void *held_by_global;
