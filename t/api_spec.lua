@@ -58,7 +58,8 @@ describe("Lua lines", function()
 
   it("re-runs `luajit -lljleak script` under the tracker", function()
     local code, _, err = h.run({"luajit", "-lljleak", "t/api/lines.lua"},
-      {env = {LUA_PATH = h.ROOT .. "/lua/?.lua;" .. h.ROOT .. "/lua/?/init.lua;;"}})
+      {env = {LUA_PATH = h.ROOT .. "/lua/?.lua;" .. h.ROOT .. "/lua/?/init.lua;;",
+              LD_PRELOAD = false, LJLEAK_DIR = false, LUA_INIT = false}})  -- even under ljleak itself
     assert.are.equal(42, code)
     assert.matches("definite: 111 bytes in 1 block", err, 1, true)
     assert.matches("in Lua t/api/lines.lua:7 (inner)", err, 1, true)

@@ -122,6 +122,7 @@ describe("the busted helper without ljleak run", function()
     local code, out = h.run(argv, {cwd = cwd, env = {
       LD_PRELOAD = h.ROOT .. "/build/ljleak/libljleak.so", LJLEAK_DIR = dir,
       LUA_PATH = h.ROOT .. "/lua/?.lua;" .. h.ROOT .. "/lua/?/init.lua;;",
+      LUA_INIT = false,  -- the helper alone, even when this suite runs under ljleak
     }})
     h.rmtree(dir)
     return code, out

@@ -1,13 +1,35 @@
 #!/bin/sh
-# `make test`: lint, the busted specs, then the project's own suite under its own tracker.
-set -eu
+# `make test`: lint, the busted specs, the luarocks install, then the project's own suite under
+# its own tracker. Ends with one line "N passed, M failed" (busted tests, plus one per other step).
 cd "$(dirname "$0")/.."
 BUSTED="luajit /usr/bin/busted"
-echo "== luacheck"
-luacheck -q lua bin t bench examples
+SPECS="t/cli_spec.lua t/leak_spec.lua t/api_spec.lua t/busted_spec.lua"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+passed=0
+failed=0
+
+step() {  # step NAME COMMAND...: one pass or one failure
+  name=$1
+  shift
+  echo "== $name"
+  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $name"; fi
+}
+
+step "luacheck" luacheck -q lua bin t bench examples
+
 echo "== busted specs"
-$BUSTED -o TAP t/cli_spec.lua t/leak_spec.lua t/api_spec.lua t/busted_spec.lua
-echo "== luarocks install"
-sh t/rock.sh
-echo "== self-check: the CLI's own specs under ljleak's tracker"
-./bin/ljleak run --fail-on=definite,indirect,possible -- $BUSTED -o TAP t/cli_spec.lua
+$BUSTED -o TAP $SPECS | tee "$log"
+ok=$(grep -c '^ok ' "$log")
+notok=$(grep -c '^not ok ' "$log")
+passed=$((passed + ok))
+failed=$((failed + notok))
+[ "$ok" -gt 0 ] || { echo "FAILED: no busted test ran"; failed=$((failed + 1)); }
+
+step "luarocks install" sh t/rock.sh
+# shellcheck disable=SC2086
+step "self-check: the whole suite under ljleak's tracker, nothing lost" \
+  ./bin/ljleak run --fail-on=definite,indirect,possible -- $BUSTED -o TAP $SPECS
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
