@@ -483,6 +483,123 @@ end
 
 M.formatters.text = text_summary
 
+local function is_suppressed(r)
+   return r.suppressed_by ~= nil and r.suppressed_by ~= M.null
+end
+
+-- A record's frames, outermost first: C frames down to LuaJIT's VM, the Lua frames it ran,
+-- then the C frames Lua called (the allocation function last).
+local function frame_names(leak)
+   local frames, names = leak.frames or {}, {}
+   local vm = #frames + 1  -- the innermost frame in LuaJIT's VM
+   for i, f in ipairs(frames) do
+      local obj = f.object ~= M.null and f.object or ""
+      if obj:match("/luajit[^/]*$") or obj:match("libluajit") then
+         vm = i
+         break
+      end
+   end
+   local function c_frame(i)
+      names[#names + 1] = (symbolize.frame_text(frames[i]):gsub(" %[[^%]]*%]$", ""))
+   end
+   for i = #frames, vm, -1 do c_frame(i) end
+   for i = #(leak.lua or {}), 1, -1 do
+      local f = leak.lua[i]
+      names[#names + 1] = ("%s:%s"):format(f.source or "?", f.line or "?")
+   end
+   for i = math.min(vm - 1, #frames), 1, -1 do c_frame(i) end
+   return names
+end
+
+-- Folded stacks (Brendan Gregg's flamegraph.pl, speedscope): "frame;frame;frame BYTES" per
+-- unsuppressed record, the kind as the root frame.
+function M.formatters.folded(report)
+   local lines = {}
+   for _, leak in ipairs(report.leaks or {}) do
+      if not is_suppressed(leak) then
+         local names = frame_names(leak)
+         for i, n in ipairs(names) do names[i] = n:gsub(";", ","):gsub("%s+$", "") end
+         table.insert(names, 1, leak.kind)
+         lines[#lines + 1] = table.concat(names, ";") .. " " .. leak.bytes
+      end
+   end
+   table.sort(lines)
+   return table.concat(lines, "\n") .. (#lines > 0 and "\n" or "")
+end
+
+local xml_escapes = {["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&apos;"}
+local function xml(s)
+   return (tostring(s):gsub("[&<>\"']", xml_escapes):gsub("[%z\1-\8\11\12\14-\31]", "?"))
+end
+
+-- One record as readable text (its kind, size, test, Lua and C frames).
+local function record_text(leak)
+   return text_summary({leaks = {leak}}, {brief = true, show_reachable = true})
+end
+
+-- JUnit XML: one test case per unsuppressed record of a failing kind (opts.fail_on, default
+-- definite) and per error, each a failure; one passing case when there is none.
+function M.formatters.junit(report, opts)
+   local fail_on = (opts and opts.fail_on) or {definite = true}
+   local cases = {}
+   for _, leak in ipairs(report.leaks or {}) do
+      if fail_on[leak.kind] and not is_suppressed(leak) then
+         local test = leak.test ~= M.null and leak.test or nil
+         local where = leak.lua and leak.lua[1] and ("%s:%s"):format(leak.lua[1].source, leak.lua[1].line or "?")
+            or symbolize.frame_text(leak.frames and leak.frames[2] or leak.frames[1] or {})
+         local name = ("%s: %s in %s block%s at %s"):format(leak.kind, plural(leak.bytes, "byte"),
+            leak.blocks, leak.blocks == 1 and "" or "s", where)
+         cases[#cases + 1] = ('    <testcase classname="%s" name="%s">\n      <failure type="%s" '
+            .. 'message="%s">%s</failure>\n    </testcase>'):format(xml("ljleak." .. (test or "leaks")), xml(name), xml(leak.kind), xml(name),
+            xml(record_text(leak)))
+      end
+   end
+   for _, e in ipairs(report.errors or {}) do
+      if not is_suppressed(e) then
+         cases[#cases + 1] = ('    <testcase classname="ljleak.errors" name="%s">\n      <failure type="%s" '
+            .. 'message="%s">%s</failure>\n    </testcase>'):format(xml(e.kind .. ": " .. e.message), xml(e.kind),
+            xml(e.message), xml(e.message))
+      end
+   end
+   local failures = #cases
+   if failures == 0 then
+      cases[1] = '    <testcase classname="ljleak" name="no leaks"/>'
+   end
+   return ('<?xml version="1.0" encoding="UTF-8"?>\n<testsuites>\n  <testsuite name="ljleak" tests="%d" '
+      .. 'failures="%d" errors="0">\n%s\n  </testsuite>\n</testsuites>\n'):format(#cases, failures,
+      table.concat(cases, "\n"))
+end
+
+-- A self-contained HTML page: the summary, then each unsuppressed record with its frames.
+function M.formatters.html(report, opts)
+   local out = {}
+   local function add(s) out[#out + 1] = s end
+   local summary = report.summary or M.summarize(report.leaks or {})
+   add("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>ljleak report</title>\n<style>")
+   add("body{font-family:sans-serif;margin:2em} table{border-collapse:collapse} td,th{border:1px solid #ccc;"
+      .. "padding:4px 8px;text-align:right} pre{background:#f6f6f6;padding:8px} .definite{color:#b00}"
+      .. " .indirect{color:#b60} .possible{color:#960} .reachable{color:#666}</style></head><body>")
+   add(("<h1>ljleak: %s</h1>"):format(xml(table.concat(report.command or {}, " "))))
+   add(("<p>engine %s, exit status %s</p>"):format(xml(report.engine or "?"), xml(tostring(report.exit_status))))
+   add("<table><tr><th>kind</th><th>blocks</th><th>bytes</th></tr>")
+   for _, k in ipairs {"definite", "indirect", "possible", "reachable", "suppressed"} do
+      local t = summary[k] or {blocks = 0, bytes = 0}
+      add(('<tr><td class="%s">%s</td><td>%d</td><td>%d</td></tr>'):format(k, k, t.blocks, t.bytes))
+   end
+   add("</table>")
+   for _, leak in ipairs(report.leaks or {}) do
+      if not is_suppressed(leak) and (leak.kind ~= "reachable" or (opts and opts.show_reachable)) then
+         add(('<h3 class="%s">%s: %s in %d block%s</h3><pre>%s</pre>'):format(leak.kind, leak.kind,
+            plural(leak.bytes, "byte"), leak.blocks, leak.blocks == 1 and "" or "s", xml(record_text(leak))))
+      end
+   end
+   for _, e in ipairs(report.errors or {}) do
+      add(("<h3 class=\"definite\">error: %s</h3><pre>%s</pre>"):format(xml(e.kind), xml(e.message)))
+   end
+   add("</body></html>\n")
+   return table.concat(out, "\n")
+end
+
 function M.format(report, name, opts)
    local formatter = M.formatters[name]
    if not formatter then error("unknown report format '" .. tostring(name) .. "'") end
