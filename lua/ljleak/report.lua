@@ -550,8 +550,8 @@ function M.formatters.junit(report, opts)
          local name = ("%s: %s in %s block%s at %s"):format(leak.kind, plural(leak.bytes, "byte"),
             leak.blocks, leak.blocks == 1 and "" or "s", where)
          cases[#cases + 1] = ('    <testcase classname="%s" name="%s">\n      <failure type="%s" '
-            .. 'message="%s">%s</failure>\n    </testcase>'):format(xml("ljleak." .. (test or "leaks")), xml(name), xml(leak.kind), xml(name),
-            xml(record_text(leak)))
+            .. 'message="%s">%s</failure>\n    </testcase>'):format(xml("ljleak." .. (test or "leaks")), xml(name),
+            xml(leak.kind), xml(name), xml(record_text(leak)))
       end
    end
    for _, e in ipairs(report.errors or {}) do
