@@ -1,6 +1,7 @@
 /* ljleak tracker: what the LuaJIT VM was doing when C code allocated. The Lua frames of the
 ** allocation (exact in the interpreter, the trace's start when JIT code called), interned. */
 #include "lk_def.h"
+#include "lk_ljalloc.h"
 
 #include <dlfcn.h>
 #include <string.h>
@@ -162,44 +163,29 @@ int lk_lua_frames(uint32_t id, lk_lua_frame_fn fn, void *ud)
 ** lj_alloc.c (a dlmalloc): the state's mstate lists its segments; chunks carry size and in-use
 ** bits. Scanning only chunks in use means a pointer left in a freed Lua object is no root. */
 
-#define LK_MS_TOP 32          /* malloc_state.top */
-#define LK_MS_SEG 840         /* malloc_state.seg: { base, size, next } */
-#define LK_CINUSE 2
-#define LK_INUSE_BITS 3
-#define LK_FENCEPOST (LK_INUSE_BITS | 8)
-
 typedef void *(*lk_getallocf_f)(void *L, void **ud);
 static char *lk_mstate;       /* the attached state's allocator, if it is lj_alloc's */
 
 static int lk_arena_valid(char *ms)
 {
-  char *top = LK_RDP(ms, LK_MS_TOP), *base = LK_RDP(ms, LK_MS_SEG);
-  size_t size = *(size_t *)(ms + LK_MS_SEG + 8);
-  return top && base && size && lk_foreign_find((uintptr_t)base, NULL, NULL) &&
-         top >= base && top < base + size;
+  return lk_ljalloc_valid(ms) && lk_foreign_find((uintptr_t)LK_MS_PTR(ms, LK_MS_SEG), NULL, NULL);
 }
 
-/* Calls live on the payload of every chunk in use. Returns 0 if the arena is unknown (the caller then scans the mappings whole). */
+typedef struct { lk_range_fn live; void *ud; } lk_live_ud;
+
+static void lk_arena_chunk(uintptr_t lo, uintptr_t hi, int inuse, void *ud)
+{
+  lk_live_ud *u = ud;
+  if (inuse) u->live(lo, hi, u->ud);
+}
+
+/* Calls live on the payload of every chunk in use. Returns 0 if the arena is unknown (the caller
+** then scans the mappings whole). */
 int lk_lua_arena_foreach(lk_range_fn live, void *ud)
 {
-  char *ms = lk_mstate, *seg;
-  int nseg = 0;
-  if (!ms || !lk_arena_valid(ms)) return 0;
-  for (seg = ms + LK_MS_SEG; seg && nseg < 100000; seg = LK_RDP(seg, 16), nseg++) {
-    char *base = LK_RDP(seg, 0), *end, *q, *top = LK_RDP(ms, LK_MS_TOP);
-    size_t size = *(size_t *)(seg + 8);
-    if (!base || !size) break;
-    end = base + size;
-    for (q = base; q + 16 <= end && q != top; ) {
-      size_t head = *(size_t *)(q + 8), csz = head & ~(size_t)LK_INUSE_BITS;
-      if (head == LK_FENCEPOST || csz < 16 || q + csz > end) break;
-      if (head & LK_CINUSE) {
-        uintptr_t lo = (uintptr_t)q + 16, hi = (uintptr_t)q + csz + 8;
-        live(lo, hi > (uintptr_t)end ? (uintptr_t)end : hi, ud);
-      }
-      q += csz;
-    }
-  }
+  lk_live_ud u = { live, ud };
+  if (!lk_mstate || !lk_arena_valid(lk_mstate)) return 0;
+  lk_ljalloc_walk(lk_mstate, lk_arena_chunk, &u);
   return 1;
 }
 
@@ -209,8 +195,8 @@ void lk_lua_arena_outside(uintptr_t lo, uintptr_t hi, lk_range_fn fn, void *ud)
   char *ms = lk_mstate, *seg;
   int nseg = 0;
   if (ms) {
-    for (seg = ms + LK_MS_SEG; seg && nseg < 100000; seg = LK_RDP(seg, 16), nseg++) {
-      uintptr_t b = (uintptr_t)LK_RDP(seg, 0), e = b + *(size_t *)(seg + 8);
+    for (seg = ms + LK_MS_SEG; seg && nseg < 100000; seg = LK_MS_PTR(seg, 16), nseg++) {
+      uintptr_t b = (uintptr_t)LK_MS_PTR(seg, 0), e = b + LK_MS_SIZE(seg, 8);
       if (!b) break;
       if (b < hi && e > lo) {  /* overlap: recurse on what is left on each side */
         if (lo < b) lk_lua_arena_outside(lo, b, fn, ud);

@@ -154,6 +154,17 @@ describe("tracker", function()
     assert.is_truthy(found)
   end)
 
+  it("calls a block lost when its only pointer is a stale copy in LuaJIT's freed memory", function()
+    local r, code = h.fixture("stale_cdata_os_exit")
+    assert.are.equal(42, code)
+    only_definite(r, 1, 99)     -- the copy left in freed memory is no root
+    local found
+    for _, rec in ipairs(h.records(r, "reachable")) do
+      if rec.bytes == 77 then found = rec end
+    end
+    assert.are.equal(9, found.lua[1].line)  -- the one a live cdata holds
+  end)
+
   it("calls the same pointer definite when the state was closed", function()
     local r, code = h.fixture("cdata_closed")
     assert.are.equal(42, code)
