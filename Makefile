@@ -13,7 +13,8 @@ PREFIX  ?= /usr/local
 LUADIR  ?= $(PREFIX)/share/lua/5.1
 LIBDIR  ?= $(PREFIX)/lib/lua/5.1
 BINDIR  ?= $(PREFIX)/bin
-SUPPDIR ?= $(PREFIX)/share/ljleak/suppressions
+# The curated suppression files live next to the Lua modules that read them (ljleak.supp).
+SUPPDIR ?= $(LUADIR)/ljleak/suppressions
 
 B = build
 TRACKER_SRC = csrc/lk_alloc.c csrc/lk_table.c csrc/lk_stack.c csrc/lk_scan.c csrc/lk_report.c \
@@ -62,7 +63,7 @@ install: all
 	cp -R lua/ljleak/. $(DESTDIR)$(LUADIR)/ljleak/
 	install -m 0755 $(TRACKER) $(CORE) $(DESTDIR)$(LIBDIR)/ljleak/
 	install -m 0755 bin/ljleak $(DESTDIR)$(BINDIR)/ljleak
-	-cp suppressions/*.supp $(DESTDIR)$(SUPPDIR)/ 2>/dev/null
+	install -m 0644 suppressions/*.supp $(DESTDIR)$(SUPPDIR)/
 
 clean:
 	rm -rf $(B)

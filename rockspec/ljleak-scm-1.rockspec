@@ -30,6 +30,6 @@ build = {
       LUADIR = "$(LUADIR)",
       LIBDIR = "$(LIBDIR)",
       BINDIR = "$(BINDIR)",
-      SUPPDIR = "$(PREFIX)/share/ljleak/suppressions",
+      SUPPDIR = "$(LUADIR)/ljleak/suppressions",
    },
 }

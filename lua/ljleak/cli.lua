@@ -6,14 +6,18 @@ local lfs = require "lfs"
 local errno = require "posix.errno"
 local fcntl = require "posix.fcntl"
 local psignal = require "posix.signal"
+local ptime = require "posix.time"
 local stat = require "posix.sys.stat"
 local stdlib = require "posix.stdlib"
 local unistd = require "posix.unistd"
 local wait = require "posix.sys.wait"
 
+local progress = require "ljleak.progress"
 local raw = require "ljleak.raw"
 local report = require "ljleak.report"
+local supp = require "ljleak.supp"
 local symbolize = require "ljleak.symbolize"
+local valgrind = require "ljleak.valgrind"
 
 local M = {}
 
@@ -72,20 +76,51 @@ local function build_parser(state)
    add_help(parser, state)
    parser:flag("--version", "Show the version and exit.")
 
+   -- Options shared by every command that runs something under an engine.
+   local function add_run_options(cmd)
+      add_help(cmd, state)
+      cmd:option("--engine", "Leak checker: the in-process tracker (default) or Valgrind memcheck.", "tracker")
+         :choices({"tracker", "valgrind"})
+      cmd:option("--json", "Write the leak report as JSON (schema 1) to FILE."):argname("FILE")
+      cmd:option("--fail-on", "Leak kinds that make the run fail: a comma-separated list of "
+         .. "definite, indirect, possible, reachable.", "definite"):argname("KINDS")
+      cmd:option("--error-exitcode", "Exit code when a leak of a --fail-on kind is found (0: keep CMD's).",
+         tostring(EXIT.leaks)):argname("N")
+      cmd:flag("--show-reachable", "List reachable blocks too (always counted in the summary).")
+      cmd:flag("--keep-run-dir", "Keep the run directory with the raw per-process reports.")
+      cmd:option("--suppressions", "Also suppress what the Valgrind-format suppression FILE matches "
+         .. "(repeatable; both engines).", nil, nil, 1, "*"):argname("FILE")
+      cmd:flag("--no-default-suppressions", "Do not use ljleak's curated suppression files.")
+      cmd:option("--gen-suppressions", "Write one suppression entry per unsuppressed leak site and error "
+         .. "to FILE."):argname("FILE")
+      cmd:option("--valgrind-opts", "More options for valgrind, separated by spaces (--engine=valgrind; "
+         .. "repeatable).", nil, nil, 1, "*"):argname("OPTS")
+      cmd:option("--jit", "LuaJIT's JIT compiler in the programs run: on, or off (the default under "
+         .. "--engine=valgrind, where JIT code makes unbounded garbage stacks).")
+         :choices({"on", "off"}):argname("on|off")
+   end
+
    local run = parser:command("run", "Run CMD [ARGS...] with the leak tracker and report its leaks.")
    run:usage("Usage: ljleak run [options] -- CMD [ARGS...]")
-   add_help(run, state)
-   run:option("--engine", "Leak checker: the in-process tracker (default) or Valgrind memcheck.", "tracker")
-      :choices({"tracker", "valgrind"})
-   run:option("--json", "Write the leak report as JSON (schema 1) to FILE."):argname("FILE")
-   run:option("--fail-on", "Leak kinds that make the run fail: a comma-separated list of "
-      .. "definite, indirect, possible, reachable.", "definite"):argname("KINDS")
-   run:option("--error-exitcode", "Exit code when a leak of a --fail-on kind is found (0: keep CMD's).",
-      tostring(EXIT.leaks)):argname("N")
-   run:flag("--show-reachable", "List reachable blocks too (always counted in the summary).")
-   run:flag("--keep-run-dir", "Keep the run directory with the raw per-process reports.")
+   add_run_options(run)
    -- Words before `--` land here, so that a forgotten `--` gets its own message.
    run:argument("stray"):args("*"):hidden(true)
+
+   local busted = parser:command("busted", "Run a busted suite under LuaJIT with the leak tracker: "
+      .. "every leak carries its test's name, and a test that leaks fails.")
+   busted:usage("Usage: ljleak busted [options] [-- busted options and paths]")
+   add_run_options(busted)
+   busted:flag("--no-per-test", "Do not check each test for leaks right after it ran (the tracker's "
+      .. "per-test check fails a leaking test in busted's output).")
+   busted:argument("paths", "Spec files or folders (also accepted after `--`)."):args("*")
+
+   local sup = parser:command("suppressions", "Work on Valgrind-format suppression files.")
+   add_help(sup, state)
+   sup:command_target("suppressions_command")
+   local merge = sup:command("merge", "Merge suppression files into one, without duplicate entries.")
+   add_help(merge, state)
+   merge:argument("files", "Suppression files."):args("+"):argname("FILE")
+   merge:option("-o --output", "Write the result to FILE instead of standard output."):argname("FILE")
 
    local rep = parser:command("report", "Print the summary of a saved JSON report.")
    add_help(rep, state)
@@ -127,9 +162,9 @@ local function dirname(path)
 end
 
 -- An output file named by OPTION must be writable, and may replace only an earlier ljleak report
--- or an empty file (as from mktemp).
+-- (or what IS_OURS, default report.is_report, accepts) or an empty file (as from mktemp).
 -- Checked before CMD runs, so a long test run is not wasted on a typo.
-local function check_output(option, path)
+local function check_output(option, path, is_ours)
    if path == "" then fail(EXIT.usage, "%s: empty file name", option) end
    local dir = dirname(path)
    if lfs.attributes(dir, "mode") ~= "directory" then
@@ -138,7 +173,7 @@ local function check_output(option, path)
    local mode = lfs.attributes(path, "mode")
    if mode == "directory" then
       fail(EXIT.usage, "%s=%s: is a directory", option, path)
-   elseif mode ~= nil and lfs.attributes(path, "size") > 0 and not report.is_report(path) then
+   elseif mode ~= nil and lfs.attributes(path, "size") > 0 and not (is_ours or report.is_report)(path) then
       fail(EXIT.usage, "%s=%s: file exists and is not an ljleak report; not overwriting it", option, path)
    end
    local probe = ("%s.tmp.%d"):format(path, unistd.getpid())
@@ -304,7 +339,7 @@ if jit then
     if name == "ljleak" then name = "ljleak.init" end
     if name:match("^ljleak%%.[%%w_]+$") then return loadfile(dir .. "/" .. name:gsub("%%.", "/") .. ".lua") end
   end)
-  pcall(require, "ljleak")
+  pcall(require, "ljleak.vm")
 end]]
 
 local function lua_init()
@@ -350,8 +385,8 @@ end
 
 -- Run ARGV (ARGV[1] resolved to PATH) with ENV added to the child's environment only.
 -- Returns the child's pid, how it ended ("exited" or "killed") and its status or signal number.
--- Raises if exec failed.
-local function spawn_and_wait(path, argv, env)
+-- Raises if exec failed. TICK, if given, is called about ten times a second while CMD runs.
+local function spawn_and_wait(path, argv, env, tick)
    local argt = {[0] = argv[1]}
    for i = 2, #argv do argt[i - 1] = argv[i] end
    -- Exec failure is reported through a close-on-exec pipe: EOF means exec succeeded.
@@ -394,9 +429,14 @@ local function spawn_and_wait(path, argv, env)
    unistd.close(rfd)
    local how, status
    repeat
-      local wpid, what, code = wait.wait(pid)
-      if wpid then how, status = what, code end
-   until wpid or code ~= errno.EINTR
+      local wpid, what, code = wait.wait(pid, tick and wait.WNOHANG or 0)
+      if wpid == 0 then
+         tick()
+         ptime.nanosleep({tv_sec = 0, tv_nsec = 100000000})
+      elseif wpid then
+         how, status = what, code
+      end
+   until (wpid and wpid ~= 0) or (not wpid and code ~= errno.EINTR)
    restore()
    if #chunks > 0 then
       local msg = table.concat(chunks)
@@ -406,9 +446,102 @@ local function spawn_and_wait(path, argv, env)
    return pid, how or "exited", status or EXIT.failure
 end
 
+-- -- The Valgrind engine ---------------------------------------------------------------------
+
+-- What a Valgrind run needs, checked before anything runs: valgrind itself, and --valgrind-opts.
+-- Returns {valgrind = path, extra = options, depth = --num-callers}.
+local function valgrind_setup(args)
+   local path, err = valgrind.find()
+   if not path then fail(EXIT.usage, "--engine=valgrind: %s", err) end
+   local extra, num_callers = valgrind.parse_extra(args.valgrind_opts)
+   if not extra then fail(EXIT.usage, "%s", num_callers) end
+   return {valgrind = path, extra = extra, depth = num_callers or valgrind.DEFAULT_NUM_CALLERS}
+end
+
+local function now()
+   local t = ptime.clock_gettime(ptime.CLOCK_MONOTONIC)
+   return t.tv_sec + t.tv_nsec * 1e-9
+end
+
+-- Run COMMAND under memcheck, with its XML going to RUN_DIR and ENV added to its environment; on a
+-- terminal, a status line shows the time, the processes running and the records so far.
+-- Returns what spawn_and_wait returns.
+local function valgrind_spawn(vg, command, run_dir, jit, env)
+   local argv = valgrind.command({valgrind = vg.valgrind, dir = run_dir, extra = vg.extra})
+   for _, a in ipairs(command) do argv[#argv + 1] = a end
+   local child_env = {LUA_INIT = valgrind.lua_init(jit, os.getenv("LUA_INIT"))}
+   for k, v in pairs(env) do child_env[k] = v end
+   local status_line = progress.new()
+   local tick
+   if status_line.enabled then
+      local watch, start, last = valgrind.watcher(run_dir), now(), -1
+      tick = function()
+         local elapsed = now() - start
+         if elapsed - last < 0.5 then return end
+         last = elapsed
+         local running, records = watch()
+         status_line:update(("%s: valgrind %s elapsed, %d process%s running, %d record%s so far"):format(
+            PROG, progress.clock(elapsed), running, running == 1 and "" or "es", records, records == 1 and "" or "s"))
+      end
+   end
+   local results = {pcall(spawn_and_wait, vg.valgrind, argv, child_env, tick)}
+   status_line:clear()
+   if not results[1] then error(results[2], 0) end
+   -- Processes that outlive COMMAND may still be writing their report.
+   for _, pid in ipairs(valgrind.wait_for_stragglers(run_dir, 10)) do
+      warn("process %d is still running; its report is not complete", pid)
+   end
+   return unpack(results, 2)
+end
+
+-- -- Suppressions ----------------------------------------------------------------------------
+
+-- The suppression entries of a run: the curated default files (unless --no-default-suppressions),
+-- then each --suppressions=FILE in order. A file that cannot be read or parsed is a usage error,
+-- found before anything runs.
+local function load_suppressions(args)
+   local files = {}
+   if not args.no_default_suppressions then
+      local defaults, err = supp.default_files()
+      if not defaults then fail(EXIT.failure, "%s", err) end
+      for _, f in ipairs(defaults) do files[#files + 1] = f end
+   end
+   for _, f in ipairs(args.suppressions or {}) do files[#files + 1] = f end
+   local entries, err = supp.load(files)
+   if not entries then fail(EXIT.usage, "suppressions: %s", err) end
+   return entries
+end
+
+-- How many frames of a record the engine keeps: suppression entries are cut to as many lines, as
+-- Valgrind does with --num-callers. The tracker keeps LJLEAK_DEPTH frames below the allocator's.
+local function tracker_depth()
+   local depth = tonumber(os.getenv("LJLEAK_DEPTH") or "") or 16
+   return math.max(1, math.min(depth, 64)) + 1
+end
+
+-- Apply ENTRIES to REP (marking what they suppress), list the suppressions used (Valgrind's own
+-- defaults too), and write --gen-suppressions. Returns false if that file could not be written.
+local function suppress(rep, entries, args, depth, builtin)
+   supp.apply(rep, entries, {depth = depth})
+   for _, u in ipairs(builtin or {}) do rep.suppressions[#rep.suppressions + 1] = u end
+   rep.suppressions = report.array(rep.suppressions)
+   rep.summary = report.summarize(rep.leaks)
+   if not args.gen_suppressions then return true end
+   local generated = supp.generate(rep)
+   local ok, err = report.write_file(args.gen_suppressions, supp.format(generated, supp.generated_header(rep)))
+   if not ok then
+      warn("--gen-suppressions=%s: %s", args.gen_suppressions, tostring(err))
+      return false
+   end
+   warn("wrote %d suppression entr%s to %s", #generated, #generated == 1 and "y" or "ies", args.gen_suppressions)
+   return true
+end
+
 -- -- Commands --------------------------------------------------------------------------------
 
 local commands = {}
+
+local run_command
 
 function commands.run(args, command)
    if #args.stray > 0 then
@@ -418,12 +551,31 @@ function commands.run(args, command)
    if not command or #command == 0 then
       fail(EXIT.usage, "run: missing '--' and the command to run: ljleak run [options] -- CMD [ARGS...]")
    end
+   return run_command(args, command, {})
+end
+
+-- busted's script has a `lua` shebang: run it under luajit, with the busted integration on.
+function commands.busted(args, rest)
+   local script = os.getenv("LJLEAK_BUSTED") or resolve_command("busted")
+   if not script or lfs.attributes(script, "mode") ~= "file" then
+      fail(EXIT.usage, "busted: command not found; install it with `apt-get install lua-busted`")
+   end
+   local command = {"luajit", script}
+   for _, a in ipairs(args.paths) do command[#command + 1] = a end
+   for _, a in ipairs(rest or {}) do command[#command + 1] = a end
+   return run_command(args, command, {
+      LJLEAK_PER_TEST = args.no_per_test and "0" or "1",
+      LJLEAK_FAIL_ON = args.fail_on,
+   })
+end
+
+function run_command(args, command, extra_env)
    local fail_on = parse_fail_on(args.fail_on)
    local error_exitcode = parse_exitcode(args.error_exitcode)
-   if args.engine ~= "tracker" then
-      fail(EXIT.usage, "--engine=%s: not available yet (only --engine=tracker)", args.engine)
-   end
    if args.json then check_output("--json", args.json) end
+   if args.gen_suppressions then check_output("--gen-suppressions", args.gen_suppressions, supp.is_generated) end
+   local supp_entries = load_suppressions(args)
+   local vg = args.engine == "valgrind" and valgrind_setup(args) or nil
 
    local path = resolve_command(command[1])
    if not path then
@@ -431,19 +583,33 @@ function commands.run(args, command)
       fail(EXIT.not_found, "%s: command not found%s", command[1],
          exists and " (" .. (exists == "file" and "not executable" or "a " .. exists) .. ")" or "")
    end
-   check_traceable(path)
-   local tracker = find_tracker()
+   local tracker
+   if not vg then
+      check_traceable(path)
+      tracker = find_tracker()
+   end
    local run_dir = make_run_dir()
 
    local ok, result = xpcall(function()
-      local preload = os.getenv("LD_PRELOAD")
-      preload = (preload and preload ~= "") and tracker .. ":" .. preload or tracker
-      local child_pid, how, status = spawn_and_wait(path, command, {
-         LD_PRELOAD = preload, LJLEAK_DIR = run_dir, LUA_INIT = lua_init(),
-      })
+      local child_pid, how, status
+      if vg then
+         child_pid, how, status = valgrind_spawn(vg, command, run_dir, args.jit or "off", extra_env)
+      else
+         local preload = os.getenv("LD_PRELOAD")
+         preload = (preload and preload ~= "") and tracker .. ":" .. preload or tracker
+         local env = {LD_PRELOAD = preload, LJLEAK_DIR = run_dir, LUA_INIT = lua_init()}
+         if args.jit == "off" then env.LUA_INIT = valgrind.lua_init("off", env.LUA_INIT) end
+         for k, v in pairs(extra_env) do env[k] = v end
+         child_pid, how, status = spawn_and_wait(path, command, env)
+      end
       local exit_status = how == "killed" and EXIT.signal_base + status or status
 
-      local procs, problems, errors = report.collect(run_dir)
+      local procs, problems, errors
+      if vg then
+         procs, problems = valgrind.collect(run_dir)
+      else
+         procs, problems, errors = report.collect(run_dir)
+      end
       for _, p in ipairs(problems) do warn("%s", p.message) end
       local pids = {}
       for _, proc in ipairs(procs) do pids[proc.pid or -1] = true end
@@ -452,16 +618,26 @@ function commands.run(args, command)
             warn("%s (pid %d) was killed by %s and left no leak report%s", command[1], child_pid,
                signal_name(status), #procs > 0 and "; reporting its other processes" or "")
          else
-            warn("%s (pid %d) left no leak report: it ended without running exit handlers (_exit, "
-               .. "abort), or the tracker was not loaded into it", command[1], child_pid)
+            warn("%s (pid %d) left no leak report: %s", command[1], child_pid, vg
+               and "Valgrind could not run it (see its message above)"
+               or "it ended without running exit handlers (_exit, abort), or the tracker was not loaded into it")
          end
       end
 
-      local rep = report.build(procs, {
-         engine = "tracker", command = command, exit_status = exit_status, version = version(), errors = errors,
-         symbolizer = symbolize.new({tracker = tracker}),
-      })
+      local rep
+      if vg then
+         rep = valgrind.build(procs, {command = command, exit_status = exit_status, version = version()})
+      else
+         rep = report.build(procs, {
+            engine = "tracker", command = command, exit_status = exit_status, version = version(), errors = errors,
+            symbolizer = symbolize.new({tracker = tracker}),
+         })
+      end
       local code = exit_status
+      if not suppress(rep, supp_entries, args, vg and vg.depth or tracker_depth(),
+                      vg and valgrind.builtin_suppressions(procs)) then
+         code = EXIT.failure
+      end
       if error_exitcode ~= 0 and report.failing(rep, fail_on) > 0 then code = error_exitcode end
       if args.json then
          local wok, werr = report.write(rep, args.json, "json")
@@ -481,6 +657,23 @@ function commands.run(args, command)
    end
    if not ok then error(result, 0) end
    return result
+end
+
+-- `ljleak suppressions merge FILE...`: the entries of every FILE, without duplicates (same kind and
+-- frames; leak kinds joined), names made unique, comments kept.
+function commands.suppressions(args)
+   local entries, err = supp.load(args.files)
+   if not entries then fail(EXIT.usage, "%s", err) end
+   local merged = supp.merge(entries)
+   local text = supp.format(merged, {("# Merged by ljleak from %s: %d entries (%d duplicates dropped)."):format(
+      table.concat(args.files, ", "), #merged, #entries - #merged)})
+   if args.output then
+      local ok, werr = report.write_file(args.output, text)
+      if not ok then fail(EXIT.failure, "--output=%s: %s", args.output, tostring(werr)) end
+   else
+      io.stdout:write(text)
+   end
+   return EXIT.ok
 end
 
 function commands.report(args)
@@ -521,7 +714,7 @@ local function main(argv)
       return EXIT.ok
    end
    if not args.command then
-      fail(EXIT.usage, "a command is required (run or report; see ljleak --help)")
+      fail(EXIT.usage, "a command is required (run, busted, report or suppressions; see ljleak --help)")
    end
    return commands[args.command](args, command)
 end

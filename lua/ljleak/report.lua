@@ -398,6 +398,36 @@ local function groups(report, show_reachable)
    return list
 end
 
+-- Add FRAMES to the text with LINE, each indented by INDENT ("at" the first, "by" the others).
+local function frame_lines(line, frames, indent)
+   local i = 1
+   while frames[i] do
+      -- A run of unnamed frames in one object (LuaJIT's VM) is shown as its first frame.
+      local j = i
+      while frames[i]["function"] == nil and frames[i].object and frames[j + 1]
+            and frames[j + 1]["function"] == nil and frames[j + 1].object == frames[i].object do
+         j = j + 1
+      end
+      local more = j > i and (" (and %d more frames there)"):format(j - i) or ""
+      line(("%s%s %s%s"):format(indent, i == 1 and "at" or "by", symbolize.frame_text(frames[i]), more))
+      i = j + 1
+   end
+end
+
+-- The suppressions used, as LeakSanitizer's "Suppressions used" table: how many records (errors:
+-- occurrences) and bytes each entry suppressed.
+local function suppressions_table(line, used)
+   if not used or #used == 0 then return end
+   line("SUPPRESSIONS USED:")
+   line(("  %7s %10s  %s"):format("count", "bytes", "name"))
+   for _, u in ipairs(used) do
+      local count = (u.count or 0) > 0 and u.count or u.records or 0
+      local bytes = (u.blocks or 0) > 0 and tostring(u.bytes) or "-"
+      local where = u.line and ("%s:%d"):format(u.file, u.line) or u.file
+      line(("  %7d %10s  %s%s"):format(count, bytes, u.name, where and " (" .. where .. ")" or ""))
+   end
+end
+
 local function text_summary(report, opts)
    opts = opts or {}
    local out = {}
@@ -410,25 +440,22 @@ local function text_summary(report, opts)
       for _, lf in ipairs(g.lua) do
          line("    in Lua " .. M.lua_frame_text(lf))
       end
-      local i, frames = 1, g.frames
-      while frames[i] do
-         -- A run of unnamed frames in one object (LuaJIT's VM) is shown as its first frame.
-         local j = i
-         while frames[i]["function"] == nil and frames[i].object and frames[j + 1]
-               and frames[j + 1]["function"] == nil and frames[j + 1].object == frames[i].object do
-            j = j + 1
-         end
-         local more = j > i and (" (and %d more frames there)"):format(j - i) or ""
-         line(("    %s %s%s"):format(i == 1 and "at" or "by", symbolize.frame_text(frames[i]), more))
-         i = j + 1
-      end
+      frame_lines(line, g.frames, "    ")
       line("")
    end
    for _, e in ipairs(report.errors or {}) do
-      line(("error: %s, pid %s"):format(e.kind, tostring(e.pid)))
-      line("    " .. e.message)
-      for _, lf in ipairs(e.lua or {}) do line("    in Lua " .. M.lua_frame_text(lf)) end
-      line("")
+      if e.suppressed_by == nil or e.suppressed_by == M.null then
+         local times = (e.count or 1) > 1 and (" (%d times)"):format(e.count) or ""
+         line(("error: %s, pid %s%s"):format(e.kind, tostring(e.pid), times))
+         line("    " .. e.message)
+         for _, lf in ipairs(e.lua or {}) do line("    in Lua " .. M.lua_frame_text(lf)) end
+         frame_lines(line, e.frames or {}, "    ")
+         for _, aux in ipairs(e.aux or {}) do   -- Valgrind's: where the block was freed, allocated...
+            if aux.what then line("    " .. aux.what) end
+            frame_lines(line, aux.frames or {}, "      ")
+         end
+         line("")
+      end
    end
    if opts.brief then  -- the records only (a test's failure message)
       return table.concat(out, "\n") .. "\n"
@@ -469,6 +496,7 @@ local function text_summary(report, opts)
    if not opts.show_reachable and reachable.blocks > 0 then
       line("Reachable blocks are not listed; rerun with --show-reachable to see where they were allocated.")
    end
+   suppressions_table(line, report.suppressions)
    return table.concat(out, "\n") .. "\n"
 end
 
