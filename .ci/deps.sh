@@ -4,7 +4,8 @@
 set -eu
 PKGS="gcc make libc6-dev luajit2 libluajit2-5.1-dev libunwind8 libdw-dev libelf-dev
       lua-cjson lua-argparse lua-filesystem lua-posix lua-expat lua-busted lua-luassert
-      lua-check luarocks valgrind"
+      lua-check luarocks valgrind lua-socket nginx libnginx-mod-http-ndk libnginx-mod-http-lua
+      lua-resty-core"
 missing=""
 for p in $PKGS; do
   st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

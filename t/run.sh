@@ -1,9 +1,12 @@
 #!/bin/sh
 # `make test`: lint, the busted specs, the luarocks install, then the project's own suite under
-# its own tracker. Ends with one line "N passed, M failed" (busted tests, plus one per other step).
+# its own tracker, and a part of it under Valgrind. Ends with one line "N passed, M failed" (busted
+# tests, plus one per other step).
 cd "$(dirname "$0")/.."
 BUSTED="luajit /usr/bin/busted"
-SPECS="t/cli_spec.lua t/leak_spec.lua t/api_spec.lua t/busted_spec.lua"
+SPECS="t/cli_spec.lua t/leak_spec.lua t/api_spec.lua t/busted_spec.lua t/supp_spec.lua"
+# Runs Valgrind itself (not under the tracker: an outer tracker would be preloaded into it).
+VALGRIND_SPECS="t/valgrind_spec.lua"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 passed=0
@@ -19,7 +22,7 @@ step() {  # step NAME COMMAND...: one pass or one failure
 step "luacheck" luacheck -q lua bin t bench examples
 
 echo "== busted specs"
-$BUSTED -o TAP $SPECS | tee "$log"
+$BUSTED -o TAP $SPECS $VALGRIND_SPECS | tee "$log"
 ok=$(grep -c '^ok ' "$log")
 notok=$(grep -c '^not ok ' "$log")
 passed=$((passed + ok))
@@ -30,6 +33,8 @@ step "luarocks install" sh t/rock.sh
 # shellcheck disable=SC2086
 step "self-check: the whole suite under ljleak's tracker, nothing lost" \
   ./bin/ljleak run --fail-on=definite,indirect,possible -- $BUSTED -o TAP $SPECS
+step "self-check: the suppression specs under Valgrind, no record left" \
+  ./bin/ljleak run --engine=valgrind --fail-on=definite,indirect,possible,reachable -- $BUSTED -o TAP t/supp_spec.lua
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,0 +1,135 @@
+-- For the specs: nginx serving Lua under `ljleak run`, in a private prefix (a temporary folder),
+-- single process (daemon off, master_process off), on 127.0.0.1 and a free port; a few requests
+-- over loopback, then a graceful stop (SIGQUIT). Nothing is sent anywhere but 127.0.0.1.
+local cjson = require "cjson"
+local fcntl = require "posix.fcntl"
+local psignal = require "posix.signal"
+local ptime = require "posix.time"
+local socket = require "socket"
+local stdlib = require "posix.stdlib"
+local unistd = require "posix.unistd"
+local wait = require "posix.sys.wait"
+
+local h = require "t.helper"
+
+local M = {}
+
+M.NGINX = "/usr/sbin/nginx"
+M.MODULES = "/usr/lib/nginx/modules"
+
+-- Is Debian's nginx with the Lua module (and NDK, which it needs) installed?
+function M.available()
+  local f = io.open(M.MODULES .. "/ngx_http_lua_module.so")
+  if f then f:close() end
+  return f ~= nil and unistd.access(M.NGINX, "x") == 0
+end
+
+local CONF = [[
+# ndk_http_module must be loaded before the Lua module, which uses it.
+load_module %s/ndk_http_module.so;
+load_module %s/ngx_http_lua_module.so;
+daemon off;
+master_process off;
+error_log logs/error.log warn;
+pid logs/nginx.pid;
+# nginx clears the environment of what it runs but for these (the tracker needs them).
+env LD_PRELOAD;
+env LJLEAK_DIR;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path logs/body;
+  proxy_temp_path logs/proxy;
+  fastcgi_temp_path logs/fastcgi;
+  uwsgi_temp_path logs/uwsgi;
+  scgi_temp_path logs/scgi;
+  init_by_lua_block { require "ffi" }
+  server {
+    listen 127.0.0.1:%d;
+    location / {
+      content_by_lua_block {
+        local ffi = require "ffi"
+        local buf = ffi.new("char[?]", 64)
+        ffi.copy(buf, "hello " .. ngx.var.uri)
+        ngx.say(ffi.string(buf))
+      }
+    }
+  }
+}
+]]
+
+local function sleep(seconds)
+  ptime.nanosleep({tv_sec = math.floor(seconds), tv_nsec = math.floor(seconds % 1 * 1e9)})
+end
+
+-- A TCP port on 127.0.0.1 that nothing listens on now.
+local function free_port()
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return tonumber(port)
+end
+
+-- One HTTP/1.0 GET of PATH on 127.0.0.1:PORT; the response body, or nil and a message.
+local function get(port, path)
+  local c, err = socket.connect("127.0.0.1", port)
+  if not c then return nil, err end
+  c:settimeout(30)
+  c:send(("GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n"):format(path))
+  local resp, rerr = c:receive("*a")
+  c:close()
+  if not resp then return nil, rerr end
+  return resp:match("\r\n\r\n(.*)$")
+end
+
+-- Run nginx under `ljleak run [EXTRA...] --json=...`, GET each of PATHS (default /a, /b, /c),
+-- stop it. Returns the decoded report (or nil), ljleak's exit code, its stderr, and the bodies.
+function M.run(extra, paths)
+  paths = paths or {"/a", "/b", "/c"}
+  local dir = h.tmpdir()
+  assert(require("lfs").mkdir(dir .. "/logs"))
+  local port = free_port()
+  h.write_file(dir .. "/nginx.conf", CONF:format(M.MODULES, M.MODULES, port))
+  local json, err_file = dir .. "/report.json", dir .. "/ljleak.err"
+  local argv = {"luajit", h.BIN, "run", "--json=" .. json}
+  for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
+  for _, a in ipairs({"--", M.NGINX, "-p", dir .. "/", "-c", dir .. "/nginx.conf"}) do argv[#argv + 1] = a end
+  local pid = assert(unistd.fork())
+  if pid == 0 then
+    local null = fcntl.open("/dev/null", fcntl.O_WRONLY)
+    local e = fcntl.open(err_file, fcntl.O_WRONLY + fcntl.O_CREAT + fcntl.O_TRUNC, 384)
+    unistd.dup2(null, 1)
+    unistd.dup2(e, 2)
+    unistd.chdir(h.ROOT)
+    stdlib.setenv("LJLEAK_DIR", nil)
+    local t = {[0] = argv[1]}
+    for i = 2, #argv do t[i - 1] = argv[i] end
+    unistd.execp(argv[1], t)
+    unistd._exit(127)
+  end
+  -- Wait (Valgrind is slow to start) until nginx answers, or ljleak gave up.
+  local bodies, ended, how, status = {}, false, nil, nil
+  local deadline = os.time() + 120
+  while os.time() < deadline do
+    local wpid, w, s = wait.wait(pid, wait.WNOHANG)
+    if wpid == pid then ended, how, status = true, w, s break end
+    if get(port, "/ready") then break end
+    sleep(0.2)
+  end
+  if not ended then
+    for i, p in ipairs(paths) do bodies[i] = get(port, p) end
+    local f = io.open(dir .. "/logs/nginx.pid")
+    local npid = f and tonumber(f:read("*l"))
+    if f then f:close() end
+    if npid then psignal.kill(npid, psignal.SIGQUIT) else psignal.kill(pid, psignal.SIGTERM) end
+    local _
+    _, how, status = wait.wait(pid)
+  end
+  local code = how == "exited" and status or 128 + (status or 0)
+  local text = h.read_file(json)
+  local stderr = (h.read_file(err_file) or "") .. (h.read_file(dir .. "/logs/error.log") or "")
+  h.rmtree(dir)
+  return text and cjson.decode(text), code, stderr, bodies
+end
+
+return M

@@ -1,0 +1,418 @@
+-- Suppressions (lua/ljleak/supp.lua): Valgrind's .supp format parsed by our own parser, matched by
+-- Valgrind's rules against records of either engine, generated and merged; and the curated
+-- default files. Pure Lua: this spec also runs under Valgrind in `make test`.
+local h = require "t.helper"
+local supp = require "ljleak.supp"
+
+local function parse(text)
+  return assert(supp.parse(text, "test.supp"))
+end
+
+local function entry(frames, extra)
+  return parse(("{\n   e\n   Memcheck:Leak\n%s%s\n}\n"):format(extra or "", table.concat(frames, "\n")))[1]
+end
+
+-- A tracker record: the synthetic allocator frame, a named frame with its source line, a frame
+-- in LuaJIT's VM with no symbol, and one in JIT code (an address only).
+local TRACKER_REC = {kind = "definite", blocks = 1, bytes = 32, pid = 7, frames = {
+  {["function"] = "malloc", object = "/build/ljleak/libljleak.so"},
+  {["function"] = "leak_chain", file = "libleaky.c", dir = "/src/t/leak", line = 92,
+   object = "/build/t/leak/libleaky.so", offset = "0x1167"},
+  {object = "/usr/bin/luajit", offset = "0xdc66"},
+  {address = "0x7f1c2e0010a0"},
+}}
+
+-- The same leak as Valgrind reports it.
+local VALGRIND_REC = {kind = "definite", blocks = 1, bytes = 32, pid = 8, frames = {
+  {["function"] = "malloc", object = "/usr/libexec/valgrind/vgpreload_memcheck-amd64-linux.so"},
+  {["function"] = "leak_chain", file = "libleaky.c", dir = "/src/t/leak", line = 92,
+   object = "/build/t/leak/libleaky.so"},
+  {object = "/usr/bin/luajit", address = "0x115c65"},
+  {["function"] = "lua_pcall", object = "/usr/bin/luajit"},
+}}
+
+local function matches(frames, rec, extra)
+  return supp.matches(entry(frames, extra), rec)
+end
+
+describe("suppression parser", function()
+  it("reads names, kinds, match-leak-kinds, every frame form and comments", function()
+    local e = parse([[
+# why: the cache lives as long as the process
+  # indented comments count too
+{
+   my-cache
+   Memcheck:Leak
+   match-leak-kinds: definite,possible
+   fun:mal*
+   obj:/usr/lib/lib?.so
+   src:libleaky.c:92
+   src:other.c
+   ...
+}
+]])
+    assert.are.equal(1, #e)
+    e = e[1]
+    assert.are.equal("my-cache", e.name)
+    assert.are.equal(4, e.line)
+    assert.are.equal("test.supp", e.file)
+    assert.are.equal("Memcheck", e.tool)
+    assert.are.equal("Leak", e.kind)
+    assert.are.same({definite = true, possible = true}, e.leak_kinds)
+    assert.are.same({"# why: the cache lives as long as the process", "# indented comments count too"}, e.comments)
+    assert.are.same({
+      {type = "fun", text = "mal*"}, {type = "obj", text = "/usr/lib/lib?.so"},
+      {type = "src", text = "libleaky.c:92", file = "libleaky.c", line = 92},
+      {type = "src", text = "other.c", file = "other.c"}, {type = "..."},
+    }, e.frames)
+  end)
+
+  it("reads the extra line of Param entries, error kinds, all/none and other tools' entries", function()
+    local e = parse([[
+{
+   write-buffer
+   Memcheck:Param
+   write(buf)
+   fun:write
+}
+{
+   uaf
+   Memcheck:Addr8
+   fun:use_after_free
+}
+{
+   every-kind
+   Memcheck:Leak
+   match-leak-kinds: all
+   fun:malloc
+}
+{
+   a-race
+   Helgrind:Race
+   fun:whatever
+   anything Helgrind has
+}
+{
+   fd
+   CoreError:FdNotClosed
+   fun:open
+}
+]])
+    assert.are.equal(5, #e)
+    assert.are.equal("write(buf)", e[1].extra)
+    assert.are.equal("Addr8", e[2].kind)
+    assert.are.same({definite = true, indirect = true, possible = true, reachable = true}, e[3].leak_kinds)
+    assert.is_nil(e[4].tool)   -- kept for merging, never matched
+    assert.are.equal("CoreError", e[5].tool)
+  end)
+
+  -- Each: text, line of the message, part of the message. Valgrind rejects each of these too.
+  local bad = {
+    {"no brace", "hello\n", 1, "expected '{'"},
+    {"no name", "{\n}\n", 2, "no name"},
+    {"placeholder name", "{\n   <insert_a_suppression_name_here>\n   Memcheck:Leak\n   fun:f\n}\n", 2, "no name"},
+    {"no kind line", "{\n   n\n   malloc\n}\n", 3, "TOOL:KIND"},
+    {"unknown kind", "{\n   n\n   Memcheck:Leek\n   fun:f\n}\n", 3, "unknown Memcheck suppression kind 'Leek'"},
+    {"bad leak kinds", "{\n   n\n   Memcheck:Leak\n   match-leak-kinds: definite, possible\n   fun:f\n}\n", 4,
+     "bad match%-leak%-kinds"},
+    {"src: first in a Leak entry", "{\n   n\n   Memcheck:Leak\n   src:a.c:3\n}\n", 4, "does not take src:"},
+    {"Param without its line", "{\n   n\n   Memcheck:Param\n   fun:write\n}\n", 4, "extra line"},
+    {"bad frame", "{\n   n\n   Memcheck:Leak\n   fun:f\n   func:g\n}\n", 5, "bad location 'func:g'"},
+    {"bad src line", "{\n   n\n   Memcheck:Leak\n   fun:f\n   src:a.c:x\n}\n", 5, "bad line number"},
+    {"no frames", "{\n   n\n   Memcheck:Leak\n}\n", 4, "missing stack trace"},
+    {"only ...", "{\n   n\n   Memcheck:Leak\n   ...\n}\n", 5, "not '...'"},
+    {"no closing brace", "{\n   n\n   Memcheck:Leak\n   fun:f\n", 4, "missing '}'"},
+  }
+  for _, case in ipairs(bad) do
+    it("rejects a malformed file with FILE:LINE: " .. case[1], function()
+      local entries, err = supp.parse(case[2], "x.supp")
+      assert.is_nil(entries)
+      assert.matches("^x%.supp:" .. case[3] .. ": ", err)
+      assert.matches(case[4], err)
+    end)
+  end
+end)
+
+describe("suppression matching", function()
+  it("matches fun: against the function, the allocator frame of both engines alike", function()
+    assert.is_true(matches({"fun:malloc", "fun:leak_chain"}, TRACKER_REC))
+    assert.is_true(matches({"fun:malloc", "fun:leak_chain"}, VALGRIND_REC))
+    assert.is_false(matches({"fun:calloc", "fun:leak_chain"}, TRACKER_REC))
+  end)
+
+  it("matches obj: against the object, and an unknown function or object as ???", function()
+    assert.is_true(matches({"fun:malloc", "obj:/build/t/leak/libleaky.so"}, TRACKER_REC))
+    assert.is_true(matches({"fun:malloc", "fun:leak_chain", "fun:???", "obj:???"}, TRACKER_REC))
+    assert.is_true(matches({"fun:malloc", "fun:leak_chain", "obj:/usr/bin/luajit"}, VALGRIND_REC))
+    assert.is_false(matches({"fun:malloc", "fun:leak_chain", "obj:???"}, TRACKER_REC))
+  end)
+
+  it("matches src: against the file name, and its line when given", function()
+    assert.is_true(matches({"fun:malloc", "src:libleaky.c"}, TRACKER_REC, "   match-leak-kinds: all\n"))
+    assert.is_true(matches({"fun:malloc", "src:libleaky.c:92"}, VALGRIND_REC, "   match-leak-kinds: all\n"))
+    assert.is_false(matches({"fun:malloc", "src:libleaky.c:93"}, TRACKER_REC, "   match-leak-kinds: all\n"))
+    assert.is_false(matches({"fun:malloc", "src:t/leak/libleaky.c"}, TRACKER_REC, "   match-leak-kinds: all\n"))
+    assert.is_true(matches({"fun:malloc", "src:*.c:92"}, TRACKER_REC, "   match-leak-kinds: all\n"))
+    -- a frame without a source file never matches src:, not even src:*
+    assert.is_false(matches({"fun:malloc", "fun:leak_chain", "src:*"}, TRACKER_REC, "   match-leak-kinds: all\n"))
+  end)
+
+  it("takes * as any run of characters (none too) and ? as exactly one", function()
+    assert.is_true(matches({"fun:*"}, TRACKER_REC))
+    assert.is_true(matches({"fun:m*c"}, TRACKER_REC))
+    assert.is_true(matches({"fun:malloc*"}, TRACKER_REC))
+    assert.is_true(matches({"fun:ma?loc"}, TRACKER_REC))
+    assert.is_false(matches({"fun:ma?lloc"}, TRACKER_REC))
+    assert.is_false(matches({"fun:?malloc"}, TRACKER_REC))
+    assert.is_true(matches({"fun:malloc", "obj:*/libleaky.so"}, TRACKER_REC))
+    assert.is_true(matches({"fun:malloc", "fun:leak_chain", "obj:*", "obj:*"}, TRACKER_REC))  -- JIT frame: ???
+    -- Lua pattern characters are plain characters in a glob
+    assert.is_false(matches({"fun:mal.oc"}, TRACKER_REC))
+    assert.is_true(supp.glob_match("a%b(c)[d].+-", "a%b(c)[d].+-"))
+  end)
+
+  it("takes ... as zero or more frames, anywhere", function()
+    assert.is_true(matches({"...", "fun:leak_chain"}, TRACKER_REC))
+    assert.is_true(matches({"fun:malloc", "...", "fun:leak_chain"}, TRACKER_REC))   -- zero frames
+    assert.is_true(matches({"...", "obj:/usr/bin/luajit"}, TRACKER_REC))
+    assert.is_true(matches({"fun:malloc", "...", "...", "obj:/usr/bin/luajit", "..."}, TRACKER_REC))
+    assert.is_false(matches({"...", "fun:lua_pcall"}, TRACKER_REC))
+    assert.is_true(matches({"...", "fun:lua_pcall"}, VALGRIND_REC))
+  end)
+
+  it("matches a prefix of the stack, and never past its end", function()
+    assert.is_true(matches({"fun:malloc"}, TRACKER_REC))
+    assert.is_false(matches({"fun:leak_chain"}, TRACKER_REC))   -- not the top frame
+    assert.is_false(matches({"fun:malloc", "fun:leak_chain", "obj:*", "obj:*", "obj:*"}, TRACKER_REC))
+  end)
+
+  it("counts only as many frame lines as the engine keeps frames (--num-callers)", function()
+    local e = entry({"fun:malloc", "fun:leak_chain", "obj:*", "obj:*", "fun:not_there"})
+    assert.is_false(supp.matches(e, TRACKER_REC))
+    assert.is_true(supp.matches(e, TRACKER_REC, 4))
+  end)
+
+  it("matches leak kinds: all without match-leak-kinds, else only those listed", function()
+    local rec = {kind = "reachable", frames = TRACKER_REC.frames}
+    assert.is_true(matches({"fun:malloc"}, rec))
+    assert.is_true(matches({"fun:malloc"}, rec, "   match-leak-kinds: possible,reachable\n"))
+    assert.is_false(matches({"fun:malloc"}, rec, "   match-leak-kinds: definite\n"))
+    assert.is_false(matches({"fun:malloc"}, rec, "   match-leak-kinds: none\n"))
+  end)
+
+  it("matches an error record by its memcheck kind, size and Param name", function()
+    local e = parse([[
+{
+   read8
+   Memcheck:Addr8
+   fun:leak_chain
+}
+{
+   write-param
+   Memcheck:Param
+   write(buf)
+   fun:write
+}
+{
+   leak
+   Memcheck:Leak
+   fun:leak_chain
+}
+]])
+    local read8 = {kind = "InvalidRead", supp_tool = "Memcheck", supp_kind = "Addr8",
+                   frames = {{["function"] = "leak_chain"}}}
+    assert.are.equal("read8", supp.find(e, read8).name)
+    read8.supp_kind = "Addr4"
+    assert.is_nil(supp.find(e, read8))
+    local param = {kind = "SyscallParam", supp_tool = "Memcheck", supp_kind = "Param", supp_extra = "write(buf)",
+                   frames = {{["function"] = "write"}}}
+    assert.are.equal("write-param", supp.find(e, param).name)
+    param.supp_extra = "read(buf)"
+    assert.is_nil(supp.find(e, param))
+  end)
+
+  it("marks what it suppresses, first entry wins, and counts use per entry", function()
+    local e = parse([[
+{
+   first
+   Memcheck:Leak
+   fun:malloc
+   fun:leak_chain
+}
+{
+   second
+   Memcheck:Leak
+   fun:malloc
+}
+{
+   unused
+   Memcheck:Leak
+   fun:calloc
+}
+]])
+    local rep = {leaks = {
+      {kind = "definite", blocks = 1, bytes = 32, frames = TRACKER_REC.frames},
+      {kind = "indirect", blocks = 2, bytes = 96, frames = TRACKER_REC.frames},
+      {kind = "reachable", blocks = 1, bytes = 5, frames = {{["function"] = "malloc"}, {["function"] = "other"}}},
+      {kind = "definite", blocks = 1, bytes = 7, frames = {{["function"] = "free"}}},
+    }, errors = {}}
+    local used = supp.apply(rep, e)
+    assert.are.equal("first", rep.leaks[1].suppressed_by)
+    assert.are.equal("first", rep.leaks[2].suppressed_by)
+    assert.are.equal("second", rep.leaks[3].suppressed_by)
+    assert.is_nil(rep.leaks[4].suppressed_by)
+    assert.are.same({
+      {name = "first", file = "test.supp", line = 2, records = 2, blocks = 3, bytes = 128, count = 0},
+      {name = "second", file = "test.supp", line = 8, records = 1, blocks = 1, bytes = 5, count = 0},
+    }, used)
+  end)
+end)
+
+describe("suppression generation", function()
+  local report = {engine = "tracker", command = {"luajit", "app.lua"}, leaks = {
+    TRACKER_REC,
+    {kind = "indirect", blocks = 1, bytes = 48, pid = 7, frames = TRACKER_REC.frames},
+    {kind = "definite", blocks = 1, bytes = 100, pid = 7, frames = {
+      {["function"] = "malloc", object = "/build/ljleak/libljleak.so"}, {address = "0x7f00"}}},
+    {kind = "reachable", blocks = 3, bytes = 30, pid = 7, suppressed_by = "known", frames = TRACKER_REC.frames},
+  }, errors = {
+    {kind = "InvalidRead", message = "Invalid read of size 4", count = 3, pid = 7, supp_tool = "Memcheck",
+     supp_kind = "Addr4", frames = {{["function"] = "use_after_free", object = "/b/lib.so"}}},
+  }}
+
+  it("writes one named entry per leak site and error, never Valgrind's placeholder", function()
+    local entries = supp.generate(report)
+    assert.are.equal(3, #entries)
+    local names = {}
+    for i, e in ipairs(entries) do
+      names[i] = e.name
+      assert.are_not.equal(supp.PLACEHOLDER_NAME, e.name)
+      assert.matches("^# Generated by ljleak", e.comments[1])
+    end
+    assert.are.same({"leak-in-leak_chain", "definite-leak-in-jit-code", "InvalidRead-in-use_after_free"}, names)
+    -- the definite and indirect records of one stack make one entry for both kinds
+    assert.are.equal("definite,indirect", entries[1].leak_kinds_text)
+    assert.are.same({{type = "fun", text = "malloc"}, {type = "fun", text = "leak_chain"},
+                     {type = "obj", text = "/usr/bin/luajit"}, {type = "obj", text = "???"}}, entries[1].frames)
+    -- a frame in JIT code matches only such frames, and ends the entry (what follows is not reliable)
+    assert.are.same({{type = "fun", text = "malloc"}, {type = "obj", text = "???"}}, entries[2].frames)
+    assert.are.equal("Addr4", entries[3].kind)
+  end)
+
+  it("writes text that parses back, and that suppresses exactly what it was made from", function()
+    local text = supp.format(supp.generate(report), supp.generated_header(report))
+    local entries = parse(text)
+    assert.are.equal(3, #entries)
+    local copy = {leaks = {}, errors = {}}
+    for i, rec in ipairs(report.leaks) do
+      local c = {}
+      for k, v in pairs(rec) do c[k] = v end
+      copy.leaks[i] = c
+    end
+    copy.errors[1] = setmetatable({}, {__index = report.errors[1]})
+    supp.apply(copy, entries)
+    for i = 1, 3 do assert.is_truthy(copy.leaks[i].suppressed_by, i) end
+    assert.are.equal("known", copy.leaks[4].suppressed_by)
+    assert.is_truthy(copy.errors[1].suppressed_by)
+    -- and nothing else
+    local other = {kind = "definite", frames = {{["function"] = "malloc"},
+                                                {["function"] = "leak_cycle", object = "/b/libleaky.so"}}}
+    assert.is_nil(supp.find(entries, other))
+  end)
+
+  it("generates the same names for the same stacks (a second run gives the same file)", function()
+    assert.are.equal(supp.format(supp.generate(report)), supp.format(supp.generate(report)))
+  end)
+end)
+
+describe("merging suppression files", function()
+  it("drops duplicates, joins leak kinds, keeps comments, and makes names unique", function()
+    local a = parse([[
+# cache of libfoo
+{
+   foo-cache
+   Memcheck:Leak
+   match-leak-kinds: reachable
+   fun:malloc
+   fun:foo_init
+}
+{
+   bar
+   Memcheck:Leak
+   fun:malloc
+   fun:bar
+}
+]])
+    local b = parse([[
+# also seen as possible
+{
+   foo-cache-again
+   Memcheck:Leak
+   match-leak-kinds: possible
+   fun:malloc
+   fun:foo_init
+}
+{
+   bar
+   Memcheck:Leak
+   fun:malloc
+   fun:baz
+}
+]])
+    local all = {}
+    for _, e in ipairs(a) do all[#all + 1] = e end
+    for _, e in ipairs(b) do all[#all + 1] = e end
+    local merged = supp.merge(all)
+    assert.are.equal(3, #merged)
+    assert.are.equal("foo-cache", merged[1].name)
+    assert.are.equal("possible,reachable", merged[1].leak_kinds_text)
+    assert.are.same({"# cache of libfoo", "# also seen as possible"}, merged[1].comments)
+    assert.are.same({"bar", "bar-2"}, {merged[2].name, merged[3].name})
+    -- the merged text is a valid file with the same entries
+    assert.are.equal(3, #parse(supp.format(merged)))
+  end)
+
+  it("merges files from the command line, and fails with FILE:LINE on a bad one", function()
+    local dir = h.tmpdir()
+    h.write_file(dir .. "/a.supp", "{\n   x\n   Memcheck:Leak\n   fun:malloc\n}\n")
+    h.write_file(dir .. "/b.supp",
+                 "{\n   y\n   Memcheck:Leak\n   fun:malloc\n}\n{\n   z\n   Memcheck:Leak\n   fun:f\n}\n")
+    h.write_file(dir .. "/bad.supp", "{\n   y\n   Memcheck:Lost\n   fun:malloc\n}\n")
+    local code, out = h.run({"luajit", h.BIN, "suppressions", "merge", dir .. "/a.supp", dir .. "/b.supp"})
+    assert.are.equal(0, code)
+    local merged = parse(out)
+    assert.are.same({"x", "z"}, {merged[1].name, merged[2].name})
+    local err
+    code, out, err = h.run({"luajit", h.BIN, "suppressions", "merge", dir .. "/a.supp", dir .. "/bad.supp"})
+    assert.are.equal(2, code)
+    assert.are.equal("", out)
+    assert.are.equal(("ljleak: %s/bad.supp:3: unknown Memcheck suppression kind 'Lost'\n"):format(dir), err)
+    h.rmtree(dir)
+  end)
+end)
+
+describe("the default suppression files", function()
+  local files = assert(supp.default_files())
+
+  it("are one file per origin", function()
+    local names = {}
+    for i, f in ipairs(files) do names[i] = f:match("[^/]*$") end
+    assert.are.same({"busted.supp", "glibc.supp", "libgcc.supp", "luajit.supp", "nginx.supp"}, names)
+  end)
+
+  it("parse, and every entry has its own name and a comment with the reason and versions seen", function()
+    local seen = {}
+    for _, f in ipairs(files) do
+      for _, e in ipairs(assert(supp.read(f))) do
+        assert.is_nil(seen[e.name], "name used twice: " .. e.name)
+        seen[e.name] = true
+        assert.is_true(#e.comments > 0 or e.name == "nginx-event-process-init-epoll-list", e.name)
+        local text = table.concat(e.comments, "\n")
+        if e.name ~= "nginx-event-process-init-epoll-list" then   -- shares the comment above it
+          assert.matches("Seen: Debian 12", text, 1, true)
+        end
+        assert.are.equal("Memcheck", e.tool, e.name)
+      end
+    end
+  end)
+end)

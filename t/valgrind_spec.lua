@@ -1,0 +1,563 @@
+-- The Valgrind engine: its XML reader (on saved samples), the command it builds, and
+-- `ljleak run --engine=valgrind` end to end on the leak fixtures (the numbers the tracker gives,
+-- or where Valgrind itself is known to be wrong, what it says instead), on memory errors, on a
+-- process killed mid-report; then the default suppressions on clean programs under both engines,
+-- and suppressions generated from a run and applied to it again. The slow runs go in parallel.
+local fcntl = require "posix.fcntl"
+local stdlib = require "posix.stdlib"
+local unistd = require "posix.unistd"
+local wait = require "posix.sys.wait"
+local cjson = require "cjson"
+
+local h = require "t.helper"
+local supp = require "ljleak.supp"
+local valgrind = require "ljleak.valgrind"
+
+local function sample(name)
+  return assert(h.read_file(h.ROOT .. "/t/valgrind/" .. name))
+end
+
+local function functions(frames)
+  local t = {}
+  for i, f in ipairs(frames or {}) do t[i] = f["function"] or f.object or f.address end
+  return t
+end
+
+describe("Valgrind XML reader", function()
+  it("reads leak records, counting only a definite record's own (direct) bytes", function()
+    local proc = assert(valgrind.parse(sample("chain.xml"), "run/vg.8734.xml"))
+    assert.are.equal(8734, proc.pid)
+    assert.are.equal(8731, proc.ppid)
+    assert.are.equal(4, proc.protocol)
+    assert.are.same({"luajit", "t/leak/chain.lua"}, proc.command)
+    assert.is_nil(proc.truncated)
+    assert.are.equal(3, #proc.leaks)
+    local ind, def, reach = proc.leaks[1], proc.leaks[2], proc.leaks[3]
+    assert.are.same({"indirect", 1, 48}, {ind.kind, ind.blocks, ind.bytes})
+    -- "1,080 (1,032 direct, 48 indirect) bytes": the 48 are the indirect record's already
+    assert.are.same({"definite", 3, 1032}, {def.kind, def.blocks, def.bytes})
+    assert.are.same({"reachable", 1, 555}, {reach.kind, reach.blocks, reach.bytes})
+    assert.are.same({["function"] = "leak_chain", file = "libleaky.c", dir = "/work/main/t/leak", line = 92,
+                     object = "/work/main/build/t/leak/libleaky.so"}, ind.frames[2])
+    assert.are.same({object = "/usr/bin/luajit", address = "0x115c65"}, ind.frames[3])
+    assert.are.same({address = "0x4f71f8d"}, def.frames[3])   -- JIT code: no object, no function
+    assert.are.same({{name = "dtv-addr-init", count = 2}}, proc.suppcounts)
+  end)
+
+  it("reads memcheck's other errors with their counts, other stacks and suppression kinds", function()
+    local proc = assert(valgrind.parse(sample("errors.xml"), "vg.4242.xml"))
+    assert.are.equal(0, #proc.leaks)
+    assert.are.equal(3, #proc.errors)
+    local read, param, free = proc.errors[1], proc.errors[2], proc.errors[3]
+    assert.are.same({"InvalidRead", "Invalid read of size 4", 3}, {read.kind, read.message, read.count})
+    assert.are.same({"Memcheck", "Addr4"}, {read.supp_tool, read.supp_kind})
+    assert.are.same({"/usr/bin/luajit", "lua_pcall"}, functions(read.frames))
+    assert.are.equal("Address 0x4b65644 is 4 bytes inside a block of size 16 free'd", read.aux[1].what)
+    assert.are.same({"free", "/usr/bin/luajit"}, functions(read.aux[1].frames))
+    assert.are.same({what = "Block was alloc'd at", frames = read.aux[2].frames}, read.aux[2])
+    assert.are.same({"Param", "write(buf)", 1}, {param.supp_kind, param.supp_extra, param.count})
+    assert.are.equal("Uninitialised value was created by a heap allocation", param.aux[2].what)
+    assert.are.same({"malloc"}, functions(param.aux[2].frames))
+    assert.are.same({"InvalidFree", "Free", 1}, {free.kind, free.supp_kind, free.count})
+  end)
+
+  it("reads protocol 5's file descriptor errors (--track-fds)", function()
+    local proc = assert(valgrind.parse(sample("fds.xml"), "vg.5151.xml"))
+    assert.are.equal(5, proc.protocol)
+    local bad, open = proc.errors[1], proc.errors[2]
+    assert.are.same({"FdBadClose", 99, "CoreError", "FdBadClose"}, {bad.kind, bad.fd, bad.supp_tool, bad.supp_kind})
+    assert.are.same({"FdNotClosed", 4, "/etc/hostname"}, {open.kind, open.fd, open.path})
+    assert.are.same({"open", "fopen"}, functions(open.frames))
+  end)
+
+  it("keeps what a truncated file had written, and says it was truncated", function()
+    local text = sample("errors.xml")
+    local cut = text:find("<kind>InvalidFree</kind>", 1, true)
+    local proc = assert(valgrind.parse(text:sub(1, cut), "vg.4242.xml"))
+    assert.is_true(proc.truncated)
+    assert.are.equal(2, #proc.errors)   -- the third was cut in the middle
+    assert.are.equal(1, proc.errors[1].count)   -- the counts come at the end
+    proc = assert(valgrind.parse(text:sub(1, 200), "vg.4242.xml"))
+    assert.is_true(proc.truncated)
+    assert.are.equal(4242, proc.pid)
+  end)
+
+  it("rejects what is not Valgrind XML", function()
+    local proc, err = valgrind.parse("hello", "x/vg.1.xml")
+    assert.is_nil(proc)
+    assert.matches("^x/vg%.1%.xml: not Valgrind XML output", err)
+    assert.is_nil((valgrind.parse("<html></html>", "vg.1.xml")))
+  end)
+
+  it("collects a run directory's files, reporting truncated ones", function()
+    local dir = h.tmpdir()
+    h.write_file(dir .. "/vg.8734.xml", sample("chain.xml"))
+    h.write_file(dir .. "/vg.4242.xml", sample("errors.xml"):sub(1, 900))
+    h.write_file(dir .. "/vg.7.xml", "")   -- just created: Valgrind had written nothing yet
+    local procs, problems = valgrind.collect(dir)
+    h.rmtree(dir)
+    assert.are.same({4242, 8734}, {procs[1].pid, procs[2].pid})
+    assert.are.equal(1, #problems)
+    assert.matches("vg%.4242%.xml: truncated: process 4242 ended before Valgrind finished its report",
+                   problems[1].message)
+  end)
+end)
+
+describe("Valgrind command line", function()
+  it("is memcheck with a full leak check of every kind, debug info kept, children traced, one XML each", function()
+    local argv = valgrind.command({valgrind = "/usr/bin/valgrind", dir = "/run/d", extra = {"--num-callers=20"}})
+    assert.are.same({"/usr/bin/valgrind", "--tool=memcheck", "--leak-check=full", "--show-leak-kinds=all",
+                     "--keep-debuginfo=yes", "--trace-children=yes", "--error-limit=no", "--xml=yes",
+                     "--xml-file=/run/d/vg.%p.xml", "--num-callers=20"}, argv)
+  end)
+
+  it("takes more options from --valgrind-opts, but not those it sets itself", function()
+    local words, depth = valgrind.parse_extra({"--num-callers=30  --track-origins=yes", "-s"})
+    assert.are.same({"--num-callers=30", "--track-origins=yes", "-s"}, words)
+    assert.are.equal(30, depth)
+    local none, err = valgrind.parse_extra({"--xml-file=/tmp/x"})
+    assert.is_nil(none)
+    assert.matches("--xml-file is set by ljleak", err, 1, true)
+  end)
+
+  it("turns LuaJIT's JIT off through LUA_INIT, and still runs the user's LUA_INIT", function()
+    assert.are.equal("if jit then jit.off() end", valgrind.lua_init("off"))
+    assert.are.equal('if jit then jit.off() end\ndofile("/x/init.lua")', valgrind.lua_init("off", "@/x/init.lua"))
+    assert.are.equal("print(1)", valgrind.lua_init("on", "print(1)"))
+    assert.is_nil(valgrind.lua_init("on", ""))
+  end)
+end)
+
+-- -- Running ljleak, several at once -----------------------------------------------------------
+
+-- A job: ljleak's ARGS (after `run`), or a whole argv with `argv`; ENV added. Filled in when done:
+-- code, stdout, stderr, report (decoded JSON, if written).
+local function job(args, env)
+  return {args = args, env = env}
+end
+
+local function start(j)
+  j.dir = h.tmpdir()
+  local argv = j.argv or {"luajit", h.BIN, "run", "--json=" .. j.dir .. "/report.json"}
+  if not j.argv then
+    for _, a in ipairs(j.args) do argv[#argv + 1] = a end
+  end
+  j.pid = assert(unistd.fork())
+  if j.pid == 0 then
+    local o = fcntl.open(j.dir .. "/stdout", fcntl.O_WRONLY + fcntl.O_CREAT + fcntl.O_TRUNC, 384)
+    local e = fcntl.open(j.dir .. "/stderr", fcntl.O_WRONLY + fcntl.O_CREAT + fcntl.O_TRUNC, 384)
+    unistd.dup2(o, 1)
+    unistd.dup2(e, 2)
+    unistd.chdir(h.ROOT)
+    for k, v in pairs(j.env or {}) do stdlib.setenv(k, v) end
+    local t = {[0] = argv[1]}
+    for i = 2, #argv do t[i - 1] = argv[i] end
+    unistd.execp(argv[1], t)
+    unistd._exit(127)
+  end
+end
+
+local function finish(j, how, status)
+  j.code = how == "exited" and status or 128 + status
+  j.stdout, j.stderr = h.read_file(j.dir .. "/stdout"), h.read_file(j.dir .. "/stderr")
+  local text = h.read_file(j.dir .. "/report.json")
+  j.report = text and cjson.decode(text)
+  h.rmtree(j.dir)
+end
+
+-- Run every job of JOBS (a table of name -> job), at most 4 at a time.
+local function run_all(jobs)
+  local queue, running, by_pid = {}, 0, {}
+  for _, j in pairs(jobs) do queue[#queue + 1] = j end
+  local next_job = 1
+  while next_job <= #queue or running > 0 do
+    while running < 4 and next_job <= #queue do
+      start(queue[next_job])
+      by_pid[queue[next_job].pid] = queue[next_job]
+      next_job, running = next_job + 1, running + 1
+    end
+    local pid, how, status = wait.wait(-1)
+    if by_pid[pid] then
+      finish(by_pid[pid], how, status)
+      running = running - 1
+    end
+  end
+end
+
+local function fixture(name, ...)
+  local args = {"--engine=valgrind", ...}
+  args[#args + 1] = "--"
+  args[#args + 1] = "luajit"
+  args[#args + 1] = "t/leak/" .. name .. ".lua"
+  return job(args)
+end
+
+local function one(report, kind, fn)
+  local recs = h.records(report, kind, fn)
+  assert.are.equal(1, #recs, ("expected one %s record naming %s"):format(kind, tostring(fn)))
+  return recs[1]
+end
+
+local function only_definite(report, blocks, bytes)
+  assert.are.same({blocks = blocks, bytes = bytes}, report.summary.definite)
+end
+
+local function unsuppressed(report)
+  local n = {}
+  for _, set in ipairs({report.leaks, report.errors or {}}) do
+    for _, rec in ipairs(set) do
+      if rec.suppressed_by == nil or rec.suppressed_by == cjson.null then
+        n[#n + 1] = ("%s %s %s"):format(rec.kind, tostring(rec.bytes or rec.message),
+                                        table.concat(functions(rec.frames), " < "))
+      end
+    end
+  end
+  return n
+end
+
+local have_valgrind = valgrind.find() ~= nil
+
+describe("ljleak run --engine=valgrind", function()
+  if not have_valgrind then
+    pending("needs valgrind (apt-get install valgrind)")
+    return
+  end
+
+  local jobs = {
+    malloc_dropped = fixture("malloc_dropped"),
+    ffi_load = fixture("ffi_load"),
+    strdup = fixture("strdup"),
+    calloc = fixture("calloc"),
+    realloc_grown = fixture("realloc_grown"),
+    aligned = fixture("aligned"),
+    big_block = fixture("big_block"),
+    jit_loop = fixture("jit_loop", "--jit=on"),   -- the fixture checks that the JIT compiled its loop
+    thread = fixture("thread"),
+    global_reachable = fixture("global_reachable"),
+    interior = fixture("interior"),
+    chain = fixture("chain"),
+    cycle = fixture("cycle"),
+    ffi_gc = fixture("ffi_gc"),
+    cdata_os_exit = fixture("cdata_os_exit"),
+    cdata_closed = fixture("cdata_closed"),
+    fork_child = fixture("fork_child"),
+    several = job({"--engine=valgrind", "--", "sh", "t/leak/several.sh"}),
+    errors = fixture("vg_errors"),
+    killed = job({"--engine=valgrind", "--", "luajit", "t/leak/vg_errors.lua"}, {VG_ERRORS_KILL = "1"}),
+    -- On a terminal (script(1) gives it one): the status line while Valgrind runs.
+    terminal = {argv = {"script", "-qefc", "luajit bin/ljleak run --engine=valgrind -- luajit -e "
+      .. "'local t = os.clock() while os.clock() - t < 1.5 do end'", "/dev/null"}},
+  }
+  setup(function() run_all(jobs) end)
+
+  it("finds a block from ffi.C.malloc dropped by Lua code", function()
+    local r = jobs.malloc_dropped.report
+    assert.are.equal(42, jobs.malloc_dropped.code)
+    only_definite(r, 1, 100)
+    assert.are.equal("malloc", one(r, "definite").frames[1]["function"])
+    assert.are.equal("valgrind", r.engine)
+    assert.are.same({"luajit", "t/leak/malloc_dropped.lua"}, r.command)
+  end)
+
+  it("finds a leak inside a C library loaded with ffi.load, with file and line", function()
+    local r = jobs.ffi_load.report
+    assert.are.equal(42, jobs.ffi_load.code)
+    only_definite(r, 1, 123)
+    local f = one(r, "definite", "leak_malloc").frames[2]
+    assert.are.same({"leak_malloc", "libleaky.c", 17}, {f["function"], f.file, f.line})
+    assert.matches("libleaky%.so$", f.object)
+  end)
+
+  it("finds strdup's copy, calloc's and realloc's blocks, each under its allocator", function()
+    only_definite(jobs.strdup.report, 1, 12)
+    assert.is_true(h.has_function(one(jobs.strdup.report, "definite", "leak_strdup"), "strdup"))
+    only_definite(jobs.calloc.report, 1, 120)
+    assert.are.equal("calloc", one(jobs.calloc.report, "definite", "leak_calloc").frames[1]["function"])
+    only_definite(jobs.realloc_grown.report, 1, 4000)
+    assert.are.equal("realloc", one(jobs.realloc_grown.report, "definite", "leak_realloc_grown").frames[1]["function"])
+  end)
+
+  it("finds posix_memalign and aligned_alloc blocks (Valgrind 3.19 shows both as memalign)", function()
+    local r = jobs.aligned.report
+    only_definite(r, 2, 712)
+    local seen = {}
+    for _, rec in ipairs(h.records(r, "definite", "leak_aligned")) do
+      seen[rec.bytes] = rec.frames[1]["function"]
+    end
+    assert.are.same({[200] = "memalign", [512] = "memalign"}, seen)
+  end)
+
+  it("finds a block above the mmap threshold, and one in a thread started by C code", function()
+    only_definite(jobs.big_block.report, 1, 4 * 1024 * 1024)
+    one(jobs.big_block.report, "definite", "leak_big")
+    only_definite(jobs.thread.report, 1, 321)
+    one(jobs.thread.report, "definite", "leaky_thread_main")
+  end)
+
+  it("counts every block of a JIT-hot loop exactly (--jit=on), though not its stacks", function()
+    local r = jobs.jit_loop.report
+    assert.are.equal(42, jobs.jit_loop.code)
+    only_definite(r, 2000, 48000)
+    -- Valgrind cannot unwind JIT code: every call gets a stack of garbage after its first frame,
+    -- hence a record of its own (why ljleak turns the JIT off by default under Valgrind).
+    local from_jit_code = 0
+    for _, rec in ipairs(h.records(r, "definite")) do
+      assert.are.equal("malloc", rec.frames[1]["function"])
+      if rec.frames[2].object == nil then from_jit_code = from_jit_code + 1 end
+    end
+    assert.is_true(from_jit_code > 100, from_jit_code)
+  end)
+
+  it("calls a block held by the global of an unloaded library definite: Valgrind is wrong here", function()
+    -- LuaJIT dlcloses libleaky.so at lua_close, so Valgrind no longer scans its data and loses the
+    -- pointer the library kept; ljleak's tracker judges it as if the library were loaded (reachable).
+    local r = jobs.global_reachable.report
+    assert.are.equal(42, jobs.global_reachable.code)
+    only_definite(r, 1, 555)
+    one(r, "definite", "hold_in_global")
+    -- the same for a block known only by an interior pointer kept there (the tracker: possible)
+    only_definite(jobs.interior.report, 1, 64)
+    one(jobs.interior.report, "definite", "leak_interior")
+  end)
+
+  it("splits A->B with A dropped, and a dropped cycle, into definite and indirect", function()
+    local r = jobs.chain.report
+    only_definite(r, 1, 32)
+    assert.are.equal(32, one(r, "definite", "leak_chain").bytes)
+    assert.are.equal(48, one(r, "indirect", "leak_chain").bytes)
+    assert.are.same({blocks = 1, bytes = 48}, r.summary.indirect)
+    only_definite(jobs.cycle.report, 1, 32)
+    assert.are.same({blocks = 1, bytes = 32}, jobs.cycle.report.summary.indirect)
+    one(jobs.cycle.report, "indirect", "leak_cycle")
+  end)
+
+  it("is clean on blocks owned by ffi.gc finalizers", function()
+    local r = jobs.ffi_gc.report
+    assert.are.equal(0, jobs.ffi_gc.code)
+    assert.are.same({}, unsuppressed(r))
+  end)
+
+  it("calls a pointer kept in a Lua-table cdata reachable at os.exit(0), definite once closed", function()
+    local r = jobs.cdata_os_exit.report
+    assert.are.equal(0, jobs.cdata_os_exit.code)
+    only_definite(r, 0, 0)
+    local found
+    for _, rec in ipairs(h.records(r, "reachable")) do
+      if rec.bytes == 77 and rec.frames[1]["function"] == "malloc" then found = rec end
+    end
+    assert.is_truthy(found)
+    assert.are.equal(42, jobs.cdata_closed.code)
+    only_definite(jobs.cdata_closed.report, 1, 77)
+  end)
+
+  it("reports a forked child's leak under the child's pid, and covers a shell script's processes", function()
+    local r = jobs.fork_child.report
+    assert.are.equal(42, jobs.fork_child.code)
+    only_definite(r, 1, 222)
+    local rec = one(r, "definite", "leak_in_child")
+    assert.are.equal(2, #r.processes)
+    assert.are_not.equal(r.processes[1].pid, rec.pid)   -- the parent comes first
+    r = jobs.several.report
+    assert.are.equal(42, jobs.several.code)
+    only_definite(r, 2, 300)
+    local pids = {}
+    for _, d in ipairs(h.records(r, "definite")) do pids[#pids + 1] = d.pid end
+    assert.are.equal(2, #pids)
+    assert.are_not.equal(pids[1], pids[2])
+  end)
+
+  it("reports memcheck's errors (use after free, double free) as records that fail the run", function()
+    local r = jobs.errors.report
+    assert.are.equal(42, jobs.errors.code)
+    only_definite(r, 0, 0)
+    assert.are.equal(2, #r.errors)
+    local read, free = r.errors[1], r.errors[2]
+    assert.are.same({"InvalidRead", "Invalid read of size 4", 3, "Addr4"},
+                    {read.kind, read.message, read.count, read.supp_kind})
+    assert.matches("4 bytes inside a block of size 16 free'd", read.aux[1].what, 1, true)
+    assert.are.same({"InvalidFree", 1, "free"}, {free.kind, free.count, free.frames[1]["function"]})
+    assert.matches("error: InvalidRead, pid %d+ %(3 times%)\n    Invalid read of size 4\n    at ", jobs.errors.stderr)
+  end)
+
+  it("reports what a killed process had written, and says its report was truncated", function()
+    local j = jobs.killed
+    assert.are.equal(42, j.code)   -- its error fails the run (else: 137, killed)
+    assert.are.equal(137, j.report.exit_status)
+    assert.are.equal("InvalidRead", j.report.errors[1].kind)
+    assert.is_true(j.report.processes[1].truncated)
+    assert.matches("vg%.%d+%.xml: truncated: process %d+ ended before Valgrind finished its report", j.stderr)
+  end)
+
+  it("shows a live status line on a terminal, and nothing extra when stderr is not one", function()
+    local out = jobs.terminal.stdout
+    assert.are.equal(0, jobs.terminal.code, out)
+    assert.matches("\rljleak: valgrind 0:0%d elapsed, 1 process running, 0 records so far\27%[K", out)
+    assert.matches("\r\27%[Kljleak: leak check of 1 process", out)
+    for name, j in pairs(jobs) do
+      if name ~= "terminal" then
+        assert.is_nil(j.stderr:find("so far", 1, true), name)
+        assert.is_nil(j.stderr:find("\r", 1, true), name)
+      end
+    end
+  end)
+end)
+
+describe("ljleak run, bad input", function()
+  it("exits 2 with the package to install when valgrind is missing, running nothing", function()
+    local dir = h.tmpdir()
+    local code, out, err = h.run({"/usr/bin/luajit", h.BIN, "run", "--engine=valgrind", "--",
+                                  "/usr/bin/touch", dir .. "/marker"}, {env = {PATH = dir}})
+    assert.are.equal(2, code)
+    assert.are.equal("", out)
+    assert.matches("^ljleak: %-%-engine=valgrind: valgrind was not found on PATH: install it %(Debian/Ubuntu: "
+      .. "apt%-get install valgrind", err)
+    assert.is_nil(h.read_file(dir .. "/marker"))
+    h.rmtree(dir)
+  end)
+
+  it("exits 2 on a malformed suppression file with FILE:LINE, running nothing", function()
+    local dir = h.tmpdir()
+    h.write_file(dir .. "/bad.supp", "{\n   fine\n   Memcheck:Leak\n   fun:malloc\n}\n{\n   broken\n"
+      .. "   Memcheck:Leak\n   fun:malloc\n   function:oops\n}\n")
+    for _, engine in ipairs({"tracker", "valgrind"}) do
+      local code, _, err = h.run({"luajit", h.BIN, "run", "--engine=" .. engine,
+                                  "--suppressions=" .. dir .. "/bad.supp", "--", "touch", dir .. "/marker"})
+      assert.are.equal(2, code)
+      assert.are.equal(("ljleak: suppressions: %s/bad.supp:10: bad location 'function:oops': a frame is '...', "
+        .. "or starts with fun:, obj: or src:\n"):format(dir), err)
+      assert.is_nil(h.read_file(dir .. "/marker"))
+    end
+    h.rmtree(dir)
+  end)
+
+  it("rejects --valgrind-opts that would change what ljleak reads", function()
+    local code, _, err = h.run({"luajit", h.BIN, "run", "--engine=valgrind", "--valgrind-opts=--xml=no", "--", "true"})
+    assert.are.equal(2, code)
+    assert.are.equal("ljleak: --valgrind-opts: --xml is set by ljleak and cannot be changed\n", err)
+  end)
+end)
+
+describe("suppressions on both engines", function()
+  if not have_valgrind then
+    pending("needs valgrind (apt-get install valgrind)")
+    return
+  end
+  local nginx = require "t.nginx"
+
+  -- Clean programs: `luajit -e 'require"ffi"'`, a program that exits without closing its Lua
+  -- state after the JIT compiled a loop, and a busted suite; nginx serving Lua comes after.
+  local CLEAN = {
+    ffi = {"luajit", "-e", "require 'ffi'"},
+    os_exit = {"luajit", "-e", "local x = 0 for i = 1, 1000 do x = x + i end os.exit(0)"},
+    busted = {"luajit", "/usr/bin/busted", "t/fixture/trivial_spec.lua"},
+  }
+  local jobs = {}
+  for _, engine in ipairs({"tracker", "valgrind"}) do
+    for name, cmd in pairs(CLEAN) do
+      local args = {"--engine=" .. engine, "--jit=on", "--"}
+      for _, a in ipairs(cmd) do args[#args + 1] = a end
+      jobs[engine .. " " .. name] = job(args)
+    end
+  end
+  local generated = {}
+  for _, engine in ipairs({"tracker", "valgrind"}) do
+    generated[engine] = h.tmpdir() .. "/gen.supp"
+    jobs["gen " .. engine] = job({"--engine=" .. engine, "--gen-suppressions=" .. generated[engine],
+                                  "--", "luajit", "t/leak/chain.lua"})
+  end
+  generated.errors = h.tmpdir() .. "/gen.supp"
+  jobs["gen errors"] = fixture("vg_errors", "--gen-suppressions=" .. generated.errors)
+
+  setup(function()
+    run_all(jobs)
+    -- Apply what was generated to the same programs again.
+    local again = {}
+    for _, engine in ipairs({"tracker", "valgrind"}) do
+      again["again " .. engine] = job({"--engine=" .. engine, "--suppressions=" .. generated[engine],
+                                       "--", "luajit", "t/leak/chain.lua"})
+    end
+    again["again errors"] = fixture("vg_errors", "--suppressions=" .. generated.errors)
+    run_all(again)
+    for k, v in pairs(again) do jobs[k] = v end
+    if nginx.available() then
+      for _, engine in ipairs({"tracker", "valgrind"}) do
+        local j = {}
+        j.report, j.code, j.stderr, j.bodies = nginx.run({"--engine=" .. engine})
+        jobs[engine .. " nginx"] = j
+      end
+    end
+  end)
+
+  teardown(function()
+    for _, path in pairs(generated) do h.rmtree(path:match("^(.*)/")) end
+  end)
+
+  it("leave no unsuppressed record of clean programs, under both engines", function()
+    for _, engine in ipairs({"tracker", "valgrind"}) do
+      for name in pairs(CLEAN) do
+        local j = jobs[engine .. " " .. name]
+        assert.are.equal(0, j.code, engine .. " " .. name .. ": " .. j.stderr)
+        assert.are.same({}, unsuppressed(j.report), engine .. " " .. name)
+      end
+    end
+  end)
+
+  it("leave no unsuppressed record of nginx serving Lua, under both engines", function()
+    if not nginx.available() then
+      pending("needs nginx with the Lua module (make deps)")
+      return
+    end
+    for _, engine in ipairs({"tracker", "valgrind"}) do
+      local j = jobs[engine .. " nginx"]
+      assert.are.same({"hello /a\n", "hello /b\n", "hello /c\n"}, j.bodies, j.stderr)
+      assert.are.equal(0, j.code, j.stderr)
+      assert.are.same({}, unsuppressed(j.report), engine)
+    end
+  end)
+
+  it("have no dead entry: each default entry suppresses something in those runs", function()
+    local used = {}
+    for _, j in pairs(jobs) do
+      for _, u in ipairs(j.report and j.report.suppressions or {}) do used[u.name] = true end
+    end
+    for _, file in ipairs(assert(supp.default_files())) do
+      for _, e in ipairs(assert(supp.read(file))) do
+        assert.is_true(used[e.name] == true, ("%s (%s:%d) matched nothing"):format(e.name, file, e.line))
+      end
+    end
+  end)
+
+  it("are listed in the summary with the records and bytes each one suppressed", function()
+    local tracker = jobs["tracker os_exit"]
+    assert.are.same({{name = "libgcc-register-frame-of-luajit-mcode", file = supp.default_dir() .. "/libgcc.supp",
+                      line = 10, records = 1, blocks = 1, bytes = 48, count = 0}}, tracker.report.suppressions)
+    assert.matches("\nSUPPRESSIONS USED:\n    count      bytes  name\n        1         48  "
+      .. "libgcc%-register%-frame%-of%-luajit%-mcode %(/.*/libgcc%.supp:10%)\n$", tracker.stderr)
+  end)
+
+  it("generated from a run, suppress exactly what that run found when applied to it again", function()
+    for _, name in ipairs({"tracker", "valgrind", "errors"}) do
+      local first, second = jobs["gen " .. name], jobs["again " .. name]
+      assert.are.equal(42, first.code)
+      local found = unsuppressed(first.report)
+      assert.is_true(#found > 0)
+      assert.are.equal(0, second.code, second.stderr)
+      assert.are.same({}, unsuppressed(second.report), name)
+      -- the records suppressed now are the ones found before, each by a generated entry
+      local names = {}
+      for _, e in ipairs(assert(supp.read(generated[name]))) do names[e.name] = true end
+      local now = {}
+      for _, set in ipairs({second.report.leaks, second.report.errors}) do
+        for _, rec in ipairs(set) do
+          if names[rec.suppressed_by] then
+            now[#now + 1] = ("%s %s %s"):format(rec.kind, tostring(rec.bytes or rec.message),
+                                                table.concat(functions(rec.frames), " < "))
+          end
+        end
+      end
+      table.sort(found)
+      table.sort(now)
+      assert.are.same(found, now, name)
+    end
+  end)
+end)
