@@ -32,7 +32,7 @@ for _, n in ipairs({1, 2, 4, 8, 16, 32}) do
 end
 local CORE_KINDS = {FdBadClose = true, FdNotClosed = true, FdBadUse = true}
 
--- What Valgrind and `--gen-suppressions` never accept as a name.
+-- The name Valgrind's --gen-suppressions gives every entry; ljleak's never do.
 M.PLACEHOLDER_NAME = "<insert_a_suppression_name_here>"
 
 -- -- Parsing ---------------------------------------------------------------------------------
@@ -113,7 +113,6 @@ function M.parse(text, name)
       l = next_line()
       if not l then return fail("unexpected end of file (expected the entry's name)") end
       if l == "}" then return fail("unexpected '}': the entry has no name") end
-      if l == M.PLACEHOLDER_NAME then return fail("the entry has no name (replace " .. l .. ")") end
       entry.name, entry.line = l, pos
       l = next_line()
       if not l then return fail("unexpected end of file (expected TOOL:KIND, e.g. Memcheck:Leak)") end
@@ -170,18 +169,15 @@ function M.parse(text, name)
       end
       for _, c in ipairs(comments) do entry.comments[#entry.comments + 1] = c end
       comments = {}
-      if entry.raw then
-         entries[#entries + 1] = entry
-         goto next_entry
+      if not entry.raw then
+         if #entry.frames == 0 then return fail("missing stack trace: an entry needs at least one frame") end
+         local only_dots = true
+         for _, f in ipairs(entry.frames) do
+            if f.type ~= "..." then only_dots = false end
+         end
+         if only_dots then return fail("an entry needs at least one frame that is not '...'") end
       end
-      if #entry.frames == 0 then return fail("missing stack trace: an entry needs at least one frame") end
-      local only_dots = true
-      for _, f in ipairs(entry.frames) do
-         if f.type ~= "..." then only_dots = false end
-      end
-      if only_dots then return fail("an entry needs at least one frame that is not '...'") end
       entries[#entries + 1] = entry
-      ::next_entry::
    end
    return entries
 end
@@ -247,7 +243,7 @@ local function glob_pattern(glob)
    return "^" .. p .. "$"
 end
 
-local compiled = setmetatable({}, {__mode = "k"})
+local compiled = {}   -- glob -> Lua pattern
 
 local function glob_match(glob, s)
    if not glob:find("[*?]") then return glob == s end
@@ -497,12 +493,12 @@ end
 
 -- A record's frame as a location line: fun: when the function is known, else obj:, as Valgrind's
 -- --gen-suppressions writes it; a frame in no object (JIT code) is obj:???, which matches only
--- such frames (Valgrind writes obj:*, which would match any frame).
+-- such frames (Valgrind writes obj:*, which would match any frame), and true.
 local function location_of(frame)
    local fn, obj = field(frame["function"]), field(frame.object)
    if fn then return {type = "fun", text = fn} end
    if obj then return {type = "obj", text = obj} end
-   return {type = "obj", text = "???", unknown = true}
+   return {type = "obj", text = "???"}, true
 end
 
 local ALLOC = {malloc = true, calloc = true, realloc = true, reallocarray = true, memalign = true,
@@ -535,9 +531,9 @@ function M.generate(report)
    local function add(rec, e)
       local frames = {}
       for _, f in ipairs(rec.frames or {}) do
-         local loc = location_of(f)
-         frames[#frames + 1] = {type = loc.type, text = loc.text}
-         if loc.unknown then break end
+         local loc, unknown = location_of(f)
+         frames[#frames + 1] = loc
+         if unknown then break end
       end
       if #frames == 0 then return end
       e.frames = frames
