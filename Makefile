@@ -24,8 +24,14 @@ CORE_SRC    = csrc/lk_lua.c csrc/lk_sym.c
 
 TRACKER = $(B)/ljleak/libljleak.so
 CORE    = $(B)/ljleak/core.so
+VGLIB   = $(B)/ljleak/libljleak_vg.so
 
-all: $(TRACKER) $(CORE) fixtures
+all: $(TRACKER) $(CORE) $(VGLIB) fixtures
+
+# Preloaded under --engine=valgrind: client requests for Lua code, dlclose kept a no-op.
+$(VGLIB): csrc/lk_vg.c csrc/lk_ljalloc.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) $(PICFLAGS) -D_GNU_SOURCE -shared -o $@ csrc/lk_vg.c
 
 $(TRACKER): $(TRACKER_SRC) $(TRACKER_HDR)
 	@mkdir -p $(dir $@)
@@ -61,7 +67,7 @@ lint:
 install: all
 	install -d $(DESTDIR)$(LUADIR)/ljleak $(DESTDIR)$(LIBDIR)/ljleak $(DESTDIR)$(BINDIR) $(DESTDIR)$(SUPPDIR)
 	cp -R lua/ljleak/. $(DESTDIR)$(LUADIR)/ljleak/
-	install -m 0755 $(TRACKER) $(CORE) $(DESTDIR)$(LIBDIR)/ljleak/
+	install -m 0755 $(TRACKER) $(CORE) $(VGLIB) $(DESTDIR)$(LIBDIR)/ljleak/
 	install -m 0755 bin/ljleak $(DESTDIR)$(BINDIR)/ljleak
 	install -m 0644 suppressions/*.supp $(DESTDIR)$(SUPPDIR)/
 

@@ -469,8 +469,9 @@ end
 local function valgrind_spawn(vg, command, run_dir, jit, env)
    local argv = valgrind.command({valgrind = vg.valgrind, dir = run_dir, extra = vg.extra})
    for _, a in ipairs(command) do argv[#argv + 1] = a end
-   local child_env = {LUA_INIT = valgrind.lua_init(jit, os.getenv("LUA_INIT"))}
+   local child_env = {}
    for k, v in pairs(env) do child_env[k] = v end
+   child_env.LUA_INIT = valgrind.lua_init(jit, env.LUA_INIT or os.getenv("LUA_INIT"))
    local status_line = progress.new()
    local tick
    if status_line.enabled then
@@ -583,17 +584,23 @@ function run_command(args, command, extra_env)
       fail(EXIT.not_found, "%s: command not found%s", command[1],
          exists and " (" .. (exists == "file" and "not executable" or "a " .. exists) .. ")" or "")
    end
-   local tracker
-   if not vg then
-      check_traceable(path)
-      tracker = find_tracker()
-   end
+   if not vg then check_traceable(path) end
+   local tracker = find_tracker()
    local run_dir = make_run_dir()
 
    local ok, result = xpcall(function()
       local child_pid, how, status
       if vg then
-         child_pid, how, status = valgrind_spawn(vg, command, run_dir, args.jit or "off", extra_env)
+         -- ljleak's small Valgrind library (client requests, dlclose kept a no-op), and the
+         -- ljleak module in every LuaJIT process (busted's tests become Valgrind contexts).
+         local env = {LUA_INIT = lua_init()}
+         local vglib = tracker:gsub("libljleak%.so$", "libljleak_vg.so")
+         if lfs.attributes(vglib, "mode") == "file" then
+            local preload = os.getenv("LD_PRELOAD")
+            env.LD_PRELOAD = (preload and preload ~= "") and vglib .. ":" .. preload or vglib
+         end
+         for k, v in pairs(extra_env) do env[k] = v end
+         child_pid, how, status = valgrind_spawn(vg, command, run_dir, args.jit or "off", env)
       else
          local preload = os.getenv("LD_PRELOAD")
          preload = (preload and preload ~= "") and tracker .. ":" .. preload or tracker
