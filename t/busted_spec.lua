@@ -3,18 +3,7 @@
 local cjson = require "cjson"
 local h = require "t.helper"
 
-local function ljleak_busted(busted_args, extra)
-  local dir = h.tmpdir()
-  local json = dir .. "/report.json"
-  local argv = {"luajit", h.BIN, "busted", "--json=" .. json}
-  for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
-  argv[#argv + 1] = "--"
-  for _, a in ipairs(busted_args) do argv[#argv + 1] = a end
-  local code, out, err = h.run(argv)
-  local text = h.read_file(json)
-  h.rmtree(dir)
-  return text and cjson.decode(text), code, out, err
-end
+local ljleak_busted = h.ljleak_busted
 
 -- Definite records by test: {["test name"] = {bytes = N, line = L}}.
 local function by_test(r)

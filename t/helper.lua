@@ -84,6 +84,21 @@ function M.ljleak_run(cmd, extra, opts)
   return text and cjson.decode(text), code, err, out
 end
 
+-- Runs `ljleak busted --json=F [extra...] -- busted_args...`; returns the decoded report (or
+-- nil), the exit code, busted's output and stderr.
+function M.ljleak_busted(busted_args, extra)
+  local dir = M.tmpdir()
+  local json = dir .. "/report.json"
+  local argv = {"luajit", M.BIN, "busted", "--json=" .. json}
+  for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
+  argv[#argv + 1] = "--"
+  for _, a in ipairs(busted_args) do argv[#argv + 1] = a end
+  local code, out, err = M.run(argv)
+  local text = M.read_file(json)
+  M.rmtree(dir)
+  return text and cjson.decode(text), code, out, err
+end
+
 -- The fixture t/leak/NAME.lua under the tracker.
 function M.fixture(name, extra, opts)
   return M.ljleak_run({"luajit", "t/leak/" .. name .. ".lua"}, extra, opts)

@@ -245,6 +245,16 @@ local function read_error(node)
    return "error", rec
 end
 
+-- A leak record's identity across Valgrind's leak checks: kind and stack.
+local function leak_key(rec)
+   local t = {rec.kind}
+   for _, f in ipairs(rec.frames or {}) do
+      t[#t + 1] = table.concat({f["function"] or "", f.object or "", f.file or "", f.line or "",
+                                f.address or ""}, "|")
+   end
+   return table.concat(t, "\n")
+end
+
 -- Parse one XML file's TEXT (NAME for messages). Returns
 -- proc = {name, pid, ppid, exe, command, protocol, leaks, errors, suppcounts, truncated, fatal_signal}
 -- or nil and a message when the text is not Valgrind XML at all.
@@ -268,11 +278,28 @@ function M.parse(text, name)
       end
    end
    local finished, by_unique = false, {}
+   -- Leak checks the program asked for while it ran (ljleak.busted, between tests) come before the
+   -- FINISHED status; each follows an "ljleak-context NAME" marker. Their definite and indirect
+   -- records are what was lost since the previous check, by stack: they go to that context, and
+   -- the final check's records keep only what no context had.
+   local context, attributed = nil, {}
    for _, node in ipairs(root.kids) do
       if node.name == "error" and node.closed then
          local class, rec = read_error(node)
-         if class == "leak" then
-            proc.leaks[#proc.leaks + 1] = rec
+         if class == "leak" and not finished then
+            if rec.kind == "definite" or rec.kind == "indirect" then
+               local key = leak_key(rec)
+               local a = attributed[key] or {blocks = 0, bytes = 0}
+               if rec.blocks > a.blocks or rec.bytes > a.bytes then
+                  proc.leaks[#proc.leaks + 1] = {kind = rec.kind, frames = rec.frames, test = context,
+                                                 blocks = rec.blocks - a.blocks, bytes = rec.bytes - a.bytes}
+                  attributed[key] = {blocks = rec.blocks, bytes = rec.bytes}
+               end
+            end
+         elseif class == "leak" then
+            local a = attributed[leak_key(rec)]
+            if a then rec.blocks, rec.bytes = rec.blocks - a.blocks, rec.bytes - a.bytes end
+            if rec.blocks > 0 then proc.leaks[#proc.leaks + 1] = rec end
          else
             proc.errors[#proc.errors + 1] = rec
             if rec.unique then by_unique[rec.unique] = rec end
@@ -287,6 +314,9 @@ function M.parse(text, name)
             local n = tonumber(child_text(pair, "count") or "")
             if n then proc.suppcounts[#proc.suppcounts + 1] = {name = child_text(pair, "name"), count = n} end
          end
+      elseif node.name == "clientmsg" then
+         local marked = (child_text(node, "text") or ""):match("^ljleak%-context (.-)%s*$")
+         if marked then context = marked ~= "-" and marked or nil end
       elseif node.name == "status" and child_text(node, "state") == "FINISHED" then
          finished = true
       elseif node.name == "fatal_signal" and node.closed then
@@ -350,9 +380,16 @@ function M.build(procs, opts)
    local shaped, errors = {}, {}
    for _, proc in ipairs(procs) do
       local p = {pid = proc.pid, ppid = proc.ppid, exe = proc.exe, truncated = proc.truncated,
-                 sites = {}, leaks = {}, stats = {}}
+                 sites = {}, leaks = {}, stats = {}, ctx = {}}
+      local ctx_of = {}
       for i, rec in ipairs(proc.leaks) do
-         p.sites[i] = {id = i, frames = rec.frames}
+         local ctx = rec.test and ctx_of[rec.test]
+         if rec.test and not ctx then
+            ctx = #p.ctx + 1
+            p.ctx[ctx] = {tag = rec.test}
+            ctx_of[rec.test] = ctx
+         end
+         p.sites[i] = {id = i, frames = rec.frames, ctx = ctx}
          p.leaks[i] = {kind = rec.kind, site = i, blocks = rec.blocks, bytes = rec.bytes}
       end
       shaped[#shaped + 1] = p

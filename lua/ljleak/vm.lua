@@ -31,6 +31,13 @@ int getpid(void);
 void ljleak_pause(int on);
 ]]
 
+ffi.cdef [[
+int ljleak_vg_running(void);
+void ljleak_vg_mark(const char *text);
+int ljleak_vg_leak_check(void *ms, unsigned long *out);
+void *lua_getallocf(void *L, void **ud);
+]]
+
 local C = ffi.C
 
 local function tracker_loaded()
@@ -89,11 +96,44 @@ local function busted_loader(name)
   end
 end
 
-if M.active() then
-  attach()
+-- -- Under Valgrind (--engine=valgrind preloads libljleak_vg.so) ------------------------------
+
+local vg_ms   -- the state's allocator, lj_alloc's malloc_state
+
+--- Whether the program runs under Valgrind with ljleak's client requests available.
+function M.valgrind()
+  local ok, running = pcall(function() return C.ljleak_vg_running() end)
+  return ok and running ~= 0
+end
+
+--- A line in Valgrind's XML output (a <clientmsg>): ljleak's own markers.
+function M.vg_mark(text)
+  C.ljleak_vg_mark((text:gsub("[%c]", " ")))
+end
+
+local vg_out = ffi.new("unsigned long[4]")
+
+--- A Valgrind leak check of what was lost since the last one (memcheck writes its records);
+--- returns the bytes definitely lost in all, possibly lost in all.
+function M.vg_leak_check()
+  C.ljleak_vg_leak_check(vg_ms, vg_out)
+  return tonumber(vg_out[0]), tonumber(vg_out[1])
+end
+
+local function vg_attach()
+  local ud = ffi.new("void *[1]")
+  coroutine.resume(coroutine.create(function()
+    local addr = tostring(coroutine.running()):match("0x(%x+)")
+    if addr then C.lua_getallocf(ffi.cast("void *", tonumber(addr, 16)), ud) end
+  end))
+  vg_ms = ud[0]
+end
+
+if M.active() or M.valgrind() then
+  if M.active() then attach() else vg_attach() end
   table.insert(package.loaders, 2, busted_loader)
   -- At lua_close: stop looking at the VM before it is freed.
-  M._closer = ffi.gc(ffi.new("char[1]"), function() C.ljleak_lua_detach() end)
+  if M.active() then M._closer = ffi.gc(ffi.new("char[1]"), function() C.ljleak_lua_detach() end) end
 end
 
 return M
