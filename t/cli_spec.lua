@@ -1,39 +1,21 @@
 -- busted spec for the Lua side of `ljleak run` that needs no tracker: raw report parsing, the JSON
 -- writer, and the command line's errors and exit codes (run as a real subprocess).
 -- Run from the checkout: luajit /usr/bin/busted t/cli_spec.lua
-local fcntl = require "posix.fcntl"
 local stdlib = require "posix.stdlib"
-local unistd = require "posix.unistd"
-local wait = require "posix.sys.wait"
 local cjson = require "cjson"
-
-local function script_dir()
-   local source = debug.getinfo(1, "S").source:sub(2)
-   return source:match("^(.*)/[^/]*$") or "."
-end
-
-local ROOT = stdlib.realpath(script_dir() .. "/..")
-package.path = ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;" .. package.path
-package.cpath = ROOT .. "/build/?.so;" .. package.cpath
+local h = require "t.helper"
 
 local raw = require "ljleak.raw"
 local report = require "ljleak.report"
 local symbolize = require "ljleak.symbolize"
 
-local BIN = ROOT .. "/bin/ljleak"
+local ROOT, BIN = h.ROOT, h.BIN
 
 local function read_file(path)
-   local f = assert(io.open(path, "rb"))
-   local s = f:read("*a")
-   f:close()
-   return s
+   return h.read_file(path) or error("cannot read " .. path)
 end
 
-local function write_file(path, s)
-   local f = assert(io.open(path, "wb"))
-   f:write(s)
-   f:close()
-end
+local write_file = h.write_file
 
 local function exists(path)
    local f = io.open(path, "rb")
@@ -46,22 +28,9 @@ local tmpdir
 -- Run bin/ljleak with ARGS (a list: no shell involved). Returns exit code, stdout, stderr.
 -- ENV: extra environment variables for the CLI.
 local function ljleak(args, env)
-   local out, err = tmpdir .. "/stdout", tmpdir .. "/stderr"
-   local pid = assert(unistd.fork())
-   if pid == 0 then
-      local o = fcntl.open(out, fcntl.O_WRONLY + fcntl.O_CREAT + fcntl.O_TRUNC, 420)
-      local e = fcntl.open(err, fcntl.O_WRONLY + fcntl.O_CREAT + fcntl.O_TRUNC, 420)
-      unistd.dup2(o, 1)
-      unistd.dup2(e, 2)
-      for k, v in pairs(env or {}) do stdlib.setenv(k, v) end
-      local argt = {[0] = "luajit", BIN}
-      for i, a in ipairs(args) do argt[i + 1] = a end
-      unistd.execp("luajit", argt)
-      unistd._exit(99)
-   end
-   local _, how, code = wait.wait(pid)
-   assert.equal("exited", how)
-   return code, read_file(out), read_file(err)
+   local argv = {"luajit", BIN}
+   for _, a in ipairs(args) do argv[#argv + 1] = a end
+   return h.run(argv, {env = env})
 end
 
 -- The one line a usage error must produce.
@@ -75,10 +44,7 @@ setup(function()
 end)
 
 teardown(function()
-   for _, name in ipairs({"stdout", "stderr", "marker", "notes.json", "old.json", "new.json"}) do
-      os.remove(tmpdir .. "/" .. name)
-   end
-   unistd.rmdir(tmpdir)
+   h.rmtree(tmpdir)
 end)
 
 local GOOD = [[

@@ -1,5 +1,6 @@
 -- Shared by the busted specs: run real programs (argv arrays, no shell) and read ljleak's JSON.
 local cjson = require "cjson"
+local luassert = require "luassert"
 local fcntl = require "posix.fcntl"
 local stdlib = require "posix.stdlib"
 local unistd = require "posix.unistd"
@@ -118,6 +119,18 @@ function M.records(report, kind, fn)
     if rec.kind == kind and (not fn or M.has_function(rec, fn)) then r[#r + 1] = rec end
   end
   return r
+end
+
+-- The one record of `kind` (naming `fn`, if given); fails the test if there is not exactly one.
+function M.one(report, kind, fn)
+  local recs = M.records(report, kind, fn)
+  luassert.are.equal(1, #recs, ("expected one %s record naming %s"):format(kind, tostring(fn)))
+  return recs[1]
+end
+
+-- Fails the test unless the report's definite total is exactly BLOCKS and BYTES.
+function M.only_definite(report, blocks, bytes)
+  luassert.are.same({blocks = blocks, bytes = bytes}, report.summary.definite)
 end
 
 -- Blocks and bytes over records of `kind` (naming `fn`, if given).

@@ -2,15 +2,7 @@
 -- bytes, kinds and leaking function the report must give.
 local h = require "t.helper"
 
-local function one(report, kind, fn)
-  local recs = h.records(report, kind, fn)
-  assert.are.equal(1, #recs, ("expected one %s record naming %s"):format(kind, tostring(fn)))
-  return recs[1]
-end
-
-local function only_definite(report, blocks, bytes)
-  assert.are.same({blocks = blocks, bytes = bytes}, report.summary.definite)
-end
+local one, only_definite = h.one, h.only_definite
 
 describe("tracker", function()
   it("finds a block from ffi.C.malloc dropped by Lua code", function()

@@ -192,15 +192,7 @@ local function fixture(name, ...)
   return job(args)
 end
 
-local function one(report, kind, fn)
-  local recs = h.records(report, kind, fn)
-  assert.are.equal(1, #recs, ("expected one %s record naming %s"):format(kind, tostring(fn)))
-  return recs[1]
-end
-
-local function only_definite(report, blocks, bytes)
-  assert.are.same({blocks = blocks, bytes = bytes}, report.summary.definite)
-end
+local one, only_definite = h.one, h.only_definite
 
 local function unsuppressed(report)
   local n = {}

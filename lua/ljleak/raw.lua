@@ -12,6 +12,7 @@
 -- }
 -- A frame with `module` is an offset (from that module's load bias) of a return address; a frame
 -- with `address` is an absolute address in no loaded object ('?' in the file: JIT code or unknown).
+local util = require "ljleak.util"
 local M = {}
 
 M.VERSION = 1
@@ -244,13 +245,7 @@ function M.parse(text, name)
 end
 
 -- Read and parse the file at PATH.
-function M.read(path)
-   local f, err = io.open(path, "rb")
-   if not f then return nil, err end
-   local text = f:read("*a")
-   f:close()
-   return M.parse(text, path)
-end
+M.read = util.reader(M.parse)
 
 -- The pid in a raw file's name (proc.<pid>.raw), or nil.
 function M.pid_of_name(filename)

@@ -1,5 +1,6 @@
 -- Leak records (JSON schema v1, shared/DESIGN.md): built from a run directory's raw reports,
 -- counted, and written by a table of formatters keyed by name (text, json).
+local util = require "ljleak.util"
 local cjson = require "cjson"
 local lfs = require "lfs"
 local unistd = require "posix.unistd"
@@ -683,21 +684,13 @@ function M.decode(text, name)
 end
 
 -- Read the JSON report at PATH. Returns the report or nil, message.
-function M.read(path)
-   local f, err = io.open(path, "rb")
-   if not f then return nil, err end
-   local text = f:read("*a")
-   f:close()
-   return M.decode(text, path)
-end
+M.read = util.reader(M.decode)
 
 -- Is PATH an ljleak JSON report (of any schema version), so that overwriting it loses nothing
 -- the user wrote by hand?
 function M.is_report(path)
-   local f = io.open(path, "rb")
-   if not f then return false end
-   local text = f:read("*a")
-   f:close()
+   local text = util.read_file(path)
+   if not text then return false end
    local ok, data = pcall(cjson.decode, text)
    return ok and type(data) == "table" and data.tool == "ljleak" and type(data.schema) == "number"
 end

@@ -12,6 +12,7 @@
 -- }
 -- A record (report.lua) has `kind` (a leak kind) or, for an error, `supp_tool`, `supp_kind` and
 -- maybe `supp_extra`; and `frames` ({function, object, file, line} or {address}).
+local util = require "ljleak.util"
 local lfs = require "lfs"
 local stdlib = require "posix.stdlib"
 
@@ -183,13 +184,7 @@ function M.parse(text, name)
 end
 
 -- Read and parse the file at PATH. Returns entries, or nil and a message.
-function M.read(path)
-   local f, err = io.open(path, "rb")
-   if not f then return nil, err end
-   local text = f:read("*a")
-   f:close()
-   return M.parse(text, path)
-end
+M.read = util.reader(M.parse)
 
 -- Read every file in PATHS, in order. Returns one list of entries, or nil and the first message.
 function M.load(paths)

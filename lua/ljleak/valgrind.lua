@@ -1,6 +1,7 @@
 -- The Valgrind engine: the memcheck command line ljleak runs, and the reader of its XML output
 -- (protocol 4, and 5 with --track-fds) into the same leak records the tracker gives, plus records
 -- for memcheck's other errors (invalid reads and writes, uninitialised values, bad frees...).
+local util = require "ljleak.util"
 local lfs = require "lfs"
 local lxp = require "lxp"
 local psignal = require "posix.signal"
@@ -331,13 +332,7 @@ function M.parse(text, name)
 end
 
 -- Read and parse the XML file at PATH.
-function M.read(path)
-   local f, err = io.open(path, "rb")
-   if not f then return nil, err end
-   local text = f:read("*a")
-   f:close()
-   return M.parse(text, path)
-end
+M.read = util.reader(M.parse)
 
 -- Parse every vg.<pid>.xml in RUN_DIR. Returns procs (sorted by pid) and problems
 -- ({pid, message}: unreadable files, and truncated ones, whose records so far are kept).

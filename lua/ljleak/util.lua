@@ -1,0 +1,23 @@
+-- Small helpers shared by ljleak's Lua modules.
+local M = {}
+
+-- The whole content of the file at PATH, or nil and a message.
+function M.read_file(path)
+   local f, err = io.open(path, "rb")
+   if not f then return nil, err end
+   local text = f:read("*a")
+   f:close()
+   return text
+end
+
+-- A function(path) that reads the file at PATH and returns parse(text, path), or nil and a
+-- message when it cannot be read.
+function M.reader(parse)
+   return function(path)
+      local text, err = M.read_file(path)
+      if not text then return nil, err end
+      return parse(text, path)
+   end
+end
+
+return M
