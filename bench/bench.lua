@@ -1,4 +1,5 @@
--- `make bench`: each workload under plain luajit, under `ljleak run` (tracker), under plain
+-- `make bench`: each workload under plain luajit, under `ljleak run` (tracker; and "+api": with the
+-- program loading ljleak's Lua API, which wraps ffi.gc), under plain
 -- Valgrind memcheck (the JIT on, as people run it) and under `ljleak run --engine=valgrind` (its
 -- default: the JIT off), side by side in one run, interleaved; prints median wall time, peak RSS
 -- of the program under test, and the ratios to plain.
@@ -71,6 +72,14 @@ local ENGINES = {
   {name = "tracker", argv = function(prog)
     local a = {"luajit", ROOT .. "/bin/ljleak", "run", "--"}
     for _, x in ipairs(measured(prog)) do a[#a + 1] = x end
+    return a
+  end},
+  -- The program loads the Lua API itself (require "ljleak"): ffi.gc is wrapped by the registry.
+  {name = "+api", argv = function(prog)
+    local a = {"luajit", ROOT .. "/bin/ljleak", "run", "--"}
+    for _, x in ipairs(measured(prog)) do a[#a + 1] = x end
+    table.insert(a, #a, "-e")
+    table.insert(a, #a, "require 'ljleak'")
     return a
   end},
 }
