@@ -46,13 +46,15 @@ local function run(argv)
 end
 
 -- Peak RSS (KiB) of the measured program, from GNU time's -o file.
-local function peak_rss(file)
+-- GNU time's "%e %M": the measured program's own wall seconds and peak RSS (KiB).
+local function measured_result(file)
   local f = io.open(file)
   if not f then return nil end
-  local kb = tonumber(f:read("*l"))
+  local line = f:read("*l") or ""
   f:close()
   os.remove(file)
-  return kb
+  local secs, kb = line:match("^(%S+) (%d+)$")
+  return tonumber(secs), tonumber(kb)
 end
 
 local function median(t)
@@ -64,7 +66,7 @@ end
 
 local rssfile = os.tmpname()
 local function measured(prog)
-  return {"/usr/bin/time", "-f", "%M", "-o", rssfile, "luajit", prog}
+  return {"/usr/bin/time", "-f", "%e %M", "-o", rssfile, "luajit", prog}
 end
 
 local ENGINES = {
@@ -85,43 +87,46 @@ local ENGINES = {
 }
 if VALGRIND then
   ENGINES[#ENGINES + 1] = {name = "valgrind", runs = VALGRIND_RUNS, argv = function(prog)
-    return {"/usr/bin/time", "-f", "%M", "-o", rssfile, "valgrind", "--tool=memcheck",
+    return {"/usr/bin/time", "-f", "%e %M", "-o", rssfile, "valgrind", "--tool=memcheck",
             "--leak-check=full", "-q", "luajit", prog}
   end}
   -- GNU time outside: its %M is then the largest of ljleak and the process Valgrind runs in.
   ENGINES[#ENGINES + 1] = {name = "vg-engine", runs = VALGRIND_RUNS, argv = function(prog)
-    return {"/usr/bin/time", "-f", "%M", "-o", rssfile, "luajit", ROOT .. "/bin/ljleak", "run",
+    return {"/usr/bin/time", "-f", "%e %M", "-o", rssfile, "luajit", ROOT .. "/bin/ljleak", "run",
             "--engine=valgrind", "--", "luajit", prog}
   end}
 end
 
 print(("ljleak bench: %d runs each (Valgrind: %d), median wall time and peak RSS of the program under test")
   :format(RUNS, VALGRIND_RUNS))
-print(("%-13s %-9s %9s %10s %9s %9s"):format("workload", "engine", "wall s", "peak MiB", "x wall", "x RSS"))
+print("wall: the whole command (ljleak's own work included); prog: the program under test alone")
+print(("%-13s %-9s %8s %8s %9s %8s %8s %8s"):format("workload", "engine", "wall s", "prog s", "peak MiB",
+  "x wall", "x prog", "x RSS"))
 for _, w in ipairs(WORKLOADS) do
   if not os.getenv("BENCH_ONLY") or os.getenv("BENCH_ONLY") == w.name then
     local prog = ROOT .. "/bench/" .. w.name .. ".lua"
     local res = {}
-    for _, e in ipairs(ENGINES) do res[e.name] = {wall = {}, rss = {}} end
+    for _, e in ipairs(ENGINES) do res[e.name] = {wall = {}, prog = {}, rss = {}} end
     for i = 1, RUNS do
       for _, e in ipairs(ENGINES) do
         if i > (e.runs or RUNS) then goto next_engine end
         local wall, code = run(e.argv(prog))
-        local rss = peak_rss(rssfile)
+        local prog_secs, rss = measured_result(rssfile)
         if code ~= 0 then
           io.stderr:write(("bench: %s under %s exited with %d\n"):format(w.name, e.name, code))
         end
         table.insert(res[e.name].wall, wall)
         if rss then table.insert(res[e.name].rss, rss) end
+        if prog_secs then table.insert(res[e.name].prog, prog_secs) end
         ::next_engine::
       end
     end
     print(w.what)
-    local pw, pr = median(res.plain.wall), median(res.plain.rss)
+    local pw, pp, pr = median(res.plain.wall), median(res.plain.prog), median(res.plain.rss)
     for _, e in ipairs(ENGINES) do
-      local mw, mr = median(res[e.name].wall), median(res[e.name].rss)
-      print(("%-13s %-9s %9.2f %10.1f %8.2fx %8.2fx"):format(w.name, e.name, mw, (mr or 0) / 1024,
-        mw / pw, (mr or 0) / (pr or 1)))
+      local mw, mp, mr = median(res[e.name].wall), median(res[e.name].prog), median(res[e.name].rss)
+      print(("%-13s %-9s %8.2f %8.2f %9.1f %7.2fx %7.2fx %7.2fx"):format(w.name, e.name, mw, mp or 0,
+        (mr or 0) / 1024, mw / pw, (mp or 0) / (pp or 1), (mr or 0) / (pr or 1)))
     end
   end
 end
