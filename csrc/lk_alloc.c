@@ -21,6 +21,7 @@ extern int __cxa_atexit(void (*)(void *), void *, void *);
 
 volatile int lk_on;
 LK_TLS int lk_busy;
+LK_TLS int lk_paused;
 volatile uint32_t lk_ctx;
 const char *lk_dir;
 

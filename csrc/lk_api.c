@@ -23,11 +23,17 @@ LK_EXPORT uint32_t ljleak_ctx_make(uint32_t epoch, const char *tag, const char *
 
 LK_EXPORT void ljleak_ctx_set(uint32_t ctx) { lk_ctx = ctx; }
 
-/* Stop (on != 0) or resume recording this thread's allocations: ljleak's own reporting work. */
+/* Stop (on != 0) or resume recording this thread's allocations: ljleak's own reporting work.
+** Mappings made meanwhile are still the program's (LuaJIT's heap grows): lk_paused says so. */
 LK_EXPORT void ljleak_pause(int on)
 {
-  if (on) lk_busy++;
-  else if (lk_busy > 0) lk_busy--;
+  if (on) {
+    lk_busy++;
+    lk_paused++;
+  } else if (lk_paused > 0) {
+    lk_busy--;
+    lk_paused--;
+  }
 }
 LK_EXPORT uint32_t ljleak_ctx_get(void) { return lk_ctx; }
 
@@ -127,17 +133,21 @@ LK_EXPORT int ljleak_live(uint32_t lo, uint32_t hi, ljleak_rec *out, int cap)
 /* A leak check while the program runs: stop the other threads, classify every live block (the
 ** Lua state is open: its live objects are roots, freed ones are not), and group the blocks born
 ** in epochs [lo, hi) that are lost (definite, indirect, possible). */
-LK_EXPORT int ljleak_check(uint32_t lo, uint32_t hi, ljleak_rec *out, int cap)
+LK_EXPORT NOINLINE int ljleak_check(uint32_t lo, uint32_t hi, ljleak_rec *out, int cap)
 {
   lk_grouper g = { out, cap, 0 };
   lk_result r;
   size_t i;
   lk_busy++;
+  /* This thread's stack is scanned from the caller's frame up: below it, the tracker's own frames
+  ** may hold stale copies of what its hooks handled (the block the test just dropped). */
+  lk_scan_from = (uintptr_t)__builtin_frame_address(0);
   lk_maps_snapshot();
   lk_maps_load();
   lk_threads_park();
   lk_scan(&r);
   lk_threads_unpark();
+  lk_scan_from = 0;
   for (i = 0; i < r.n; i++) {
     uint32_t st = r.blocks[i].state;
     if (st == LK_REACHABLE || !lk_epoch_in(r.blocks[i].site, lo, hi)) continue;

@@ -28,6 +28,7 @@ typedef void (*lk_range_fn)(uintptr_t lo, uintptr_t hi, void *ud);
 /* -- Global state (lk_alloc.c) ------------------------------------------ */
 extern volatile int lk_on;   /* recording enabled: after init, before the exit check */
 extern LK_TLS int lk_busy;   /* this thread is inside the tracker: do not record */
+extern LK_TLS int lk_paused; /* ...of which ljleak_pause: the program's own work, not ours */
 extern volatile uint32_t lk_ctx;  /* context (tag/epoch) id stamped on new sites */
 extern const char *lk_dir;   /* LJLEAK_DIR: where the raw report goes, or NULL */
 void *lk_real_malloc_usable_size(void);
@@ -117,6 +118,7 @@ void lk_maps_after_fork(void);
 /* Foreign anonymous mappings (e.g. LuaJIT's GC arena): roots while mapped. */
 extern volatile unsigned lk_fm_gen;
 int lk_foreign_find(uintptr_t a, uintptr_t *lo, uintptr_t *hi);
+int lk_foreign_find_stopped(uintptr_t a);  /* no lock: the world is stopped */
 void lk_maps_foreach_foreign(lk_range_fn fn, void *ud);
 /* Clip [lo,hi) to readable mappings of /proc/self/maps and call fn on each piece. */
 void lk_maps_readable(uintptr_t lo, uintptr_t hi, lk_range_fn fn, void *ud);
@@ -142,6 +144,7 @@ typedef struct lk_result {
 } lk_result;
 void lk_scan_init(void);
 void lk_scan(lk_result *r);             /* the world must be stopped */
+extern uintptr_t lk_scan_from;           /* mid-run: this thread's stack is scanned from there */
 void lk_result_free(lk_result *r);
 uint32_t lk_site_with_ctx(uint32_t site, uint32_t ctx);  /* same stack, another context */
 

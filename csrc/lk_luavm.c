@@ -166,9 +166,10 @@ int lk_lua_frames(uint32_t id, lk_lua_frame_fn fn, void *ud)
 typedef void *(*lk_getallocf_f)(void *L, void **ud);
 static char *lk_mstate;       /* the attached state's allocator, if it is lj_alloc's */
 
-static int lk_arena_valid(char *ms)
+static int lk_arena_valid(char *ms, int stopped)
 {
-  return lk_ljalloc_valid(ms) && lk_foreign_find((uintptr_t)LK_MS_PTR(ms, LK_MS_SEG), NULL, NULL);
+  uintptr_t base = (uintptr_t)LK_MS_PTR(ms, LK_MS_SEG);
+  return lk_ljalloc_valid(ms) && (stopped ? lk_foreign_find_stopped(base) : lk_foreign_find(base, NULL, NULL));
 }
 
 typedef struct { lk_range_fn live; void *ud; } lk_live_ud;
@@ -184,7 +185,7 @@ static void lk_arena_chunk(uintptr_t lo, uintptr_t hi, int inuse, void *ud)
 int lk_lua_arena_foreach(lk_range_fn live, void *ud)
 {
   lk_live_ud u = { live, ud };
-  if (!lk_mstate || !lk_arena_valid(lk_mstate)) return 0;
+  if (!lk_mstate || !lk_arena_valid(lk_mstate, 1)) return 0;  /* during a scan */
   lk_ljalloc_walk(lk_mstate, lk_arena_chunk, &u);
   return 1;
 }
@@ -231,7 +232,7 @@ LK_EXPORT int ljleak_lua_attach(uintptr_t Laddr, int depth)
     lk_getallocf_f getallocf = (lk_getallocf_f)dlsym(RTLD_DEFAULT, "lua_getallocf");
     void *ud = NULL;
     if (getallocf) getallocf(L, &ud);
-    lk_mstate = ud && lk_arena_valid(ud) ? ud : NULL;
+    lk_mstate = ud && lk_arena_valid(ud, 0) ? ud : NULL;
   }
   return 1;
 }

@@ -316,18 +316,29 @@ static void lk_fm_remove(uintptr_t lo, uintptr_t hi)
 
 volatile unsigned lk_fm_gen;  /* bumped whenever a foreign mapping goes away */
 
-/* Is a inside a foreign mapping? If so, *r is that mapping. */
+static int lk_foreign_lookup(uintptr_t a, uintptr_t *lo, uintptr_t *hi)
+{
+  size_t i = lk_fm_find(a);
+  int r = i < lk_nfm && lk_fm[i].lo <= a;
+  if (r && lo) { *lo = lk_fm[i].lo; *hi = lk_fm[i].hi; }
+  return r;
+}
+
+/* Is a inside a foreign mapping? If so, [*lo, *hi) is that mapping. */
 int lk_foreign_find(uintptr_t a, uintptr_t *lo, uintptr_t *hi)
 {
-  size_t i;
   int r;
   if (!lk_fm) return 0;
   lk_spin_lock(&lk_fm_lock);
-  i = lk_fm_find(a);
-  r = i < lk_nfm && lk_fm[i].lo <= a;
-  if (r && lo) { *lo = lk_fm[i].lo; *hi = lk_fm[i].hi; }
+  r = lk_foreign_lookup(a, lo, hi);
   lk_spin_unlock(&lk_fm_lock);
   return r;
+}
+
+/* The same with the other threads stopped: one of them may hold the lock. */
+int lk_foreign_find_stopped(uintptr_t a)
+{
+  return lk_fm ? lk_foreign_lookup(a, NULL, NULL) : 0;
 }
 
 static size_t lk_pagelen(size_t len)
@@ -344,7 +355,7 @@ void lk_maps_foreach_foreign(lk_range_fn fn, void *ud)
 LK_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
   void *p = (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
-  if (p != MAP_FAILED && (flags & MAP_ANONYMOUS) && !lk_busy)
+  if (p != MAP_FAILED && (flags & MAP_ANONYMOUS) && lk_busy == lk_paused)  /* not the tracker's */
     lk_fm_add((uintptr_t)p, (uintptr_t)p + lk_pagelen(len));
   return p;
 }

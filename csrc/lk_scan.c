@@ -129,12 +129,15 @@ static void lk_roots_tls(lk_scanner *s)
   lk_root_checked(tp - lk_tls_size, tp + 4096, s);
 }
 
+uintptr_t lk_scan_from;  /* a mid-run check: scan this thread's stack from there up */
+
 static NOINLINE void lk_roots_own_stack(lk_scanner *s, uintptr_t hi)
 {
   uintptr_t sp;
   __builtin_unwind_init();  /* callee-saved registers spill into this frame */
   __asm__ volatile("mov %%rsp, %0" : "=r"(sp));
   if (lk_main_returned && lk_main_sp > sp && lk_main_sp < hi) sp = lk_main_sp;
+  if (lk_scan_from > sp && lk_scan_from < hi) sp = lk_scan_from;
   lk_root_checked(sp, hi, s);
 }
 

@@ -135,6 +135,9 @@ LK_EXPORT int __libc_start_main(lk_main_f main, int argc, char **argv, void (*in
 #define LK_PARK_SIG (SIGRTMAX - 2)
 
 static volatile int lk_release;  /* parked threads may go on (mid-run checks; never at exit) */
+static struct sigaction lk_park_old;  /* the program's own action for the signal */
+
+static volatile int lk_parking;     /* a park is under way: the signal is ours */
 
 static void lk_park_handler(int sig, siginfo_t *si, void *uc)
 {
@@ -142,7 +145,14 @@ static void lk_park_handler(int sig, siginfo_t *si, void *uc)
   volatile uintptr_t here = 0;
   struct timespec ts = { 0, 200000 };
   int saved = errno;
-  (void)sig; (void)si; (void)uc;
+  if (!__atomic_load_n(&lk_parking, __ATOMIC_ACQUIRE)) {  /* the program's own use of the signal */
+    if (lk_park_old.sa_flags & SA_SIGINFO) {
+      if (lk_park_old.sa_sigaction) lk_park_old.sa_sigaction(sig, si, uc);
+    } else if (lk_park_old.sa_handler != SIG_DFL && lk_park_old.sa_handler != SIG_IGN) {
+      lk_park_old.sa_handler(sig);
+    }
+    return;
+  }
   if (!t) return;
   t->sp = (uintptr_t)&here;
   __atomic_store_n(&t->parked, 1, __ATOMIC_RELEASE);
@@ -156,6 +166,7 @@ void lk_threads_unpark(void)
 {
   struct timespec ts = { 0, 200000 };
   int i, rounds;
+  __atomic_store_n(&lk_parking, 0, __ATOMIC_RELEASE);
   __atomic_store_n(&lk_release, 1, __ATOMIC_RELEASE);
   for (rounds = 0; rounds < 5000; rounds++) {
     int waiting = 0;
@@ -176,8 +187,14 @@ void lk_threads_park(void)
   sa.sa_sigaction = lk_park_handler;
   sa.sa_flags = SA_SIGINFO | SA_RESTART;
   sigfillset(&sa.sa_mask);
+  {
+    struct sigaction cur;
+    sigaction(LK_PARK_SIG, NULL, &cur);
+    if (cur.sa_sigaction != lk_park_handler) lk_park_old = cur;  /* keep the program's */
+  }
   sigaction(LK_PARK_SIG, &sa, NULL);
   __atomic_store_n(&lk_release, 0, __ATOMIC_RELEASE);
+  __atomic_store_n(&lk_parking, 1, __ATOMIC_RELEASE);
   for (i = 0; i < LK_MAXTHREADS; i++) {
     lk_thread *t = &lk_threads[i];
     if (!t->used || t->tid == me) continue;

@@ -75,6 +75,15 @@ describe("ljleak.check", function()
   end)
 end)
 
+describe("ljleak.check with another thread allocating all the time", function()
+  it("stops it, scans it, lets it go on, and finds exactly what the checked function lost", function()
+    local _, _, out = api("check_threads")
+    local want = {}
+    for i = 1, 5 do want[i] = {{kind = "definite", bytes = 1000 + i, line = 13}} end
+    assert.are.same(want, out)
+  end)
+end)
+
 describe("snapshots", function()
   it("list the blocks born between two snapshots and still live", function()
     local _, code, out = api("snapshot")

@@ -10,6 +10,8 @@ void leak_aligned(void);
 void leak_big(void);
 int leak_in_thread(size_t n);
 int leak_from_threads(int nthreads, int per, int keep, size_t size);
+int churn_start(void);
+int churn_stop_and_join(void);
 void hold_in_global(size_t n);
 void leak_interior(size_t n);
 void leak_chain(void);

@@ -101,6 +101,37 @@ int leak_from_threads(int nthreads, int per, int keep, size_t size)
   return 0;
 }
 
+/* A thread that keeps allocating and freeing (holding 16 blocks at a time in its own array)
+** until stopped: checks made meanwhile must stop it, scan it, and let it go on. */
+static volatile int churn_stop;
+static pthread_t churn_thread;
+
+static void *churn_main(void *arg)
+{
+  void *held[16] = { 0 };
+  unsigned long i = 0;
+  (void)arg;
+  while (!churn_stop) {
+    free(held[i % 16]);
+    held[i % 16] = malloc(16 + i % 200);
+    i++;
+  }
+  for (i = 0; i < 16; i++) free(held[i]);
+  return NULL;
+}
+
+int churn_start(void)
+{
+  churn_stop = 0;
+  return pthread_create(&churn_thread, NULL, churn_main, NULL);
+}
+
+int churn_stop_and_join(void)
+{
+  churn_stop = 1;
+  return pthread_join(churn_thread, NULL);
+}
+
 /* -- Reachability shapes -------------------------------------------------- */
 
 static void *held_by_global;
