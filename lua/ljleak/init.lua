@@ -72,6 +72,21 @@ end
 
 -- -- Records made in this process ----------------------------------------------------------------
 
+-- The Lua frames of an interned Lua stack (the tracker's), innermost first.
+local stack_text = ffi.new("char[4096]")
+local function stack_frames(id)
+  if not id or id == 0 then return {} end
+  local len = C.ljleak_lua_text(id, stack_text, 4096)
+  local frames = {}
+  for line, approx, name, src in ffi.string(stack_text, len):gmatch("(%-?%d+)\t(~?)\t([^\t]*)\t([^\n]*)\n") do
+    line = tonumber(line)
+    frames[#frames + 1] = {source = src, line = line >= 0 and line or nil,
+                           ["function"] = name ~= "" and name ~= "?" and name or nil,
+                           approximate = approx == "~" or nil}
+  end
+  return frames
+end
+
 -- Turn grouped tracker records into leak records shaped like the JSON report's. What this
 -- allocates (libdw's symbol tables...) is ljleak's, not the program's: not tracked.
 local build_records_tracked
@@ -90,7 +105,6 @@ function build_records_tracked(recs, n, opts)
   local module_index = {}
   local info = ffi.new("ljleak_site_info")
   local bias = ffi.new("uintptr_t[1]")
-  local text = ffi.new("char[4096]")
   local note = ffi.new("const char *[1]")
   local ep = ffi.new("uint32_t[1]")
   for i = 0, n - 1 do
@@ -117,15 +131,7 @@ function build_records_tracked(recs, n, opts)
       local site = {id = id, fn = ffi.string(info.fn), frames = frames}
       if info.lua ~= 0 then
         site.lua = info.lua
-        local len = C.ljleak_lua_text(info.lua, text, 4096)
-        local lframes = {}
-        for line, approx, name, src in ffi.string(text, len):gmatch("(%-?%d+)\t(~?)\t([^\t]*)\t([^\n]*)\n") do
-          line = tonumber(line)
-          lframes[#lframes + 1] = {source = src, line = line >= 0 and line or nil,
-                                   ["function"] = name ~= "" and name ~= "?" and name or nil,
-                                   approximate = approx == "~" or nil}
-        end
-        proc.lua[info.lua] = lframes
+        proc.lua[info.lua] = stack_frames(info.lua)
       end
       if info.ctx ~= 0 then
         site.ctx = info.ctx
@@ -193,19 +199,9 @@ local reg_dups = {}   -- address -> {{finalizer, where}...}: more finalizers for
 local problems = {}                               -- {kind, message, lua, ...}
 local orig_gc = ffi.gc
 
--- Lua frames of an interned Lua stack (the tracker's), innermost first.
+-- Lua frames of an interned Lua stack, without the test machinery's.
 local function lua_frames(id)
-  if not id or id == 0 then return {} end
-  local text = ffi.new("char[4096]")
-  local len = C.ljleak_lua_text(id, text, 4096)
-  local frames = {}
-  for line, approx, name, src in ffi.string(text, len):gmatch("(%-?%d+)\t(~?)\t([^\t]*)\t([^\n]*)\n") do
-    line = tonumber(line)
-    frames[#frames + 1] = {source = src, line = line >= 0 and line or nil,
-                           ["function"] = name ~= "" and name ~= "?" and name or nil,
-                           approximate = approx == "~" or nil}
-  end
-  return require("ljleak.report").user_frames(frames)
+  return require("ljleak.report").user_frames(stack_frames(id))
 end
 
 local function frames_text(frames)
