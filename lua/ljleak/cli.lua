@@ -82,6 +82,9 @@ local function build_parser(state)
       cmd:option("--engine", "Leak checker: the in-process tracker (default) or Valgrind memcheck.", "tracker")
          :choices({"tracker", "valgrind"})
       cmd:option("--json", "Write the leak report as JSON (schema 1) to FILE."):argname("FILE")
+      cmd:option("--junit", "Write the leaks as JUnit XML (a failing test case each) to FILE."):argname("FILE")
+      cmd:option("--html", "Write the report as a self-contained HTML page to FILE."):argname("FILE")
+      cmd:option("--folded", "Write the leaks as folded stacks (flame graphs) to FILE."):argname("FILE")
       cmd:option("--fail-on", "Leak kinds that make the run fail: a comma-separated list of "
          .. "definite, indirect, possible, reachable.", "definite"):argname("KINDS")
       cmd:option("--error-exitcode", "Exit code when a leak of a --fail-on kind is found (0: keep CMD's).",
@@ -126,6 +129,9 @@ local function build_parser(state)
    add_help(rep, state)
    rep:argument("file", "A JSON report written by `ljleak run --json=FILE`."):argname("FILE.json")
    rep:flag("--show-reachable", "List reachable blocks too.")
+   rep:option("--junit", "Also write the leaks as JUnit XML to FILE."):argname("FILE")
+   rep:option("--html", "Also write the report as an HTML page to FILE."):argname("FILE")
+   rep:option("--folded", "Also write the leaks as folded stacks to FILE."):argname("FILE")
    return parser
 end
 
@@ -164,7 +170,34 @@ end
 -- An output file named by OPTION must be writable, and may replace only an earlier ljleak report
 -- (or what IS_OURS, default report.is_report, accepts) or an empty file (as from mktemp).
 -- Checked before CMD runs, so a long test run is not wasted on a typo.
-local function check_output(option, path, is_ours)
+local check_output
+
+-- The report files asked for (--json, --junit, --html, --folded), by format name.
+local OUTPUTS = {"json", "junit", "html", "folded"}
+
+-- Before anything runs: each output file can be written, and is not a user's file.
+local function check_outputs(args)
+   for _, name in ipairs(OUTPUTS) do
+      if args[name] then check_output("--" .. name, args[name], report.owns[name]) end
+   end
+end
+
+-- Write each output file (atomically); false if one could not be written (said on stderr).
+local function write_outputs(rep, args, opts)
+   local all = true
+   for _, name in ipairs(OUTPUTS) do
+      if args[name] then
+         local ok, err = report.write(rep, args[name], name, opts)
+         if not ok then
+            warn("--%s=%s: %s", name, args[name], tostring(err))
+            all = false
+         end
+      end
+   end
+   return all
+end
+
+function check_output(option, path, is_ours)
    if path == "" then fail(EXIT.usage, "%s: empty file name", option) end
    local dir = dirname(path)
    if lfs.attributes(dir, "mode") ~= "directory" then
@@ -573,7 +606,7 @@ end
 function run_command(args, command, extra_env)
    local fail_on = parse_fail_on(args.fail_on)
    local error_exitcode = parse_exitcode(args.error_exitcode)
-   if args.json then check_output("--json", args.json) end
+   check_outputs(args)
    if args.gen_suppressions then check_output("--gen-suppressions", args.gen_suppressions, supp.is_generated) end
    local supp_entries = load_suppressions(args)
    local vg = args.engine == "valgrind" and valgrind_setup(args) or nil
@@ -646,12 +679,8 @@ function run_command(args, command, extra_env)
          code = EXIT.failure
       end
       if error_exitcode ~= 0 and report.failing(rep, fail_on) > 0 then code = error_exitcode end
-      if args.json then
-         local wok, werr = report.write(rep, args.json, "json")
-         if not wok then
-            warn("--json=%s: %s", args.json, tostring(werr))
-            code = EXIT.failure
-         end
+      if not write_outputs(rep, args, {show_reachable = args.show_reachable, fail_on = fail_on}) then
+         code = EXIT.failure
       end
       io.stderr:write(("%s: leak check of %d process%s\n"):format(PROG, #procs, #procs == 1 and "" or "es"))
       io.stderr:write(report.format(rep, "text", {show_reachable = args.show_reachable}))
@@ -686,7 +715,9 @@ end
 function commands.report(args)
    local rep, err = report.read(args.file)
    if not rep then fail(EXIT.usage, "%s", err) end
+   check_outputs(args)
    io.stdout:write(report.format(rep, "text", {show_reachable = args.show_reachable}))
+   if not write_outputs(rep, args, {show_reachable = args.show_reachable}) then return EXIT.failure end
    return EXIT.ok
 end
 

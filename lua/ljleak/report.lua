@@ -12,6 +12,8 @@ local M = {}
 
 M.SCHEMA = 1
 M.KINDS = raw.KINDS
+M.KINDS_SET = {}
+for _, k in ipairs(M.KINDS) do M.KINDS_SET[k] = true end
 local kind_rank = {}
 for i, k in ipairs(M.KINDS) do kind_rank[k] = i end
 
@@ -686,6 +688,29 @@ end
 -- Read the JSON report at PATH. Returns the report or nil, message.
 M.read = util.reader(M.decode)
 
+-- For each output format: is the file at PATH one ljleak wrote in it, so that overwriting it
+-- loses nothing the user wrote by hand?
+M.owns = {}
+
+local function starts_with(prefix)
+   return function(path)
+      local text = util.read_file(path)
+      return text ~= nil and text:sub(1, #prefix) == prefix
+   end
+end
+
+M.owns.html = starts_with('<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>ljleak report</title>')
+M.owns.junit = starts_with('<?xml version="1.0" encoding="UTF-8"?>\n<testsuites>\n  <testsuite name="ljleak"')
+
+function M.owns.folded(path)
+   local text = util.read_file(path)
+   if not text then return false end
+   for line in text:gmatch("[^\n]+") do
+      if not (line:match("^%a+;.* %d+$") and M.KINDS_SET[line:match("^(%a+);")]) then return false end
+   end
+   return true
+end
+
 -- Is PATH an ljleak JSON report (of any schema version), so that overwriting it loses nothing
 -- the user wrote by hand?
 function M.is_report(path)
@@ -694,5 +719,6 @@ function M.is_report(path)
    local ok, data = pcall(cjson.decode, text)
    return ok and type(data) == "table" and data.tool == "ljleak" and type(data.schema) == "number"
 end
+M.owns.json = M.is_report
 
 return M
