@@ -176,9 +176,24 @@ LK_EXPORT void _exit(int status)
 
 LK_EXPORT void _Exit(int status) __attribute__((alias("_exit")));
 
+/* The parent marks its child live before going on: else it may exit, and ljleak run stop waiting,
+** before the child got to run. */
+typedef pid_t (*lk_fork_f)(void);
+static lk_fork_f lk_real_fork;
+
+LK_EXPORT pid_t fork(void)
+{
+  pid_t pid;
+  if (!lk_real_fork) lk_real_fork = (lk_fork_f)dlsym(RTLD_NEXT, "fork");
+  pid = lk_real_fork ? lk_real_fork() : -1;
+  if (pid > 0) lk_report_mark_live(pid);
+  return pid;
+}
+
 static void lk_fork_child(void)
 {
   lk_pid = getpid();
+  lk_report_mark_live(lk_pid);
   lk_stack_after_fork();
   lk_maps_after_fork();
   lk_thread_after_fork();
@@ -191,6 +206,7 @@ __attribute__((constructor(101))) static void lk_init(void)
   lk_busy++;
   if (d && *d && strlen(d) < sizeof(dir)) lk_dir = strcpy(dir, d);  /* programs rewrite environ */
   lk_usable = (lk_usable_f)dlsym(RTLD_NEXT, "malloc_usable_size");
+  lk_real_fork = (lk_fork_f)dlsym(RTLD_NEXT, "fork");
   lk_maps_init();
   lk_stack_init();
   lk_thread_init();
@@ -198,6 +214,7 @@ __attribute__((constructor(101))) static void lk_init(void)
   lk_pid = getpid();
   pthread_atfork(NULL, NULL, lk_fork_child);
   __cxa_atexit(lk_at_exit, NULL, NULL);
+  lk_report_mark_live(lk_pid);
   lk_busy--;
   lk_on = 1;
 }

@@ -150,5 +150,6 @@ uint32_t lk_site_with_ctx(uint32_t site, uint32_t ctx);  /* same stack, another 
 
 /* -- Raw report (lk_report.c) ------------------------------------------- */
 void lk_report_write(const lk_result *r);
+void lk_report_mark_live(pid_t pid);     /* proc.PID.live until the report is written */
 
 #endif

@@ -245,13 +245,43 @@ static void lk_write_brief(lk_out *o, const lk_result *r)
   lk_puts(o, " (run under `ljleak run` for the stacks)\n");
 }
 
+/* DIR/proc.PID.SUFFIX into buf; 0 if it does not fit. */
+static int lk_proc_path_of(char *buf, size_t size, pid_t pid, const char *suffix)
+{
+  lk_out name;
+  name.len = 0;
+  lk_puts(&name, lk_dir);
+  lk_puts(&name, "/proc.");
+  lk_putu(&name, (uint64_t)pid);
+  lk_puts(&name, suffix);
+  if (name.len + 1 > size) return 0;
+  memcpy(buf, name.buf, name.len);
+  buf[name.len] = 0;
+  return 1;
+}
+
+static int lk_proc_path(char *buf, size_t size, const char *suffix)
+{
+  return lk_proc_path_of(buf, size, getpid(), suffix);
+}
+
+/* proc.PID.live: this process runs under the tracker and has not written its report yet (the
+** CLI waits for processes that outlive the command). */
+void lk_report_mark_live(pid_t pid)
+{
+  char path[4096];
+  int fd;
+  if (!lk_dir || !lk_proc_path_of(path, sizeof(path), pid, ".live")) return;
+  fd = (int)syscall(SYS_open, path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (fd >= 0) syscall(SYS_close, fd);
+}
+
 void lk_report_write(const lk_result *r)
 {
   lk_out *o = &lk_o;
   lk_agg *t;
   size_t cap = 0;
-  char tmp[4096], fin[4096];
-  lk_out name;
+  char tmp[4096], fin[4096], live[4096];
   if (!lk_dir) {
     o->fd = 2;
     o->len = 0;
@@ -259,16 +289,9 @@ void lk_report_write(const lk_result *r)
     lk_flush(o);
     return;
   }
-  name.len = 0;
-  lk_puts(&name, lk_dir);
-  lk_puts(&name, "/proc.");
-  lk_putu(&name, (uint64_t)getpid());
-  lk_puts(&name, ".raw");
-  if (name.len + 5 > sizeof(fin)) return;
-  memcpy(fin, name.buf, name.len);
-  fin[name.len] = 0;
-  memcpy(tmp, name.buf, name.len);
-  memcpy(tmp + name.len, ".tmp", 5);
+  if (!lk_proc_path(fin, sizeof(fin), ".raw") || !lk_proc_path(tmp, sizeof(tmp), ".raw.tmp") ||
+      !lk_proc_path(live, sizeof(live), ".live"))
+    return;
   o->fd = (int)syscall(SYS_open, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (o->fd < 0) return;
   o->len = 0;
@@ -277,4 +300,5 @@ void lk_report_write(const lk_result *r)
   lk_flush(o);
   syscall(SYS_close, o->fd);
   syscall(SYS_rename, tmp, fin);
+  syscall(SYS_unlink, live);
 }

@@ -17,6 +17,7 @@ local raw = require "ljleak.raw"
 local report = require "ljleak.report"
 local supp = require "ljleak.supp"
 local symbolize = require "ljleak.symbolize"
+local util = require "ljleak.util"
 local valgrind = require "ljleak.valgrind"
 
 local M = {}
@@ -528,6 +529,27 @@ local function valgrind_spawn(vg, command, run_dir, jit, env)
    return unpack(results, 2)
 end
 
+-- Under the tracker each process holds proc.PID.live in RUN_DIR from its start (or its fork) until
+-- it writes its report. After the command ended, wait up to TIMEOUT seconds for those still
+-- running (children that outlive it). One that ended without a report is not named: a fork's
+-- marker is in its parent's run directory, and its child may have run under another ljleak.
+local function tracker_stragglers(run_dir, timeout, skip)
+   local waited = 0
+   while true do
+      local running = {}
+      for name in lfs.dir(run_dir) do
+         local pid = tonumber(name:match("^proc%.(%d+)%.live$") or "")
+         if pid and pid ~= skip and util.alive(pid) then running[#running + 1] = pid end
+      end
+      if #running == 0 or waited >= timeout then
+         for _, pid in ipairs(running) do warn("process %d is still running; it has written no leak report", pid) end
+         return
+      end
+      ptime.nanosleep({tv_sec = 0, tv_nsec = 100000000})
+      waited = waited + 0.1
+   end
+end
+
 -- -- Suppressions ----------------------------------------------------------------------------
 
 -- The suppression entries of a run: the curated default files (unless --no-default-suppressions),
@@ -641,6 +663,7 @@ function run_command(args, command, extra_env)
          if args.jit == "off" then env.LUA_INIT = valgrind.lua_init("off", env.LUA_INIT) end
          for k, v in pairs(extra_env) do env[k] = v end
          child_pid, how, status = spawn_and_wait(path, command, env)
+         tracker_stragglers(run_dir, 10, child_pid)
       end
       local exit_status = how == "killed" and EXIT.signal_base + status or status
 

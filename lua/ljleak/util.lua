@@ -20,4 +20,13 @@ function M.reader(parse)
    end
 end
 
+-- Is process PID alive (a zombie is not)?
+function M.alive(pid)
+   local f = io.open("/proc/" .. pid .. "/stat", "rb")
+   if not f then return require("posix.signal").kill(pid, 0) == 0 end
+   local stat = f:read("*a") or ""
+   f:close()
+   return stat:match("%) (%a)") ~= "Z"
+end
+
 return M

@@ -4,7 +4,6 @@
 local util = require "ljleak.util"
 local lfs = require "lfs"
 local lxp = require "lxp"
-local psignal = require "posix.signal"
 local ptime = require "posix.time"
 
 local report = require "ljleak.report"
@@ -431,14 +430,7 @@ end
 
 -- -- Progress --------------------------------------------------------------------------------
 
--- Is process PID alive (a zombie is not)?
-local function alive(pid)
-   local f = io.open("/proc/" .. pid .. "/stat", "rb")
-   if not f then return psignal.kill(pid, 0) == 0 end
-   local stat = f:read("*a") or ""
-   f:close()
-   return stat:match("%) (%a)") ~= "Z"
-end
+local alive = util.alive
 
 -- A watcher of RUN_DIR's XML files while Valgrind runs: each call returns how many processes are
 -- running (their XML is not finished and they are alive) and how many records they wrote so far,
