@@ -141,7 +141,6 @@ LK_EXPORT size_t malloc_usable_size(void *p)
 /* -- Control from the Lua module ------------------------------------------- */
 
 LK_EXPORT int ljleak_tracker_active(void) { return lk_on; }
-LK_EXPORT void ljleak_tracker_set_ctx(uint32_t ctx) { lk_ctx = ctx; }
 
 /* -- Exit check --------------------------------------------------------------
 ** Registered with __cxa_atexit from the constructor, so it runs after everything else:

@@ -35,7 +35,6 @@ LK_EXPORT void ljleak_pause(int on)
     lk_paused--;
   }
 }
-LK_EXPORT uint32_t ljleak_ctx_get(void) { return lk_ctx; }
 
 /* Parts of a context: its tag (NULL if none); *epoch and *note filled when asked. */
 static const char *lk_ctx_parts(uint32_t ctx, uint32_t *epoch, const char **note)

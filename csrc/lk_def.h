@@ -92,7 +92,6 @@ void lk_bad_free(void *p);               /* free() of an unknown block inside a 
 uint32_t lk_lua_capture(void);           /* Lua stack of the current allocation, 0 if none */
 typedef void (*lk_lua_frame_fn)(int line, int flags, const char *name, const char *src, void *ud);
 int lk_lua_frames(uint32_t id, lk_lua_frame_fn fn, void *ud);
-int lk_lua_attached(void);
 int lk_lua_arena_foreach(lk_range_fn live, void *ud);   /* chunks in use; 0 if unknown */
 void lk_lua_arena_outside(uintptr_t lo, uintptr_t hi, lk_range_fn fn, void *ud);
 int lk_lua_mark(uint32_t id);            /* set "reported"; returns the old value */

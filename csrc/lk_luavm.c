@@ -243,4 +243,3 @@ LK_EXPORT void ljleak_lua_detach(void)
   lk_mstate = NULL;
 }
 
-int lk_lua_attached(void) { return lk_vm_g != NULL; }
