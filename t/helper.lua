@@ -133,6 +133,13 @@ function M.only_definite(report, blocks, bytes)
   luassert.are.same({blocks = blocks, bytes = bytes}, report.summary.definite)
 end
 
+-- The record of `kind` with exactly `bytes` (and allocated by `alloc_fn`, if given), or nil.
+function M.record_of_size(report, kind, bytes, alloc_fn)
+  for _, rec in ipairs(M.records(report, kind)) do
+    if rec.bytes == bytes and (not alloc_fn or rec.frames[1]["function"] == alloc_fn) then return rec end
+  end
+end
+
 -- Blocks and bytes over records of `kind` (naming `fn`, if given).
 function M.total(report, kind, fn)
   local blocks, bytes = 0, 0

@@ -139,28 +139,22 @@ describe("tracker", function()
     local r, code = h.fixture("cdata_os_exit")
     assert.are.equal(0, code)
     only_definite(r, 0, 0)
-    local found
-    for _, rec in ipairs(h.records(r, "reachable")) do
-      if rec.bytes == 77 and rec.frames[1]["function"] == "malloc" then found = rec end
-    end
-    assert.is_truthy(found)
+    assert.is_truthy(h.record_of_size(r, "reachable", 77, "malloc"))
+    assert.are.equal("open", r.processes[1].lua_state)
   end)
 
   it("calls a block lost when its only pointer is a stale copy in LuaJIT's freed memory", function()
     local r, code = h.fixture("stale_cdata_os_exit")
     assert.are.equal(42, code)
     only_definite(r, 1, 99)     -- the copy left in freed memory is no root
-    local found
-    for _, rec in ipairs(h.records(r, "reachable")) do
-      if rec.bytes == 77 then found = rec end
-    end
-    assert.are.equal(9, found.lua[1].line)  -- the one a live cdata holds
+    assert.are.equal(9, h.record_of_size(r, "reachable", 77).lua[1].line)  -- the one a live cdata holds
   end)
 
   it("calls the same pointer definite when the state was closed", function()
     local r, code = h.fixture("cdata_closed")
     assert.are.equal(42, code)
     only_definite(r, 1, 77)
+    assert.are.equal("closed", r.processes[1].lua_state)
   end)
 
   it("reports a forked child's leak under the child's pid", function()

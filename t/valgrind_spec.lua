@@ -334,11 +334,7 @@ describe("ljleak run --engine=valgrind", function()
     local r = jobs.cdata_os_exit.report
     assert.are.equal(0, jobs.cdata_os_exit.code)
     only_definite(r, 0, 0)
-    local found
-    for _, rec in ipairs(h.records(r, "reachable")) do
-      if rec.bytes == 77 and rec.frames[1]["function"] == "malloc" then found = rec end
-    end
-    assert.is_truthy(found)
+    assert.is_truthy(h.record_of_size(r, "reachable", 77, "malloc"))
     assert.are.equal(42, jobs.cdata_closed.code)
     only_definite(jobs.cdata_closed.report, 1, 77)
   end)
