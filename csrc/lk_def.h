@@ -89,6 +89,7 @@ void lk_bad_free(void *p);               /* free() of an unknown block inside a 
 
 /* -- The Lua VM (lk_luavm.c) --------------------------------------------- */
 #define LK_LUA_APPROX 1   /* frame flag: location of the running trace's start, not the line */
+extern int lk_lua_state;                 /* 0 none attached, 1 open, 2 closed (raw: lua_state) */
 uint32_t lk_lua_capture(void);           /* Lua stack of the current allocation, 0 if none */
 typedef void (*lk_lua_frame_fn)(int line, int flags, const char *name, const char *src, void *ud);
 int lk_lua_frames(uint32_t id, lk_lua_frame_fn fn, void *ud);

@@ -30,6 +30,7 @@ static lk_getstack_f lk_getstack;
 static lk_getinfo_f lk_getinfo;
 static int lk_lua_depth = 6;
 
+int lk_lua_state;               /* 0: no state attached, 1: one is open, 2: it was closed */
 static LK_TLS char *lk_vm_g;   /* the attached VM's global_State, on the thread that runs it */
 
 #define LK_RD32(p, off) (*(volatile int32_t *)((char *)(p) + (off)))
@@ -228,6 +229,7 @@ LK_EXPORT int ljleak_lua_attach(uintptr_t Laddr, int depth)
   if (LK_RDP(g, LK_G_CURL) != L) return 0;  /* the caller runs in L right now */
   if (depth > 0) lk_lua_depth = depth > 16 ? 16 : depth;
   lk_vm_g = g;
+  lk_lua_state = 1;
   {
     lk_getallocf_f getallocf = (lk_getallocf_f)dlsym(RTLD_DEFAULT, "lua_getallocf");
     void *ud = NULL;
@@ -240,6 +242,7 @@ LK_EXPORT int ljleak_lua_attach(uintptr_t Laddr, int depth)
 LK_EXPORT void ljleak_lua_detach(void)
 {
   lk_vm_g = NULL;
+  lk_lua_state = 2;
   lk_mstate = NULL;
 }
 

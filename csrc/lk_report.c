@@ -193,6 +193,8 @@ static void lk_write_raw(lk_out *o, const lk_result *r, lk_agg *t, size_t cap)
   exe[n > 0 ? n : 0] = 0;
   lk_puts(o, "\nexe ");
   lk_puts(o, exe);
+  lk_puts(o, "\nlua_state ");
+  lk_puts(o, lk_lua_state == 1 ? "open" : lk_lua_state == 2 ? "closed" : "none");
   lk_puts(o, "\n");
   for (m = 0; m < lk_module_count(); m++) {
     const lk_module *mod = lk_module_get(m);
