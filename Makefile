@@ -17,7 +17,7 @@ BINDIR  ?= $(PREFIX)/bin
 SUPPDIR ?= $(LUADIR)/ljleak/suppressions
 
 B = build
-TRACKER_SRC = csrc/lk_alloc.c csrc/lk_table.c csrc/lk_stack.c csrc/lk_scan.c csrc/lk_report.c \
+TRACKER_SRC = csrc/lk_alloc.c csrc/lk_life.c csrc/lk_sys.c csrc/lk_table.c csrc/lk_stack.c csrc/lk_scan.c csrc/lk_report.c \
               csrc/lk_thread.c csrc/lk_maps.c csrc/lk_luavm.c csrc/lk_intern.c csrc/lk_api.c
 TRACKER_HDR = $(wildcard csrc/*.h)
 CORE_SRC    = csrc/lk_lua.c csrc/lk_sym.c

@@ -1,4 +1,4 @@
-/* ljleak tracker: the interposed malloc family, start-up and the exit check.
+/* ljleak tracker: the interposed malloc family.
 ** Hot path: guard, real call, record. Everything rare is a separate NOINLINE function. */
 #include "lk_def.h"
 
@@ -17,13 +17,11 @@ extern void __libc_free(void *);
 extern void *__libc_memalign(size_t, size_t);
 extern void *__libc_valloc(size_t);
 extern void *__libc_pvalloc(size_t);
-extern int __cxa_atexit(void (*)(void *), void *, void *);
 
 volatile int lk_on;
 LK_TLS int lk_busy;
 LK_TLS int lk_paused;
 volatile uint32_t lk_ctx;
-const char *lk_dir;
 
 typedef size_t (*lk_usable_f)(void *);
 static lk_usable_f lk_usable;
@@ -41,8 +39,20 @@ static NOINLINE void lk_record(void *p, size_t n, int fn, void *ra)
   lk_busy--;
 }
 
+/* While ljleak's own code runs in the program (lk_paused: building a report in Lua), blocks are
+** kept under the internal site: never reported, but known, so that their free is no "bad free". */
+static NOINLINE void lk_record_internal(void *p, size_t n)
+{
+  if (lk_busy == lk_paused) lk_table_set(p, n, LK_SITE_INTERNAL);
+}
+
 #define LK_RECORD(p, n, fn) \
-  do { if (LIKELY((p) != NULL) && LIKELY(lk_on) && LIKELY(!lk_busy)) lk_record((p), (n), (fn), __builtin_return_address(0)); } while (0)
+  do { \
+    if (LIKELY((p) != NULL) && LIKELY(lk_on)) { \
+      if (LIKELY(!lk_busy)) lk_record((p), (n), (fn), __builtin_return_address(0)); \
+      else lk_record_internal((p), (n)); \
+    } \
+  } while (0)
 
 /* -- Entry points --------------------------------------------------------- */
 
@@ -56,7 +66,7 @@ LK_EXPORT void *malloc(size_t n)
 LK_EXPORT void free(void *p)
 {
   if (LIKELY(p != NULL) && LIKELY(lk_on) && !lk_table_take(p, NULL, NULL) /* before the real free */
-      && UNLIKELY(lk_in_finalizer)) {
+      && UNLIKELY(lk_in_finalizer) && !lk_busy) {
     lk_bad_free(p);  /* never handed out, or freed twice: report it, do not crash */
     return;
   }
@@ -142,78 +152,7 @@ LK_EXPORT size_t malloc_usable_size(void *p)
 
 LK_EXPORT int ljleak_tracker_active(void) { return lk_on; }
 
-/* -- Exit check --------------------------------------------------------------
-** Registered with __cxa_atexit from the constructor, so it runs after everything else:
-** main's atexit handlers, destructors, and lua_close in main. */
-
-static void lk_at_exit(void *unused)
+void lk_alloc_init(void)
 {
-  static int done;
-  lk_result r;
-  (void)unused;
-  if (done || !lk_on) return;
-  done = 1;
-  lk_busy++;
-  lk_maps_snapshot();   /* before parking: a parked thread may hold the loader's lock */
-  lk_maps_load();
-  lk_threads_park();
-  lk_on = 0;            /* freeze */
-  lk_scan(&r);
-  lk_report_write(&r);
-}
-
-/* Programs that end with _exit (dash, forked children) are checked too, as Valgrind does; but
-** not a vfork child, which shares its parent's memory: it did not run our fork handler. */
-static pid_t lk_pid;
-
-LK_EXPORT void _exit(int status)
-{
-  if (getpid() == lk_pid) lk_at_exit(NULL);
-  syscall(SYS_exit_group, status);
-  __builtin_unreachable();
-}
-
-LK_EXPORT void _Exit(int status) __attribute__((alias("_exit")));
-
-/* The parent marks its child live before going on: else it may exit, and ljleak run stop waiting,
-** before the child got to run. */
-typedef pid_t (*lk_fork_f)(void);
-static lk_fork_f lk_real_fork;
-
-LK_EXPORT pid_t fork(void)
-{
-  pid_t pid;
-  if (!lk_real_fork) lk_real_fork = (lk_fork_f)dlsym(RTLD_NEXT, "fork");
-  pid = lk_real_fork ? lk_real_fork() : -1;
-  if (pid > 0) lk_report_mark_live(pid);
-  return pid;
-}
-
-static void lk_fork_child(void)
-{
-  lk_pid = getpid();
-  lk_report_mark_live(lk_pid);
-  lk_stack_after_fork();
-  lk_maps_after_fork();
-  lk_thread_after_fork();
-}
-
-__attribute__((constructor(101))) static void lk_init(void)
-{
-  static char dir[4000];
-  const char *d = getenv("LJLEAK_DIR");
-  lk_busy++;
-  if (d && *d && strlen(d) < sizeof(dir)) lk_dir = strcpy(dir, d);  /* programs rewrite environ */
   lk_usable = (lk_usable_f)dlsym(RTLD_NEXT, "malloc_usable_size");
-  lk_real_fork = (lk_fork_f)dlsym(RTLD_NEXT, "fork");
-  lk_maps_init();
-  lk_stack_init();
-  lk_thread_init();
-  lk_scan_init();
-  lk_pid = getpid();
-  pthread_atfork(NULL, NULL, lk_fork_child);
-  __cxa_atexit(lk_at_exit, NULL, NULL);
-  lk_report_mark_live(lk_pid);
-  lk_busy--;
-  lk_on = 1;
 }

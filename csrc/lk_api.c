@@ -9,6 +9,14 @@
 
 static lk_itab lk_ctxs = LK_ITAB((size_t)64 << 20, (size_t)1 << 14);
 
+static volatile int lk_check_lock;
+
+void lk_ctx_init(void)
+{
+  lk_lock_register(&lk_check_lock);
+  lk_lock_register(&lk_ctxs.lock);
+}
+
 LK_EXPORT uint32_t ljleak_ctx_make(uint32_t epoch, const char *tag, const char *note)
 {
   char b[4096];
@@ -121,40 +129,65 @@ LK_EXPORT int ljleak_live(uint32_t lo, uint32_t hi, ljleak_rec *out, int cap)
   lk_block *b;
   size_t n, i;
   lk_busy++;
-  n = lk_table_collect(&b);
+  n = lk_table_collect(&b, NULL);
   for (i = 0; i < n; i++)
-    if (lk_epoch_in(b[i].site, lo, hi)) lk_group(&g, b[i].site, 0, b[i].size);
-  lk_sysunmap(b, (n ? n : 1) * sizeof(lk_block));
+    if (b[i].site != LK_SITE_INTERNAL && lk_epoch_in(b[i].site, lo, hi)) lk_group(&g, b[i].site, 0, b[i].size);
+  if (b) lk_sysunmap(b, n * sizeof(lk_block));
   lk_busy--;
   return g.n;
 }
 
 /* A leak check while the program runs: stop the other threads, classify every live block (the
 ** Lua state is open: its live objects are roots, freed ones are not), and group the blocks born
-** in epochs [lo, hi) that are lost (definite, indirect, possible). */
-LK_EXPORT NOINLINE int ljleak_check(uint32_t lo, uint32_t hi, ljleak_rec *out, int cap)
+** in epochs [lo, hi) that are lost (definite, indirect, possible). The entry stub keeps the
+** caller's registers and frame: this thread's stack is scanned from there up, and the scan runs on
+** the tracker's own stack, so that none of its variables (block addresses) is taken for a root. */
+
+LK_TLS lk_regs lk_check_regs LK_HIDDEN;
+LK_CAPTURING_ENTRY(ljleak_check, lk_check_regs, lk_check_body)
+
+typedef struct lk_check_args {
+  uint32_t lo, hi;
+  lk_grouper g;
+  lk_scan_from from;
+} lk_check_args;
+
+static void lk_check_scan(void *arg)
 {
-  lk_grouper g = { out, cap, 0 };
+  lk_check_args *a = arg;
   lk_result r;
   size_t i;
-  lk_busy++;
-  /* This thread's stack is scanned from the caller's frame up: below it, the tracker's own frames
-  ** may hold stale copies of what its hooks handled (the block the test just dropped). */
-  lk_scan_from = (uintptr_t)__builtin_frame_address(0);
   lk_maps_snapshot();
   lk_maps_load();
   lk_threads_park();
-  lk_scan(&r);
+  lk_scan(&r, &a->from);
   lk_threads_unpark();
-  lk_scan_from = 0;
   for (i = 0; i < r.n; i++) {
     uint32_t st = r.blocks[i].state;
-    if (st == LK_REACHABLE || !lk_epoch_in(r.blocks[i].site, lo, hi)) continue;
-    lk_group(&g, r.blocks[i].site, st, r.blocks[i].size);
+    if (st == LK_REACHABLE || st == LK_GONE || r.blocks[i].site == LK_SITE_INTERNAL || !lk_epoch_in(r.blocks[i].site, a->lo, a->hi))
+      continue;
+    lk_group(&a->g, r.blocks[i].site, st, r.blocks[i].size);
   }
   lk_result_free(&r);
+}
+
+LK_HIDDEN LK_USED int lk_check_body(uint32_t lo, uint32_t hi, ljleak_rec *out, int cap)
+{
+  lk_check_args a;
+  a.lo = lo;
+  a.hi = hi;
+  a.g.out = out;
+  a.g.cap = cap;
+  a.g.n = 0;
+  a.from.sp = lk_check_regs.sp;
+  a.from.regs = lk_check_regs.r;
+  a.from.tid = -1;
+  lk_busy++;
+  lk_spin_lock(&lk_check_lock);  /* one check at a time: they share the tracker's stack */
+  if (!lk_on_own_stack(lk_check_scan, &a)) lk_check_scan(&a);
+  lk_spin_unlock(&lk_check_lock);
   lk_busy--;
-  return g.n;
+  return a.g.n;
 }
 
 /* -- Describing sites to Lua ------------------------------------------------- */

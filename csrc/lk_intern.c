@@ -22,7 +22,7 @@ static uint32_t lk_ihash(const char *b, size_t n)
 
 static lk_ientry *lk_iget(const lk_itab *t, uint32_t id)
 {
-  return id && t->arena ? (lk_ientry *)(t->arena + ((size_t)id << 3)) : NULL;
+  return id ? (lk_ientry *)lk_arena_at(&t->arena, id) : NULL;
 }
 
 static uint32_t lk_ifind(const lk_itab *t, uint32_t bucket, uint32_t h, const char *b, size_t n)
@@ -40,19 +40,13 @@ uint32_t lk_intern(lk_itab *t, const void *key, size_t n, uint16_t aux)
 {
   const char *b = key;
   uint32_t h = lk_ihash(b, n), slot = h & (t->nbuckets - 1), id;
-  size_t need = (sizeof(lk_ientry) + n + 7) & ~(size_t)7;
+  lk_ientry *e;
   if (t->buckets && (id = lk_ifind(t, slot, h, b, n))) return id;
   lk_spin_lock(&t->lock);
-  if (!t->arena) {
-    t->arena = lk_sysmap(t->size);
-    t->buckets = lk_sysmap(t->nbuckets * sizeof(uint32_t));
-    t->used = 8;  /* id 0 means none */
-  }
+  if (!t->buckets) t->buckets = lk_sysmap(t->nbuckets * sizeof(uint32_t));
   id = 0;
-  if (t->arena && t->buckets && !(id = lk_ifind(t, slot, h, b, n)) && t->used + need <= t->size) {
-    lk_ientry *e = (lk_ientry *)(t->arena + t->used);
-    id = (uint32_t)(t->used >> 3);
-    t->used += need;
+  if (t->buckets && !(id = lk_ifind(t, slot, h, b, n)) &&
+      (e = lk_arena_alloc(&t->arena, sizeof(lk_ientry) + n, &id))) {
     e->hash = h;
     e->len = (uint32_t)n;
     e->aux = aux;

@@ -2,19 +2,23 @@
 ** allocation (exact in the interpreter, the trace's start when JIT code called), interned. */
 #include "lk_def.h"
 #include "lk_ljalloc.h"
+#include "lk_vmlayout.h"
 
 #include <dlfcn.h>
+#include <stdlib.h>
 #include <string.h>
 
-/* -- LuaJIT internals (x86-64 GC64, luajit2 2.1-2021..2024 and upstream 2.1 2020-2025) -------
-** Validated when the program attaches (see lk_vm_attach); otherwise introspection stays off. */
+/* -- LuaJIT internals (x86-64 GC64) ----------------------------------------------------
+** lua_State's glref and cframe are at the same offsets in every LuaJIT 2.1; the global_State
+** fields moved between builds (cur_L by 8 bytes in late 2025), so they are learnt when the program
+** attaches (ljleak_lua_probe, lk_vmlayout.h). If they cannot be, Lua frames stay off and the
+** report says why. */
 
 #define LK_L_GLREF 16       /* lua_State.glref: global_State */
 #define LK_L_CFRAME 80      /* lua_State.cframe: NULL when no C frame is active */
-#define LK_G_VMSTATE 184    /* global_State.vmstate: ~state, or the running trace's number */
-#define LK_G_CURL 368       /* global_State.cur_L (after bc_cfunc_int/ext at 360) */
-#define LK_G_JITBASE 376    /* global_State.jit_base: non-NULL while a trace runs */
-#define LK_VMST_C (-2)      /* ~LJ_VMST_C */
+static int lk_g_vmstate = -1, lk_g_curl = -1, lk_g_jitbase = -1;
+static const char *lk_vm_why = "the program loaded no LuaJIT state";
+static int lk_vm_disabled;
 
 typedef struct lk_lua_Debug {  /* lua.h's lua_Debug, identical in Lua 5.1 and LuaJIT */
   int event;
@@ -40,6 +44,23 @@ static LK_TLS char *lk_vm_g;   /* the attached VM's global_State, on the thread 
 ** A Lua stack is a few frames of (line, flags, name, short source) as bytes; aux = frame count. */
 
 static lk_itab lk_lstacks = LK_ITAB((size_t)256 << 20, (size_t)1 << 16);
+
+void lk_luavm_init(void)
+{
+  const char *e = getenv("LJLEAK_LUA");
+  lk_lock_register(&lk_lstacks.lock);
+  if (e && e[0] == '0') {
+    lk_vm_disabled = 1;
+    lk_vm_why = "disabled by LJLEAK_LUA=0";
+  }
+}
+
+/* Why allocations get no Lua frames (or LuaJIT's heap is not walked), for the report; NULL if they
+** do, or if no Lua state was ever seen. */
+const char *lk_lua_problem(void)
+{
+  return lk_lua_state == 0 && !lk_vm_disabled ? NULL : lk_vm_why;
+}
 
 typedef struct lk_lbuf {
   char b[1024];
@@ -98,12 +119,12 @@ uint32_t lk_lua_capture(void)
   lk_lbuf lb;
   lk_lua_Debug ar;
   if (LIKELY(g == NULL)) return 0;
-  st = LK_RD32(g, LK_G_VMSTATE);
+  st = LK_RD32(g, lk_g_vmstate);
   if (st > 0) {  /* a trace is running */
     return lk_trace_loc && st < LK_MAXTRACES ? lk_trace_loc[st] : 0;
   }
-  if (st != LK_VMST_C || LK_RDP(g, LK_G_JITBASE)) return 0;
-  L = LK_RDP(g, LK_G_CURL);
+  if (st != LK_VMST_C || LK_RDP(g, lk_g_jitbase)) return 0;
+  L = LK_RDP(g, lk_g_curl);
   if (!L || !LK_RDP(L, LK_L_CFRAME)) return 0;  /* no C frame: cur_L is stale */
   lb.n = 0;
   lb.nframes = 0;
@@ -210,31 +231,69 @@ void lk_lua_arena_outside(uintptr_t lo, uintptr_t hi, lk_range_fn fn, void *ud)
   fn(lo, hi, ud);
 }
 
-/* -- Attaching a Lua state ------------------------------------------------------ */
+/* -- Attaching a Lua state ------------------------------------------------------
+** `require "ljleak.vm"` calls ljleak_lua_probe through the FFI from two (or more) coroutines, step
+** 1 first, then ljleak_lua_attach from a third. Each call runs inside a C function called from Lua:
+** cur_L is the caller's lua_State and vmstate says "C". */
 
-/* Called by `require "ljleak"` through the FFI, from interpreted code, with the main
-** lua_State's address. Checks the layout against what the VM must look like right now. */
+static lk_vm_probe lk_probe;
+static char *lk_probe_g;
+
+LK_EXPORT int ljleak_lua_probe(uintptr_t Laddr, int step)
+{
+  char *L = (char *)Laddr, *g;
+  if (!L || lk_vm_disabled) return 0;
+  g = LK_RDP(L, LK_L_GLREF);
+  if (!g || !LK_RDP(L, LK_L_CFRAME)) return 0;
+  if (step == 1) {
+    lk_probe_g = g;
+    lk_vm_probe_first(&lk_probe, g, L);
+  } else {
+    if (g != lk_probe_g) return 0;  /* another VM: glref is not where it should be */
+    lk_vm_probe_next(&lk_probe, g, L);
+  }
+  return 1;
+}
+
+static int lk_vm_fail(const char *why)
+{
+  lk_vm_why = why;
+  lk_lua_state = 1;  /* a state is open, without frames */
+  return 0;
+}
+
 LK_EXPORT int ljleak_lua_attach(uintptr_t Laddr, int depth)
 {
   char *L = (char *)Laddr, *g;
+  lk_vm_layout lay;
+  const char *why;
   if (!L) return 0;
+  if (lk_vm_disabled) return lk_vm_fail(lk_vm_why);
   if (!lk_getstack) {
     lk_getstack = (lk_getstack_f)dlsym(RTLD_DEFAULT, "lua_getstack");
     lk_getinfo = (lk_getinfo_f)dlsym(RTLD_DEFAULT, "lua_getinfo");
   }
-  if (!lk_getstack || !lk_getinfo) return 0;
+  if (!lk_getstack || !lk_getinfo) return lk_vm_fail("lua_getstack/lua_getinfo are not exported");
   g = LK_RDP(L, LK_L_GLREF);
-  if (!g || LK_RD32(g, LK_G_VMSTATE) != LK_VMST_C || LK_RDP(g, LK_G_JITBASE) != NULL)
-    return 0;
-  if (LK_RDP(g, LK_G_CURL) != L) return 0;  /* the caller runs in L right now */
+  if (!g || g != lk_probe_g) return lk_vm_fail("lua_State.glref is not at the offset of LuaJIT 2.1");
+  lk_vm_probe_next(&lk_probe, g, L);
+  why = lk_vm_layout_of(&lk_probe, g, &lay);
+  if (why) return lk_vm_fail(why);
+  lk_g_curl = lay.curl;
+  lk_g_vmstate = lay.vmstate;
+  lk_g_jitbase = lay.jitbase;
   if (depth > 0) lk_lua_depth = depth > 16 ? 16 : depth;
   lk_vm_g = g;
   lk_lua_state = 1;
+  lk_vm_why = NULL;
   {
     lk_getallocf_f getallocf = (lk_getallocf_f)dlsym(RTLD_DEFAULT, "lua_getallocf");
     void *ud = NULL;
     if (getallocf) getallocf(L, &ud);
     lk_mstate = ud && lk_arena_valid(ud, 0) ? ud : NULL;
+    if (!lk_mstate)
+      lk_vm_why = "LuaJIT's own heap (lj_alloc) is not recognised: it is scanned whole, so stale "
+                  "pointers in freed Lua objects may hide leaks";
   }
   return 1;
 }
@@ -245,4 +304,3 @@ LK_EXPORT void ljleak_lua_detach(void)
   lk_lua_state = 2;
   lk_mstate = NULL;
 }
-

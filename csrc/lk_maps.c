@@ -252,10 +252,25 @@ void lk_maps_readable(uintptr_t lo, uintptr_t hi, lk_range_fn fn, void *ud)
 ** Anonymous mappings made by the program through mmap() (glibc's malloc maps internally and
 ** never comes here). They hold LuaJIT's GC objects, so cdata contents are roots. */
 
-#define LK_MAXFOREIGN ((size_t)1 << 20)
 static lk_range *lk_fm;
-static size_t lk_nfm;
+static size_t lk_nfm, lk_fm_cap;
 static volatile int lk_fm_lock;
+
+/* Room for one more region (under the lock); 0 if none could be had. */
+static int lk_fm_room(void)
+{
+  size_t cap;
+  lk_range *n;
+  if (lk_nfm < lk_fm_cap) return 1;
+  cap = lk_fm_cap ? 2 * lk_fm_cap : 1024;
+  n = lk_sysmap(cap * sizeof(lk_range));
+  if (!n) return 0;
+  if (lk_fm) memcpy(n, lk_fm, lk_nfm * sizeof(lk_range));
+  lk_sysunmap(lk_fm, lk_fm_cap * sizeof(lk_range));
+  lk_fm = n;
+  lk_fm_cap = cap;
+  return 1;
+}
 
 static size_t lk_fm_find(uintptr_t lo)  /* first region ending above lo */
 {
@@ -274,7 +289,7 @@ static void lk_fm_remove_locked(uintptr_t lo, uintptr_t hi)
   while (i < lk_nfm && lk_fm[i].lo < hi) {
     lk_range r = lk_fm[i];
     if (r.lo < lo && r.hi > hi) {  /* hole in the middle: split */
-      if (lk_nfm >= LK_MAXFOREIGN) return;
+      if (!lk_fm_room()) return;
       memmove(&lk_fm[i + 1], &lk_fm[i], (lk_nfm - i) * sizeof(lk_range));
       lk_nfm++;
       lk_fm[i].hi = lo;
@@ -292,11 +307,10 @@ static void lk_fm_add(uintptr_t lo, uintptr_t hi)
 {
   size_t i;
   lk_spin_lock(&lk_fm_lock);
-  if (!lk_fm) lk_fm = lk_sysmap(LK_MAXFOREIGN * sizeof(lk_range));
-  if (lk_fm) {
-    lk_fm_remove_locked(lo, hi);  /* MAP_FIXED over an old mapping */
+  lk_fm_remove_locked(lo, hi);  /* MAP_FIXED over an old mapping */
+  {
     i = lk_fm_find(lo);
-    if (lk_nfm < LK_MAXFOREIGN) {
+    if (lk_fm_room()) {
       memmove(&lk_fm[i + 1], &lk_fm[i], (lk_nfm - i) * sizeof(lk_range));
       lk_fm[i].lo = lo;
       lk_fm[i].hi = hi;
@@ -393,6 +407,8 @@ LK_EXPORT void *mremap(void *old, size_t oldlen, size_t newlen, int flags, ...)
 void lk_maps_init(void)
 {
   const char *e = getenv("LJLEAK_KEEP_MODULES");
+  lk_lock_register(&lk_gone_lock);  /* outermost: dlclose runs destructors, which allocate */
+  lk_lock_register(&lk_fm_lock);
   if (e && e[0] == '0') lk_keep_modules = 0;
   lk_maps_snapshot();  /* finds the tracker's own code and ld.so */
   lk_maps_read();      /* finds the main thread's stack */
@@ -405,5 +421,4 @@ void lk_maps_load(void)
 
 void lk_maps_after_fork(void)
 {
-  lk_fm_lock = 0;
 }

@@ -17,10 +17,11 @@ static const char *const lk_kinds[] = { "unreached", "indirect", "possible", "re
 
 typedef struct lk_out {
   int fd;
-  size_t len;
-  char buf[65536];
+  size_t len, size;
+  char *buf;
 } lk_out;
-static lk_out lk_o;
+static char lk_obuf[65536];
+static lk_out lk_o = { -1, 0, sizeof(lk_obuf), lk_obuf };
 
 static void lk_flush(lk_out *o)
 {
@@ -36,7 +37,10 @@ static void lk_flush(lk_out *o)
 static void lk_puts(lk_out *o, const char *s)
 {
   while (*s) {
-    if (o->len == sizeof(o->buf)) lk_flush(o);
+    if (o->len == o->size) {
+      if (o->fd < 0) return;  /* a fixed buffer: cut */
+      lk_flush(o);
+    }
     o->buf[o->len++] = *s++;
   }
 }
@@ -80,6 +84,7 @@ static size_t lk_aggregate(const lk_result *r, lk_agg **out, size_t *cap)
   for (i = 0; i < r->n; i++) {
     const lk_block *b = &r->blocks[i];
     uint32_t h = (b->site * 2654435761u) ^ b->state;
+    if (b->state > LK_DEFINITE || b->site == LK_SITE_INTERNAL) continue;  /* freed meanwhile; ours */
     size_t k = h & (n - 1);
     while (t[k].blocks && (t[k].site != b->site || t[k].kind != b->state)) k = (k + 1) & (n - 1);
     if (!t[k].blocks) { t[k].site = b->site; t[k].kind = b->state; used++; }
@@ -159,6 +164,7 @@ static void lk_write_site(lk_out *o, uint32_t id)
   lk_puts(o, s && s->fn < LK_F__MAX ? lk_fnames[s->fn] : "malloc");
   lk_puts(o, " ");
   lk_putu(o, s ? s->depth : 0);
+  if (!id) lk_puts(o, " dropped=1");  /* blocks whose stack could not be kept */
   for (i = 0; s && i < s->depth; i++) {
     int m = lk_module_find(s->ips[i]);
     lk_puts(o, " ");
@@ -184,7 +190,9 @@ static void lk_write_raw(lk_out *o, const lk_result *r, lk_agg *t, size_t cap)
   ssize_t n;
   size_t i;
   uint64_t bytes = 0;
-  int m;
+  int m, site0 = 0;
+  pid_t tids[64];
+  int nt;
   lk_puts(o, "ljleak-raw 1\npid ");
   lk_putu(o, (uint64_t)getpid());
   lk_puts(o, "\nppid ");
@@ -196,6 +204,17 @@ static void lk_write_raw(lk_out *o, const lk_result *r, lk_agg *t, size_t cap)
   lk_puts(o, "\nlua_state ");
   lk_puts(o, lk_lua_state == 1 ? "open" : lk_lua_state == 2 ? "closed" : "none");
   lk_puts(o, "\n");
+  if (lk_lua_problem()) {
+    lk_puts(o, "lua_vm unavailable ");
+    lk_puts(o, lk_lua_problem());
+    lk_puts(o, "\n");
+  }
+  nt = lk_threads_unstopped_list(tids, 64);
+  for (m = 0; m < nt && m < 64; m++) {
+    lk_puts(o, "unstopped ");
+    lk_putu(o, (uint64_t)tids[m]);
+    lk_puts(o, r->unsafe ? " unsafe\n" : "\n");
+  }
   for (m = 0; m < lk_module_count(); m++) {
     const lk_module *mod = lk_module_get(m);
     lk_puts(o, "module ");
@@ -206,8 +225,15 @@ static void lk_write_raw(lk_out *o, const lk_result *r, lk_agg *t, size_t cap)
     lk_puts(o, mod->path);
     lk_puts(o, "\n");
   }
-  for (i = 0; i < cap; i++)  /* each site once, even when it has several kinds */
-    if (t[i].blocks && !lk_site_mark(t[i].site)) lk_write_site(o, t[i].site);
+  for (i = 0; i < cap; i++) {  /* each site once, even when it has several kinds */
+    if (!t[i].blocks) continue;
+    if (t[i].site == 0) {
+      if (!site0) lk_write_site(o, 0);
+      site0 = 1;
+    } else if (!lk_site_mark(t[i].site)) {
+      lk_write_site(o, t[i].site);
+    }
+  }
   for (i = 0; i < cap; i++) {
     if (!t[i].blocks) continue;
     lk_puts(o, "leak ");
@@ -220,13 +246,17 @@ static void lk_write_raw(lk_out *o, const lk_result *r, lk_agg *t, size_t cap)
     lk_putu(o, t[i].bytes);
     lk_puts(o, "\n");
   }
-  for (i = 0; i < r->n; i++) bytes += r->blocks[i].size;
+  for (i = 0; i < r->n; i++)
+    if (r->blocks[i].site != LK_SITE_INTERNAL) bytes += r->blocks[i].size;
   lk_puts(o, "stats live_blocks=");
   lk_putu(o, r->n);
   lk_puts(o, " live_bytes=");
   lk_putu(o, bytes);
   lk_puts(o, " roots_bytes=");
   lk_putu(o, r->roots_bytes);
+  if (lk_nomem) { lk_puts(o, " unrecorded=");  lk_putu(o, lk_nomem); }
+  if (lk_sites_dropped) { lk_puts(o, " stacks_dropped="); lk_putu(o, lk_sites_dropped); }
+  if (r->nomem) { lk_puts(o, " unclassified="); lk_putu(o, r->nomem); }
   lk_puts(o, "\nend\n");
 }
 
@@ -236,46 +266,83 @@ static void lk_write_brief(lk_out *o, const lk_result *r)
   uint64_t blocks = 0, bytes = 0;
   size_t i;
   for (i = 0; i < r->n; i++)
-    if (r->blocks[i].state == LK_DEFINITE) { blocks++; bytes += r->blocks[i].size; }
+    if (r->blocks[i].state == LK_DEFINITE && r->blocks[i].site != LK_SITE_INTERNAL) {
+      blocks++;
+      bytes += r->blocks[i].size;
+    }
   if (!blocks) return;
   lk_puts(o, "ljleak: ");
   lk_putu(o, bytes);
   lk_puts(o, " bytes in ");
   lk_putu(o, blocks);
   lk_puts(o, " blocks definitely lost in pid ");
-  lk_putu(o, (uint64_t)getpid());
+  lk_putu(o, (uint64_t)lk_pid);
   lk_puts(o, " (run under `ljleak run` for the stacks)\n");
 }
 
 /* DIR/proc.PID.SUFFIX into buf; 0 if it does not fit. */
 static int lk_proc_path_of(char *buf, size_t size, pid_t pid, const char *suffix)
 {
-  lk_out name;
-  name.len = 0;
+  lk_out name = { -1, 0, size, buf };
+  if (!lk_dir) return 0;
   lk_puts(&name, lk_dir);
   lk_puts(&name, "/proc.");
   lk_putu(&name, (uint64_t)pid);
   lk_puts(&name, suffix);
   if (name.len + 1 > size) return 0;
-  memcpy(buf, name.buf, name.len);
   buf[name.len] = 0;
   return 1;
 }
 
 static int lk_proc_path(char *buf, size_t size, const char *suffix)
 {
-  return lk_proc_path_of(buf, size, getpid(), suffix);
+  return lk_proc_path_of(buf, size, lk_pid, suffix);
+}
+
+/* Create PATH for writing, never through a link and never over something planted there. */
+static int lk_create(const char *path)
+{
+  int fd = (int)syscall(SYS_open, path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd < 0) {  /* a leftover of this pid (an exec'd image before us): replace it */
+    syscall(SYS_unlink, path);
+    fd = (int)syscall(SYS_open, path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  }
+  return fd;
 }
 
 /* proc.PID.live: this process runs under the tracker and has not written its report yet (the
 ** CLI waits for processes that outlive the command). */
 void lk_report_mark_live(pid_t pid)
 {
-  char path[4096];
+  char path[1024];
   int fd;
-  if (!lk_dir || !lk_proc_path_of(path, sizeof(path), pid, ".live")) return;
-  fd = (int)syscall(SYS_open, path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (!lk_proc_path_of(path, sizeof(path), pid, ".live")) return;
+  fd = (int)syscall(SYS_open, path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd >= 0) syscall(SYS_close, fd);
+}
+
+/* proc.PID.SUFFIX holding one line: VERB SHOWN: WHY (why a process is not checked). */
+void lk_report_note(pid_t pid, const char *suffix, const char *verb, const char *shown, const char *why)
+{
+  char path[1024], line[1024];
+  lk_out o = { -1, 0, sizeof(line) - 1, line };
+  int fd;
+  if (!lk_proc_path_of(path, sizeof(path), pid, suffix)) return;
+  lk_puts(&o, verb);
+  lk_puts(&o, shown);
+  lk_puts(&o, ", which ");
+  lk_puts(&o, why);
+  line[o.len++] = '\n';
+  fd = lk_create(path);
+  if (fd < 0) return;
+  if (write(fd, line, o.len) < 0) { /* nothing more to do */ }
+  syscall(SYS_close, fd);
+}
+
+void lk_report_note_remove(pid_t pid, const char *suffix)
+{
+  char path[1024];
+  if (lk_proc_path_of(path, sizeof(path), pid, suffix)) syscall(SYS_unlink, path);
 }
 
 void lk_report_write(const lk_result *r)
@@ -283,7 +350,7 @@ void lk_report_write(const lk_result *r)
   lk_out *o = &lk_o;
   lk_agg *t;
   size_t cap = 0;
-  char tmp[4096], fin[4096], live[4096];
+  static char tmp[4096], fin[4096], live[4096];
   if (!lk_dir) {
     o->fd = 2;
     o->len = 0;
@@ -294,7 +361,7 @@ void lk_report_write(const lk_result *r)
   if (!lk_proc_path(fin, sizeof(fin), ".raw") || !lk_proc_path(tmp, sizeof(tmp), ".raw.tmp") ||
       !lk_proc_path(live, sizeof(live), ".live"))
     return;
-  o->fd = (int)syscall(SYS_open, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  o->fd = lk_create(tmp);
   if (o->fd < 0) return;
   o->len = 0;
   lk_aggregate(r, &t, &cap);

@@ -14,11 +14,15 @@
 typedef int (*lk_unw_backtrace_f)(void **, int);
 static lk_unw_backtrace_f lk_unw_backtrace;
 static int lk_depth = 16;
+static volatile int lk_site_lock;
+static lk_arena lk_sites;
 
 void lk_stack_init(void)
 {
   const char *e = getenv("LJLEAK_DEPTH");
   void *h;
+  lk_lock_register(&lk_site_lock);
+  lk_sites.used = 8 * (LK_SITE_INTERNAL + 1);  /* ids 0 and 1 are reserved */
   if (e && *e) {
     int d = atoi(e);
     lk_depth = d < 1 ? 1 : d > LK_MAXDEPTH ? LK_MAXDEPTH : d;
@@ -37,27 +41,25 @@ void lk_stack_init(void)
 }
 
 /* -- Interning -----------------------------------------------------------
-** Sites live in one reserved arena; a site id is its offset / 8. Lookup is lock-free
-** (chains are only ever prepended with release stores); insertion takes one spinlock. */
+** Sites live in a growing arena (lk_sys.c); a site id is its offset / 8. Lookup is lock-free
+** (chains are only ever prepended with release stores); insertion takes one spinlock. When the
+** arena is full (2^28 ids, or no memory), new stacks share one "not recorded" site. */
 
-#define LK_ARENA_SIZE ((size_t)1 << 30)
 #define LK_NBUCKETS ((size_t)1 << 20)
 
-static char *lk_arena;
-static size_t lk_arena_used = 8;   /* id 0 means "no site" */
 static uint32_t *lk_buckets;
-static volatile int lk_site_lock;
 static LK_TLS uint32_t lk_memo_id;
 static LK_TLS uint32_t lk_memo_hash;
+volatile uint64_t lk_sites_dropped;   /* allocations whose stack could not be kept */
 
 const lk_site *lk_site_get(uint32_t id)
 {
-  return id && lk_arena ? (const lk_site *)(lk_arena + ((size_t)id << 3)) : NULL;
+  return id > LK_SITE_INTERNAL ? (const lk_site *)lk_arena_at(&lk_sites, id) : NULL;
 }
 
 int lk_site_mark(uint32_t id)
 {
-  lk_site *s = id && lk_arena ? (lk_site *)(lk_arena + ((size_t)id << 3)) : NULL;
+  lk_site *s = id > LK_SITE_INTERNAL ? (lk_site *)lk_arena_at(&lk_sites, id) : NULL;
   int old;
   if (!s) return 1;
   old = s->flags & 1;
@@ -91,23 +93,17 @@ static NOINLINE uint32_t lk_site_insert(uint32_t h, const uintptr_t *ips, int n,
                                         uint32_t ctx, uint32_t lua)
 {
   uint32_t id, *bucket;
-  size_t need = (sizeof(lk_site) + n * sizeof(uintptr_t) + 7) & ~(size_t)7;
   lk_site *s;
   lk_spin_lock(&lk_site_lock);
-  if (!lk_arena) {
-    lk_arena = lk_sysmap(LK_ARENA_SIZE);
-    lk_buckets = lk_sysmap(LK_NBUCKETS * sizeof(uint32_t));
-    if (!lk_arena || !lk_buckets) { lk_spin_unlock(&lk_site_lock); return 0; }
-  }
+  if (!lk_buckets) lk_buckets = lk_sysmap(LK_NBUCKETS * sizeof(uint32_t));
+  if (!lk_buckets) { id = 0; goto done; }
   bucket = &lk_buckets[h & (LK_NBUCKETS - 1)];
   for (id = *bucket; id; id = s->next) {  /* someone may have inserted it meanwhile */
-    s = (lk_site *)(lk_arena + ((size_t)id << 3));
+    s = (lk_site *)lk_arena_at(&lk_sites, id);
     if (lk_site_eq(s, h, ips, n, fn, ctx, lua)) goto done;
   }
-  if (lk_arena_used + need > LK_ARENA_SIZE) { id = 0; goto done; }
-  id = (uint32_t)(lk_arena_used >> 3);
-  s = (lk_site *)(lk_arena + lk_arena_used);
-  lk_arena_used += need;
+  s = lk_arena_alloc(&lk_sites, sizeof(lk_site) + n * sizeof(uintptr_t), &id);
+  if (!s) { id = 0; goto done; }
   s->hash = h;
   s->depth = (uint16_t)n;
   s->fn = (uint8_t)fn;
@@ -118,6 +114,7 @@ static NOINLINE uint32_t lk_site_insert(uint32_t h, const uintptr_t *ips, int n,
   __atomic_store_n(bucket, id, __ATOMIC_RELEASE);
 done:
   lk_spin_unlock(&lk_site_lock);
+  if (!id) __atomic_fetch_add(&lk_sites_dropped, 1, __ATOMIC_RELAXED);
   return id;
 }
 
@@ -130,7 +127,7 @@ static uint32_t lk_site_intern(const uintptr_t *ips, int n, int fn, uint32_t ctx
   if (LIKELY(lk_buckets != NULL)) {
     for (id = __atomic_load_n(&lk_buckets[h & (LK_NBUCKETS - 1)], __ATOMIC_ACQUIRE); id;
          id = s->next) {
-      s = (const lk_site *)(lk_arena + ((size_t)id << 3));
+      s = (const lk_site *)lk_arena_at(&lk_sites, id);
       if (lk_site_eq(s, h, ips, n, fn, ctx, lua)) goto found;
     }
   }
@@ -187,7 +184,4 @@ uint32_t lk_site_with_ctx(uint32_t id, uint32_t ctx)
   return lk_site_intern(s->ips, s->depth, s->fn, ctx, s->lua);
 }
 
-void lk_stack_after_fork(void)
-{
-  lk_site_lock = 0;
-}
+

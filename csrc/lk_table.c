@@ -1,42 +1,8 @@
-/* ljleak tracker: the live-block table, a two-level radix map from block address to (size, site),
-** plus the tracker's own never-tracked memory and spinlocks. No locks on the hot path. */
+/* ljleak tracker: the live-block table, a three-level radix map from block address to (size, site).
+** No locks on the hot path; levels are mapped when first needed, so little is reserved up front. */
 #include "lk_def.h"
 
-#include <sched.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
-/* -- Internal memory ---------------------------------------------------- */
-
-void *lk_sysmap(size_t len)
-{
-  void *p = (void *)syscall(SYS_mmap, NULL, len, PROT_READ | PROT_WRITE,
-                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  return p == MAP_FAILED ? NULL : p;
-}
-
-void lk_sysunmap(void *p, size_t len)
-{
-  if (p) syscall(SYS_munmap, p, len);
-}
-
-void lk_spin_lock(volatile int *l)
-{
-  int spins = 0;
-  while (__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE)) {
-    while (__atomic_load_n(l, __ATOMIC_RELAXED)) {
-      if (++spins > 100) { sched_yield(); spins = 0; }
-      else __builtin_ia32_pause();
-    }
-  }
-}
-
-void lk_spin_unlock(volatile int *l)
-{
-  __atomic_store_n(l, 0, __ATOMIC_RELEASE);
-}
 
 /* -- Radix map ----------------------------------------------------------
 ** glibc chunks are at least 32 bytes apart, so one 8-byte slot per 32-byte granule
@@ -46,16 +12,17 @@ void lk_spin_unlock(volatile int *l)
 
 #define LK_GRAN_SHIFT 5
 #define LK_ADDR_BITS 47
-#define LK_LEAF_BITS 20
-#define LK_TOP_BITS (LK_ADDR_BITS - LK_GRAN_SHIFT - LK_LEAF_BITS)
+#define LK_LEAF_BITS 15                    /* a leaf: 2^15 slots, 1 MiB of addresses */
+#define LK_MID_BITS 13                     /* a mid: 2^13 leaves, 8 GiB */
+#define LK_TOP_BITS (LK_ADDR_BITS - LK_GRAN_SHIFT - LK_LEAF_BITS - LK_MID_BITS)
 #define LK_LEAF_SLOTS ((size_t)1 << LK_LEAF_BITS)
 #define LK_SITE_BITS 28
 #define LK_SITE_MASK ((1u << LK_SITE_BITS) - 1)
 #define LK_SIZE_SHIFT (LK_SITE_BITS + 1)
 #define LK_SIZE_MAX ((UINT64_C(1) << (64 - LK_SIZE_SHIFT)) - 1)
 
-/* A leaf is a bitmap of the slot pages ever written, then the slots: the exit scan reads only
-** those pages (reading an untouched page costs resident memory on some kernels). */
+/* A leaf is a page whose first word is a bitmap of the slot pages ever written, then the slots:
+** the exit scan reads only those pages (reading an untouched page costs resident memory). */
 #define LK_LEAF_HDR 4096
 #define LK_SLOTS_PER_PAGE (4096 / sizeof(uint64_t))
 #define LK_LEAF_BYTES (LK_LEAF_HDR + LK_LEAF_SLOTS * sizeof(uint64_t))
@@ -64,32 +31,46 @@ static inline uint64_t *lk_leaf_slots(uint64_t *leaf) { return leaf + LK_LEAF_HD
 
 static inline void lk_leaf_touch(uint64_t *leaf, size_t j)
 {
-  size_t pg = j / LK_SLOTS_PER_PAGE;
-  uint64_t bit = UINT64_C(1) << (pg & 63);
-  if (UNLIKELY(!(__atomic_load_n(&leaf[pg >> 6], __ATOMIC_RELAXED) & bit)))
-    __atomic_fetch_or(&leaf[pg >> 6], bit, __ATOMIC_RELAXED);
+  uint64_t bit = UINT64_C(1) << (j / LK_SLOTS_PER_PAGE);
+  if (UNLIKELY(!(__atomic_load_n(&leaf[0], __ATOMIC_RELAXED) & bit)))
+    __atomic_fetch_or(&leaf[0], bit, __ATOMIC_RELAXED);
 }
 
-static uint64_t **lk_top;          /* 2^LK_TOP_BITS leaf pointers */
-static uint32_t *lk_leaves;        /* indices of leaves made, in creation order */
-static volatile uint32_t lk_nleaves;
+static uint64_t **lk_top[(size_t)1 << LK_TOP_BITS];  /* mids, made on demand */
+static uint32_t *lk_leaves;        /* (top << LK_MID_BITS | mid) of every leaf made */
+static size_t lk_nleaves, lk_leaves_cap;
 static volatile int lk_leaf_lock;
 
-static NOINLINE uint64_t *lk_leaf_make(size_t ti)
+void lk_table_init(void)
 {
-  uint64_t *leaf;
+  lk_lock_register(&lk_leaf_lock);
+}
+
+static NOINLINE uint64_t *lk_leaf_make(size_t ti, size_t mi)
+{
+  uint64_t **mid, *leaf = NULL;
   lk_spin_lock(&lk_leaf_lock);
-  if (!lk_top) {
-    lk_top = lk_sysmap(sizeof(uint64_t *) << LK_TOP_BITS);
-    lk_leaves = lk_sysmap(sizeof(uint32_t) << LK_TOP_BITS);
+  mid = lk_top[ti];
+  if (!mid) {
+    mid = lk_sysmap(sizeof(uint64_t *) << LK_MID_BITS);
+    if (mid) __atomic_store_n(&lk_top[ti], mid, __ATOMIC_RELEASE);
   }
-  leaf = lk_top ? __atomic_load_n(&lk_top[ti], __ATOMIC_ACQUIRE) : NULL;
-  if (!leaf && lk_top) {
+  if (mid) leaf = mid[mi];
+  if (mid && !leaf && lk_nleaves == lk_leaves_cap) {  /* grow the list of leaves */
+    size_t cap = lk_leaves_cap ? 2 * lk_leaves_cap : 1024;
+    uint32_t *n = lk_sysmap(cap * sizeof(uint32_t));
+    if (n) {
+      if (lk_leaves) memcpy(n, lk_leaves, lk_nleaves * sizeof(uint32_t));
+      lk_sysunmap(lk_leaves, lk_leaves_cap * sizeof(uint32_t));
+      lk_leaves = n;
+      lk_leaves_cap = cap;
+    }
+  }
+  if (mid && !leaf && lk_nleaves < lk_leaves_cap) {
     leaf = lk_sysmap(LK_LEAF_BYTES);
     if (leaf) {
-      lk_leaves[lk_nleaves] = (uint32_t)ti;
-      __atomic_store_n(&lk_nleaves, lk_nleaves + 1, __ATOMIC_RELEASE);
-      __atomic_store_n(&lk_top[ti], leaf, __ATOMIC_RELEASE);
+      lk_leaves[lk_nleaves++] = (uint32_t)(ti << LK_MID_BITS | mi);
+      __atomic_store_n(&mid[mi], leaf, __ATOMIC_RELEASE);
     }
   }
   lk_spin_unlock(&lk_leaf_lock);
@@ -98,17 +79,19 @@ static NOINLINE uint64_t *lk_leaf_make(size_t ti)
 
 static inline uint64_t *lk_slot(uintptr_t a, int make)
 {
-  size_t g = a >> LK_GRAN_SHIFT, ti = g >> LK_LEAF_BITS;
-  uint64_t *leaf;
+  size_t g = a >> LK_GRAN_SHIFT, ti = g >> (LK_LEAF_BITS + LK_MID_BITS);
+  size_t mi = (g >> LK_LEAF_BITS) & (((size_t)1 << LK_MID_BITS) - 1), j = g & (LK_LEAF_SLOTS - 1);
+  uint64_t **mid, *leaf = NULL;
   if (UNLIKELY(a >> LK_ADDR_BITS)) return NULL;
-  leaf = lk_top ? __atomic_load_n(&lk_top[ti], __ATOMIC_ACQUIRE) : NULL;
+  mid = __atomic_load_n(&lk_top[ti], __ATOMIC_ACQUIRE);
+  if (LIKELY(mid != NULL)) leaf = __atomic_load_n(&mid[mi], __ATOMIC_ACQUIRE);
   if (UNLIKELY(!leaf)) {
     if (!make) return NULL;
-    leaf = lk_leaf_make(ti);
+    leaf = lk_leaf_make(ti, mi);
     if (!leaf) return NULL;
   }
-  if (make) lk_leaf_touch(leaf, g & (LK_LEAF_SLOTS - 1));
-  return &lk_leaf_slots(leaf)[g & (LK_LEAF_SLOTS - 1)];
+  if (make) lk_leaf_touch(leaf, j);
+  return &lk_leaf_slots(leaf)[j];
 }
 
 void lk_table_set(void *p, size_t size, uint32_t site)
@@ -117,7 +100,8 @@ void lk_table_set(void *p, size_t size, uint32_t site)
   uint64_t sz = size > LK_SIZE_MAX ? LK_SIZE_MAX : size;
   uint64_t half = ((uintptr_t)p >> 4) & 1;
   if (UNLIKELY((uintptr_t)p & 15)) return;  /* not from glibc's allocator: cannot happen */
-  if (s) __atomic_store_n(s, (sz << LK_SIZE_SHIFT) | (half << LK_SITE_BITS) | (site & LK_SITE_MASK),
+  if (UNLIKELY(!s)) { __atomic_fetch_add(&lk_nomem, 1, __ATOMIC_RELAXED); return; }
+  __atomic_store_n(s, (sz << LK_SIZE_SHIFT) | (half << LK_SITE_BITS) | (site & LK_SITE_MASK),
                           __ATOMIC_RELAXED);
 }
 
@@ -133,11 +117,10 @@ int lk_table_take(void *p, uint64_t *size, uint32_t *site)
 
 static int lk_page_touched(const uint64_t *leaf, size_t j)
 {
-  size_t pg = j / LK_SLOTS_PER_PAGE;
-  return (leaf[pg >> 6] >> (pg & 63)) & 1;
+  return (leaf[0] >> (j / LK_SLOTS_PER_PAGE)) & 1;
 }
 
-static void lk_sort_u32(uint32_t *a, size_t n)  /* few leaves; qsort may call malloc */
+static void lk_sort_u32(uint32_t *a, size_t n)  /* qsort may call malloc */
 {
   size_t i, j;
   for (i = 1; i < n; i++) {
@@ -147,28 +130,37 @@ static void lk_sort_u32(uint32_t *a, size_t n)  /* few leaves; qsort may call ma
   }
 }
 
-/* Every live block, in address order. Called with the world stopped. */
-size_t lk_table_collect(lk_block **out)
+static uint64_t *lk_leaf_of(uint32_t k)
 {
-  size_t n = 0, i, j, k = 0, cap;
-  uint32_t nl = lk_nleaves;
+  uint64_t **mid = lk_top[k >> LK_MID_BITS];
+  return mid ? mid[k & (((uint32_t)1 << LK_MID_BITS) - 1)] : NULL;
+}
+
+/* Every live block, in address order. Called with the world stopped. *out is NULL (and 0
+** returned) when there is no block, or when the memory for the list could not be had (*want then
+** says how many blocks there were). */
+size_t lk_table_collect(lk_block **out, size_t *want)
+{
+  size_t n = 0, i, j, k = 0, nl = lk_nleaves;
   lk_block *b;
   *out = NULL;
+  if (want) *want = 0;
   if (!nl) return 0;
   lk_sort_u32(lk_leaves, nl);
   for (i = 0; i < nl; i++) {
-    uint64_t *leaf = lk_top[lk_leaves[i]];
+    uint64_t *leaf = lk_leaf_of(lk_leaves[i]);
     const uint64_t *slots = lk_leaf_slots(leaf);
     for (j = 0; j < LK_LEAF_SLOTS; j++) {
       if (!lk_page_touched(leaf, j)) { j += LK_SLOTS_PER_PAGE - 1; continue; }
       n += slots[j] != 0;
     }
   }
-  cap = n ? n : 1;  /* lk_result_free unmaps (n ? n : 1) blocks */
-  b = lk_sysmap(cap * sizeof(lk_block));
+  if (want) *want = n;
+  if (!n) return 0;
+  b = lk_sysmap(n * sizeof(lk_block));
   if (!b) return 0;
   for (i = 0; i < nl; i++) {
-    uint64_t *leaf = lk_top[lk_leaves[i]];
+    uint64_t *leaf = lk_leaf_of(lk_leaves[i]);
     const uint64_t *slots = lk_leaf_slots(leaf);
     uintptr_t base = (uintptr_t)lk_leaves[i] << (LK_LEAF_BITS + LK_GRAN_SHIFT);
     for (j = 0; j < LK_LEAF_SLOTS && k < n; j++) {
@@ -184,4 +176,12 @@ size_t lk_table_collect(lk_block **out)
   }
   *out = b;
   return k;
+}
+
+/* Is the block still live as collected (same size and site)? For scans while a thread ran on. */
+int lk_table_still(const lk_block *blk)
+{
+  uint64_t *s = lk_slot(blk->addr, 0), v;
+  if (!s || !(v = __atomic_load_n(s, __ATOMIC_RELAXED))) return 0;
+  return (uint32_t)(v & LK_SITE_MASK) == blk->site && (v >> LK_SIZE_SHIFT) == blk->size;
 }

@@ -4,6 +4,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
@@ -18,6 +19,7 @@ typedef struct lk_thread {
   uintptr_t lo, hi;          /* stack bounds, including static TLS and the thread descriptor */
   volatile uintptr_t sp;     /* where it was parked */
   volatile int parked;
+  int unstopped;             /* did not park at the last check (signals blocked, or too slow) */
 } lk_thread;
 
 static lk_thread lk_threads[LK_MAXTHREADS];
@@ -177,12 +179,70 @@ void lk_threads_unpark(void)
   }
 }
 
+/* Reads /proc/self/task/TID/FILE into buf (NUL-terminated); its length, or -1. */
+static long lk_task_file(pid_t tid, const char *file, char *buf, size_t size)
+{
+  char path[64];
+  char *p = path;
+  const char *q;
+  char num[12];
+  int i = 11, fd;
+  long n;
+  pid_t v = tid;
+  num[i] = 0;
+  do { num[--i] = (char)('0' + v % 10); v /= 10; } while (v);
+  for (q = "/proc/self/task/"; *q; q++) *p++ = *q;
+  for (q = num + i; *q; q++) *p++ = *q;
+  *p++ = '/';
+  for (q = file; *q && p < path + sizeof(path) - 1; q++) *p++ = *q;
+  *p = 0;
+  fd = (int)syscall(SYS_open, path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  n = (long)syscall(SYS_read, fd, buf, size - 1);
+  syscall(SYS_close, fd);
+  if (n < 0) return -1;
+  buf[n] = 0;
+  return n;
+}
+
+/* Does thread TID block (or ignore) the park signal? Then waiting for it is pointless. */
+static int lk_task_blocks_park(pid_t tid)
+{
+  char buf[2048], *p;
+  int bit = LK_PARK_SIG - 1, digit;
+  if (lk_task_file(tid, "status", buf, sizeof(buf)) < 0) return 0;
+  p = strstr(buf, "SigBlk:\t");
+  if (!p) return 0;
+  p += 8;
+  /* 16 hex digits, most significant first: bit N is digit 15 - N / 4 */
+  digit = p[15 - bit / 4];
+  digit = digit >= 'a' ? digit - 'a' + 10 : digit - '0';
+  return (digit >> (bit % 4)) & 1;
+}
+
+/* The stack pointer of a thread blocked in a system call (from /proc/self/task/TID/syscall), or 0. */
+static uintptr_t lk_task_sp(pid_t tid)
+{
+  char buf[512], *p, *last = NULL, *prev = NULL;
+  uintptr_t v = 0;
+  if (lk_task_file(tid, "syscall", buf, sizeof(buf)) <= 0 || buf[0] < '0' || buf[0] > '9') return 0;
+  for (p = buf; *p; p++)
+    if (*p == ' ') { prev = last; last = p + 1; }
+  if (!prev) return 0;  /* "... SP PC": the stack pointer is the next-to-last field */
+  for (p = prev; *p && *p != ' '; p++) {
+    char c = *p;
+    if (c == 'x' || c == 'X') { v = 0; continue; }
+    v = v * 16 + (uintptr_t)(c >= 'a' ? c - 'a' + 10 : c >= 'A' ? c - 'A' + 10 : c - '0');
+  }
+  return v;
+}
+
 void lk_threads_park(void)
 {
   struct sigaction sa;
   pid_t me = lk_gettid(), pid = getpid();
   struct timespec ts = { 0, 1000000 };
-  int i, waiting, rounds;
+  int i, waiting, rounds, last = -1, still = 0;
   memset(&sa, 0, sizeof(sa));
   sa.sa_sigaction = lk_park_handler;
   sa.sa_flags = SA_SIGINFO | SA_RESTART;
@@ -197,31 +257,59 @@ void lk_threads_park(void)
   __atomic_store_n(&lk_parking, 1, __ATOMIC_RELEASE);
   for (i = 0; i < LK_MAXTHREADS; i++) {
     lk_thread *t = &lk_threads[i];
+    t->unstopped = 0;
     if (!t->used || t->tid == me) continue;
-    if (syscall(SYS_tgkill, pid, t->tid, LK_PARK_SIG) != 0) t->used = 0;  /* gone */
+    if (syscall(SYS_tgkill, pid, t->tid, LK_PARK_SIG) != 0) { t->used = 0; continue; }  /* gone */
+    if (lk_task_blocks_park(t->tid)) t->unstopped = 1;
   }
-  for (rounds = 0; rounds < 500; rounds++) {  /* at most ~0.5 s */
+  /* Wait while threads keep arriving: up to 10 s in all, 2 s without progress. */
+  for (rounds = 0; rounds < 10000; rounds++) {
     waiting = 0;
     for (i = 0; i < LK_MAXTHREADS; i++) {
       lk_thread *t = &lk_threads[i];
-      if (t->used && t->tid != me && !__atomic_load_n(&t->parked, __ATOMIC_ACQUIRE)) waiting++;
+      if (t->used && t->tid != me && !t->unstopped && !__atomic_load_n(&t->parked, __ATOMIC_ACQUIRE)) waiting++;
     }
     if (!waiting) break;
+    if (waiting == last) { if (++still > 2000) break; }
+    else still = 0;
+    last = waiting;
     nanosleep(&ts, NULL);
+  }
+  for (i = 0; i < LK_MAXTHREADS; i++) {
+    lk_thread *t = &lk_threads[i];
+    if (t->used && t->tid != me && !__atomic_load_n(&t->parked, __ATOMIC_ACQUIRE)) t->unstopped = 1;
   }
 }
 
-/* Calls fn on the live part of every other thread's stack. A thread that did not park in time
-** (signal blocked) is scanned whole: conservative. */
-void lk_threads_foreach_stack(lk_range_fn fn, void *ud)
+/* How many threads did not stop at the last park; their ids go into tids (up to cap). */
+int lk_threads_unstopped_list(pid_t *tids, int cap)
+{
+  int i, n = 0;
+  for (i = 0; i < LK_MAXTHREADS; i++) {
+    if (!lk_threads[i].used || !lk_threads[i].unstopped) continue;
+    if (n < cap) tids[n] = lk_threads[i].tid;
+    n++;
+  }
+  return n;
+}
+
+int lk_threads_unstopped(void) { return lk_threads_unstopped_list(NULL, 0); }
+
+/* Calls fn on the live part of every other thread's stack (*tid set to the thread's id first). A
+** thread that did not park is scanned from the stack pointer of the system call it is blocked in,
+** or else whole: conservative (stale values below its stack pointer may keep blocks). */
+void lk_threads_foreach_stack(lk_range_fn fn, void *ud, long *tid)
 {
   pid_t me = lk_gettid();
   int i;
   for (i = 0; i < LK_MAXTHREADS; i++) {
     lk_thread *t = &lk_threads[i];
-    uintptr_t lo;
+    uintptr_t lo, sp;
     if (!t->used || t->tid == me || !t->hi) continue;
-    lo = t->parked && t->sp > t->lo && t->sp < t->hi ? t->sp : t->lo;
+    sp = t->parked ? t->sp : lk_task_sp(t->tid);
+    lo = sp > t->lo && sp < t->hi ? sp - 128 /* the red zone */ : t->lo;
+    if (lo < t->lo) lo = t->lo;
+    *tid = t->tid;
     fn(lo, t->hi, ud);
   }
 }
@@ -238,6 +326,7 @@ int lk_thread_self_stack(uintptr_t *hi)
 void lk_thread_init(void)
 {
   uintptr_t lo = 0, hi = 0;
+  lk_lock_register(&lk_threads_lock);
   lk_real_pthread_create = (lk_pthread_create_f)dlsym(RTLD_NEXT, "pthread_create");
   lk_maps_stack_top(&lo, &hi);
   lk_thread_me = lk_thread_add(getpid(), lo, hi);
@@ -246,7 +335,6 @@ void lk_thread_init(void)
 void lk_thread_after_fork(void)
 {
   int i;
-  lk_threads_lock = 0;
   for (i = 0; i < LK_MAXTHREADS; i++) {  /* only the forking thread lives on in the child */
     lk_thread *t = &lk_threads[i];
     if (t != lk_thread_me) t->used = 0;

@@ -11,6 +11,7 @@ typedef struct ljleak_site_info {
   const char *fn; uint32_t depth, lua, ctx, pad; const uintptr_t *ips;
 } ljleak_site_info;
 int ljleak_tracker_active(void);
+int ljleak_lua_probe(uintptr_t L, int step);
 int ljleak_lua_attach(uintptr_t L, int depth);
 void ljleak_lua_detach(void);
 void ljleak_trace_start(int tr, const char *src, int line, const char *name);
@@ -68,15 +69,22 @@ function M.lua_frames()
   return attached
 end
 
-local function attach()
-  -- The address of a coroutine's lua_State: the tracker reaches the VM's global state from it.
-  local co = coroutine.create(function()
+-- Calls fn(address of the running lua_State) inside a new coroutine; its result, or false.
+local function in_coroutine(fn)
+  local ok, res = coroutine.resume(coroutine.create(function()
     local addr = tostring(coroutine.running()):match("0x(%x+)")
-    return addr and C.ljleak_lua_attach(ffi.cast("uintptr_t", tonumber(addr, 16)),
-      tonumber(os.getenv("LJLEAK_LUA_DEPTH")) or 6) ~= 0
-  end)
-  local ok, res = coroutine.resume(co)
-  attached = ok and res or false
+    return addr and fn(ffi.cast("uintptr_t", tonumber(addr, 16)))
+  end))
+  return ok and res or false
+end
+
+-- The tracker learns where this LuaJIT keeps the VM's state from three calls made from three
+-- coroutines (the only word of global_State that follows all of them is cur_L), then attaches.
+local function attach()
+  local depth = tonumber(os.getenv("LJLEAK_LUA_DEPTH")) or 6
+  in_coroutine(function(L) return C.ljleak_lua_probe(L, 1) end)
+  in_coroutine(function(L) return C.ljleak_lua_probe(L, 2) end)
+  attached = in_coroutine(function(L) return C.ljleak_lua_attach(L, depth) ~= 0 end)
   if attached and jit and jit.attach then jit.attach(trace_event, "trace") end
 end
 
