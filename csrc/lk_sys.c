@@ -2,6 +2,7 @@
 ** spinlocks (one list, taken around fork), its own stack, reads that cannot fault, and its own fds. */
 #include "lk_def.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -203,4 +204,31 @@ void lk_fd_forget(int fd)
   int i;
   for (i = 0; i < LK_MAXFDS; i++)
     if (lk_fds[i] == fd) lk_fds[i] = -1;
+}
+
+/* libunwind validates addresses by writing them into a pipe it opens itself (pipe2, at its first
+** use) and reopens it (closing the old numbers) when a read fails. Its pipe is moved above the
+** program's range; and a close from inside the tracker of a number that is not the tracker's (the
+** program closed libunwind's pipe and reused the number) is not passed on. */
+typedef int (*lk_close_f)(int);
+static lk_close_f lk_real_close;
+
+LK_EXPORT int pipe2(int fds[2], int flags)
+{
+  int r = (int)syscall(SYS_pipe2, fds, flags);
+  if (r == 0 && UNLIKELY(lk_busy > lk_paused)) {
+    fds[0] = lk_fd_move_high(fds[0]);
+    fds[1] = lk_fd_move_high(fds[1]);
+  }
+  return r;
+}
+
+LK_EXPORT int close(int fd)
+{
+  if (UNLIKELY(lk_busy > lk_paused)) {
+    if (!lk_fd_is_own(fd)) return 0;
+    lk_fd_forget(fd);
+  }
+  if (UNLIKELY(!lk_real_close)) lk_real_close = (lk_close_f)dlsym(RTLD_NEXT, "close");
+  return lk_real_close(fd);
 }

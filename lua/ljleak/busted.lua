@@ -41,7 +41,7 @@ end
 
 -- -- Engines ----------------------------------------------------------------------------------
 -- enter(name) starts a context (a test, a file) and returns its state; leave(state) ends it;
--- body_leaks(state) says (text) what the test body lost, or nil.
+-- finish(state), once the test and its hooks ran, says (text) what they lost, or nil.
 
 -- The tracker: tags, and a check of the blocks born since the test began.
 local tracker = {}
@@ -54,7 +54,7 @@ function tracker.leave(st)
   ljleak.tag(st.old)
 end
 
-function tracker.body_leaks(st)
+function tracker.finish(st)
   local recs, problems = failing(ljleak.check_since(st.snapshot))
   if #recs == 0 and #problems == 0 then return nil end
   return ljleak.format(recs, problems)
@@ -87,7 +87,7 @@ function valgrind.leave(st)
   vm.vg_mark("ljleak-context " .. (st.old or "-"))
 end
 
-function valgrind.body_leaks()
+function valgrind.finish()
   local d, p = vg_check()
   local lost = {}
   if KIND_SET.definite and d > 0 then lost[#lost + 1] = ("%d bytes definitely lost"):format(d) end
@@ -97,29 +97,12 @@ function valgrind.body_leaks()
     :format(table.concat(lost, " and "))
 end
 
--- Runs the test body, then checks what the test (since its before_each) left behind.
-local function checked_body(core, engine, run, element, st)
-  return function(...)
-    local ok, err = pcall(run, ...)
-    local leaks = PER_TEST and st and engine.body_leaks(st)
-    if not leaks then
-      if not ok then error(err, 0) end
-      return
-    end
-    local text = "ljleak: the test leaked:\n" .. leaks
-    local trace = element.trace
-    if ok and trace and trace.short_src then  -- where busted shows the failure: the test
-      text = ("%s:%d: %s"):format(trace.short_src, trace.currentline or 0, text)
-    end
-    if ok then core.fail(text, 0) end
-    -- The test failed anyway: keep its own failure, with the leaks after it.
-    if type(err) == "table" and type(err.message) == "string" then
-      err.message = err.message .. "\n" .. text
-    elseif type(err) == "string" then
-      err = err .. "\n" .. text
-    end
-    error(err, 0)
-  end
+-- The failure text for a test's leaks, placed where busted shows a failure: the test's line.
+local function leak_text(element, leaks)
+  local text = "ljleak: the test leaked:\n" .. leaks
+  local trace = element.trace
+  if trace and trace.short_src then text = ("%s:%d: %s"):format(trace.short_src, trace.currentline or 0, text) end
+  return text
 end
 
 --- Hooks a busted core instance (from busted.core's constructor). Idempotent.
@@ -127,23 +110,64 @@ function M.install(core)
   local engine = (ljleak.active() and tracker) or (vm.valgrind() and valgrind) or nil
   if core.__ljleak or not engine then return core end
   core.__ljleak = true
-  local safe = core.safe
+  local safe, publish = core.safe, core.publish
   local current   -- the test running now (its element), or nil
-  local state     -- its context state (taken before its before_each)
+  local held      -- its outcome events (failure, error, test end), held until after its after_each
   local in_file   -- a file's context is open (busted runs several safe calls per file)
-  core.safe = function(descriptor, run, element)
-    if element and element.descriptor == "it" and descriptor == "it" then
-      if run ~= element.run and not current then
-        -- The whole test: before_each, the body, after_each.
-        current = element
-        state = engine.enter(full_name(core, element))
-        local ret = {safe(descriptor, run, element)}
-        engine.leave(state)
-        current, state = nil, nil
-        return unpack(ret)
-      elseif run == element.run then
-        return safe(descriptor, checked_body(core, engine, run, element, state), element)
+
+  -- A test's outcome is published before its after_each hooks run; the check must come after
+  -- them (a fixture freed in after_each is no leak), so the outcome is held back until then.
+  core.publish = function(channel, element, ...)
+    if held and element == current and ((channel[1] == "test" and channel[2] == "end")
+        or ((channel[1] == "failure" or channel[1] == "error") and channel[2] == "it")) then
+      held[#held + 1] = {channel = channel, n = select("#", ...), ...}
+      return
+    end
+    return publish(channel, element, ...)
+  end
+
+  -- After the whole test: its leaks fail it (added to its own failure, if it failed already),
+  -- then the outcome goes out.
+  local function settle(element, leaks)
+    local events = held
+    held = nil
+    if leaks then
+      local text = leak_text(element, leaks)
+      local failed = false
+      for _, e in ipairs(events) do
+        if e.channel[1] == "failure" or e.channel[1] == "error" then  -- (parent, message, trace)
+          local msg = e[2]
+          if type(msg) == "table" and type(msg.message) == "string" then msg.message = msg.message .. "\n" .. text
+          elseif type(msg) == "string" then e[2] = msg .. "\n" .. text
+          else e[2] = text end
+          failed = true
+        end
       end
+      if not failed then
+        for i, e in ipairs(events) do
+          if e.channel[1] == "test" then  -- (parent, status): a passing test fails
+            table.insert(events, i, {channel = {"failure", "it"}, n = 3, e[1], text, element.trace})
+            e[2] = "failure"
+            break
+          end
+        end
+      end
+    end
+    for _, e in ipairs(events) do publish(e.channel, element, unpack(e, 1, e.n)) end
+  end
+
+  core.safe = function(descriptor, run, element)
+    if element and element.descriptor == "it" and descriptor == "it" and run ~= element.run and not current then
+      -- The whole test: before_each, the body, after_each.
+      current, held = element, {}
+      local state = engine.enter(full_name(core, element))
+      local ret = {safe(descriptor, run, element)}
+      local ok, leaks = pcall(function() return PER_TEST and engine.finish(state) or nil end)
+      if not ok then leaks = "ljleak: the leak check failed: " .. tostring(leaks) .. "\n" end
+      engine.leave(state)
+      settle(element, leaks)
+      current = nil
+      return unpack(ret)
     elseif element and element.descriptor == "file" and descriptor == "file" and not in_file then
       in_file = true
       local st = engine.enter(file_name(core, element))

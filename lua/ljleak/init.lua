@@ -7,7 +7,16 @@ local M = {}
 
 local vm = require "ljleak.vm"
 
-local C = ffi.C
+-- Everything a check needs is loaded now, through the require captured at start-up: a check
+-- made inside a test (whose spec may mock require, or insulate modules) loads nothing.
+local report = vm.require "ljleak.report"
+local symbolize = vm.require "ljleak.symbolize"
+
+local C = vm.ffi.C
+local typeof, cast, new, tostr, orig_gc = vm.ffi.typeof, vm.ffi.cast, vm.ffi.new, vm.ffi.string, vm.ffi.gc
+local getinfo, getupvalue, getenv = vm.getinfo, vm.getupvalue, vm.getenv
+local io_open, collect, pcall_, error_, type_, rawequal_, next_ = io.open, collectgarbage, pcall, error, type,
+  rawequal, next
 local KINDS = {[1] = "indirect", [2] = "possible", [3] = "reachable", [4] = "definite"}
 
 --- Whether allocations are being tracked (the program runs under `ljleak run`, or with the
@@ -23,7 +32,7 @@ end
 
 -- Where Lua code is, for the registry: {source, line, function} of the caller's caller.
 local function where(level)
-  local info = debug.getinfo(level + 1, "Sln")
+  local info = getinfo(level + 1, "Sln")
   if not info then return nil end
   return {source = info.short_src, line = info.currentline, ["function"] = info.name}
 end
@@ -73,12 +82,12 @@ end
 -- -- Records made in this process ----------------------------------------------------------------
 
 -- The Lua frames of an interned Lua stack (the tracker's), innermost first.
-local stack_text = ffi.new("char[4096]")
+local stack_text = new("char[4096]")
 local function stack_frames(id)
   if not id or id == 0 then return {} end
   local len = C.ljleak_lua_text(id, stack_text, 4096)
   local frames = {}
-  for line, approx, name, src in ffi.string(stack_text, len):gmatch("(%-?%d+)\t(~?)\t([^\t]*)\t([^\n]*)\n") do
+  for line, approx, name, src in tostr(stack_text, len):gmatch("(%-?%d+)\t(~?)\t([^\t]*)\t([^\n]*)\n") do
     line = tonumber(line)
     frames[#frames + 1] = {source = src, line = line >= 0 and line or nil,
                            ["function"] = name ~= "" and name ~= "?" and name or nil,
@@ -92,21 +101,21 @@ end
 local build_records_tracked
 local function build_records(recs, n, opts)
   C.ljleak_pause(1)
-  local ok, res = pcall(build_records_tracked, recs, n, opts)
+  local ok, res = pcall_(build_records_tracked, recs, n, opts)
   C.ljleak_pause(0)
-  if not ok then error(res, 0) end
+  if not ok then error_(res, 0) end
   return res
 end
 
+local symbolizer = symbolize.new({})   -- one for the process: libdw's tables are read once
+
 function build_records_tracked(recs, n, opts)
-  local report = require "ljleak.report"
-  local symbolize = require "ljleak.symbolize"
   local proc = {pid = M.pid(), modules = {}, sites = {}, leaks = {}, lua = {}, ctx = {}}
   local module_index = {}
-  local info = ffi.new("ljleak_site_info")
-  local bias = ffi.new("uintptr_t[1]")
-  local note = ffi.new("const char *[1]")
-  local ep = ffi.new("uint32_t[1]")
+  local info = new("ljleak_site_info")
+  local bias = new("uintptr_t[1]")
+  local note = new("const char *[1]")
+  local ep = new("uint32_t[1]")
   for i = 0, n - 1 do
     local r = recs[i]
     local id = tonumber(r.site)
@@ -116,7 +125,7 @@ function build_records_tracked(recs, n, opts)
         local ip = info.ips[k]
         local path = C.ljleak_module_of(ip, bias)
         if path ~= nil then
-          local p = ffi.string(path)
+          local p = tostr(path)
           local idx = module_index[p]
           if not idx then
             idx = #proc.modules + 1
@@ -128,7 +137,7 @@ function build_records_tracked(recs, n, opts)
           frames[#frames + 1] = {address = tonumber(ip)}
         end
       end
-      local site = {id = id, fn = ffi.string(info.fn), frames = frames}
+      local site = {id = id, fn = tostr(info.fn), frames = frames}
       if info.lua ~= 0 then
         site.lua = info.lua
         proc.lua[info.lua] = stack_frames(info.lua)
@@ -136,22 +145,22 @@ function build_records_tracked(recs, n, opts)
       if info.ctx ~= 0 then
         site.ctx = info.ctx
         local t = C.ljleak_ctx_tag(info.ctx, note, ep)
-        proc.ctx[info.ctx] = {epoch = ep[0], tag = t ~= nil and ffi.string(t) or nil,
-                              note = note[0] ~= nil and ffi.string(note[0]) or nil}
+        proc.ctx[info.ctx] = {epoch = ep[0], tag = t ~= nil and tostr(t) or nil,
+                              note = note[0] ~= nil and tostr(note[0]) or nil}
       end
       proc.sites[id] = site
     end
     proc.leaks[#proc.leaks + 1] = {kind = opts.kind or KINDS[tonumber(r.kind)], site = id,
                                    blocks = tonumber(r.blocks), bytes = tonumber(r.bytes)}
   end
-  return report.build({proc}, {engine = "tracker", symbolizer = symbolize.new({})}).leaks
+  return report.build({proc}, {engine = "tracker", symbolizer = symbolizer}).leaks
 end
 
 -- Calls query(lo, hi, buf, cap) with a buffer big enough for all its groups.
 local function grouped(query, lo, hi)
   local cap = 256
   while true do
-    local buf = ffi.new("ljleak_rec[?]", cap)
+    local buf = new("ljleak_rec[?]", cap)
     local n = query(lo, hi, buf, cap)
     if n <= cap then return buf, n end
     cap = n + 64
@@ -196,12 +205,12 @@ end
 local reg_cd = setmetatable({}, {__mode = "v"})   -- address -> the cdata registered (weak)
 local reg_fin, reg_where, reg_epoch = {}, {}, {}  -- address -> finalizer, Lua stack, epoch
 local reg_dups = {}   -- address -> {{finalizer, where}...}: more finalizers for a taken address
+local reg_reported = {}  -- address -> true: its self-reference was reported by a check
 local problems = {}                               -- {kind, message, lua, ...}
-local orig_gc = ffi.gc
 
 -- Lua frames of an interned Lua stack, without the test machinery's.
 local function lua_frames(id)
-  return require("ljleak.report").user_frames(stack_frames(id))
+  return report.user_frames(stack_frames(id))
 end
 
 local function frames_text(frames)
@@ -217,10 +226,9 @@ local function problem(kind, message, frames, extra)
   for k, v in pairs(extra or {}) do p[k] = v end
   p.epoch = epoch  -- in this process only: which check it belongs to
   problems[#problems + 1] = p
-  local dir = os.getenv("LJLEAK_DIR")
+  local dir = getenv("LJLEAK_DIR")
   if dir then
-    local report = require "ljleak.report"
-    local f = io.open(("%s/lua.%d.jsonl"):format(dir, M.pid()), "ab")
+    local f = io_open(("%s/lua.%d.jsonl"):format(dir, M.pid()), "ab")
     if f then
       local line = {}
       for k, v in pairs(p) do line[k] = v end
@@ -236,28 +244,55 @@ end
 -- The address a cdata stands for (pointers, arrays), or nil (structs, numbers). Whether a
 -- ctype converts is learnt once per ctype id: no closure per call, so this stays compiled.
 local convertible = {}
-local function to_uintptr(cd) return tonumber(ffi.cast("uintptr_t", cd)) end
+local function to_uintptr(cd) return tonumber(cast("uintptr_t", cd)) end
 
 local function address_of(cd)
-  local id = tonumber(ffi.typeof(cd))
+  local id = tonumber(typeof(cd))
   local ok = convertible[id]
   if ok == nil then
-    ok = pcall(to_uintptr, cd)
+    ok = pcall_(to_uintptr, cd)
     convertible[id] = ok
   end
   if not ok then return nil end
-  local addr = tonumber(ffi.cast("uintptr_t", cd))
+  local addr = tonumber(cast("uintptr_t", cd))
   return addr ~= 0 and addr or nil
 end
 
-local bad = ffi.new("uintptr_t[16]")
+-- Does finalizer FIN keep its own cdata CD alive (an upvalue, or a value or key of a table
+-- upvalue)? Then CD can never be collected before lua_close (LuaJIT issue 896).
+local function holds_itself(fin, cd)
+  if type_(fin) ~= "function" then return false end
+  for i = 1, 255 do
+    local name, v = getupvalue(fin, i)
+    if not name then return false end
+    if rawequal_(v, cd) then return true end
+    if type_(v) == "table" then
+      for k, x in next_, v do
+        if rawequal_(x, cd) or rawequal_(k, cd) then return true end
+      end
+    end
+  end
+  return false
+end
+
+local function self_reference(cd, at, when)
+  local frames = lua_frames(at)
+  problem("finalizer_self_reference", ("the ffi.gc finalizer registered at %s keeps its own cdata (%s) alive "
+    .. "through an upvalue, so it %s (LuaJIT issue 896): let the finalizer take the cdata as its argument")
+    :format(frames_text(frames), tostring(typeof(cd)), when), frames)
+end
+
+local bad = new("uintptr_t[16]")
 
 -- The one finalizer every registered cdata gets: runs the user's, watching what it frees.
 local function dispatch(c)
-  local addr = tonumber(ffi.cast("uintptr_t", c))
+  local addr = tonumber(cast("uintptr_t", c))
   local fin, at = reg_fin[addr], reg_where[addr]
+  local reported = reg_reported[addr]
   if fin then
-    reg_fin[addr], reg_where[addr], reg_epoch[addr], reg_cd[addr] = nil, nil, nil, nil
+    reg_fin[addr], reg_where[addr], reg_epoch[addr], reg_cd[addr], reg_reported[addr] = nil, nil, nil, nil, nil
+    -- Only lua_close finalizes a cdata its own finalizer holds: say so, once.
+    if not reported and holds_itself(fin, c) then self_reference(c, at, "was only freed by lua_close") end
   else  -- a second finalizer for this address (the registered cdata cannot be told apart now)
     local dups = reg_dups[addr]
     local d = dups and table.remove(dups)
@@ -266,7 +301,7 @@ local function dispatch(c)
     fin, at = d[1], d[2]
   end
   C.ljleak_finalizer_enter()
-  local ok, err = pcall(fin, c)
+  local ok, err = pcall_(fin, c)
   local nbad = C.ljleak_finalizer_leave(bad, 16)
   if nbad > 0 or not ok then
     local frames = lua_frames(at)
@@ -278,7 +313,7 @@ local function dispatch(c)
     if not ok then
       problem("finalizer_error", ("the ffi.gc finalizer registered at %s raised: %s")
         :format(frames_text(frames), tostring(err)), frames)
-      error(err, 0)
+      error_(err, 0)
     end
   end
 end
@@ -291,7 +326,7 @@ local function gc_wrapper(cd, finalizer)
     if reg_fin[addr] and (old == nil or rawequal(old, cd)) then
       reg_fin[addr], reg_where[addr], reg_epoch[addr], reg_cd[addr] = nil, nil, nil, nil
       local w = where(2)
-      C.ljleak_annotate(ffi.cast("void *", cd),
+      C.ljleak_annotate(cast("void *", cd),
         ("ffi.gc finalizer detached at %s by ffi.gc(cd, nil)"):format(where_text(w)))
     end
     return orig_gc(cd, nil)
@@ -301,7 +336,7 @@ local function gc_wrapper(cd, finalizer)
     local first = lua_frames(reg_where[addr])
     problem("double_finalizer", ("two ffi.gc finalizers for the same address 0x%x (%s), "
       .. "registered at %s and at %s: a double free waiting to happen"):format(
-      addr, tostring(ffi.typeof(old)), frames_text(first), where_text(w)), {w})
+      addr, tostring(typeof(old)), frames_text(first), where_text(w)), {w})
     reg_dups[addr] = reg_dups[addr] or {}
     table.insert(reg_dups[addr], {finalizer, C.ljleak_here()})
     return orig_gc(cd, dispatch)
@@ -317,26 +352,38 @@ function M.problems()
 end
 
 --- Resources registered with ffi.gc since SNAPSHOT (default: ever) whose finalizer has not run,
---- after a full collection: each {ctype, address, lua = {where}}.
+--- after a full collection: each {ctype, address, lua = {where}}. Still alive is not a leak (a
+--- cache, a fixture): this is information, never a failure by itself.
 function M.retained(snapshot, collected)
   if not collected then
-    collectgarbage()
-    collectgarbage()
+    collect()
+    collect()
   end
   local lo = snapshot and snapshot.epoch or 0
   local out = {}
   for addr, fin in pairs(reg_fin) do
     if fin and reg_epoch[addr] >= lo and reg_cd[addr] ~= nil then
       local frames = lua_frames(reg_where[addr])
-      local ctype = tostring(ffi.typeof(reg_cd[addr]))
+      local ctype = tostring(typeof(reg_cd[addr]))
       out[#out + 1] = {kind = "retained", ctype = ctype, address = addr, lua = frames,
                        message = ("%s at 0x%x, registered with ffi.gc at %s, is still alive after a full "
-                         .. "collection (is it referenced by its own finalizer?)"):format(ctype, addr,
-                         frames_text(frames))}
+                         .. "collection"):format(ctype, addr, frames_text(frames))}
     end
   end
   table.sort(out, function(a, b) return a.address < b.address end)
   return out
+end
+
+-- Registered cdata born since EPOCH that are still alive after a collection because their own
+-- finalizer holds them: reported once each, as errors.
+local function self_references(lo)
+  for addr, fin in pairs(reg_fin) do
+    local cd = reg_cd[addr]
+    if cd ~= nil and not reg_reported[addr] and reg_epoch[addr] >= lo and holds_itself(fin, cd) then
+      reg_reported[addr] = true
+      self_reference(cd, reg_where[addr], "is never collected while the Lua state lives")
+    end
+  end
 end
 
 -- -- Checks ------------------------------------------------------------------------------------------
@@ -349,7 +396,7 @@ function M.check(fn, ...)
   need_tracker("check")
   assert(type(fn) == "function", "ljleak.check: fn must be a function")
   local s = M.snapshot()
-  local ok, err = pcall(fn, ...)
+  local ok, err = pcall_(fn, ...)
   if not ok then
     next_epoch()
     error(err, 0)
@@ -361,27 +408,29 @@ end
 function M.check_since(snapshot)
   need_tracker("check_since")
   local hi = next_epoch()
-  local probs = {}
-  for _, p in ipairs(problems) do
-    if p.epoch >= snapshot.epoch and p.epoch < hi then probs[#probs + 1] = p end
-  end
   -- Nothing born since the snapshot is still live, and nothing registered then is still
   -- registered: nothing can be lost, no need to collect and scan (a busted test, usually).
   local registered = false
   for _, e in pairs(reg_epoch) do
     if e >= snapshot.epoch then registered = true break end
   end
-  if not registered and C.ljleak_live(snapshot.epoch, hi, nil, 0) == 0 then return {}, probs end
-  collectgarbage()
-  collectgarbage()
-  for _, r in ipairs(M.retained(snapshot, true)) do probs[#probs + 1] = r end
-  local buf, n = grouped(C.ljleak_check, snapshot.epoch, hi)
-  return build_records(buf, n, {}), probs
+  local recs = {}
+  if registered or C.ljleak_live(snapshot.epoch, hi, nil, 0) > 0 then
+    collect()
+    collect()
+    self_references(snapshot.epoch)
+    local buf, n = grouped(C.ljleak_check, snapshot.epoch, hi)
+    recs = build_records(buf, n, {})
+  end
+  local probs = {}
+  for _, p in ipairs(problems) do
+    if p.epoch >= snapshot.epoch then probs[#probs + 1] = p end
+  end
+  return recs, probs
 end
 
 --- A readable report of check's results (as `ljleak run` prints them).
 function M.format(recs, probs)
-  local report = require "ljleak.report"
   local out = report.format({leaks = recs, summary = report.summarize(recs)}, "text", {brief = true})
   for _, p in ipairs(probs or {}) do out = out .. p.kind .. ": " .. p.message .. "\n" end
   return out
@@ -433,11 +482,11 @@ local function reexec()
       or "/proc/self/cmdline unreadable") .. "); run it with `ljleak run -- ...`", 0)
   end
   local exe = "/proc/self/exe"
-  local new = {"luajit", launcher, "run", "--"}
-  for _, a in ipairs(argv) do new[#new + 1] = a end
-  local cargv = ffi.new("char *[?]", #new + 1)
+  local argv2 = {"luajit", launcher, "run", "--"}
+  for _, a in ipairs(argv) do argv2[#argv2 + 1] = a end
+  local cargv = ffi.new("char *[?]", #argv2 + 1)
   local keep = {}
-  for i, a in ipairs(new) do
+  for i, a in ipairs(argv2) do
     keep[i] = ffi.new("char[?]", #a + 1, a)
     cargv[i - 1] = keep[i]
   end
@@ -462,7 +511,7 @@ local function load()
     end
     return
   end
-  if os.getenv("LJLEAK_REGISTRY") ~= "0" then ffi.gc = gc_wrapper end
+  if getenv("LJLEAK_REGISTRY") ~= "0" then ffi.gc = gc_wrapper end
 end
 
 load()

@@ -5,6 +5,33 @@ local ffi = require "ffi"
 
 local M = {}
 
+-- -- What the in-process side calls, captured when it loads -----------------------------------
+-- Code under test replaces globals (specs mock _G.require) and test frameworks wrap the ffi
+-- module (busted memoizes ffi.typeof with strong keys: every cdata passed to it would live for
+-- the whole suite). ljleak's in-process code calls only what is captured here.
+
+-- The function a memoizing wrapper forwards to (busted/luajit.lua keeps it as `original`).
+local function unwrapped(fn)
+  for _ = 1, 4 do
+    if type(fn) ~= "function" or not debug.getinfo(fn, "S").what:match("Lua") then return fn end
+    local inner
+    for i = 1, 16 do
+      local name, v = debug.getupvalue(fn, i)
+      if not name then break end
+      if name == "original" and type(v) == "function" then inner = v end
+    end
+    if not inner then return fn end
+    fn = inner
+  end
+  return fn
+end
+
+M.require = require
+M.ffi = {typeof = unwrapped(ffi.typeof), cast = ffi.cast, gc = ffi.gc, new = ffi.new,
+         string = ffi.string, istype = ffi.istype, C = ffi.C}
+M.getupvalue, M.getinfo = debug.getupvalue, debug.getinfo
+M.getenv = os.getenv
+
 ffi.cdef [[
 typedef struct ljleak_rec { uint32_t site, kind; uint64_t blocks, bytes; } ljleak_rec;
 typedef struct ljleak_site_info {
@@ -52,9 +79,11 @@ end
 
 -- Tell the tracker where each JIT trace starts: allocations made by compiled code get that
 -- location, flagged approximate.
+local funcinfo = jit and require("jit.util").funcinfo
+
 local function trace_event(what, tr, func, pc)
   if what == "start" then
-    local info = require("jit.util").funcinfo(func, pc)
+    local info = funcinfo(func, pc)
     local src = info.source and info.source:gsub("^[@=]", "") or "?"
     C.ljleak_trace_start(tr, src, info.currentline or -1, info.name or "?")
   elseif what == "flush" then
@@ -97,7 +126,7 @@ local function busted_loader(name)
       if type(f) == "function" then
         return function(...)
           local new = f(...)
-          return function(...) return require("ljleak.busted").install(new(...)) end
+          return function(...) return M.require("ljleak.busted").install(new(...)) end
         end
       end
     end
