@@ -1,7 +1,7 @@
 -- luacheck configuration: LuaJIT's standard library and no globals, everywhere.
 std = "luajit"
 max_line_length = 120
-include_files = {"**/*.lua", "bin/ljleak", ".luacheckrc"}
+include_files = {"**/*.lua", ".luacheckrc"}
 exclude_files = {"build/**", "t/busted/broken_spec.lua"}  -- a spec that must not load
 
 files[".luacheckrc"] = {std = "+luacheckrc"}

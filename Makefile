@@ -20,7 +20,7 @@ B = build
 TRACKER_SRC = csrc/lk_alloc.c csrc/lk_life.c csrc/lk_sys.c csrc/lk_table.c csrc/lk_stack.c csrc/lk_scan.c csrc/lk_report.c \
               csrc/lk_thread.c csrc/lk_maps.c csrc/lk_luavm.c csrc/lk_intern.c csrc/lk_api.c
 TRACKER_HDR = $(wildcard csrc/*.h)
-CORE_SRC    = csrc/lk_lua.c csrc/lk_sym.c
+CORE_SRC    = csrc/lk_lua.c csrc/lk_sym.c csrc/lk_proc.c
 
 TRACKER = $(B)/ljleak/libljleak.so
 CORE    = $(B)/ljleak/core.so
@@ -62,13 +62,14 @@ bench: deps all
 	$(LUAJIT) bench/bench.lua
 
 lint:
-	luacheck lua bin t bench
+	luacheck lua t bench examples
 
 install: all
 	install -d $(DESTDIR)$(LUADIR)/ljleak $(DESTDIR)$(LIBDIR)/ljleak $(DESTDIR)$(BINDIR) $(DESTDIR)$(SUPPDIR)
 	cp -R lua/ljleak/. $(DESTDIR)$(LUADIR)/ljleak/
 	install -m 0755 $(TRACKER) $(CORE) $(VGLIB) $(DESTDIR)$(LIBDIR)/ljleak/
-	install -m 0755 bin/ljleak $(DESTDIR)$(BINDIR)/ljleak
+	sed -e 's|@LUADIR@|$(LUADIR)|' -e 's|@LIBDIR@|$(LIBDIR)|' bin/ljleak > $(DESTDIR)$(BINDIR)/ljleak
+	chmod 0755 $(DESTDIR)$(BINDIR)/ljleak
 	install -m 0644 suppressions/*.supp $(DESTDIR)$(SUPPDIR)/
 
 clean:

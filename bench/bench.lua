@@ -72,13 +72,13 @@ end
 local ENGINES = {
   {name = "plain", argv = function(prog) return measured(prog) end},
   {name = "tracker", argv = function(prog)
-    local a = {"luajit", ROOT .. "/bin/ljleak", "run", "--"}
+    local a = {ROOT .. "/bin/ljleak", "run", "--"}
     for _, x in ipairs(measured(prog)) do a[#a + 1] = x end
     return a
   end},
   -- The program loads the Lua API itself (require "ljleak"): ffi.gc is wrapped by the registry.
   {name = "+api", argv = function(prog)
-    local a = {"luajit", ROOT .. "/bin/ljleak", "run", "--"}
+    local a = {ROOT .. "/bin/ljleak", "run", "--"}
     for _, x in ipairs(measured(prog)) do a[#a + 1] = x end
     table.insert(a, #a, "-e")
     table.insert(a, #a, "require 'ljleak'")
@@ -92,7 +92,7 @@ if VALGRIND then
   end}
   -- GNU time outside: its %M is then the largest of ljleak and the process Valgrind runs in.
   ENGINES[#ENGINES + 1] = {name = "vg-engine", runs = VALGRIND_RUNS, argv = function(prog)
-    return {"/usr/bin/time", "-f", "%e %M", "-o", rssfile, "luajit", ROOT .. "/bin/ljleak", "run",
+    return {"/usr/bin/time", "-f", "%e %M", "-o", rssfile, ROOT .. "/bin/ljleak", "run",
             "--engine=valgrind", "--", "luajit", prog}
   end}
 end

@@ -6,6 +6,7 @@
 #include <lua.h>
 #include <lauxlib.h>
 
+#include "lk_proc.h"
 #include "lk_sym.h"
 
 #define LK_VERSION	"0.1.0"
@@ -125,6 +126,7 @@ LK_EXPORT int luaopen_ljleak_core(lua_State *L)
 
   lua_newtable(L);
   luaL_register(L, NULL, core_funcs);
+  lk_proc_register(L);
   lua_pushliteral(L, LK_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

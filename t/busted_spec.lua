@@ -96,7 +96,7 @@ describe("ljleak busted", function()
   end)
 
   it("says which package to install when busted is missing", function()
-    local code2, _, err = h.run({"luajit", h.BIN, "busted", "--", "x_spec.lua"},
+    local code2, _, err = h.run({h.BIN, "busted", "--", "x_spec.lua"},
       {env = {LJLEAK_BUSTED = "/nonexistent/busted"}})
     assert.are.equal(2, code2)
     assert.matches("apt-get install lua-busted", err, 1, true)

@@ -28,7 +28,7 @@ local tmpdir
 -- Run bin/ljleak with ARGS (a list: no shell involved). Returns exit code, stdout, stderr.
 -- ENV: extra environment variables for the CLI.
 local function ljleak(args, env)
-   local argv = {"luajit", BIN}
+   local argv = {BIN}
    for _, a in ipairs(args) do argv[#argv + 1] = a end
    return h.run(argv, {env = env})
 end

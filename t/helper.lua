@@ -75,7 +75,7 @@ end
 function M.ljleak_run(cmd, extra, opts)
   local dir = M.tmpdir()
   local json = dir .. "/report.json"
-  local argv = {"luajit", M.BIN, "run", "--json=" .. json}
+  local argv = {M.BIN, "run", "--json=" .. json}
   for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
   argv[#argv + 1] = "--"
   for _, a in ipairs(cmd) do argv[#argv + 1] = a end
@@ -90,7 +90,7 @@ end
 function M.ljleak_busted(busted_args, extra)
   local dir = M.tmpdir()
   local json = dir .. "/report.json"
-  local argv = {"luajit", M.BIN, "busted", "--json=" .. json}
+  local argv = {M.BIN, "busted", "--json=" .. json}
   for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
   argv[#argv + 1] = "--"
   for _, a in ipairs(busted_args) do argv[#argv + 1] = a end

@@ -91,7 +91,7 @@ function M.run(extra, paths)
   local port = free_port()
   h.write_file(dir .. "/nginx.conf", CONF:format(M.MODULES, M.MODULES, port))
   local json, err_file = dir .. "/report.json", dir .. "/ljleak.err"
-  local argv = {"luajit", h.BIN, "run", "--json=" .. json}
+  local argv = {h.BIN, "run", "--json=" .. json}
   for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
   for _, a in ipairs({"--", M.NGINX, "-p", dir .. "/", "-c", dir .. "/nginx.conf"}) do argv[#argv + 1] = a end
   local pid = assert(unistd.fork())

@@ -19,7 +19,7 @@ step() {  # step NAME COMMAND...: one pass or one failure
   if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $name"; fi
 }
 
-step "luacheck" luacheck -q lua bin t bench examples
+step "luacheck" luacheck -q lua t bench examples
 
 echo "== busted specs"
 $BUSTED -o TAP $SPECS $VALGRIND_SPECS | tee "$log"

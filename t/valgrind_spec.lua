@@ -138,7 +138,7 @@ end
 
 local function start(j)
   j.dir = h.tmpdir()
-  local argv = j.argv or {"luajit", h.BIN, "run", "--json=" .. j.dir .. "/report.json"}
+  local argv = j.argv or {h.BIN, "run", "--json=" .. j.dir .. "/report.json"}
   if not j.argv then
     for _, a in ipairs(j.args) do argv[#argv + 1] = a end
   end
@@ -237,7 +237,7 @@ describe("ljleak run --engine=valgrind", function()
     errors = fixture("vg_errors"),
     killed = job({"--engine=valgrind", "--", "luajit", "t/leak/vg_errors.lua"}, {VG_ERRORS_KILL = "1"}),
     -- On a terminal (script(1) gives it one): the status line while Valgrind runs.
-    terminal = {argv = {"script", "-qefc", "luajit bin/ljleak run --engine=valgrind -- luajit -e "
+    terminal = {argv = {"script", "-qefc", "bin/ljleak run --engine=valgrind -- luajit -e "
       .. "'local t = os.clock() while os.clock() - t < 1.5 do end'", "/dev/null"}},
   }
   setup(function() run_all(jobs) end)
@@ -394,7 +394,7 @@ end)
 describe("ljleak run, bad input", function()
   it("exits 2 with the package to install when valgrind is missing, running nothing", function()
     local dir = h.tmpdir()
-    local code, out, err = h.run({"/usr/bin/luajit", h.BIN, "run", "--engine=valgrind", "--",
+    local code, out, err = h.run({h.BIN, "run", "--engine=valgrind", "--",
                                   "/usr/bin/touch", dir .. "/marker"}, {env = {PATH = dir}})
     assert.are.equal(2, code)
     assert.are.equal("", out)
@@ -409,7 +409,7 @@ describe("ljleak run, bad input", function()
     h.write_file(dir .. "/bad.supp", "{\n   fine\n   Memcheck:Leak\n   fun:malloc\n}\n{\n   broken\n"
       .. "   Memcheck:Leak\n   fun:malloc\n   function:oops\n}\n")
     for _, engine in ipairs({"tracker", "valgrind"}) do
-      local code, _, err = h.run({"luajit", h.BIN, "run", "--engine=" .. engine,
+      local code, _, err = h.run({h.BIN, "run", "--engine=" .. engine,
                                   "--suppressions=" .. dir .. "/bad.supp", "--", "touch", dir .. "/marker"})
       assert.are.equal(2, code)
       assert.are.equal(("ljleak: suppressions: %s/bad.supp:10: bad location 'function:oops': a frame is '...', "
@@ -420,7 +420,7 @@ describe("ljleak run, bad input", function()
   end)
 
   it("rejects --valgrind-opts that would change what ljleak reads", function()
-    local code, _, err = h.run({"luajit", h.BIN, "run", "--engine=valgrind", "--valgrind-opts=--xml=no", "--", "true"})
+    local code, _, err = h.run({h.BIN, "run", "--engine=valgrind", "--valgrind-opts=--xml=no", "--", "true"})
     assert.are.equal(2, code)
     assert.are.equal("ljleak: --valgrind-opts: --xml is set by ljleak and cannot be changed\n", err)
   end)

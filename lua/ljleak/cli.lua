@@ -3,20 +3,18 @@
 local argparse = require "argparse"
 local bit = require "bit"
 local lfs = require "lfs"
-local errno = require "posix.errno"
-local fcntl = require "posix.fcntl"
 local psignal = require "posix.signal"
-local ptime = require "posix.time"
 local stat = require "posix.sys.stat"
 local stdlib = require "posix.stdlib"
 local unistd = require "posix.unistd"
-local wait = require "posix.sys.wait"
 
+local process = require "ljleak.process"
 local progress = require "ljleak.progress"
 local raw = require "ljleak.raw"
 local report = require "ljleak.report"
 local supp = require "ljleak.supp"
 local symbolize = require "ljleak.symbolize"
+local tracker_engine = require "ljleak.tracker"
 local util = require "ljleak.util"
 local valgrind = require "ljleak.valgrind"
 
@@ -28,7 +26,8 @@ local EXIT = {
    failure = 2,        -- ljleak itself could not do its job (no tracker, no run directory, ...)
    leaks = 42,         -- default --error-exitcode
    not_found = 127,    -- CMD not found on PATH, or not an executable file
-   signal_base = 128,  -- CMD killed by signal N: 128 + N
+   signal_base = 128,  -- CMD killed by signal N (or ljleak interrupted by it): 128 + N
+   timeout = 124,      -- --timeout expired (as timeout(1))
    internal = 70,      -- a bug in ljleak (EX_SOFTWARE)
 }
 M.EXIT = EXIT
@@ -87,7 +86,8 @@ local function build_parser(state)
       cmd:option("--html", "Write the report as a self-contained HTML page to FILE."):argname("FILE")
       cmd:option("--folded", "Write the leaks as folded stacks (flame graphs) to FILE."):argname("FILE")
       cmd:option("--fail-on", "Leak kinds that make the run fail: a comma-separated list of "
-         .. "definite, indirect, possible, reachable.", "definite"):argname("KINDS")
+         .. "definite, indirect, possible, reachable, and unchecked (a process that was not checked).",
+         "definite"):argname("KINDS")
       cmd:option("--error-exitcode", "Exit code when a leak of a --fail-on kind is found (0: keep CMD's).",
          tostring(EXIT.leaks)):argname("N")
       cmd:flag("--show-reachable", "List reachable blocks too (always counted in the summary).")
@@ -99,6 +99,8 @@ local function build_parser(state)
          .. "to FILE."):argname("FILE")
       cmd:option("--valgrind-opts", "More options for valgrind, separated by spaces (--engine=valgrind; "
          .. "repeatable).", nil, nil, 1, "*"):argname("OPTS")
+      cmd:option("--timeout", "End the command (SIGTERM, then SIGKILL after 10 s) if it runs longer than "
+         .. "SECONDS; report what finished, and exit 124."):argname("SECONDS")
       cmd:option("--jit", "LuaJIT's JIT compiler in the programs run: on, or off (the default under "
          .. "--engine=valgrind, where JIT code makes unbounded garbage stacks).")
          :choices({"on", "off"}):argname("on|off")
@@ -146,8 +148,9 @@ end
 local function parse_fail_on(text)
    local kinds = {}
    for word in (text .. ","):gmatch("([^,]*),") do
-      if not raw.is_kind[word] then
-         fail(EXIT.usage, "--fail-on=%s: unknown leak kind '%s' (use %s)", text, word, table.concat(raw.KINDS, ", "))
+      if not raw.is_kind[word] and word ~= "unchecked" then
+         fail(EXIT.usage, "--fail-on=%s: unknown leak kind '%s' (use %s, unchecked)", text, word,
+            table.concat(raw.KINDS, ", "))
       end
       kinds[word] = true
    end
@@ -158,6 +161,15 @@ local function parse_exitcode(text)
    local n = text:match("^%d+$") and tonumber(text)
    if not n or n > 255 then
       fail(EXIT.usage, "--error-exitcode=%s: must be an integer from 0 to 255", text)
+   end
+   return n
+end
+
+local function parse_timeout(text)
+   if text == nil then return nil end
+   local n = tonumber(text)
+   if not n or n <= 0 or n ~= n or n == math.huge then
+      fail(EXIT.usage, "--timeout=%s: must be a number of seconds greater than 0", text)
    end
    return n
 end
@@ -376,10 +388,29 @@ if jit then
   pcall(require, "ljleak.vm")
 end]]
 
+-- The user's LUA_INIT, LUA_PATH, LUA_CPATH: bin/ljleak keeps them out of the CLI's own LuaJIT and
+-- saves them as LJLEAK_SAVED_NAME ("=value" when set). The command gets them back as they were.
+local USER_LUA_VARS = {"LUA_INIT", "LUA_PATH", "LUA_CPATH"}
+
+local function user_env(name)
+   local saved = os.getenv("LJLEAK_SAVED_" .. name)
+   if saved then return saved:sub(2) end
+   return os.getenv(name)
+end
+
+-- ENV with the user's Lua variables restored (unless ENV sets them) and the saved copies removed.
+local function with_user_env(env)
+   for _, name in ipairs(USER_LUA_VARS) do
+      if env[name] == nil then env[name] = user_env(name) or false end
+      env["LJLEAK_SAVED_" .. name] = false
+   end
+   return env
+end
+
 local function lua_init()
    local module = package.searchpath("ljleak", package.path)
    local core = package.searchpath("ljleak.core", package.cpath)
-   local user = os.getenv("LUA_INIT")
+   local user = user_env("LUA_INIT")
    local code = module and core and LUA_INIT_CODE:format(module:match("^(.*)/ljleak/[^/]*$"), core) or ""
    if user and user ~= "" then
       code = code .. "\n" .. (user:sub(1, 1) == "@" and ("dofile(%q)"):format(user:sub(2)) or user)
@@ -387,11 +418,15 @@ local function lua_init()
    return code ~= "" and code or nil
 end
 
+-- The run directory: absolute (programs change directory). As root, processes may become another
+-- user (nginx workers run as nobody): they may then create their reports in it, but not list it.
 local function make_run_dir()
    local tmp = os.getenv("TMPDIR")
    if not tmp or tmp == "" then tmp = "/tmp" end
    local dir, err = stdlib.mkdtemp(tmp .. "/ljleak.XXXXXX")
    if not dir then fail(EXIT.failure, "cannot create a run directory in %s: %s", tmp, tostring(err)) end
+   dir = stdlib.realpath(dir) or dir
+   if unistd.geteuid() == 0 then stat.chmod(dir, tonumber("1733", 8)) end
    return dir
 end
 
@@ -410,74 +445,17 @@ local function remove_tree(dir)
    return lfs.rmdir(dir)
 end
 
-local function signal_name(sig)
-   for k, v in pairs(psignal) do
-      if v == sig and k:match("^SIG%u+$") and k ~= "SIG_DFL" and k ~= "SIG_IGN" then return k end
-   end
-   return "signal " .. sig
-end
+local signal_name = process.signal_name
 
--- Run ARGV (ARGV[1] resolved to PATH) with ENV added to the child's environment only.
--- Returns the child's pid, how it ended ("exited" or "killed") and its status or signal number.
--- Raises if exec failed. TICK, if given, is called about ten times a second while CMD runs.
-local function spawn_and_wait(path, argv, env, tick)
-   local argt = {[0] = argv[1]}
-   for i = 2, #argv do argt[i - 1] = argv[i] end
-   -- Exec failure is reported through a close-on-exec pipe: EOF means exec succeeded.
-   local rfd, wfd = unistd.pipe()
-   if not rfd then fail(EXIT.failure, "pipe: %s", tostring(wfd)) end
-   fcntl.fcntl(wfd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
-   -- Like system(3): a ^C at the terminal goes to CMD; ljleak waits and then reports.
-   local old_int = psignal.signal(psignal.SIGINT, psignal.SIG_IGN)
-   local old_quit = psignal.signal(psignal.SIGQUIT, psignal.SIG_IGN)
-   -- Back to ignored if they were, else to the default: a handler cannot survive exec, and
-   -- luajit's own (which turns ^C into a Lua error) is of no use once CMD is over.
-   local function restore()
-      psignal.signal(psignal.SIGINT, old_int == psignal.SIG_IGN and psignal.SIG_IGN or psignal.SIG_DFL)
-      psignal.signal(psignal.SIGQUIT, old_quit == psignal.SIG_IGN and psignal.SIG_IGN or psignal.SIG_DFL)
+-- Run ARGV (ARGV[1] resolved to PATH) with ENV added to the child's environment only (a false
+-- value removes a variable). Returns process.run's result; fails when CMD could not be started.
+local function spawn_and_wait(path, argv, env, opts)
+   local res, err, code = process.run(path, argv, env, opts)
+   if not res then
+      if code then fail(EXIT.not_found, "%s: %s", argv[1], err) end
+      fail(EXIT.failure, "%s", err)
    end
-   io.stdout:flush()
-   io.stderr:flush()
-   local pid, err = unistd.fork()
-   if pid == nil then
-      restore()
-      unistd.close(rfd)
-      unistd.close(wfd)
-      fail(EXIT.failure, "fork: %s", tostring(err))
-   elseif pid == 0 then
-      unistd.close(rfd)
-      restore()
-      for k, v in pairs(env) do stdlib.setenv(k, v) end
-      -- execp: with a slash in PATH there is no search, but a script without `#!` runs under sh.
-      local _, exec_err = unistd.execp(path, argt)
-      unistd.write(wfd, tostring(exec_err))
-      unistd._exit(EXIT.not_found)
-   end
-   unistd.close(wfd)
-   local chunks = {}
-   while true do
-      local data = unistd.read(rfd, 4096)
-      if not data or data == "" then break end
-      chunks[#chunks + 1] = data
-   end
-   unistd.close(rfd)
-   local how, status
-   repeat
-      local wpid, what, code = wait.wait(pid, tick and wait.WNOHANG or 0)
-      if wpid == 0 then
-         tick()
-         ptime.nanosleep({tv_sec = 0, tv_nsec = 100000000})
-      elseif wpid then
-         how, status = what, code
-      end
-   until (wpid and wpid ~= 0) or (not wpid and code ~= errno.EINTR)
-   restore()
-   if #chunks > 0 then
-      local msg = table.concat(chunks)
-      if msg:sub(1, #path + 2) == path .. ": " then msg = msg:sub(#path + 3) end
-      fail(EXIT.not_found, "%s: %s", argv[1], msg)
-   end
-   return pid, how or "exited", status or EXIT.failure
+   return res
 end
 
 -- -- The Valgrind engine ---------------------------------------------------------------------
@@ -492,20 +470,17 @@ local function valgrind_setup(args)
    return {valgrind = path, extra = extra, depth = num_callers or valgrind.DEFAULT_NUM_CALLERS}
 end
 
-local function now()
-   local t = ptime.clock_gettime(ptime.CLOCK_MONOTONIC)
-   return t.tv_sec + t.tv_nsec * 1e-9
-end
+local now = process.now
 
 -- Run COMMAND under memcheck, with its XML going to RUN_DIR and ENV added to its environment; on a
 -- terminal, a status line shows the time, the processes running and the records so far.
 -- Returns what spawn_and_wait returns.
-local function valgrind_spawn(vg, command, run_dir, jit, env)
+local function valgrind_spawn(vg, command, run_dir, jit, env, opts)
    local argv = valgrind.command({valgrind = vg.valgrind, dir = run_dir, extra = vg.extra})
    for _, a in ipairs(command) do argv[#argv + 1] = a end
    local child_env = {}
    for k, v in pairs(env) do child_env[k] = v end
-   child_env.LUA_INIT = valgrind.lua_init(jit, env.LUA_INIT or os.getenv("LUA_INIT"))
+   child_env.LUA_INIT = valgrind.lua_init(jit, env.LUA_INIT or user_env("LUA_INIT"))
    local status_line = progress.new()
    local tick
    if status_line.enabled then
@@ -519,35 +494,36 @@ local function valgrind_spawn(vg, command, run_dir, jit, env)
             PROG, progress.clock(elapsed), running, running == 1 and "" or "es", records, records == 1 and "" or "s"))
       end
    end
-   local results = {pcall(spawn_and_wait, vg.valgrind, argv, child_env, tick)}
+   local results = {pcall(spawn_and_wait, vg.valgrind, argv, child_env, {tick = tick, timeout = opts.timeout})}
    status_line:clear()
    if not results[1] then error(results[2], 0) end
    -- Processes that outlive COMMAND may still be writing their report.
-   for _, pid in ipairs(valgrind.wait_for_stragglers(run_dir, 10)) do
+   for _, pid in ipairs(valgrind.wait_for_stragglers(run_dir, results[2].interrupted and 1 or 10)) do
       warn("process %d is still running; its report is not complete", pid)
    end
-   return unpack(results, 2)
+   return results[2]
 end
 
 -- Under the tracker each process holds proc.PID.live in RUN_DIR from its start (or its fork) until
 -- it writes its report. After the command ended, wait up to TIMEOUT seconds for those still
--- running (children that outlive it). One that ended without a report is not named: a fork's
--- marker is in its parent's run directory, and its child may have run under another ljleak.
-local function tracker_stragglers(run_dir, timeout, skip)
-   local waited = 0
-   while true do
-      local running = {}
+-- running (children that outlive it); a signal to ljleak ends the wait, and is passed on to them.
+local function tracker_stragglers(run_dir, timeout)
+   local running
+   local function still()
+      running = {}
       for name in lfs.dir(run_dir) do
          local pid = tonumber(name:match("^proc%.(%d+)%.live$") or "")
-         if pid and pid ~= skip and util.alive(pid) then running[#running + 1] = pid end
+         if pid and not lfs.attributes(("%s/proc.%d.raw"):format(run_dir, pid)) and util.alive(pid) then
+            running[#running + 1] = pid
+         end
       end
-      if #running == 0 or waited >= timeout then
-         for _, pid in ipairs(running) do warn("process %d is still running; it has written no leak report", pid) end
-         return
-      end
-      ptime.nanosleep({tv_sec = 0, tv_nsec = 100000000})
-      waited = waited + 0.1
+      return #running > 0
    end
+   local _, sig, from_terminal = process.wait_while(still, timeout)
+   if sig and not from_terminal then
+      for _, pid in ipairs(running) do psignal.kill(pid, sig) end
+   end
+   return sig
 end
 
 -- -- Suppressions ----------------------------------------------------------------------------
@@ -625,9 +601,21 @@ function commands.busted(args, rest)
    })
 end
 
+-- Say which processes were not checked, and why (at most LIMIT lines).
+local function warn_unchecked(unchecked, limit)
+   for i, u in ipairs(unchecked) do
+      if i > limit then
+         warn("... and %d more processes not checked (see the JSON report's processes)", #unchecked - limit)
+         break
+      end
+      warn("not checked: process %d %s", u.pid, u.reason)
+   end
+end
+
 function run_command(args, command, extra_env)
    local fail_on = parse_fail_on(args.fail_on)
    local error_exitcode = parse_exitcode(args.error_exitcode)
+   local timeout = parse_timeout(args.timeout)
    check_outputs(args)
    if args.gen_suppressions then check_output("--gen-suppressions", args.gen_suppressions, supp.is_generated) end
    local supp_entries = load_suppressions(args)
@@ -644,46 +632,49 @@ function run_command(args, command, extra_env)
    local run_dir = make_run_dir()
 
    local ok, result = xpcall(function()
-      local child_pid, how, status
+      local res, late_signal
       if vg then
          -- ljleak's small Valgrind library (client requests, dlclose kept a no-op), and the
          -- ljleak module in every LuaJIT process (busted's tests become Valgrind contexts).
-         local env = {LUA_INIT = lua_init()}
+         local env = with_user_env({LUA_INIT = lua_init()})
          local vglib = tracker:gsub("libljleak%.so$", "libljleak_vg.so")
          if lfs.attributes(vglib, "mode") == "file" then
             local preload = os.getenv("LD_PRELOAD")
             env.LD_PRELOAD = (preload and preload ~= "") and vglib .. ":" .. preload or vglib
          end
          for k, v in pairs(extra_env) do env[k] = v end
-         child_pid, how, status = valgrind_spawn(vg, command, run_dir, args.jit or "off", env)
+         res = valgrind_spawn(vg, command, run_dir, args.jit or "off", env, {timeout = timeout})
       else
          local preload = os.getenv("LD_PRELOAD")
          preload = (preload and preload ~= "") and tracker .. ":" .. preload or tracker
-         local env = {LD_PRELOAD = preload, LJLEAK_DIR = run_dir, LUA_INIT = lua_init()}
+         local env = with_user_env({LD_PRELOAD = preload, LJLEAK_DIR = run_dir, LUA_INIT = lua_init()})
          if args.jit == "off" then env.LUA_INIT = valgrind.lua_init("off", env.LUA_INIT) end
          for k, v in pairs(extra_env) do env[k] = v end
-         child_pid, how, status = spawn_and_wait(path, command, env)
-         tracker_stragglers(run_dir, 10, child_pid)
+         res = spawn_and_wait(path, command, env, {timeout = timeout})
+         late_signal = tracker_stragglers(run_dir, res.interrupted and 1 or 10)
       end
+      local interrupted = res.interrupted or (late_signal and {signal = late_signal, by = "signal"})
+      local child_pid, how, status = res.pid, res.how, res.status
       local exit_status = how == "killed" and EXIT.signal_base + status or status
 
-      local procs, problems, errors
+      local procs, problems, errors, unchecked
       if vg then
          procs, problems = valgrind.collect(run_dir)
+         unchecked = {}
       else
-         procs, problems, errors = report.collect(run_dir)
+         procs, problems, errors, unchecked = tracker_engine.collect(run_dir, {
+            child = child_pid, child_signal = how == "killed" and signal_name(status) or nil})
       end
       for _, p in ipairs(problems) do warn("%s", p.message) end
       local pids = {}
       for _, proc in ipairs(procs) do pids[proc.pid or -1] = true end
-      if not pids[child_pid] then
+      if vg and not pids[child_pid] then
          if how == "killed" then
             warn("%s (pid %d) was killed by %s and left no leak report%s", command[1], child_pid,
                signal_name(status), #procs > 0 and "; reporting its other processes" or "")
          else
-            warn("%s (pid %d) left no leak report: %s", command[1], child_pid, vg
-               and "Valgrind could not run it (see its message above)"
-               or "it ended without running exit handlers (_exit, abort), or the tracker was not loaded into it")
+            warn("%s (pid %d) left no leak report: Valgrind could not run it (see its message above)", command[1],
+               child_pid)
          end
       end
 
@@ -696,17 +687,42 @@ function run_command(args, command, extra_env)
             symbolizer = symbolize.new({tracker = tracker}),
          })
       end
+      for _, proc in ipairs(rep.processes or {}) do
+         if proc.lua then warn("process %d: Lua frames %s", proc.pid, proc.lua) end
+         if proc.unstopped_threads then
+            warn("process %d: %d thread%s could not be stopped for the check (signals blocked): their registers "
+               .. "were not scanned", proc.pid, #proc.unstopped_threads, #proc.unstopped_threads == 1 and "" or "s")
+         end
+      end
+      for _, u in ipairs(unchecked) do
+         rep.processes[#rep.processes + 1] = {pid = u.pid, checked = false, reason = u.reason}
+      end
+      if interrupted then
+         rep.interrupted = interrupted.by == "timeout" and ("timeout after %g s"):format(interrupted.seconds)
+            or signal_name(interrupted.signal)
+      end
       local code = exit_status
       if not suppress(rep, supp_entries, args, vg and vg.depth or tracker_depth(),
                       vg and valgrind.builtin_suppressions(procs)) then
          code = EXIT.failure
       end
       if error_exitcode ~= 0 and report.failing(rep, fail_on) > 0 then code = error_exitcode end
+      if error_exitcode ~= 0 and fail_on.unchecked and #unchecked > 0 then code = error_exitcode end
       if not write_outputs(rep, args, {show_reachable = args.show_reachable, fail_on = fail_on}) then
          code = EXIT.failure
       end
-      io.stderr:write(("%s: leak check of %d process%s\n"):format(PROG, #procs, #procs == 1 and "" or "es"))
+      io.stderr:write(("%s: leak check of %d process%s%s\n"):format(PROG, #procs, #procs == 1 and "" or "es",
+         #unchecked > 0 and (", %d not checked"):format(#unchecked) or ""))
+      warn_unchecked(unchecked, 20)
       io.stderr:write(report.format(rep, "text", {show_reachable = args.show_reachable}))
+      if interrupted then
+         warn("interrupted (%s): the report covers only the processes that finished", rep.interrupted)
+         code = interrupted.by == "timeout" and EXIT.timeout or EXIT.signal_base + interrupted.signal
+      elseif #procs == 0 and how ~= "killed" then
+         warn("no process was checked%s", #unchecked > 0 and " (see above)" or
+            ": the command ran no program the tracker could enter")
+         code = EXIT.failure
+      end
       return code
    end, traceback)
    if args.keep_run_dir then
@@ -792,5 +808,8 @@ function M.main(argv)
    io.stderr:write(PROG, ": internal error: ", tostring(result), "\n")
    return EXIT.internal
 end
+
+-- `luajit cli.lua ARGS...`, as bin/ljleak runs it: the command line is in `arg`.
+if ... ~= "ljleak.cli" then os.exit(M.main(arg), true) end
 
 return M

@@ -481,8 +481,7 @@ local function reexec()
     error("ljleak: cannot re-run this program under the tracker (" .. (argv and "no ljleak launcher found"
       or "/proc/self/cmdline unreadable") .. "); run it with `ljleak run -- ...`", 0)
   end
-  local exe = "/proc/self/exe"
-  local argv2 = {"luajit", launcher, "run", "--"}
+  local argv2 = {launcher, "run", "--"}
   for _, a in ipairs(argv) do argv2[#argv2 + 1] = a end
   local cargv = ffi.new("char *[?]", #argv2 + 1)
   local keep = {}
@@ -493,7 +492,7 @@ local function reexec()
   C.setenv("LJLEAK_REEXEC", "1", 1)
   io.stdout:flush()
   io.stderr:flush()
-  C.execv(exe, cargv)
+  C.execv(launcher, cargv)
   error("ljleak: could not re-run under the tracker: execv failed", 0)
 end
 

@@ -54,6 +54,23 @@ function handlers.exe(proc, rest)
    proc.exe = rest
 end
 
+-- lua_vm unavailable REASON: the tracker could not read this LuaJIT's state (no Lua frames), or
+-- could not walk its heap (scanned whole).
+function handlers.lua_vm(proc, rest)
+   local reason = rest:match("^unavailable (.+)$")
+   if not reason then return "bad lua_vm line (want: lua_vm unavailable REASON)" end
+   proc.lua_vm = reason
+end
+
+-- unstopped TID [unsafe]: a thread that could not be stopped for the check (it blocks signals).
+function handlers.unstopped(proc, rest)
+   local tid, flag = rest:match("^(%d+) ?(%a*)$")
+   if not tid or (flag ~= "" and flag ~= "unsafe") then return "bad unstopped line (want: unstopped TID [unsafe])" end
+   proc.unstopped = proc.unstopped or {}
+   proc.unstopped[#proc.unstopped + 1] = number(tid)
+   if flag == "unsafe" then proc.unsafe = true end
+end
+
 function handlers.lua_state(proc, rest)
    if rest ~= "open" and rest ~= "closed" and rest ~= "none" then
       return "bad lua_state '" .. rest .. "' (open, closed or none)"
@@ -110,7 +127,8 @@ function handlers.site(proc, rest, state)
          state.module_refs[#state.module_refs + 1] = {index = index, line = state.lineno, site = id}
       end
    end
-   proc.sites[id] = {id = id, fn = fn, frames = frames, lua = attrs.lua, ctx = attrs.ctx}
+   proc.sites[id] = {id = id, fn = fn, frames = frames, lua = attrs.lua, ctx = attrs.ctx,
+                     dropped = attrs.dropped == 1 or nil}
 end
 
 local function unescape(s)

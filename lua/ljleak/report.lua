@@ -20,67 +20,6 @@ for i, k in ipairs(M.KINDS) do kind_rank[k] = i end
 -- JSON null, as cjson.decode gives it.
 M.null = cjson.null
 
--- -- Gathering raw reports ------------------------------------------------------------------
-
--- Non-leak errors found in the program (a bad free in an ffi.gc finalizer...): one JSON object a
--- line in lua.<pid>.jsonl, written by the ljleak Lua module.
-local function read_errors(path, errors, problems)
-   local f = io.open(path, "rb")
-   if not f then return end
-   local n = 0
-   for line in f:lines() do
-      n = n + 1
-      local ok, e = pcall(cjson.decode, line)
-      if ok and type(e) == "table" and e.kind and e.message then
-         errors[#errors + 1] = e
-      elseif line ~= "" then
-         problems[#problems + 1] = {message = ("%s:%d: not an error record"):format(path, n)}
-      end
-   end
-   f:close()
-end
-
--- Parse every proc.<pid>.raw in RUN_DIR. Returns procs (sorted by pid), problems: a list of
--- {pid = N or nil, message = "..."} for unreadable, malformed and truncated reports, and errors:
--- non-leak errors the program's processes recorded ({kind, message, pid, lua, ...}).
-function M.collect(run_dir)
-   local procs, problems, errors = {}, {}, {}
-   local names = {}
-   local ok, iter, dir_obj = pcall(lfs.dir, run_dir)
-   if not ok then
-      problems[1] = {message = tostring(iter)}
-      return procs, problems
-   end
-   for name in iter, dir_obj do
-      names[#names + 1] = name
-   end
-   table.sort(names)
-   for _, name in ipairs(names) do
-      local path = run_dir .. "/" .. name
-      if name:match("^proc%.%d+%.raw$") then
-         local proc, err = raw.read(path)
-         if proc then
-            procs[#procs + 1] = proc
-            if proc.truncated then
-               local msg = ("%s: truncated (process %s died while writing it); its leaks may be incomplete")
-                  :format(path, tostring(proc.pid))
-               problems[#problems + 1] = {pid = proc.pid, message = msg}
-            end
-         else
-            problems[#problems + 1] = {pid = raw.pid_of_name(name), message = err}
-         end
-      elseif name:match("^lua%.%d+%.jsonl$") then
-         read_errors(path, errors, problems)
-      elseif name:match("^proc%.%d+%.raw%.tmp$") then
-         local pid = tonumber(name:match("^proc%.(%d+)"))
-         local msg = ("process %d died while writing its report (%s)"):format(pid, path)
-         problems[#problems + 1] = {pid = pid, message = msg}
-      end
-   end
-   table.sort(procs, function(a, b) return (a.pid or 0) < (b.pid or 0) end)
-   return procs, problems, errors
-end
-
 -- -- Building records ------------------------------------------------------------------------
 
 local function frames_key(frames)
@@ -168,7 +107,9 @@ function M.build(procs, opts)
    local processes = {}
    for _, proc in ipairs(procs) do
       processes[#processes + 1] = {pid = proc.pid, ppid = proc.ppid, exe = proc.exe, lua_state = proc.lua_state,
-                                   truncated = proc.truncated or nil, stats = proc.stats}
+                                   truncated = proc.truncated or nil, stats = proc.stats, checked = true,
+                                   lua = proc.lua_vm and "unavailable: " .. proc.lua_vm or nil,
+                                   unstopped_threads = proc.unstopped}
       for _, leak in ipairs(proc.leaks) do
          local site = proc.sites[leak.site]
          local frames = sym:frames(proc, site)
@@ -176,6 +117,9 @@ function M.build(procs, opts)
          local ctx = site.ctx and proc.ctx and proc.ctx[site.ctx]
          local test = ctx and ctx.tag or nil
          local note = ctx and ctx.note or nil
+         if site.dropped then
+            note = "the stack was not recorded: the tracker's site table was full (LJLEAK_MAX_SITES)"
+         end
          local key = table.concat({tostring(proc.pid), leak.kind, frames_key(frames), lua_key(lua),
                                    test or "", note or ""}, "\0")
          local rec = by_key[key]
@@ -233,7 +177,7 @@ local key_order = {
    "definite", "indirect", "possible", "reachable", "suppressed",
    "kind", "blocks", "bytes", "pid", "frames", "lua", "test", "note", "suppressed_by",
    "function", "file", "dir", "line", "object", "offset", "address", "source", "message",
-   "ppid", "exe", "lua_state", "truncated", "stats",
+   "ppid", "exe", "checked", "reason", "lua_state", "unstopped_threads", "truncated", "stats",
 }
 local key_rank = {}
 for i, k in ipairs(key_order) do key_rank[k] = i end
