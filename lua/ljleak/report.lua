@@ -2,7 +2,6 @@
 -- counted, and written by a table of formatters keyed by name (text, json).
 local util = require "ljleak.util"
 local cjson = require "cjson"
-local lfs = require "lfs"
 local unistd = require "posix.unistd"
 
 local raw = require "ljleak.raw"
