@@ -26,7 +26,7 @@ TRACKER = $(B)/ljleak/libljleak.so
 CORE    = $(B)/ljleak/core.so
 VGLIB   = $(B)/ljleak/libljleak_vg.so
 
-all: $(TRACKER) $(CORE) $(VGLIB) fixtures
+all: $(TRACKER) $(CORE) $(VGLIB) fixtures programs
 
 # Preloaded under --engine=valgrind: client requests for Lua code, dlclose kept a no-op.
 $(VGLIB): csrc/lk_vg.c csrc/lk_ljalloc.h
@@ -48,6 +48,17 @@ fixtures: $(FIXTURES)
 $(B)/%.so: %.c
 	@mkdir -p $(dir $@)
 	$(CC) -O0 -g -fno-omit-frame-pointer -fPIC -shared -o $@ $< -lpthread
+
+# Small C programs the tests run under the tracker (threads, forks, small stacks...).
+PROGRAM_SRC = $(wildcard t/prog/*.c)
+PROGRAMS    = $(patsubst %.c,$(B)/%,$(PROGRAM_SRC))
+programs: $(PROGRAMS)
+$(B)/t/prog/%: t/prog/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g -fno-omit-frame-pointer -pthread -o $@ $<
+$(B)/t/prog/static_hello: t/prog/static_hello.c
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -static -o $@ $<
 
 deps:
 	@sh .ci/deps.sh
@@ -75,4 +86,4 @@ install: all
 clean:
 	rm -rf $(B)
 
-.PHONY: all fixtures deps test demo bench lint install clean
+.PHONY: all fixtures programs deps test demo bench lint install clean

@@ -33,6 +33,7 @@ void *lk_real_malloc_usable_size(void) { return (void *)lk_usable; }
 static NOINLINE void lk_record(void *p, size_t n, int fn, void *ra)
 {
   uint32_t site;
+  if (UNLIKELY(lk_on == LK_ON_GATE)) lk_gate_wait(0);
   lk_busy++;
   site = lk_site_capture(fn, (uintptr_t)ra);
   lk_table_set(p, n, site);
@@ -65,6 +66,7 @@ LK_EXPORT void *malloc(size_t n)
 
 LK_EXPORT void free(void *p)
 {
+  if (UNLIKELY(lk_on == LK_ON_GATE) && p && !lk_busy) lk_gate_wait((uintptr_t)p);
   if (LIKELY(p != NULL) && LIKELY(lk_on) && !lk_table_take(p, NULL, NULL) /* before the real free */
       && UNLIKELY(lk_in_finalizer) && !lk_busy) {
     lk_bad_free(p);  /* never handed out, or freed twice: report it, do not crash */
@@ -84,7 +86,9 @@ static inline __attribute__((always_inline)) void *lk_realloc(void *old, size_t 
 {
   uint64_t osize = 0;
   uint32_t osite = 0;
-  int had = old && lk_on && lk_table_take(old, &osize, &osite);
+  int had;
+  if (UNLIKELY(lk_on == LK_ON_GATE) && old && !lk_busy) lk_gate_wait((uintptr_t)old);
+  had = old && lk_on && lk_table_take(old, &osize, &osite);
   void *p = __libc_realloc(old, n);
   if (p) LK_RECORD(p, n, fn);
   else if (had && n != 0) lk_table_set(old, osize, osite);  /* failed: still live */

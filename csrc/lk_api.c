@@ -159,8 +159,10 @@ static void lk_check_scan(void *arg)
   size_t i;
   lk_maps_snapshot();
   lk_maps_load();
+  __atomic_store_n(&lk_on, LK_ON_GATE, __ATOMIC_RELEASE);
   lk_threads_park();
   lk_scan(&r, &a->from);
+  __atomic_store_n(&lk_on, LK_ON_RECORD, __ATOMIC_RELEASE);
   lk_threads_unpark();
   for (i = 0; i < r.n; i++) {
     uint32_t st = r.blocks[i].state;

@@ -60,6 +60,8 @@ typedef void (*lk_range_fn)(uintptr_t lo, uintptr_t hi, void *ud);
 
 /* -- Global state (lk_alloc.c) ------------------------------------------ */
 extern volatile int lk_on;   /* recording enabled: after init, before the exit check */
+#define LK_ON_RECORD 1       /* lk_on: allocations are recorded */
+#define LK_ON_GATE 2         /* lk_on: a check runs: other threads wait at the allocator's door */
 extern LK_TLS int lk_busy;   /* this thread is inside the tracker: do not record */
 extern LK_TLS int lk_paused; /* ...of which ljleak_pause: the program's own work, not ours */
 extern volatile uint32_t lk_ctx;  /* context (tag/epoch) id stamped on new sites */
@@ -202,6 +204,7 @@ void lk_threads_park(void);               /* stop every other known thread */
 void lk_threads_unpark(void);             /* ... and let them go on (mid-run checks) */
 void lk_threads_foreach_stack(lk_range_fn fn, void *ud, long *tid);  /* other threads' stacks */
 int lk_threads_unstopped(void);            /* threads that did not park at the last check */
+void lk_gate_wait(uintptr_t p);            /* wait while a check runs (p: a block being freed) */
 int lk_threads_unstopped_list(pid_t *tids, int cap);
 int lk_thread_self_stack(uintptr_t *hi);   /* top of the calling thread's stack */
 extern uintptr_t lk_main_sp;              /* frame of main() */

@@ -126,6 +126,19 @@ static void lk_hit(lk_scanner *s, uintptr_t w, uintptr_t at)
   s->work[s->nwork++] = (uint32_t)i;
 }
 
+/* glibc (2.32 on) keeps its tcache and fastbin links "safe-linked": (address of the link >> 12)
+** XOR the next free chunk. When a block is handed out again its first word still holds that value:
+** garbage that can fall on a live block. A first word that demangles to a 16-byte aligned address
+** among the blocks is such a stale link, not a pointer of the program (a real pointer demangles to
+** an address outside them, but for about one chance in 16 x (2^35 / the heap's size)). */
+static int lk_stale_link(const lk_scanner *s, uintptr_t at, uintptr_t w)
+{
+  uintptr_t d;
+  if (s->cur_block < 0 || at != s->b[s->cur_block].addr) return 0;
+  d = w ^ (at >> 12);
+  return (d & 15) == 0 && d >= s->lo && d < s->hi;
+}
+
 static void lk_scan_direct(lk_scanner *s, uintptr_t lo, uintptr_t hi)
 {
   const uintptr_t *p = (const uintptr_t *)((lo + 7) & ~(uintptr_t)7);
@@ -133,7 +146,7 @@ static void lk_scan_direct(lk_scanner *s, uintptr_t lo, uintptr_t hi)
   uintptr_t blo = s->lo, bhi = s->hi;
   for (; p < e; p++) {
     uintptr_t w = *p;
-    if (w >= blo && w < bhi) lk_hit(s, w, (uintptr_t)p);
+    if (w >= blo && w < bhi && !lk_stale_link(s, (uintptr_t)p, w)) lk_hit(s, w, (uintptr_t)p);
   }
 }
 
@@ -149,7 +162,7 @@ static void lk_scan_copied(lk_scanner *s, uintptr_t lo, uintptr_t hi)
     got = lk_safe_copy(lk_bounce, lo, want) & ~(size_t)7;
     for (k = 0; k < got / 8; k++) {
       uintptr_t w = lk_bounce[k];
-      if (w >= s->lo && w < s->hi) lk_hit(s, w, lo + 8 * k);
+      if (w >= s->lo && w < s->hi && !lk_stale_link(s, lo + 8 * k, w)) lk_hit(s, w, lo + 8 * k);
     }
     if (got < want) lo = ((lo + got) | 4095) + 1;  /* a hole: go on after it */
     else lo += got;
@@ -181,6 +194,12 @@ static int lk_page_swapped(uintptr_t page)
   if (lk_pagemap_fd < 0) return 0;
   if (syscall(SYS_pread64, lk_pagemap_fd, &e, 8, (page >> 12) * 8) != 8) return 1;  /* unknown: read it */
   return (e >> 62) & 1;
+}
+
+static void lk_scan_counted(lk_scanner *s, uintptr_t lo, uintptr_t hi)
+{
+  s->roots_bytes += hi - lo;
+  lk_scan_words(s, lo, hi);
 }
 
 static void lk_scan_resident(lk_scanner *s, uintptr_t lo, uintptr_t hi,
@@ -239,9 +258,8 @@ static void lk_root_range(uintptr_t lo, uintptr_t hi, void *ud)
 {
   lk_rootctx *c = ud;
   lk_root_note(c->what, c->name, c->num, lo, hi);
-  c->s->roots_bytes += hi - lo;
   c->s->cur_block = -1;
-  lk_scan_resident(c->s, lo, hi, lk_scan_words);
+  lk_scan_resident(c->s, lo, hi, lk_scan_counted);  /* roots_bytes: what was read */
   lk_drain(c->s);
 }
 

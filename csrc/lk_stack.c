@@ -16,12 +16,15 @@ static lk_unw_backtrace_f lk_unw_backtrace;
 static int lk_depth = 16;
 static volatile int lk_site_lock;
 static lk_arena lk_sites;
+static uint64_t lk_nsites, lk_max_sites;  /* sites made; LJLEAK_MAX_SITES (0: as many as fit) */
 
 void lk_stack_init(void)
 {
-  const char *e = getenv("LJLEAK_DEPTH");
+  const char *e;
   void *h;
   lk_lock_register(&lk_site_lock);
+  if ((e = getenv("LJLEAK_MAX_SITES")) && *e) lk_max_sites = strtoull(e, NULL, 10);
+  e = getenv("LJLEAK_DEPTH");
   lk_sites.used = 8 * (LK_SITE_INTERNAL + 1);  /* ids 0 and 1 are reserved */
   if (e && *e) {
     int d = atoi(e);
@@ -51,6 +54,7 @@ static uint32_t *lk_buckets;
 static LK_TLS uint32_t lk_memo_id;
 static LK_TLS uint32_t lk_memo_hash;
 volatile uint64_t lk_sites_dropped;   /* allocations whose stack could not be kept */
+
 
 const lk_site *lk_site_get(uint32_t id)
 {
@@ -102,8 +106,10 @@ static NOINLINE uint32_t lk_site_insert(uint32_t h, const uintptr_t *ips, int n,
     s = (lk_site *)lk_arena_at(&lk_sites, id);
     if (lk_site_eq(s, h, ips, n, fn, ctx, lua)) goto done;
   }
-  s = lk_arena_alloc(&lk_sites, sizeof(lk_site) + n * sizeof(uintptr_t), &id);
+  s = lk_max_sites && lk_nsites >= lk_max_sites ? NULL
+    : lk_arena_alloc(&lk_sites, sizeof(lk_site) + n * sizeof(uintptr_t), &id);
   if (!s) { id = 0; goto done; }
+  lk_nsites++;
   s->hash = h;
   s->depth = (uint16_t)n;
   s->fn = (uint8_t)fn;

@@ -18,7 +18,7 @@ typedef struct lk_thread {
   pid_t tid;
   uintptr_t lo, hi;          /* stack bounds, including static TLS and the thread descriptor */
   volatile uintptr_t sp;     /* where it was parked */
-  volatile int parked;
+  volatile int parked;       /* 1: in the park signal's handler; 2: at the allocator's gate */
   int unstopped;             /* did not park at the last check (signals blocked, or too slow) */
 } lk_thread;
 
@@ -163,6 +163,28 @@ static void lk_park_handler(int sig, siginfo_t *si, void *uc)
   errno = saved;
 }
 
+/* -- The allocator's gate -----------------------------------------------------
+** While a check runs (lk_on == LK_ON_GATE), a thread that calls malloc, free or realloc waits
+** here: a thread that blocks the park signal is stopped all the same at its next allocation, with
+** its registers saved in this frame and the block it was freeing on its stack. */
+
+LK_HIDDEN NOINLINE void lk_gate_wait(uintptr_t p)
+{
+  volatile uintptr_t keep = p;     /* the block being freed stays visible on this stack */
+  struct timespec ts = { 0, 200000 };
+  lk_thread *t = lk_thread_me;
+  uintptr_t sp;
+  __builtin_unwind_init();         /* callee-saved registers spill into this frame */
+  __asm__ volatile("mov %%rsp, %0" : "=r"(sp));
+  if (t && !t->parked) {
+    t->sp = sp;
+    __atomic_store_n(&t->parked, 2, __ATOMIC_RELEASE);
+  }
+  while (__atomic_load_n(&lk_on, __ATOMIC_ACQUIRE) == LK_ON_GATE) nanosleep(&ts, NULL);
+  if (t && t->parked == 2) __atomic_store_n(&t->parked, 0, __ATOMIC_RELEASE);
+  (void)keep;
+}
+
 /* Let parked threads go on, and wait until they have left the handler. */
 void lk_threads_unpark(void)
 {
@@ -275,9 +297,19 @@ void lk_threads_park(void)
     last = waiting;
     nanosleep(&ts, NULL);
   }
+  /* Threads that block the signal: give them a moment to reach the allocator's gate. */
+  for (rounds = 0; rounds < 200; rounds++) {
+    waiting = 0;
+    for (i = 0; i < LK_MAXTHREADS; i++) {
+      lk_thread *t = &lk_threads[i];
+      if (t->used && t->tid != me && !__atomic_load_n(&t->parked, __ATOMIC_ACQUIRE)) waiting++;
+    }
+    if (!waiting) break;
+    nanosleep(&ts, NULL);
+  }
   for (i = 0; i < LK_MAXTHREADS; i++) {
     lk_thread *t = &lk_threads[i];
-    if (t->used && t->tid != me && !__atomic_load_n(&t->parked, __ATOMIC_ACQUIRE)) t->unstopped = 1;
+    t->unstopped = t->used && t->tid != me && !__atomic_load_n(&t->parked, __ATOMIC_ACQUIRE);
   }
 }
 
@@ -332,10 +364,12 @@ void lk_thread_init(void)
   lk_thread_me = lk_thread_add(getpid(), lo, hi);
 }
 
+/* Only the forking thread lives on in the child. The other threads' stacks are dead memory there:
+** not roots (as in Valgrind), so what only they held is lost in the child. */
 void lk_thread_after_fork(void)
 {
   int i;
-  for (i = 0; i < LK_MAXTHREADS; i++) {  /* only the forking thread lives on in the child */
+  for (i = 0; i < LK_MAXTHREADS; i++) {
     lk_thread *t = &lk_threads[i];
     if (t != lk_thread_me) t->used = 0;
   }

@@ -100,9 +100,11 @@ function M.ljleak_busted(busted_args, extra)
   return text and cjson.decode(text), code, out, err
 end
 
--- The fixture t/leak/NAME.lua under the tracker.
+-- The fixture t/leak/NAME.lua under the tracker (opts.args: its arguments).
 function M.fixture(name, extra, opts)
-  return M.ljleak_run({"luajit", "t/leak/" .. name .. ".lua"}, extra, opts)
+  local cmd = {"luajit", "t/leak/" .. name .. ".lua"}
+  for _, a in ipairs(opts and opts.args or {}) do cmd[#cmd + 1] = a end
+  return M.ljleak_run(cmd, extra, opts)
 end
 
 function M.has_function(rec, name)
