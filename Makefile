@@ -26,7 +26,7 @@ TRACKER = $(B)/ljleak/libljleak.so
 CORE    = $(B)/ljleak/core.so
 VGLIB   = $(B)/ljleak/libljleak_vg.so
 
-all: $(TRACKER) $(CORE) $(VGLIB) fixtures programs
+all: $(TRACKER) $(CORE) $(VGLIB) fixtures programs unit
 
 # Preloaded under --engine=valgrind: client requests for Lua code, dlclose kept a no-op.
 $(VGLIB): csrc/lk_vg.c csrc/lk_ljalloc.h
@@ -60,6 +60,12 @@ $(B)/t/prog/static_hello: t/prog/static_hello.c
 	@mkdir -p $(dir $@)
 	$(CC) -O1 -static -o $@ $<
 
+# C unit tests (run by make test).
+unit: $(B)/vm_layout_test
+$(B)/vm_layout_test: t/unit/vm_layout.c csrc/lk_vmlayout.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) -o $@ t/unit/vm_layout.c
+
 deps:
 	@sh .ci/deps.sh
 
@@ -86,4 +92,4 @@ install: all
 clean:
 	rm -rf $(B)
 
-.PHONY: all fixtures programs deps test demo bench lint install clean
+.PHONY: all fixtures programs unit deps test demo bench lint install clean

@@ -5,10 +5,6 @@ local h = require "t.helper"
 
 local PROG = h.ROOT .. "/build/t/prog/"
 
-local function definite_total(r)
-  return r.summary.definite.blocks, r.summary.definite.bytes
-end
-
 describe("the exit check", function()
   for _, mode in ipairs {"close", "noclose", "cexit", "_exit", "quick_exit", "return", "fork"} do
     it("finds every dropped block when the process ends by " .. mode, function()

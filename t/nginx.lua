@@ -29,12 +29,9 @@ local CONF = [[
 load_module %s/ndk_http_module.so;
 load_module %s/ngx_http_lua_module.so;
 daemon off;
-master_process off;
+%s
 error_log logs/error.log warn;
 pid logs/nginx.pid;
-# nginx clears the environment of what it runs but for these (the tracker needs them).
-env LD_PRELOAD;
-env LJLEAK_DIR;
 events { worker_connections 64; }
 http {
   access_log off;
@@ -52,6 +49,14 @@ http {
         local buf = ffi.new("char[?]", 64)
         ffi.copy(buf, "hello " .. ngx.var.uri)
         ngx.say(ffi.string(buf))
+      }
+    }
+    location /leak {
+      content_by_lua_block {
+        local ffi = require "ffi"
+        ffi.cdef "void *malloc(size_t);"
+        ffi.C.malloc(321)
+        ngx.say("leaked")
       }
     }
   }
@@ -82,14 +87,24 @@ local function get(port, path)
   return resp:match("\r\n\r\n(.*)$")
 end
 
+-- Process models: one process (the tracker needs nginx to pass its variables on, as in
+-- Test::Nginx's configs); or a master and a worker that runs as nobody (as root), with no env line.
+local MODES = {
+  single = "master_process off;\n# nginx clears the environment of what it runs but for these.\n"
+    .. "env LD_PRELOAD;\nenv LJLEAK_DIR;",
+  workers = "master_process on;\nworker_processes 1;\nuser nobody nogroup;",
+}
+
 -- Run nginx under `ljleak run [EXTRA...] --json=...`, GET each of PATHS (default /a, /b, /c),
 -- stop it. Returns the decoded report (or nil), ljleak's exit code, its stderr, and the bodies.
-function M.run(extra, paths)
+-- OPTS.mode: "single" (default) or "workers".
+function M.run(extra, paths, opts)
   paths = paths or {"/a", "/b", "/c"}
   local dir = h.tmpdir()
   assert(require("lfs").mkdir(dir .. "/logs"))
+  require("posix.sys.stat").chmod(dir, tonumber("755", 8))   -- a worker running as nobody reads its prefix
   local port = free_port()
-  h.write_file(dir .. "/nginx.conf", CONF:format(M.MODULES, M.MODULES, port))
+  h.write_file(dir .. "/nginx.conf", CONF:format(M.MODULES, M.MODULES, MODES[opts and opts.mode or "single"], port))
   local json, err_file = dir .. "/report.json", dir .. "/ljleak.err"
   local argv = {h.BIN, "run", "--json=" .. json}
   for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end

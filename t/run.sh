@@ -4,7 +4,8 @@
 # tests, plus one per other step).
 cd "$(dirname "$0")/.."
 BUSTED="luajit /usr/bin/busted"
-SPECS="t/cli_spec.lua t/leak_spec.lua t/api_spec.lua t/busted_spec.lua t/supp_spec.lua"
+SPECS="t/cli_spec.lua t/leak_spec.lua t/api_spec.lua t/busted_spec.lua t/supp_spec.lua t/hostile_spec.lua
+       t/invisible_spec.lua"
 # Runs Valgrind itself (not under the tracker: an outer tracker would be preloaded into it).
 VALGRIND_SPECS="t/valgrind_spec.lua t/busted_valgrind_spec.lua"
 log=$(mktemp)
@@ -20,6 +21,7 @@ step() {  # step NAME COMMAND...: one pass or one failure
 }
 
 step "luacheck" luacheck -q lua t bench examples
+step "C unit tests" build/vm_layout_test
 
 echo "== busted specs"
 $BUSTED -o TAP $SPECS $VALGRIND_SPECS | tee "$log"
