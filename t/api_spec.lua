@@ -75,6 +75,16 @@ describe("ljleak.check", function()
   end)
 end)
 
+describe("ljleak.check inside an ffi.gc finalizer", function()
+  it("takes none of its own frees for bad ones, and finds what the function lost", function()
+    local r, code, out = api("check_in_finalizer")
+    assert.are.same({check = {n = 1, bytes = 33, line = 12}, problems = {}}, out)
+    assert.are.same({}, r.errors)
+    assert.are.equal(42, code)   -- the 33 bytes are still lost at exit
+    h.only_definite(r, 1, 33)
+  end)
+end)
+
 describe("ljleak.check with another thread allocating all the time", function()
   it("stops it, scans it, lets it go on, and finds exactly what the checked function lost", function()
     local _, _, out = api("check_threads")

@@ -115,6 +115,39 @@ describe("raw report parser", function()
    end
 end)
 
+describe("collecting a tracker run directory", function()
+   local tracker = require "ljleak.tracker"
+
+   it("costs a process whose report is bad, never the run, and names the file and the problem", function()
+      local dir = tmpdir .. "/collect"
+      assert(require("lfs").mkdir(dir))
+      write_file(dir .. "/proc.4242.raw", GOOD)
+      write_file(dir .. "/proc.4243.raw", GOOD:gsub("pid 4242", "pid 4243"):gsub("\nend\n", "\nleak definite 99 1 1\nend\n"))
+      write_file(dir .. "/proc.4244.raw", GOOD:gsub("pid 4242", "pid 4244"):gsub("leak reachable.*$", ""))
+      write_file(dir .. "/proc.4245.raw.tmp", "ljleak-raw 1\n")
+      write_file(dir .. "/proc.4246.live", "")
+      write_file(dir .. "/proc.4246.exec", "exec'd /bin/static, which is statically linked: LD_PRELOAD cannot load the tracker into it\n")
+      write_file(dir .. "/lua.4242.jsonl", '{"kind": "bad_free", "message": "m", "pid": 4242}\nnot json\n')
+      local procs, problems, errors, unchecked = tracker.collect(dir)
+      local pids = {}
+      for i, p in ipairs(procs) do pids[i] = p.pid end
+      assert.are.same({4242, 4244}, pids)
+      assert.is_true(procs[2].truncated)
+      local said = {}
+      for _, p in ipairs(problems) do said[#said + 1] = p.message end
+      table.sort(said)
+      assert.are.equal(4, #said)
+      assert.matches("proc.4243.raw:%d+: leak of site 99, which is not defined", table.concat(said, "\n"))
+      assert.matches("proc.4244.raw: truncated", table.concat(said, "\n"), 1, true)
+      assert.matches("process 4245 died while writing its report", table.concat(said, "\n"), 1, true)
+      assert.matches("lua.4242.jsonl:2: not an error record", table.concat(said, "\n"), 1, true)
+      assert.are.equal(1, #errors)
+      assert.are.same({{pid = 4246, reason = "exec'd /bin/static, which is statically linked: LD_PRELOAD cannot "
+         .. "load the tracker into it"}}, unchecked)
+      h.rmtree(dir)
+   end)
+end)
+
 describe("JSON report", function()
    local sym = symbolize.new({core = false, tracker = "/lib/libljleak.so"})
 
@@ -168,6 +201,24 @@ describe("JSON report", function()
 end)
 
 describe("ljleak run command line", function()
+   it("passes 60,000 arguments on", function()
+      local args = {"run", "--", "sh", "-c", 'echo "$# $1 $60000"', "sh"}
+      for i = 1, 60000 do args[#args + 1] = tostring(i) end
+      local code, out = ljleak(args)
+      assert.equal(0, code)
+      assert.equal("60000 1 60000\n", out)
+   end)
+
+   it("says in one line when the command cannot be started, and runs nothing of its own in the child", function()
+      -- The user's LUA_INIT fits; with ljleak's bootstrap before it, exec refuses the string.
+      local code, out, err = ljleak({"run", "--", "luajit", "-e", "print(1)"},
+         {LUA_INIT = "-- " .. ("x"):rep(130897)})
+      assert.equal(127, code)
+      assert.equal("", out)
+      assert_one_line(err)
+      assert.matches("^ljleak: luajit: Argument list too long\n$", err)
+   end)
+
    it("rejects an unknown option with exit 2 and one line naming it", function()
       local code, out, err = ljleak({"run", "--no-such-option", "--", "true"})
       assert.equal(2, code)
