@@ -122,11 +122,13 @@ describe("collecting a tracker run directory", function()
       local dir = tmpdir .. "/collect"
       assert(require("lfs").mkdir(dir))
       write_file(dir .. "/proc.4242.raw", GOOD)
-      write_file(dir .. "/proc.4243.raw", GOOD:gsub("pid 4242", "pid 4243"):gsub("\nend\n", "\nleak definite 99 1 1\nend\n"))
+      write_file(dir .. "/proc.4243.raw",
+         GOOD:gsub("pid 4242", "pid 4243"):gsub("\nend\n", "\nleak definite 99 1 1\nend\n"))
       write_file(dir .. "/proc.4244.raw", GOOD:gsub("pid 4242", "pid 4244"):gsub("leak reachable.*$", ""))
       write_file(dir .. "/proc.4245.raw.tmp", "ljleak-raw 1\n")
       write_file(dir .. "/proc.4246.live", "")
-      write_file(dir .. "/proc.4246.exec", "exec'd /bin/static, which is statically linked: LD_PRELOAD cannot load the tracker into it\n")
+      write_file(dir .. "/proc.4246.exec",
+         "exec'd /bin/static, which is statically linked: LD_PRELOAD cannot load the tracker into it\n")
       write_file(dir .. "/lua.4242.jsonl", '{"kind": "bad_free", "message": "m", "pid": 4242}\nnot json\n')
       local procs, problems, errors, unchecked = tracker.collect(dir)
       local pids = {}
