@@ -503,7 +503,7 @@ end
 local function valgrind_spawn(vg, command, run_dir, jit, env)
    local argv = valgrind.command({valgrind = vg.valgrind, dir = run_dir, extra = vg.extra})
    for _, a in ipairs(command) do argv[#argv + 1] = a end
-   local child_env = {}
+   local child_env = {[valgrind.ID_VAR] = valgrind.FIRST_ID}
    for k, v in pairs(env) do child_env[k] = v end
    child_env.LUA_INIT = valgrind.lua_init(jit, env.LUA_INIT or os.getenv("LUA_INIT"))
    local status_line = progress.new()
@@ -673,7 +673,6 @@ function run_command(args, command, extra_env)
       else
          procs, problems, errors = report.collect(run_dir)
       end
-      for _, p in ipairs(problems) do warn("%s", p.message) end
       local pids = {}
       for _, proc in ipairs(procs) do pids[proc.pid or -1] = true end
       if not pids[child_pid] then
@@ -696,12 +695,14 @@ function run_command(args, command, extra_env)
             symbolizer = symbolize.new({tracker = tracker}),
          })
       end
+      rep.problems = problems   -- listed in the summary
       local code = exit_status
       if not suppress(rep, supp_entries, args, vg and vg.depth or tracker_depth(),
                       vg and valgrind.builtin_suppressions(procs)) then
          code = EXIT.failure
       end
-      if error_exitcode ~= 0 and report.failing(rep, fail_on) > 0 then code = error_exitcode end
+      -- A killed program exits 128+N whatever was found (a SIGSEGV's invalid write is still listed).
+      if how ~= "killed" and error_exitcode ~= 0 and report.failing(rep, fail_on) > 0 then code = error_exitcode end
       if not write_outputs(rep, args, {show_reachable = args.show_reachable, fail_on = fail_on}) then
          code = EXIT.failure
       end
