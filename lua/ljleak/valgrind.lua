@@ -448,6 +448,9 @@ function M.parse_file(text, name)
             end
          end
       end
+      if not seg.orphan and not (root and root.name == "valgrindoutput") then
+         problem(nil, "line %d: not Valgrind XML output%s", line_at(text, seg.from), err and " (" .. err .. ")" or "")
+      end
       if proc then
          proc.name = name
          procs[#procs + 1] = proc
