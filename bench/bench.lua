@@ -1,8 +1,8 @@
 -- `make bench`: each workload under plain luajit, under `ljleak run` (tracker; and "+api": with the
 -- program loading ljleak's Lua API, which wraps ffi.gc), under plain
 -- Valgrind memcheck (the JIT on, as people run it) and under `ljleak run --engine=valgrind` (its
--- default: the JIT off), side by side in one run, interleaved; prints median wall time, peak RSS
--- of the program under test, and the ratios to plain.
+-- default: the JIT off; and "vg-jit-on", with --jit=on), side by side in one run, interleaved;
+-- prints median wall time, peak RSS of the program under test, and the ratios to plain.
 -- Environment: BENCH_RUNS (default 3), BENCH_VALGRIND_RUNS (default 1: a Valgrind run takes
 -- 20 to 100 times as long), BENCH_VALGRIND=0 to skip Valgrind, BENCH_ONLY=name.
 local stdlib = require "posix.stdlib"
@@ -94,6 +94,11 @@ if VALGRIND then
   ENGINES[#ENGINES + 1] = {name = "vg-engine", runs = VALGRIND_RUNS, argv = function(prog)
     return {"/usr/bin/time", "-f", "%e %M", "-o", rssfile, ROOT .. "/bin/ljleak", "run",
             "--engine=valgrind", "--", "luajit", prog}
+  end}
+  -- The same with the JIT on: what --jit=on costs or saves under Valgrind.
+  ENGINES[#ENGINES + 1] = {name = "vg-jit-on", runs = VALGRIND_RUNS, argv = function(prog)
+    return {"/usr/bin/time", "-f", "%e %M", "-o", rssfile, "luajit", ROOT .. "/bin/ljleak", "run",
+            "--engine=valgrind", "--jit=on", "--", "luajit", prog}
   end}
 end
 

@@ -36,6 +36,19 @@ describe("ljleak busted --engine=valgrind", function()
     assert.matches("# Valgrind found 300 bytes definitely lost in this test", out, 1, true)
   end)
 
+  it("counts a lost block's own bytes as definite, and the block it held as indirect, in its test", function()
+    -- Valgrind's leak checks between tests say "64 (+64) (32 (+32) direct, 32 (+32) indirect) bytes"
+    local r, code = ljleak_busted({"t/busted/nested_spec.lua"}, {"--engine=valgrind"})
+    assert.are.equal(42, code)
+    local test = "nested > loses a block holding a block"
+    assert.are.same({[test] = 32}, tests_lost(r))
+    assert.are.same({blocks = 1, bytes = 32}, r.summary.definite)
+    assert.are.same({blocks = 1, bytes = 32}, r.summary.indirect)
+    local lost = h.one(r, "definite")
+    assert.are.same({test, "malloc"}, {lost.test, lost.frames[1]["function"]})
+    assert.are.same({test, 32}, {h.one(r, "indirect").test, h.one(r, "indirect").bytes})
+  end)
+
   it("gives no unsuppressed leak for a clean suite that loads lfs and cjson", function()
     local r, code = ljleak_busted({"t/busted/clean_spec.lua"}, {"--engine=valgrind"})
     assert.are.equal(0, code)

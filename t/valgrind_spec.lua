@@ -91,15 +91,96 @@ describe("Valgrind XML reader", function()
 
   it("collects a run directory's files, reporting truncated ones", function()
     local dir = h.tmpdir()
-    h.write_file(dir .. "/vg.8734.xml", sample("chain.xml"))
-    h.write_file(dir .. "/vg.4242.xml", sample("errors.xml"):sub(1, 900))
-    h.write_file(dir .. "/vg.7.xml", "")   -- just created: Valgrind had written nothing yet
+    h.write_file(dir .. "/vg.8734.0000000000000000.xml", sample("chain.xml"))
+    h.write_file(dir .. "/vg.4242.00000000000000aa.xml", sample("errors.xml"):sub(1, 900))
+    h.write_file(dir .. "/vg.7.0000000000000000.xml", "")   -- just created: Valgrind had written nothing yet
     local procs, problems = valgrind.collect(dir)
     h.rmtree(dir)
     assert.are.same({4242, 8734}, {procs[1].pid, procs[2].pid})
-    assert.are.equal(1, #problems)
-    assert.matches("vg%.4242%.xml: truncated: process 4242 ended before Valgrind finished its report",
-                   problems[1].message)
+    assert.are.same({{pid = 4242, file = dir .. "/vg.4242.00000000000000aa.xml", message = "truncated: process 4242 "
+      .. "ended before Valgrind finished its report (killed?); kept the 0 errors and 0 leak records it had written, "
+      .. "and it had not made its leak check at exit"}}, problems)
+  end)
+
+  it("reads the incremental leak checks of busted tests, counting only a definite record's direct bytes", function()
+    -- "64 (+64) (32 (+32) direct, 32 (+32) indirect) bytes in 1 (+1) blocks are definitely lost":
+    -- a 32-byte block holding a 32-byte block, lost in the test "nested > loses a block holding a block"
+    local proc = assert(valgrind.parse(sample("incremental.xml"), "vg.7954.xml"))
+    local test = "nested > loses a block holding a block"
+    assert.are.same({kind = "indirect", blocks = 1, bytes = 32, test = test},
+                    {kind = proc.leaks[1].kind, blocks = proc.leaks[1].blocks, bytes = proc.leaks[1].bytes,
+                     test = proc.leaks[1].test})
+    assert.are.same({kind = "definite", blocks = 1, bytes = 32, test = test},
+                    {kind = proc.leaks[2].kind, blocks = proc.leaks[2].blocks, bytes = proc.leaks[2].bytes,
+                     test = proc.leaks[2].test})
+    assert.are.equal("malloc", proc.leaks[2].frames[1]["function"])
+    for i = 3, #proc.leaks do assert.are.equal("reachable", proc.leaks[i].kind) end   -- nothing else lost
+  end)
+
+  -- Each report in a file by itself: what parses is kept, and each problem is named.
+  local function parsed(text)
+    local procs, problems = valgrind.parse_file(text, "d/vg.8734.0000000000000000.xml")
+    local got = {}
+    for i, p in ipairs(procs) do
+      got[i] = ("%s: %d leaks, %d errors%s"):format(tostring(p.pid), #p.leaks, #p.errors,
+                                                   p.truncated and ", cut" or "")
+    end
+    return got, problems
+  end
+
+  it("reads both reports of a file that two processes wrote, one after the other", function()
+    local got, problems = parsed(sample("chain.xml") .. sample("errors.xml"))
+    assert.are.same({"8734: 3 leaks, 0 errors", "4242: 0 leaks, 3 errors"}, got)
+    assert.are.same({{pid = 4242, message = "line 129: a second report in this file, of process 4242: two processes "
+      .. "had the same pid (in different PID namespaces?); both are read"}}, problems)
+    got, problems = parsed(sample("chain.xml") .. sample("errors.xml"):sub(1, 1500))   -- the second cut short
+    assert.are.same({"8734: 3 leaks, 0 errors", "4242: 0 leaks, 1 errors, cut"}, got)
+    assert.are.equal(2, #problems)
+    assert.matches("^truncated: process 4242 ended before Valgrind finished its report", problems[2].message)
+    got, problems = parsed(sample("chain.xml") .. '<?xml version="1.0"?>\n<html></html>\n')
+    assert.are.same({"8734: 3 leaks, 0 errors"}, got)
+    assert.are.same({{message = "line 129: not Valgrind XML output"}}, problems)
+  end)
+
+  it("keeps the records after the end of a report (junk after the document element), with no pid", function()
+    local errors = sample("errors.xml")
+    local got, problems = parsed(sample("chain.xml") .. "\n" .. errors:sub((errors:find("<error>", 1, true))))
+    assert.are.same({"8734: 3 leaks, 0 errors", "nil: 0 leaks, 3 errors"}, got)
+    assert.are.same({
+      {pid = 8734, message = "line 130: output after the end of the report; reading on from line 130"},
+      {message = "line 130: 0 leak records and 3 errors of a process whose report has no start (it wrote into "
+        .. "this file through a descriptor it shares with another process); kept, with no pid"}}, problems)
+  end)
+
+  it("reads on after bad XML in the middle of a report", function()
+    local chain = sample("chain.xml")
+    local cut = chain:find("<fn>leak_chain</fn>", 1500, true)   -- in the second record (the definite one)
+    local got, problems = parsed(chain:sub(1, cut) .. "<<" .. chain:sub(cut + 1))
+    assert.are.same({"8734: 1 leaks, 0 errors, cut", "8734: 1 leaks, 0 errors"}, got)   -- indirect, reachable
+    assert.are.same({{pid = 8734, message = "line 89: bad XML (not well-formed (invalid token)); reading on from "
+      .. "line 100, under pid 8734"}}, problems)
+  end)
+
+  it("collects every good file beside bad ones", function()
+    local dir = h.tmpdir()
+    local chain, errors = sample("chain.xml"), sample("errors.xml")
+    for pid = 101, 120 do
+      local text = chain:gsub("<pid>8734<", "<pid>" .. pid .. "<")
+      h.write_file(("%s/vg.%d.0000000000000000.xml"):format(dir, pid), text)
+    end
+    h.write_file(dir .. "/vg.1.0000000000000000.xml", chain .. errors)
+    h.write_file(dir .. "/vg.2.0000000000000000.xml", chain .. "\n" .. errors:sub((errors:find("<error>", 1, true))))
+    h.write_file(dir .. "/vg.3.0000000000000000.xml", errors:sub(1, 1500))
+    local procs, problems = valgrind.collect(dir)
+    h.rmtree(dir)
+    assert.are.equal(20 + 2 + 2 + 1, #procs)
+    local leaks = 0
+    for _, p in ipairs(procs) do leaks = leaks + #p.leaks end
+    assert.are.equal(22 * 3, leaks)
+    local files = {}
+    for i, p in ipairs(problems) do files[i] = p.file:match("[^/]*$") .. " " .. tostring(p.pid) end
+    assert.are.same({"vg.1.0000000000000000.xml 4242", "vg.2.0000000000000000.xml 8734",
+                     "vg.2.0000000000000000.xml nil", "vg.3.0000000000000000.xml 4242"}, files)
   end)
 end)
 
@@ -108,7 +189,10 @@ describe("Valgrind command line", function()
     local argv = valgrind.command({valgrind = "/usr/bin/valgrind", dir = "/run/d", extra = {"--num-callers=20"}})
     assert.are.same({"/usr/bin/valgrind", "--tool=memcheck", "--leak-check=full", "--show-leak-kinds=all",
                      "--keep-debuginfo=yes", "--trace-children=yes", "--error-limit=no", "--xml=yes",
-                     "--xml-file=/run/d/vg.%p.xml", "--num-callers=20"}, argv)
+                     "--xml-file=/run/d/vg.%p.%q{LJLEAK_VG_ID}.xml", "--num-callers=20"}, argv)
+    -- Valgrind expands % in --xml-file: a % of the folder's own is written %%
+    argv = valgrind.command({dir = "/tmp/a%p%%b"})
+    assert.are.equal("--xml-file=/tmp/a%%p%%%%b/vg.%p.%q{LJLEAK_VG_ID}.xml", argv[#argv])
   end)
 
   it("takes more options from --valgrind-opts, but not those it sets itself", function()
@@ -118,6 +202,9 @@ describe("Valgrind command line", function()
     local none, err = valgrind.parse_extra({"--xml-file=/tmp/x"})
     assert.is_nil(none)
     assert.matches("--xml-file is set by ljleak", err, 1, true)
+    -- Valgrind copies --xml-user-comment into its XML as it is: text that would break it is escaped
+    assert.are.same({"--xml-user-comment=<b>bold</b>", "--xml-user-comment=a&lt;b&amp;c"},
+                    (valgrind.parse_extra({"--xml-user-comment=<b>bold</b> --xml-user-comment=a<b&c"})))
   end)
 
   it("turns LuaJIT's JIT off through LUA_INIT, and still runs the user's LUA_INIT", function()
@@ -214,6 +301,10 @@ describe("ljleak run --engine=valgrind", function()
     pending("needs valgrind (apt-get install valgrind)")
     return
   end
+  local problems_tmp = h.tmpdir()
+  local percent_tmp = h.tmpdir() .. "/a%p%q{HOME}%%b"
+  assert(require("lfs").mkdir(percent_tmp))
+  local can_unshare = h.run({"unshare", "--pid", "--fork", "true"}) == 0
 
   local jobs = {
     malloc_dropped = fixture("malloc_dropped"),
@@ -236,6 +327,17 @@ describe("ljleak run --engine=valgrind", function()
     several = job({"--engine=valgrind", "--", "sh", "t/leak/several.sh"}),
     errors = fixture("vg_errors"),
     killed = job({"--engine=valgrind", "--", "luajit", "t/leak/vg_errors.lua"}, {VG_ERRORS_KILL = "1"}),
+    segv = fixture("vg_segv"),
+    -- A report file that two processes wrote and one cut short, among good ones (TMPDIR: the
+    -- script finds its own report file in the run directory).
+    problems = job({"--engine=valgrind", "--", "sh", "t/leak/vg_problems.sh"}, {TMPDIR = problems_tmp}),
+    -- A % in TMPDIR (Valgrind expands % in --xml-file), and a user comment that is not XML.
+    percent = job({"--engine=valgrind", "--valgrind-opts=--xml-user-comment=a<b&c", "--", "luajit",
+                   "t/leak/malloc_dropped.lua"}, {TMPDIR = percent_tmp}),
+    -- Valgrind refuses to start a process whose environment lacks the variable in the XML file's
+    -- name: libljleak_vg.so puts it back (env execs luajit with an empty environment).
+    env_i = job({"--engine=valgrind", "--", "env", "-i", "luajit", "t/leak/malloc_dropped.lua"}),
+    namespaces = can_unshare and job({"--engine=valgrind", "--", "sh", "t/leak/vg_pid_namespaces.sh"}) or nil,
     -- On a terminal (script(1) gives it one): the status line while Valgrind runs.
     terminal = {argv = {"script", "-qefc", "bin/ljleak run --engine=valgrind -- luajit -e "
       .. "'local t = os.clock() while os.clock() - t < 1.5 do end'", "/dev/null"}},
@@ -345,7 +447,8 @@ describe("ljleak run --engine=valgrind", function()
     only_definite(r, 1, 222)
     local rec = one(r, "definite", "leak_in_child")
     assert.are.equal(2, #r.processes)
-    assert.are_not.equal(r.processes[1].pid, rec.pid)   -- the parent comes first
+    local parent = r.processes[1].pid == r.processes[2].ppid and r.processes[1] or r.processes[2]
+    assert.are_not.equal(parent.pid, rec.pid)
     r = jobs.several.report
     assert.are.equal(42, jobs.several.code)
     only_definite(r, 2, 300)
@@ -368,13 +471,85 @@ describe("ljleak run --engine=valgrind", function()
     assert.matches("error: InvalidRead, pid %d+ %(3 times%)\n    Invalid read of size 4\n    at ", jobs.errors.stderr)
   end)
 
-  it("reports what a killed process had written, and says its report was truncated", function()
+  it("reports what a killed process had written, says its report was truncated, and exits 128+N", function()
     local j = jobs.killed
-    assert.are.equal(42, j.code)   -- its error fails the run (else: 137, killed)
+    assert.are.equal(137, j.code)   -- killed (SIGKILL), though its error would fail the run
     assert.are.equal(137, j.report.exit_status)
     assert.are.equal("InvalidRead", j.report.errors[1].kind)
     assert.is_true(j.report.processes[1].truncated)
-    assert.matches("vg%.%d+%.xml: truncated: process %d+ ended before Valgrind finished its report", j.stderr)
+    local pid = j.report.processes[1].pid
+    assert.are.same({{pid = pid, file = j.report.problems[1].file, message = ("truncated: process %d ended before "
+      .. "Valgrind finished its report (killed?); kept the 2 errors and 0 leak records it had written, and it had "
+      .. "not made its leak check at exit"):format(pid)}}, j.report.problems)
+    assert.matches(("^/.*/vg%%.%d%%.%%x+%%.xml$"):format(pid), j.report.problems[1].file)
+    assert.matches(("\nPROBLEMS:\n  /[^\n]*/vg%%.%d%%.%%x+%%.xml %%(pid %d%%): truncated: process %d ended before")
+      :format(pid, pid, pid), j.stderr)
+  end)
+
+  it("exits 139 for a program killed by SIGSEGV, its invalid write listed", function()
+    local j = jobs.segv
+    assert.are.equal(139, j.code)   -- not 42: the invalid write fails the run only if the program lived
+    assert.are.equal(139, j.report.exit_status)
+    assert.are.equal(1, #j.report.errors)
+    local e = j.report.errors[1]
+    assert.are.same({"InvalidWrite", "Invalid write of size 4", "Addr4"}, {e.kind, e.message, e.supp_kind})
+    assert.are.equal("Address 0x10 is not stack'd, malloc'd or (recently) free'd", e.aux[1].what)
+    assert.are.equal("SIGSEGV", j.report.processes[1].fatal_signal)
+    assert.matches("error: InvalidWrite, pid %d+\n    Invalid write of size 4\n", j.stderr)
+  end)
+
+  it("reads every report file, names each bad one, and keeps what they had", function()
+    local j = jobs.problems
+    h.rmtree(problems_tmp)
+    local r = j.report
+    assert.are.equal(42, j.code, j.stderr)
+    only_definite(r, 1, 100)   -- malloc_dropped.lua's, in a good file
+    one(r, "definite")
+    -- the killed luajit's two errors, and the three of the report appended to the shell's file
+    assert.are.equal(2, #r.problems)
+    local shared, cut = r.problems[1], r.problems[2]
+    if shared.pid ~= 4242 then shared, cut = cut, shared end
+    local kinds = {}
+    for _, e in ipairs(r.errors) do kinds[#kinds + 1] = e.pid .. " " .. e.kind end
+    table.sort(kinds)
+    local killed = cut.pid
+    local expected = {"4242 InvalidFree", "4242 InvalidRead", "4242 SyscallParam", killed .. " InvalidFree",
+                      killed .. " InvalidRead"}
+    table.sort(expected)
+    assert.are.same(expected, kinds)
+    assert.are.equal(4242, shared.pid)
+    assert.matches("/vg%.%d+%.0000000000000000%.xml$", shared.file)
+    assert.matches("^line %d+: a second report in this file, of process 4242: two processes had the same pid %(in "
+      .. "different PID namespaces%?%); both are read$", shared.message)
+    assert.matches("^truncated: process " .. killed .. " ended before Valgrind finished its report", cut.message)
+    assert.matches("\nPROBLEMS:\n", j.stderr, 1, true)
+    assert.matches("\n  " .. shared.file:gsub("%p", "%%%0") .. " %(pid 4242%): line %d+: a second report in this file",
+                   j.stderr)
+  end)
+
+  it("works with a % in TMPDIR, and with a --xml-user-comment that is not XML", function()
+    local j = jobs.percent
+    h.rmtree(percent_tmp:match("^(.*)/"))
+    assert.are.equal(42, j.code, j.stderr)
+    only_definite(j.report, 1, 100)
+    assert.are.equal("malloc", one(j.report, "definite").frames[1]["function"])
+    assert.are.same({}, j.report.problems)
+  end)
+
+  it("names each process's report file uniquely: pid 1 of two PID namespaces, a program run by env -i", function()
+    only_definite(jobs.env_i.report, 1, 100)
+    assert.are.equal(42, jobs.env_i.code, jobs.env_i.stderr)
+    if not can_unshare then
+      pending("needs unshare --pid (root)")
+      return
+    end
+    local r = jobs.namespaces.report
+    assert.are.equal(42, jobs.namespaces.code, jobs.namespaces.stderr)
+    only_definite(r, 2, 112)
+    assert.are.equal(1, one(r, "definite", "leak_strdup").pid)
+    local dropped = h.record_of_size(r, "definite", 100, "malloc")
+    assert.are.equal(1, dropped.pid)
+    assert.are.same({}, r.problems)
   end)
 
   it("shows a live status line on a terminal, and nothing extra when stderr is not one", function()
@@ -423,6 +598,26 @@ describe("ljleak run, bad input", function()
     local code, _, err = h.run({h.BIN, "run", "--engine=valgrind", "--valgrind-opts=--xml=no", "--", "true"})
     assert.are.equal(2, code)
     assert.are.equal("ljleak: --valgrind-opts: --xml is set by ljleak and cannot be changed\n", err)
+    local refused = {"--tool=helgrind", "--xml=no", "--xml-file=x", "--leak-check=summary",
+                     "--show-leak-kinds=definite", "--trace-children=no", "--error-limit=yes", "--keep-debuginfo=no",
+                     "--show-reachable=no",
+                     "--show-possibly-lost=no", "--errors-for-leak-kinds=all", "--xtree-leak=yes", "--xml-fd=3",
+                     "--xml-socket=127.0.0.1", "--log-fd=9", "--log-file=v.log", "--log-socket=127.0.0.1",
+                     "--child-silent-after-fork=yes", "--gen-suppressions=all", "--error-exitcode=3",
+                     "--exit-on-first-error=yes", "-h", "--help", "--version"}
+    local names = {}
+    for name in pairs(valgrind.REFUSED) do names[#names + 1] = name end
+    assert.are.equal(#names, #refused)   -- each one is tried here
+    for _, opt in ipairs(refused) do
+      local name = opt:match("^[^=]+")
+      assert.is_truthy(valgrind.REFUSED[name], name)
+      code, _, err = h.run({h.BIN, "run", "--engine=valgrind", "--valgrind-opts=-q " .. opt, "--", "true"})
+      assert.are.equal(2, code, opt)
+      assert.are.equal(("ljleak: --valgrind-opts: %s %s\n"):format(name, valgrind.REFUSED[name]), err)
+    end
+    code, _, err = h.run({h.BIN, "run", "--engine=valgrind", "--valgrind-opts=foo", "--", "true"})
+    assert.are.equal(2, code)
+    assert.are.equal("ljleak: --valgrind-opts: 'foo' is not an option (Valgrind would run it as the program)\n", err)
   end)
 end)
 

@@ -478,7 +478,7 @@ local now = process.now
 local function valgrind_spawn(vg, command, run_dir, jit, env, opts)
    local argv = valgrind.command({valgrind = vg.valgrind, dir = run_dir, extra = vg.extra})
    for _, a in ipairs(command) do argv[#argv + 1] = a end
-   local child_env = {}
+   local child_env = {[valgrind.ID_VAR] = valgrind.FIRST_ID}
    for k, v in pairs(env) do child_env[k] = v end
    child_env.LUA_INIT = valgrind.lua_init(jit, env.LUA_INIT or user_env("LUA_INIT"))
    local status_line = progress.new()
@@ -665,7 +665,6 @@ function run_command(args, command, extra_env)
          procs, problems, errors, unchecked = tracker_engine.collect(run_dir, {
             child = child_pid, child_signal = how == "killed" and signal_name(status) or nil})
       end
-      for _, p in ipairs(problems) do warn("%s", p.message) end
       local pids = {}
       for _, proc in ipairs(procs) do pids[proc.pid or -1] = true end
       if vg and not pids[child_pid] then
@@ -701,13 +700,15 @@ function run_command(args, command, extra_env)
          rep.interrupted = interrupted.by == "timeout" and ("timeout after %g s"):format(interrupted.seconds)
             or signal_name(interrupted.signal)
       end
+      rep.problems = problems   -- listed in the summary
       local code = exit_status
       if not suppress(rep, supp_entries, args, vg and vg.depth or tracker_depth(),
                       vg and valgrind.builtin_suppressions(procs)) then
          code = EXIT.failure
       end
-      if error_exitcode ~= 0 and report.failing(rep, fail_on) > 0 then code = error_exitcode end
-      if error_exitcode ~= 0 and fail_on.unchecked and #unchecked > 0 then code = error_exitcode end
+      -- A killed program exits 128+N whatever was found (a SIGSEGV's invalid write is still listed).
+      if how ~= "killed" and error_exitcode ~= 0 and report.failing(rep, fail_on) > 0 then code = error_exitcode end
+      if how ~= "killed" and error_exitcode ~= 0 and fail_on.unchecked and #unchecked > 0 then code = error_exitcode end
       if not write_outputs(rep, args, {show_reachable = args.show_reachable, fail_on = fail_on}) then
          code = EXIT.failure
       end

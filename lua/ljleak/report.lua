@@ -172,7 +172,8 @@ function M.array(t)
 end
 
 local key_order = {
-   "schema", "tool", "version", "engine", "command", "exit_status", "summary", "leaks", "errors", "processes",
+   "schema", "tool", "version", "engine", "command", "exit_status", "summary", "leaks", "errors", "problems",
+   "processes",
    "definite", "indirect", "possible", "reachable", "suppressed",
    "kind", "blocks", "bytes", "pid", "frames", "lua", "test", "note", "suppressed_by",
    "function", "file", "dir", "line", "object", "offset", "address", "source", "message",
@@ -290,6 +291,12 @@ local function json_shape(report)
       errors[i] = rec
    end
    out.errors = errors
+   -- Per-process reports that were unreadable, malformed or truncated.
+   local problems = M.array()
+   for i, p in ipairs(report.problems or {}) do
+      problems[i] = {pid = p.pid or M.null, file = p.file or M.null, message = p.message}
+   end
+   out.problems = problems
    if out.exit_status == nil then out.exit_status = M.null end
    return out
 end
@@ -428,6 +435,16 @@ local function text_summary(report, opts)
       end)
       line("LOST BY TEST:")
       for _, t in ipairs(tests) do line(("  %s: %s"):format(t.name, amount(t))) end
+      line("")
+   end
+   if report.problems and #report.problems > 0 then
+      line("PROBLEMS:")
+      for _, p in ipairs(report.problems) do
+         local pid = p.pid ~= nil and p.pid ~= M.null and ("pid " .. p.pid) or nil
+         local file = p.file ~= nil and p.file ~= M.null and p.file or nil
+         local who = file and (pid and ("%s (%s)"):format(file, pid) or file) or pid
+         line("  " .. (who and who .. ": " or "") .. p.message)
+      end
       line("")
    end
    local summary = report.summary or M.summarize(report.leaks or {})

@@ -17,9 +17,41 @@ local LEAK_KINDS = {
    Leak_PossiblyLost = "possible", Leak_StillReachable = "reachable",
 }
 
--- Options that ljleak sets itself and a user may not change through --valgrind-opts.
-local RESERVED = {"--tool", "--xml", "--xml-file", "--xml-fd", "--xml-socket", "--leak-check",
-                  "--show-leak-kinds", "--trace-children", "--log-fd", "--log-file", "--log-socket"}
+-- Options a user may not give through --valgrind-opts, and why: ljleak sets them itself, or they
+-- change what it reads (the leak kinds Valgrind checks and shows, where its output goes, which
+-- processes write a report) or the exit status it chooses.
+local SET = "is set by ljleak and cannot be changed"
+local KINDS = "changes the leak kinds Valgrind checks or shows; ljleak needs all of them (use ljleak's "
+   .. "--fail-on, --show-reachable and suppressions)"
+local OUTPUT = "changes where Valgrind's output goes; ljleak reads one XML file per process from its run directory"
+local REFUSED = {
+   ["--tool"] = SET, ["--xml"] = SET, ["--xml-file"] = SET, ["--leak-check"] = SET, ["--show-leak-kinds"] = SET,
+   ["--trace-children"] = SET, ["--error-limit"] = SET, ["--keep-debuginfo"] = SET,
+   ["--show-reachable"] = KINDS, ["--show-possibly-lost"] = KINDS, ["--errors-for-leak-kinds"] = KINDS,
+   ["--xtree-leak"] = "makes Valgrind write its leak check to an xtree file instead of its XML",
+   ["--xml-fd"] = OUTPUT, ["--xml-socket"] = OUTPUT, ["--log-fd"] = OUTPUT, ["--log-file"] = OUTPUT,
+   ["--log-socket"] = OUTPUT,
+   ["--child-silent-after-fork"] = "would leave forked children without a report",
+   ["--gen-suppressions"] = "is ljleak's own option (--gen-suppressions=FILE); Valgrind's asks on the terminal",
+   ["--error-exitcode"] = "is ljleak's own option: ljleak chooses the exit status",
+   ["--exit-on-first-error"] = "stops the program at its first error, before its leak check",
+   ["-h"] = "makes Valgrind print its help instead of running the program", ["--help"] = "makes Valgrind print "
+      .. "its help instead of running the program", ["--version"] = "makes Valgrind print its version instead of "
+      .. "running the program",
+}
+
+M.REFUSED = REFUSED
+
+-- Valgrind copies --xml-user-comment into its XML as it is: text that is not well-formed there
+-- (a & or < of its own) is escaped, so that the comment shows as written.
+local function user_comment(value)
+   local parser = lxp.new({})
+   local ok = parser:parse("<c>" .. value .. "</c>")
+   if ok then ok = parser:parse() end
+   pcall(parser.close, parser)
+   if ok then return value end
+   return (value:gsub("[&<>]", {["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;"}))
+end
 
 -- -- The command -----------------------------------------------------------------------------
 
@@ -39,26 +71,37 @@ function M.find()
 end
 
 -- Split the text of --valgrind-opts into words. Returns the words and the --num-callers they set
--- (or nil), or nil and a message naming an option ljleak sets itself.
+-- (or nil), or nil and a one-line message naming an option ljleak refuses (M.REFUSED says why).
 function M.parse_extra(texts)
    local words, num_callers = {}, nil
    for _, text in ipairs(texts or {}) do
       for w in text:gmatch("%S+") do
-         local name = w:match("^(%-%-[^=]+)") or w
-         for _, r in ipairs(RESERVED) do
-            if name == r then
-               return nil, ("--valgrind-opts: %s is set by ljleak and cannot be changed"):format(name)
-            end
+         local name = w:match("^(%-%-?[^=]+)")
+         if not name then
+            return nil, ("--valgrind-opts: '%s' is not an option (Valgrind would run it as the program)"):format(w)
          end
+         if REFUSED[name] then return nil, ("--valgrind-opts: %s %s"):format(name, REFUSED[name]) end
          if name == "--num-callers" then
             num_callers = tonumber(w:match("=(%d+)$"))
             if not num_callers then return nil, ("--valgrind-opts: bad %s"):format(w) end
+         elseif name == "--xml-user-comment" then
+            w = name .. "=" .. user_comment(w:sub(#name + 2))
          end
          words[#words + 1] = w
       end
    end
    return words, num_callers
 end
+
+-- The environment variable whose value is in each XML file's name, beside the pid: Valgrind
+-- expands only %p (the pid, which a process in another PID namespace shares with others),
+-- %n (a count that starts again at 1 in each process) and %q{VAR} (VAR's value: a process whose
+-- environment lacks VAR does not start). libljleak_vg.so gives each forked child a new value
+-- (pthread_atfork) and puts the variable back into an environment given to exec without it.
+M.ID_VAR = "LJLEAK_VG_ID"
+
+-- The first process's value; 16 hex digits, as libljleak_vg.so writes them.
+M.FIRST_ID = "0000000000000000"
 
 -- The valgrind argv (without CMD) for a run writing its XML into DIR. OPTS.valgrind: the program;
 -- OPTS.extra: more options (from M.parse_extra), put last.
@@ -71,7 +114,8 @@ function M.command(opts)
       "--trace-children=yes",
       "--error-limit=no",            -- ljleak applies the suppressions, so every error must come out
       "--xml=yes",
-      "--xml-file=" .. opts.dir .. "/vg.%p.xml",
+      -- vg.PID.ID.xml; a % of DIR's own (from TMPDIR) would be expanded: %% is one %.
+      "--xml-file=" .. opts.dir:gsub("%%", "%%%%") .. "/vg.%p.%q{" .. M.ID_VAR .. "}.xml",
    }
    for _, w in ipairs(opts.extra or {}) do argv[#argv + 1] = w end
    return argv
@@ -93,7 +137,8 @@ end
 
 -- Parse TEXT into a tree of {name, kids = {...}, text = "...", closed = true|nil}. A document cut
 -- short (the process was killed) gives the elements read so far; those not closed have no
--- `closed`. Returns the root (nil if none), and an error message from the XML parser, if any.
+-- `closed`. Returns the root (nil if none), and, if the text is not one whole document, the XML
+-- parser's message, the byte where it stopped, and whether that is only the end of the text.
 local function parse_tree(text)
    local top = {name = "#document", kids = {}, parts = {}}
    local stack = {top}
@@ -115,16 +160,21 @@ local function parse_tree(text)
          if parts then parts[#parts + 1] = s end
       end,
    })
-   local ok, err = parser:parse(text)
-   if ok then ok, err = parser:parse() end
-   parser:close()
+   local ok, err, _, _, pos = parser:parse(text)
+   local at_end = false
+   if ok then
+      ok, err = parser:parse()
+      at_end = true
+   end
+   pcall(parser.close, parser)   -- it raises when the parser stopped on an error
    for _, node in ipairs(stack) do
       if node.parts then
          node.text = table.concat(node.parts)
          node.parts = nil
       end
    end
-   return top.kids[1], (not ok) and err or nil
+   if ok then return top.kids[1] end
+   return top.kids[1], err, at_end and #text + 1 or pos or #text + 1, at_end
 end
 
 local function child(node, name)
@@ -196,10 +246,13 @@ end
 
 -- Bytes of a leak record that are its own: a definite (or possible) record's <leakedbytes>
 -- includes the indirect blocks it holds ("96 (64 direct, 32 indirect) bytes ..."), which also
--- have their own indirect record.
+-- have their own indirect record. The leak checks a program asks for between tests
+-- (VALGRIND_DO_ADDED_LEAK_CHECK) add the increase after each number: "64 (+64) (32 (+32) direct,
+-- 32 (+32) indirect) bytes in 1 (+1) blocks ..."; <leakedbytes> is the total there too.
 local function direct_bytes(xwhat)
    local bytes = tonumber(child_text(xwhat, "leakedbytes") or "") or 0
-   local indirect = (child_text(xwhat, "text") or ""):match("^[%d,]+ %([%d,]+ direct, ([%d,]+) indirect%)")
+   local text = (child_text(xwhat, "text") or ""):gsub(" %([+-][%d,]+%)", "")
+   local indirect = text:match("^[%d,]+ %([%d,]+ direct, ([%d,]+) indirect%)")
    if indirect then bytes = bytes - tonumber((indirect:gsub(",", ""))) end
    return bytes
 end
@@ -255,19 +308,13 @@ local function leak_key(rec)
    return table.concat(t, "\n")
 end
 
--- Parse one XML file's TEXT (NAME for messages). Returns
--- proc = {name, pid, ppid, exe, command, protocol, leaks, errors, suppcounts, truncated, fatal_signal}
--- or nil and a message when the text is not Valgrind XML at all.
-function M.parse(text, name)
-   name = name or "valgrind.xml"
-   local root, err = parse_tree(text)
-   if not root or root.name ~= "valgrindoutput" then
-      return nil, ("%s: not Valgrind XML output%s"):format(name, err and " (" .. err .. ")" or "")
-   end
+-- The records of one <valgrindoutput> ROOT (from parse_tree): proc = {pid, ppid, exe, command,
+-- protocol, leaks, errors, suppcounts, finished, fatal_signal}; pid is nil when ROOT has none.
+-- FINISHED: the program had ended before ROOT's first record (a piece of a document).
+local function read_document(root, finished)
    local function number(tag) return tonumber(child_text(root, tag) or "") end
-   local proc = {name = name, leaks = {}, errors = {}, suppcounts = {}, pid = number("pid"), ppid = number("ppid"),
+   local proc = {leaks = {}, errors = {}, suppcounts = {}, pid = number("pid"), ppid = number("ppid"),
                  protocol = number("protocolversion")}
-   if not proc.pid then proc.pid = tonumber(name:match("vg%.(%d+)%.xml$")) end
    local args = child(root, "args")
    local argv = args and child(args, "argv")
    if argv then
@@ -277,7 +324,7 @@ function M.parse(text, name)
          if k.name == "arg" then proc.command[#proc.command + 1] = k.text end
       end
    end
-   local finished, by_unique = false, {}
+   local by_unique = {}
    -- Leak checks the program asked for while it ran (ljleak.busted, between tests) come before the
    -- FINISHED status; each follows an "ljleak-context NAME" marker. Their definite and indirect
    -- records are what was lost since the previous check, by stack: they go to that context, and
@@ -323,40 +370,162 @@ function M.parse(text, name)
          proc.fatal_signal = child_text(node, "signame") or ("signal " .. (child_text(node, "signo") or "?"))
       end
    end
+   proc.finished = finished
    proc.truncated = not (root.closed and finished) or nil
-   if err and not proc.truncated then
-      return nil, ("%s: bad XML (%s)"):format(name, err)
-   end
    return proc
 end
 
--- Read and parse the XML file at PATH.
-M.read = util.reader(M.parse)
+local function plural(n, word)
+   return ("%d %s%s"):format(n, word, n == 1 and "" or "s")
+end
 
--- Parse every vg.<pid>.xml in RUN_DIR. Returns procs (sorted by pid) and problems
--- ({pid, message}: unreadable files, and truncated ones, whose records so far are kept).
+local function line_at(text, pos)
+   local _, n = text:sub(1, pos - 1):gsub("\n", "")
+   return n + 1
+end
+
+-- The top-level elements where reading can start again after bad XML.
+local RESUME = {"<error>", "<status>", "<clientmsg>", "<errorcounts>", "<suppcounts>", "<fatal_signal>"}
+
+-- The first byte of TEXT from FROM to TO where a line starts with one of RESUME, or nil.
+local function resume_at(text, from, to)
+   local best
+   for _, tag in ipairs(RESUME) do
+      local s = text:find("\n" .. tag, from, true)
+      if s and s < to and (not best or s < best) then best = s + 1 end
+   end
+   return best
+end
+
+local WRAPPER = "<valgrindoutput>\n"
+
+-- Parse the TEXT of one XML file (NAME: its path). Returns procs, as read_document gives them (and
+-- `name`), and problems: {pid = N or nil, message}, one per thing that was not one whole report.
+-- Nothing that parses is lost: a process writes one document, which begins with an XML
+-- declaration; a file with two was written by two processes (a pid reused in another PID
+-- namespace), and each is read. After the end of a document, or after bad XML, reading starts
+-- again at the next top-level record (another process that wrote into the same file, e.g. through
+-- a descriptor shared across an unusual fork or clone): those records have no pid. A document cut
+-- short keeps the records written so far.
+function M.parse_file(text, name)
+   local procs, problems = {}, {}
+   local function problem(pid, fmt, ...)
+      problems[#problems + 1] = {pid = pid, message = fmt:format(...)}
+   end
+   local segments, from = {}, 1
+   while true do
+      local s = text:find("<?xml ", from, true)
+      if not s then break end
+      segments[#segments + 1] = {from = s}
+      from = s + 1
+   end
+   if not segments[1] or text:sub(1, segments[1].from - 1):find("%S") then
+      table.insert(segments, 1, {from = 1, orphan = true})
+   end
+   for i, seg in ipairs(segments) do seg.to = segments[i + 1] and segments[i + 1].from or #text + 1 end
+   local i, documents = 1, 0
+   while segments[i] do
+      local seg = segments[i]
+      i = i + 1
+      local prefix = seg.orphan and WRAPPER or ""
+      local root, err, pos, at_end = parse_tree(prefix .. text:sub(seg.from, seg.to - 1))
+      local stop = seg.from + (pos or 1) - 1 - #prefix   -- where the parser stopped, in TEXT
+      local proc
+      if root and root.name == "valgrindoutput" then
+         -- A piece without the FINISHED status comes after it: its leak records are the final ones.
+         local finished = seg.orphan and true
+         for _, node in ipairs(seg.orphan and root.kids or {}) do
+            if node.name == "status" and child_text(node, "state") == "FINISHED" then finished = false end
+         end
+         proc = read_document(root, finished)
+         if seg.orphan then
+            proc.pid = seg.pid
+            if #proc.leaks + #proc.errors == 0 then proc = nil end
+         else
+            documents = documents + 1
+            if documents == 1 and not proc.pid then
+               proc.pid = tonumber(name:match("vg%.(%d+)[^/]*%.xml$"))
+            end
+         end
+      end
+      if not seg.orphan and not (root and root.name == "valgrindoutput") then
+         problem(nil, "line %d: not Valgrind XML output%s", line_at(text, seg.from), err and " (" .. err .. ")" or "")
+      end
+      if proc then
+         proc.name = name
+         procs[#procs + 1] = proc
+         local who = proc.pid and ("process " .. proc.pid) or "a process"
+         if seg.orphan and not seg.pid then
+            problem(nil, "line %d: %s and %s of a process whose report has no start (it wrote into this "
+               .. "file through a descriptor it shares with another process); kept, with no pid",
+               line_at(text, seg.from), plural(#proc.leaks, "leak record"), plural(#proc.errors, "error"))
+         elseif documents == 2 then
+            problem(proc.pid, "line %d: a second report in this file, of %s: two processes had the same pid "
+               .. "(in different PID namespaces?); both are read", line_at(text, seg.from), who)
+         end
+         if proc.truncated and (at_end or not err) then
+            problem(proc.pid, "truncated: %s ended before Valgrind finished its report (killed?); kept the %s "
+               .. "and %s it had written%s", who, plural(#proc.errors, "error"), plural(#proc.leaks, "leak record"),
+               proc.finished and "" or ", and it had not made its leak check at exit")
+         end
+      end
+      if err and not at_end then
+         -- After the end of a document: another process's records. After bad XML: the rest of
+         -- the same document, most likely (two writers can garble each other's records).
+         local junk = err == "junk after document element"
+         local again = junk and stop or resume_at(text, stop, seg.to)
+         local pid = proc and proc.pid
+         local rest = not again and "the rest is lost"
+            or ("reading on from line %d%s"):format(line_at(text, again),
+                                                     junk and "" or ", under pid " .. tostring(pid))
+         problem(pid, "line %d: %s; %s", line_at(text, stop),
+            junk and "output after the end of the report" or ("bad XML (%s)"):format(err), rest)
+         if again then
+            table.insert(segments, i, {from = again, to = seg.to, orphan = true, pid = (not junk) and pid or nil})
+         end
+      end
+   end
+   if #procs == 0 and #problems == 0 then
+      problem(tonumber(name:match("vg%.(%d+)[^/]*%.xml$")), "not Valgrind XML output")
+   end
+   return procs, problems
+end
+
+-- Parse TEXT, one process's XML (NAME for messages). Returns its first report, as M.parse_file
+-- reads it, or nil and a message when there is none.
+function M.parse(text, name)
+   name = name or "valgrind.xml"
+   local procs, problems = M.parse_file(text, name)
+   if procs[1] then return procs[1] end
+   return nil, ("%s: %s"):format(name, problems[1].message)
+end
+
+-- Valgrind's XML files in a run directory: vg.PID.ID.xml (see M.command).
+local XML_NAME = "^vg%.(%d+)%.?%x*%.xml$"
+
+-- Parse every XML file in RUN_DIR. Returns procs (sorted by pid) and problems: {pid, file, message}
+-- for each file that was unreadable, malformed or truncated (what it had is kept).
 function M.collect(run_dir)
    local procs, problems = {}, {}
    local names = {}
    local ok, iter, dir_obj = pcall(lfs.dir, run_dir)
-   if not ok then return procs, {{message = tostring(iter)}} end
+   if not ok then return procs, {{file = run_dir, message = tostring(iter)}} end
    for n in iter, dir_obj do
-      if n:match("^vg%.%d+%.xml$") then names[#names + 1] = n end
+      if n:match(XML_NAME) then names[#names + 1] = n end
    end
    table.sort(names)
    for _, n in ipairs(names) do
       local path = run_dir .. "/" .. n
-      local pid = tonumber(n:match("(%d+)"))
-      local proc, err = M.read(path)
-      if proc then
-         procs[#procs + 1] = proc
-         if proc.truncated then
-            problems[#problems + 1] = {pid = pid, message = ("%s: truncated: process %d ended before Valgrind "
-               .. "finished its report (killed?); reporting the %d error%s it had written, and no leak check")
-               :format(path, pid, #proc.errors, #proc.errors == 1 and "" or "s")}
+      local text, err = util.read_file(path)
+      if not text then
+         problems[#problems + 1] = {pid = tonumber(n:match(XML_NAME)), file = path, message = "cannot read: " .. err}
+      elseif text ~= "" then   -- empty: Valgrind had not written anything yet
+         local got, found = M.parse_file(text, path)
+         for _, proc in ipairs(got) do procs[#procs + 1] = proc end
+         for _, p in ipairs(found) do
+            p.file = path
+            problems[#problems + 1] = p
          end
-      elseif (lfs.attributes(path, "size") or 0) > 0 then
-         problems[#problems + 1] = {pid = pid, message = err}
       end
    end
    table.sort(procs, function(a, b) return (a.pid or 0) < (b.pid or 0) end)
@@ -442,7 +611,7 @@ function M.watcher(run_dir)
       local ok, iter, dir_obj = pcall(lfs.dir, run_dir)
       if not ok then return 0, 0, pids end
       for n in iter, dir_obj do
-         local pid = tonumber(n:match("^vg%.(%d+)%.xml$") or "")
+         local pid = tonumber(n:match(XML_NAME) or "")
          if pid then
             local st = files[n]
             if not st then
