@@ -232,8 +232,9 @@ static const char *lk_untraceable(const char *file, char *const *envp, int searc
   if (!envp) envp = environ;
   if (!lk_preload_has_self(lk_env_get(envp, "LD_PRELOAD")))
     return "runs with an environment without the tracker in LD_PRELOAD";
-  if (!lk_dir || !lk_env_get(envp, "LJLEAK_DIR") || strcmp(lk_env_get(envp, "LJLEAK_DIR"), lk_dir) != 0)
+  if (!lk_env_get(envp, "LJLEAK_DIR") || !*lk_env_get(envp, "LJLEAK_DIR"))
     return "runs with an environment without LJLEAK_DIR";
+  if (strcmp(lk_env_get(envp, "LJLEAK_DIR"), lk_dir) != 0) return NULL;  /* another ljleak run's now */
   why = lk_untraceable_file(path, 0);
   return why;
 }

@@ -47,24 +47,33 @@ static lk_rootdesc lk_roots[LK_MAXROOTS];
 static int lk_nroots;
 
 /* -- LJLEAK_EXPLAIN ------------------------------------------------------
-** A list of block addresses (0x...) and sizes (decimal): for each block that matches, the scan
-** says on stderr why it was classified as it was, LSan's log_pointers idea. */
+** A list of block addresses (0x...), sizes (decimal) and kinds (reachable, possible, indirect,
+** definite): for each block that matches, the scan says on stderr why it was classified as it
+** was, LSan's log_pointers idea. */
 
 #define LK_MAXEXPLAIN 16
+enum { LK_EX_SIZE, LK_EX_ADDR, LK_EX_KIND };
 static uintptr_t lk_explain[LK_MAXEXPLAIN];
-static int lk_explain_addr[LK_MAXEXPLAIN];
+static int lk_explain_what[LK_MAXEXPLAIN];
 static int lk_nexplain;
 
 static void lk_explain_init(void)
 {
+  static const char *const kinds[] = { "", "indirect", "possible", "reachable", "definite" };
   const char *e = getenv("LJLEAK_EXPLAIN");
   char *end;
   while (e && *e && lk_nexplain < LK_MAXEXPLAIN) {
-    int hex = e[0] == '0' && (e[1] == 'x' || e[1] == 'X');
+    int hex = e[0] == '0' && (e[1] == 'x' || e[1] == 'X'), k;
     unsigned long long v = strtoull(e, &end, hex ? 16 : 10);
-    if (end == e) break;
+    if (end == e) {
+      for (k = 1; k <= LK_DEFINITE; k++) {
+        size_t n = strlen(kinds[k]);
+        if (strncmp(e, kinds[k], n) == 0) { v = (unsigned)k; end = (char *)e + n; hex = 2; break; }
+      }
+      if (end == e) break;
+    }
     lk_explain[lk_nexplain] = (uintptr_t)v;
-    lk_explain_addr[lk_nexplain++] = hex;
+    lk_explain_what[lk_nexplain++] = hex == 2 ? LK_EX_KIND : hex ? LK_EX_ADDR : LK_EX_SIZE;
     e = end;
     while (*e == ',' || *e == ' ' || *e == '|') e++;
   }
@@ -73,8 +82,12 @@ static void lk_explain_init(void)
 static int lk_explained(const lk_block *b)
 {
   int i;
-  for (i = 0; i < lk_nexplain; i++)
-    if (lk_explain_addr[i] ? b->addr == lk_explain[i] : b->size == lk_explain[i]) return 1;
+  if (b->site == LK_SITE_INTERNAL) return 0;
+  for (i = 0; i < lk_nexplain; i++) {
+    uintptr_t x = lk_explain[i];
+    int what = lk_explain_what[i];
+    if (what == LK_EX_ADDR ? b->addr == x : what == LK_EX_SIZE ? b->size == x : b->state == x) return 1;
+  }
   return 0;
 }
 

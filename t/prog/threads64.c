@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 static volatile uint64_t lost_bytes;
 
@@ -42,6 +43,12 @@ int main(void)
   int i;
   for (i = 0; i < THREADS; i++) pthread_create(&t[i], NULL, work, (void *)(uintptr_t)(i + 1));
   for (i = 0; i < THREADS; i++) pthread_join(t[i], NULL);
-  printf("%llu\n", (unsigned long long)lost_bytes);
+  {
+    /* not printf: its buffer, malloc'd now from memory the threads used, would hold stale
+    ** pointers to lost blocks in the bytes it never writes (no definedness tracking here) */
+    char out[32];
+    int len = snprintf(out, sizeof(out), "%llu\n", (unsigned long long)lost_bytes);
+    if (write(1, out, (size_t)len) != len) return 1;
+  }
   return 0;
 }
