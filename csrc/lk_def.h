@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "lk_luaread.h"
+
 #define LK_EXPORT __attribute__((visibility("default")))
 #define LK_HIDDEN __attribute__((visibility("hidden")))
 #define LK_USED __attribute__((used))
@@ -158,7 +160,6 @@ extern LK_TLS int lk_in_finalizer;       /* an ffi.gc finalizer runs on this thr
 void lk_bad_free(void *p);               /* free() of an unknown block inside a finalizer */
 
 /* -- The Lua VM (lk_luavm.c) --------------------------------------------- */
-#define LK_LUA_APPROX 1   /* frame flag: location of the running trace's start, not the line */
 extern int lk_lua_state;                 /* 0 none attached, 1 open, 2 closed (raw: lua_state) */
 void lk_luavm_init(void);
 const char *lk_lua_problem(void);        /* why Lua frames are unavailable, or NULL */

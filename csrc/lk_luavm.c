@@ -2,43 +2,18 @@
 ** allocation (exact in the interpreter, the trace's start when JIT code called), interned. */
 #include "lk_def.h"
 #include "lk_ljalloc.h"
-#include "lk_vmlayout.h"
+#include "lk_luaread.h"
 
 #include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* -- LuaJIT internals (x86-64 GC64) ----------------------------------------------------
-** lua_State's glref and cframe are at the same offsets in every LuaJIT 2.1; the global_State
-** fields moved between builds (cur_L by 8 bytes in late 2025), so they are learnt when the program
-** attaches (ljleak_lua_probe, lk_vmlayout.h). If they cannot be, Lua frames stay off and the
-** report says why. */
-
-#define LK_L_GLREF 16       /* lua_State.glref: global_State */
-#define LK_L_CFRAME 80      /* lua_State.cframe: NULL when no C frame is active */
-static int lk_g_vmstate = -1, lk_g_curl = -1, lk_g_jitbase = -1;
 static const char *lk_vm_why = "the program loaded no LuaJIT state";
 static int lk_vm_disabled;
-
-typedef struct lk_lua_Debug {  /* lua.h's lua_Debug, identical in Lua 5.1 and LuaJIT */
-  int event;
-  const char *name, *namewhat, *what, *source;
-  int currentline, nups, linedefined, lastlinedefined;
-  char short_src[60];
-  int i_ci;
-} lk_lua_Debug;
-
-typedef int (*lk_getstack_f)(void *L, int level, lk_lua_Debug *ar);
-typedef int (*lk_getinfo_f)(void *L, const char *what, lk_lua_Debug *ar);
-static lk_getstack_f lk_getstack;
-static lk_getinfo_f lk_getinfo;
 static int lk_lua_depth = 6;
 
 int lk_lua_state;               /* 0: no state attached, 1: one is open, 2: it was closed */
 static LK_TLS char *lk_vm_g;   /* the attached VM's global_State, on the thread that runs it */
-
-#define LK_RD32(p, off) (*(volatile int32_t *)((char *)(p) + (off)))
-#define LK_RDP(p, off) (*(char *volatile *)((char *)(p) + (off)))
 
 /* -- Interned Lua stacks ---------------------------------------------------
 ** A Lua stack is a few frames of (line, flags, name, short source) as bytes; aux = frame count. */
@@ -62,28 +37,6 @@ const char *lk_lua_problem(void)
   return lk_lua_state == 0 && !lk_vm_disabled ? NULL : lk_vm_why;
 }
 
-typedef struct lk_lbuf {
-  char b[1024];
-  size_t n;
-  uint32_t nframes;
-} lk_lbuf;
-
-static void lk_lbuf_frame(lk_lbuf *lb, int line, int flags, const char *name, const char *src)
-{
-  size_t ln = name ? strnlen(name, 64) : 0, ls = strnlen(src, 200);
-  if (lb->n + 5 + ln + 1 + ls + 1 > sizeof(lb->b)) return;
-  memcpy(lb->b + lb->n, &line, 4);
-  lb->b[lb->n + 4] = (char)flags;
-  lb->n += 5;
-  if (ln) memcpy(lb->b + lb->n, name, ln);
-  lb->b[lb->n + ln] = 0;
-  lb->n += ln + 1;
-  memcpy(lb->b + lb->n, src, ls);
-  lb->b[lb->n + ls] = 0;
-  lb->n += ls + 1;
-  lb->nframes++;
-}
-
 /* -- JIT traces -------------------------------------------------------------
 ** The Lua side (jit.attach) tells where each trace starts. An allocation made by compiled code
 ** gets that location, flagged approximate: the exact line is not known safely there. */
@@ -97,8 +50,7 @@ LK_EXPORT void ljleak_trace_start(int tr, const char *src, int line, const char 
   if (tr <= 0 || tr >= LK_MAXTRACES || !src) return;
   if (!lk_trace_loc) lk_trace_loc = lk_sysmap(LK_MAXTRACES * sizeof(uint32_t));
   if (!lk_trace_loc) return;
-  lb.n = 0;
-  lb.nframes = 0;
+  lk_lbuf_init(&lb);
   lk_lbuf_frame(&lb, line, LK_LUA_APPROX, name, src);
   lk_trace_loc[tr] = lk_intern(&lk_lstacks, lb.b, lb.n, (uint16_t)lb.nframes);
 }
@@ -112,37 +64,13 @@ LK_EXPORT void ljleak_trace_flush(void)
 
 uint32_t lk_lua_capture(void)
 {
-  char *g = lk_vm_g, *L;
-  int32_t st;
-  int level, got = 0;
-  const char *cfun = NULL;
+  char *g = lk_vm_g;
+  int32_t tr;
   lk_lbuf lb;
-  lk_lua_Debug ar;
   if (LIKELY(g == NULL)) return 0;
-  st = LK_RD32(g, lk_g_vmstate);
-  if (st > 0) {  /* a trace is running */
-    return lk_trace_loc && st < LK_MAXTRACES ? lk_trace_loc[st] : 0;
-  }
-  if (st != LK_VMST_C || LK_RDP(g, lk_g_jitbase)) return 0;
-  L = LK_RDP(g, lk_g_curl);
-  if (!L || !LK_RDP(L, LK_L_CFRAME)) return 0;  /* no C frame: cur_L is stale */
-  lb.n = 0;
-  lb.nframes = 0;
-  for (level = 0; got < lk_lua_depth && level < 64; level++) {
-    memset(&ar, 0, sizeof(ar));
-    if (!lk_getstack(L, level, &ar)) break;
-    if (!lk_getinfo(L, "Sln", &ar)) break;
-    if (ar.what && ar.what[0] == 'C') {  /* a C function between Lua frames (pcall...) */
-      cfun = ar.name ? ar.name : "?";
-      continue;
-    }
-    if (cfun && got) { lk_lbuf_frame(&lb, -1, 0, cfun, "[C]"); got++; }
-    cfun = NULL;
-    lk_lbuf_frame(&lb, ar.currentline, 0, ar.what && ar.what[0] == 'm' ? "main chunk" : ar.name,
-                  ar.short_src);
-    got++;
-  }
-  return lb.nframes ? lk_intern(&lk_lstacks, lb.b, lb.n, (uint16_t)lb.nframes) : 0;
+  if (lk_luaread_frames(g, &lb, lk_lua_depth, &tr))
+    return lk_intern(&lk_lstacks, lb.b, lb.n, (uint16_t)lb.nframes);
+  return tr > 0 && tr < LK_MAXTRACES && lk_trace_loc ? lk_trace_loc[tr] : 0;
 }
 
 int lk_lua_mark(uint32_t id)
@@ -164,21 +92,8 @@ LK_EXPORT uint32_t ljleak_here(void)
 int lk_lua_frames(uint32_t id, lk_lua_frame_fn fn, void *ud)
 {
   size_t len = 0;
-  uint16_t nframes = 0;
-  const char *p = lk_intern_get(&lk_lstacks, id, &len, &nframes), *e;
-  if (!p) return 0;
-  e = p + len;
-  while (p + 5 <= e) {
-    int line, flags;
-    const char *name, *src;
-    memcpy(&line, p, 4);
-    flags = (uint8_t)p[4];
-    name = p + 5;
-    src = name + strlen(name) + 1;
-    fn(line, flags, name, src, ud);
-    p = src + strlen(src) + 1;
-  }
-  return nframes;
+  const char *p = lk_intern_get(&lk_lstacks, id, &len, NULL);
+  return p ? lk_lbuf_each(p, len, fn, ud) : 0;
 }
 
 /* -- LuaJIT's GC arena ---------------------------------------------------------
@@ -236,23 +151,9 @@ void lk_lua_arena_outside(uintptr_t lo, uintptr_t hi, lk_range_fn fn, void *ud)
 ** 1 first, then ljleak_lua_attach from a third. Each call runs inside a C function called from Lua:
 ** cur_L is the caller's lua_State and vmstate says "C". */
 
-static lk_vm_probe lk_probe;
-static char *lk_probe_g;
-
-LK_EXPORT int ljleak_lua_probe(uintptr_t Laddr, int step)
+LK_EXPORT int ljleak_lua_probe(uintptr_t L, int step)
 {
-  char *L = (char *)Laddr, *g;
-  if (!L || lk_vm_disabled) return 0;
-  g = LK_RDP(L, LK_L_GLREF);
-  if (!g || !LK_RDP(L, LK_L_CFRAME)) return 0;
-  if (step == 1) {
-    lk_probe_g = g;
-    lk_vm_probe_first(&lk_probe, g, L);
-  } else {
-    if (g != lk_probe_g) return 0;  /* another VM: glref is not where it should be */
-    lk_vm_probe_next(&lk_probe, g, L);
-  }
-  return 1;
+  return lk_vm_disabled ? 0 : lk_luaread_probe(L, step);
 }
 
 static int lk_vm_fail(const char *why)
@@ -264,24 +165,11 @@ static int lk_vm_fail(const char *why)
 
 LK_EXPORT int ljleak_lua_attach(uintptr_t Laddr, int depth)
 {
-  char *L = (char *)Laddr, *g;
-  lk_vm_layout lay;
+  char *L = (char *)Laddr, *g = NULL;
   const char *why;
   if (!L) return 0;
   if (lk_vm_disabled) return lk_vm_fail(lk_vm_why);
-  if (!lk_getstack) {
-    lk_getstack = (lk_getstack_f)dlsym(RTLD_DEFAULT, "lua_getstack");
-    lk_getinfo = (lk_getinfo_f)dlsym(RTLD_DEFAULT, "lua_getinfo");
-  }
-  if (!lk_getstack || !lk_getinfo) return lk_vm_fail("lua_getstack/lua_getinfo are not exported");
-  g = LK_RDP(L, LK_L_GLREF);
-  if (!g || g != lk_probe_g) return lk_vm_fail("lua_State.glref is not at the offset of LuaJIT 2.1");
-  lk_vm_probe_next(&lk_probe, g, L);
-  why = lk_vm_layout_of(&lk_probe, g, &lay);
-  if (why) return lk_vm_fail(why);
-  lk_g_curl = lay.curl;
-  lk_g_vmstate = lay.vmstate;
-  lk_g_jitbase = lay.jitbase;
+  if ((why = lk_luaread_attach(Laddr, &g))) return lk_vm_fail(why);
   if (depth > 0) lk_lua_depth = depth > 16 ? 16 : depth;
   lk_vm_g = g;
   lk_lua_state = 1;

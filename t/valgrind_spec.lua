@@ -187,9 +187,12 @@ end)
 describe("Valgrind command line", function()
   it("is memcheck with a full leak check of every kind, debug info kept, children traced, one XML each", function()
     local argv = valgrind.command({valgrind = "/usr/bin/valgrind", dir = "/run/d", extra = {"--num-callers=20"}})
+    -- ljleak's allocation functions run (Lua frames), and add two frames the reader takes out
     assert.are.same({"/usr/bin/valgrind", "--tool=memcheck", "--leak-check=full", "--show-leak-kinds=all",
                      "--keep-debuginfo=yes", "--trace-children=yes", "--error-limit=no", "--xml=yes",
-                     "--xml-file=/run/d/vg.%p.%q{LJLEAK_VG_ID}.xml", "--num-callers=20"}, argv)
+                     "--soname-synonyms=somalloc=nouserintercepts", "--num-callers=22",
+                     "--xml-file=/run/d/vg.%p.%q{LJLEAK_VG_ID}.xml"}, argv)
+    assert.are.equal("--num-callers=14", valgrind.command({dir = "/d"})[10])
     -- Valgrind expands % in --xml-file: a % of the folder's own is written %%
     argv = valgrind.command({dir = "/tmp/a%p%%b"})
     assert.are.equal("--xml-file=/tmp/a%%p%%%%b/vg.%p.%q{LJLEAK_VG_ID}.xml", argv[#argv])
@@ -309,6 +312,7 @@ describe("ljleak run --engine=valgrind", function()
   local jobs = {
     malloc_dropped = fixture("malloc_dropped"),
     ffi_load = fixture("ffi_load"),
+    lines = job({"--engine=valgrind", "--", "luajit", "t/api/lines.lua"}),
     strdup = fixture("strdup"),
     calloc = fixture("calloc"),
     realloc_grown = fixture("realloc_grown"),
@@ -360,6 +364,20 @@ describe("ljleak run --engine=valgrind", function()
     local f = one(r, "definite", "leak_malloc").frames[2]
     assert.are.same({"leak_malloc", "libleaky.c", 17}, {f["function"], f.file, f.line})
     assert.matches("libleaky%.so$", f.object)
+    assert.are.equal(3, one(r, "definite", "leak_malloc").lua[1].line)
+  end)
+
+  it("gives each record the Lua frames of the code that called C, as the tracker does", function()
+    local rec = one(jobs.lines.report, "definite")
+    local lines = {}
+    for i, f in ipairs(rec.lua) do lines[i] = f.line end
+    assert.are.same({7, 12, 16}, lines)
+    assert.are.same({"malloc", "vgpreload_memcheck-amd64-linux.so"},
+                    {rec.frames[1]["function"], rec.frames[1].object:match("[^/]*$")})
+    for _, f in ipairs(rec.frames) do   -- ljleak's trampoline and allocation function taken out
+      assert.is_nil((f.object or ""):match("libljleak_vg"))
+      assert.is_truthy(f.object)
+    end
   end)
 
   it("finds strdup's copy, calloc's and realloc's blocks, each under its allocator", function()
@@ -604,7 +622,7 @@ describe("ljleak run, bad input", function()
                      "--show-possibly-lost=no", "--errors-for-leak-kinds=all", "--xtree-leak=yes", "--xml-fd=3",
                      "--xml-socket=127.0.0.1", "--log-fd=9", "--log-file=v.log", "--log-socket=127.0.0.1",
                      "--child-silent-after-fork=yes", "--gen-suppressions=all", "--error-exitcode=3",
-                     "--exit-on-first-error=yes", "-h", "--help", "--version"}
+                     "--exit-on-first-error=yes", "-h", "--help", "--version", "--soname-synonyms=somalloc=*"}
     local names = {}
     for name in pairs(valgrind.REFUSED) do names[#names + 1] = name end
     assert.are.equal(#names, #refused)   -- each one is tried here

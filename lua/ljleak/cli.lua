@@ -636,7 +636,7 @@ function run_command(args, command, extra_env)
       if vg then
          -- ljleak's small Valgrind library (client requests, dlclose kept a no-op), and the
          -- ljleak module in every LuaJIT process (busted's tests become Valgrind contexts).
-         local env = with_user_env({LUA_INIT = lua_init()})
+         local env = with_user_env({LUA_INIT = lua_init(), LJLEAK_DIR = run_dir})
          local vglib = tracker:gsub("libljleak%.so$", "libljleak_vg.so")
          if lfs.attributes(vglib, "mode") == "file" then
             local preload = os.getenv("LD_PRELOAD")

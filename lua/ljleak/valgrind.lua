@@ -26,7 +26,7 @@ local KINDS = "changes the leak kinds Valgrind checks or shows; ljleak needs all
 local OUTPUT = "changes where Valgrind's output goes; ljleak reads one XML file per process from its run directory"
 local REFUSED = {
    ["--tool"] = SET, ["--xml"] = SET, ["--xml-file"] = SET, ["--leak-check"] = SET, ["--show-leak-kinds"] = SET,
-   ["--trace-children"] = SET, ["--error-limit"] = SET, ["--keep-debuginfo"] = SET,
+   ["--trace-children"] = SET, ["--error-limit"] = SET, ["--keep-debuginfo"] = SET, ["--soname-synonyms"] = SET,
    ["--show-reachable"] = KINDS, ["--show-possibly-lost"] = KINDS, ["--errors-for-leak-kinds"] = KINDS,
    ["--xtree-leak"] = "makes Valgrind write its leak check to an xtree file instead of its XML",
    ["--xml-fd"] = OUTPUT, ["--xml-socket"] = OUTPUT, ["--log-fd"] = OUTPUT, ["--log-file"] = OUTPUT,
@@ -114,10 +114,17 @@ function M.command(opts)
       "--trace-children=yes",
       "--error-limit=no",            -- ljleak applies the suppressions, so every error must come out
       "--xml=yes",
+      -- ljleak's own allocation functions (libljleak_vg.so) must run: they give records Lua frames.
+      "--soname-synonyms=somalloc=nouserintercepts",
+      -- the frames asked for (default 12), plus the two of ljleak's the reader takes out again
+      "--num-callers=" .. ((opts.num_callers or M.DEFAULT_NUM_CALLERS) + 2),
       -- vg.PID.ID.xml; a % of DIR's own (from TMPDIR) would be expanded: %% is one %.
       "--xml-file=" .. opts.dir:gsub("%%", "%%%%") .. "/vg.%p.%q{" .. M.ID_VAR .. "}.xml",
    }
-   for _, w in ipairs(opts.extra or {}) do argv[#argv + 1] = w end
+   for _, w in ipairs(opts.extra or {}) do
+      local n = w:match("^%-%-num%-callers=(%d+)$")
+      if n then argv[10] = "--num-callers=" .. (tonumber(n) + 2) else argv[#argv + 1] = w end
+   end
    return argv
 end
 
@@ -192,6 +199,63 @@ local function hex(s)
    if not s then return nil end
    local n = tonumber(s)
    return n and ("0x%x"):format(n) or s
+end
+
+-- -- Lua frames -------------------------------------------------------------------------------
+-- libljleak_vg.so sends an allocation made while Lua code calls C through a trampoline of its Lua
+-- stack (32-byte aligned): Valgrind's stack then holds its address, and at exit the process writes
+-- vglua.PID.ID beside its XML: "lua 0xADDR LINE FLAGS NAME SOURCE" lines, innermost first.
+
+local function unescape(s)
+   return (s:gsub("%%(%x%x)", function(x) return string.char(tonumber(x, 16)) end))
+end
+
+-- The trampolines of one process: address -> Lua frames ({source, line, function}), or nil.
+function M.read_lua_frames(path)
+   local text = util.read_file(path)
+   if not text or not text:match("^ljleak%-vglua 1\n") then return nil end
+   local map = {}
+   for addr, line, flags, name, source in text:gmatch("lua 0x(%x+) (%-?%d+) (%d+) (%S+) ([^\n]*)\n") do
+      local a = tonumber(addr, 16)
+      map[a] = map[a] or {}
+      local frames = map[a]
+      line = tonumber(line)
+      frames[#frames + 1] = {source = source, line = line >= 0 and line or nil,
+                             ["function"] = name ~= "?" and unescape(name) or nil,
+                             approximate = tonumber(flags) % 2 == 1 or nil}
+   end
+   return map
+end
+
+-- FRAMES with ljleak's trampoline and wrapper taken out, and the Lua frames the trampoline names.
+local function with_lua(frames, map)
+   for i, f in ipairs(frames) do
+      local a = not f["function"] and not f.object and f.address and tonumber(f.address)
+      local lua = a and map[a - a % 32]
+      if lua then
+         local out = {}
+         for k = 1, i - 1 do out[#out + 1] = frames[k] end
+         local k = i + 1
+         while frames[k] and (frames[k].object or ""):match("libljleak_vg%.so$") do k = k + 1 end
+         for j = k, #frames do out[#out + 1] = frames[j] end
+         return out, lua
+      end
+   end
+   return frames, nil
+end
+
+-- Give each record of PROCS (from one file) its Lua frames, from that process's vglua file.
+local function attach_lua_frames(procs, path)
+   local map = M.read_lua_frames((path:gsub("/vg%.([^/]*)%.xml$", "/vglua.%1")))
+   if not map then return end
+   for _, proc in ipairs(procs) do
+      for _, rec in ipairs(proc.leaks) do rec.frames, rec.lua = with_lua(rec.frames, map) end
+      for _, rec in ipairs(proc.errors) do
+         for _, aux in ipairs(rec.aux or {}) do
+            if aux.frames then aux.frames, aux.lua = with_lua(aux.frames, map) end
+         end
+      end
+   end
 end
 
 -- A <stack> as frames: {function, file, dir, line, object}; a frame with no function also keeps
@@ -521,6 +585,7 @@ function M.collect(run_dir)
          problems[#problems + 1] = {pid = tonumber(n:match(XML_NAME)), file = path, message = "cannot read: " .. err}
       elseif text ~= "" then   -- empty: Valgrind had not written anything yet
          local got, found = M.parse_file(text, path)
+         attach_lua_frames(got, path)
          for _, proc in ipairs(got) do procs[#procs + 1] = proc end
          for _, p in ipairs(found) do
             p.file = path
@@ -543,7 +608,7 @@ function M.build(procs, opts)
    local shaped, errors = {}, {}
    for _, proc in ipairs(procs) do
       local p = {pid = proc.pid, ppid = proc.ppid, exe = proc.exe, truncated = proc.truncated,
-                 sites = {}, leaks = {}, stats = {}, ctx = {}}
+                 sites = {}, leaks = {}, stats = {}, ctx = {}, lua = {}}
       local ctx_of = {}
       for i, rec in ipairs(proc.leaks) do
          local ctx = rec.test and ctx_of[rec.test]
@@ -552,7 +617,8 @@ function M.build(procs, opts)
             p.ctx[ctx] = {tag = rec.test}
             ctx_of[rec.test] = ctx
          end
-         p.sites[i] = {id = i, frames = rec.frames, ctx = ctx}
+         p.sites[i] = {id = i, frames = rec.frames, ctx = ctx, lua = rec.lua and i}
+         p.lua[i] = rec.lua
          p.leaks[i] = {kind = rec.kind, site = i, blocks = rec.blocks, bytes = rec.bytes}
       end
       shaped[#shaped + 1] = p

@@ -114,7 +114,7 @@ local function attach()
   in_coroutine(function(L) return C.ljleak_lua_probe(L, 1) end)
   in_coroutine(function(L) return C.ljleak_lua_probe(L, 2) end)
   attached = in_coroutine(function(L) return C.ljleak_lua_attach(L, depth) ~= 0 end)
-  if attached and jit and jit.attach then jit.attach(trace_event, "trace") end
+  if attached and M.active() and jit and jit.attach then jit.attach(trace_event, "trace") end
 end
 
 -- busted: hook each busted core as it is made, to tag allocations with the running test.
@@ -167,10 +167,11 @@ local function vg_attach()
 end
 
 if M.active() or M.valgrind() then
-  if M.active() then attach() else vg_attach() end
+  attach()   -- Lua frames (under Valgrind, libljleak_vg.so gives them through trampolines)
+  if not M.active() then vg_attach() end
   table.insert(package.loaders, 2, busted_loader)
   -- At lua_close: stop looking at the VM before it is freed.
-  if M.active() then M._closer = ffi.gc(ffi.new("char[1]"), function() C.ljleak_lua_detach() end) end
+  M._closer = ffi.gc(ffi.new("char[1]"), function() C.ljleak_lua_detach() end)
 end
 
 return M

@@ -1,0 +1,149 @@
+/* ljleak: reading the LuaJIT VM from C while it runs a C function: its layout learnt from three
+** probes (lk_vmlayout.h), then lua_getstack/lua_getinfo on cur_L. Shared by both libraries. */
+#include "lk_luaread.h"
+#include "lk_vmlayout.h"
+
+#include <dlfcn.h>
+#include <string.h>
+
+/* lua_State's glref and cframe are at the same offsets in every LuaJIT 2.1 (x86-64 GC64); the
+** global_State fields moved between builds, so they are learnt. */
+#define LK_L_GLREF 16       /* lua_State.glref: global_State */
+#define LK_L_CFRAME 80      /* lua_State.cframe: NULL when no C frame is active */
+static int lk_g_vmstate = -1, lk_g_curl = -1, lk_g_jitbase = -1;
+
+#define LK_RD32(p, off) (*(volatile int32_t *)((char *)(p) + (off)))
+#define LK_RDP(p, off) (*(char *volatile *)((char *)(p) + (off)))
+
+typedef struct lk_lua_Debug {  /* lua.h's lua_Debug, identical in Lua 5.1 and LuaJIT */
+  int event;
+  const char *name, *namewhat, *what, *source;
+  int currentline, nups, linedefined, lastlinedefined;
+  char short_src[60];
+  int i_ci;
+} lk_lua_Debug;
+
+typedef int (*lk_getstack_f)(void *L, int level, lk_lua_Debug *ar);
+typedef int (*lk_getinfo_f)(void *L, const char *what, lk_lua_Debug *ar);
+static lk_getstack_f lk_getstack;
+static lk_getinfo_f lk_getinfo;
+
+/* -- Lua stacks as bytes ------------------------------------------------------ */
+
+void lk_lbuf_init(lk_lbuf *lb)
+{
+  lb->n = 0;
+  lb->nframes = 0;
+}
+
+void lk_lbuf_frame(lk_lbuf *lb, int line, int flags, const char *name, const char *src)
+{
+  size_t ln = name ? strnlen(name, 64) : 0, ls = strnlen(src, 200);
+  if (lb->n + 5 + ln + 1 + ls + 1 > sizeof(lb->b)) return;
+  memcpy(lb->b + lb->n, &line, 4);
+  lb->b[lb->n + 4] = (char)flags;
+  lb->n += 5;
+  if (ln) memcpy(lb->b + lb->n, name, ln);
+  lb->b[lb->n + ln] = 0;
+  lb->n += ln + 1;
+  memcpy(lb->b + lb->n, src, ls);
+  lb->b[lb->n + ls] = 0;
+  lb->n += ls + 1;
+  lb->nframes++;
+}
+
+int lk_lbuf_each(const char *p, size_t n, lk_lbuf_frame_fn fn, void *ud)
+{
+  const char *e = p + n;
+  int count = 0;
+  while (p + 5 <= e) {
+    int line, flags;
+    const char *name, *src;
+    memcpy(&line, p, 4);
+    flags = (uint8_t)p[4];
+    name = p + 5;
+    src = name + strlen(name) + 1;
+    fn(line, flags, name, src, ud);
+    p = src + strlen(src) + 1;
+    count++;
+  }
+  return count;
+}
+
+/* -- Learning the layout --------------------------------------------------------- */
+
+static lk_vm_probe lk_probe;
+static char *lk_probe_g;
+
+int lk_luaread_probe(uintptr_t Laddr, int step)
+{
+  char *L = (char *)Laddr, *g;
+  if (!L) return 0;
+  g = LK_RDP(L, LK_L_GLREF);
+  if (!g || !LK_RDP(L, LK_L_CFRAME)) return 0;
+  if (step == 1) {
+    lk_probe_g = g;
+    lk_vm_probe_first(&lk_probe, g, L);
+  } else {
+    if (g != lk_probe_g) return 0;  /* another VM: glref is not where it should be */
+    lk_vm_probe_next(&lk_probe, g, L);
+  }
+  return 1;
+}
+
+const char *lk_luaread_attach(uintptr_t Laddr, char **gp)
+{
+  char *L = (char *)Laddr, *g;
+  lk_vm_layout lay;
+  const char *why;
+  if (!lk_getstack) {
+    lk_getstack = (lk_getstack_f)dlsym(RTLD_DEFAULT, "lua_getstack");
+    lk_getinfo = (lk_getinfo_f)dlsym(RTLD_DEFAULT, "lua_getinfo");
+  }
+  if (!lk_getstack || !lk_getinfo) return "lua_getstack/lua_getinfo are not exported";
+  g = L ? LK_RDP(L, LK_L_GLREF) : NULL;
+  if (!g || g != lk_probe_g) return "lua_State.glref is not at the offset of LuaJIT 2.1";
+  lk_vm_probe_next(&lk_probe, g, L);
+  why = lk_vm_layout_of(&lk_probe, g, &lay);
+  if (why) return why;
+  lk_g_curl = lay.curl;
+  lk_g_vmstate = lay.vmstate;
+  lk_g_jitbase = lay.jitbase;
+  *gp = g;
+  return NULL;
+}
+
+/* -- Reading the frames -------------------------------------------------------------- */
+
+int lk_luaread_frames(char *g, lk_lbuf *lb, int depth, int32_t *trace)
+{
+  char *L;
+  int32_t st = LK_RD32(g, lk_g_vmstate);
+  int level, got = 0;
+  const char *cfun = NULL;
+  lk_lua_Debug ar;
+  *trace = 0;
+  if (st > 0) {  /* a trace is running */
+    *trace = st;
+    return 0;
+  }
+  if (st != LK_VMST_C || LK_RDP(g, lk_g_jitbase)) return 0;
+  L = LK_RDP(g, lk_g_curl);
+  if (!L || !LK_RDP(L, LK_L_CFRAME)) return 0;  /* no C frame: cur_L is stale */
+  lk_lbuf_init(lb);
+  for (level = 0; got < depth && level < 64; level++) {
+    memset(&ar, 0, sizeof(ar));
+    if (!lk_getstack(L, level, &ar)) break;
+    if (!lk_getinfo(L, "Sln", &ar)) break;
+    if (ar.what && ar.what[0] == 'C') {  /* a C function between Lua frames (pcall...) */
+      cfun = ar.name ? ar.name : "?";
+      continue;
+    }
+    if (cfun && got) { lk_lbuf_frame(lb, -1, 0, cfun, "[C]"); got++; }
+    cfun = NULL;
+    lk_lbuf_frame(lb, ar.currentline, 0, ar.what && ar.what[0] == 'm' ? "main chunk" : ar.name,
+                  ar.short_src);
+    got++;
+  }
+  return lb->nframes > 0;
+}
