@@ -231,23 +231,32 @@ end
 
 -- -- Matching --------------------------------------------------------------------------------
 
--- A glob with Valgrind's wildcards (`*`: any run of characters, `?`: one character) as an anchored
--- Lua pattern.
-local function glob_pattern(glob)
-   local p = glob:gsub("[%^%$%(%)%%%.%[%]%+%-]", "%%%0"):gsub("%*", ".*"):gsub("%?", ".")
-   return "^" .. p .. "$"
-end
+local byte = string.byte
+local STAR, QUESTION = byte("*"), byte("?")
 
-local compiled = {}   -- glob -> Lua pattern
-
+-- Does S match GLOB, with Valgrind's wildcards (`*`: any run of characters, `?`: one character)?
+-- The classic two-index greedy algorithm: on a mismatch, go back to just after the last `*` and let
+-- it take one more character. Earlier stars never need revisiting, so a match costs at most
+-- #GLOB * #S steps, whatever the pattern (no backtracking blow-up).
 local function glob_match(glob, s)
    if not glob:find("[*?]") then return glob == s end
-   local p = compiled[glob]
-   if not p then
-      p = glob_pattern(glob)
-      compiled[glob] = p
+   local gi, si, ng, ns = 1, 1, #glob, #s
+   local star, mark = nil, 0
+   while si <= ns do
+      local c = byte(glob, gi)
+      if c == STAR then
+         star, mark, gi = gi, si, gi + 1
+      elseif c ~= nil and (c == QUESTION or c == byte(s, si)) then
+         gi, si = gi + 1, si + 1
+      elseif star then
+         mark = mark + 1
+         gi, si = star + 1, mark
+      else
+         return false
+      end
    end
-   return s:match(p) ~= nil
+   while byte(glob, gi) == STAR do gi = gi + 1 end
+   return gi > ng
 end
 M.glob_match = glob_match
 
@@ -272,22 +281,29 @@ local function frame_matches(pat, frame)
    return false
 end
 
--- Valgrind's VG_(generic_match) with matchAll = False: PATS from index PI must match a prefix of
--- FRAMES from index FI; "..." matches zero or more frames. N: how many pattern lines count.
-local function match_from(pats, pi, n, frames, fi)
-   while pi <= n do
-      local p = pats[pi]
+-- Valgrind's VG_(generic_match) with matchAll = False: do PATS[1..N] match a prefix of ITEMS, with
+-- "..." standing for zero or more items? MATCH(pat, item) compares one line with one item. The
+-- set of item positions reachable after each line is carried to the next (an NFA run), so each
+-- (line, item) pair is compared at most once: O(N * #ITEMS), whatever the "..." lines.
+local function match_seq(pats, n, items, match)
+   local m = #items
+   local reach, lo, hi = {true}, 1, 1   -- reach[k]: the lines so far can end just before item k
+   for i = 1, n do
+      local p = pats[i]
+      local next_reach, next_lo, next_hi = {}, nil, nil
       if p.type == "..." then
-         while pi < n and pats[pi + 1].type == "..." do pi = pi + 1 end
-         if pi == n then return true end
-         for k = fi, #frames do
-            if match_from(pats, pi + 1, n, frames, k) then return true end
+         for k = lo, m + 1 do next_reach[k] = true end
+         next_lo, next_hi = lo, m + 1
+      else
+         for k = lo, math.min(hi, m) do
+            if reach[k] and match(p, items[k]) then
+               next_reach[k + 1] = true
+               next_lo, next_hi = next_lo or k + 1, k + 1
+            end
          end
-         return false
+         if not next_lo then return false end
       end
-      local f = frames[fi]
-      if not f or not frame_matches(p, f) then return false end
-      pi, fi = pi + 1, fi + 1
+      reach, lo, hi = next_reach, next_lo, next_hi
    end
    return true
 end
@@ -310,7 +326,7 @@ function M.matches(entry, rec, depth)
    if not kind_matches(entry, rec) then return false end
    local n = #entry.frames
    if depth and depth > 0 and n > depth then n = depth end
-   return match_from(entry.frames, 1, n, rec.frames or {}, 1)
+   return match_seq(entry.frames, n, rec.frames or {}, frame_matches)
 end
 
 -- The first entry of ENTRIES that suppresses RECORD, or nil.
