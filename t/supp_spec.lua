@@ -164,6 +164,27 @@ describe("matching cost", function()
   end)
 end)
 
+-- (Demangling itself is in t/supp_run_spec.lua: it loads libstdc++, whose emergency pool Valgrind
+-- calls reachable, and this spec also runs under Valgrind.)
+describe("C++ names", function()
+  local rec = {kind = "definite", frames = {{["function"] = "malloc"},
+    {["function"] = "thing::make(unsigned long)", mangled = "_ZN5thing4makeEm", object = "/b/libmangled.so"}}}
+
+  it("match fun: lines by the linkage name and by the demangled name", function()
+    assert.is_true(matches({"fun:malloc", "fun:_ZN5thing4makeEm"}, rec))
+    assert.is_true(matches({"fun:malloc", "fun:thing::make(unsigned long)"}, rec))
+    assert.is_true(matches({"fun:malloc", "fun:thing::make*"}, rec))
+    assert.is_true(matches({"fun:malloc", "fun:_ZN5thing*"}, rec))
+    assert.is_false(matches({"fun:malloc", "fun:thing::take*"}, rec))
+  end)
+
+  it("are written as linkage names in generated entries, as Valgrind writes them", function()
+    local e = supp.generate({leaks = {rec}})[1]
+    assert.are.same({{type = "fun", text = "malloc"}, {type = "fun", text = "_ZN5thing4makeEm"}}, e.frames)
+    assert.are.equal("definite-leak-in-thing::make(unsigned long)", e.name)
+  end)
+end)
+
 describe("suppression matching", function()
   it("matches fun: against the function, the allocator frame of both engines alike", function()
     assert.is_true(matches({"fun:malloc", "fun:leak_chain"}, TRACKER_REC))

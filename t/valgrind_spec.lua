@@ -107,7 +107,7 @@ describe("Valgrind command line", function()
   it("is memcheck with a full leak check of every kind, debug info kept, children traced, one XML each", function()
     local argv = valgrind.command({valgrind = "/usr/bin/valgrind", dir = "/run/d", extra = {"--num-callers=20"}})
     assert.are.same({"/usr/bin/valgrind", "--tool=memcheck", "--leak-check=full", "--show-leak-kinds=all",
-                     "--keep-debuginfo=yes", "--trace-children=yes", "--error-limit=no", "--xml=yes",
+                     "--keep-debuginfo=yes", "--demangle=no", "--trace-children=yes", "--error-limit=no", "--xml=yes",
                      "--xml-file=/run/d/vg.%p.xml", "--num-callers=20"}, argv)
   end)
 

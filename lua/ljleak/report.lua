@@ -232,7 +232,7 @@ local key_order = {
    "schema", "tool", "version", "engine", "command", "exit_status", "summary", "leaks", "errors", "processes",
    "definite", "indirect", "possible", "reachable", "suppressed",
    "kind", "blocks", "bytes", "pid", "frames", "lua", "test", "note", "suppressed_by",
-   "function", "file", "dir", "line", "object", "offset", "address", "source", "message",
+   "function", "mangled", "file", "dir", "line", "object", "offset", "address", "source", "message",
    "ppid", "exe", "lua_state", "truncated", "stats",
 }
 local key_rank = {}

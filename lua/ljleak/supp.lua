@@ -11,7 +11,7 @@
 --   comments = {"# why this is not a bug"},
 -- }
 -- A record (report.lua) has `kind` (a leak kind) or, for an error, `supp_tool`, `supp_kind` and
--- maybe `supp_extra`; and `frames` ({function, object, file, line} or {address}).
+-- maybe `supp_extra`; and `frames` ({function, mangled, object, file, line} or {address}).
 local util = require "ljleak.util"
 local lfs = require "lfs"
 local stdlib = require "posix.stdlib"
@@ -266,10 +266,13 @@ local function field(v)
 end
 
 -- What a record's frame is matched as, by Valgrind's rules: an unknown function or object is "???";
--- a frame without a source file never matches src:.
+-- a frame without a source file never matches src:. A C++ function matches by its linkage
+-- (mangled) name, as Valgrind matches, and by its demangled name.
 local function frame_matches(pat, frame)
    if pat.type == "fun" then
+      local mangled = field(frame.mangled)
       return glob_match(pat.text, field(frame["function"]) or "???")
+         or (mangled ~= nil and glob_match(pat.text, mangled))
    elseif pat.type == "obj" then
       return glob_match(pat.text, field(frame.object) or "???")
    elseif pat.type == "src" then
@@ -502,11 +505,11 @@ function M.is_generated(path)
    return head == GENERATED
 end
 
--- A record's frame as a location line: fun: when the function is known, else obj:, as Valgrind's
--- --gen-suppressions writes it; a frame in no object (JIT code) is obj:???, which matches only
--- such frames (Valgrind writes obj:*, which would match any frame), and true.
+-- A record's frame as a location line: fun: when the function is known (its linkage name, as
+-- Valgrind's --gen-suppressions writes it), else obj:; a frame in no object (JIT code) is obj:???,
+-- which matches only such frames (Valgrind writes obj:*, which would match any frame), and true.
 local function location_of(frame)
-   local fn, obj = field(frame["function"]), field(frame.object)
+   local fn, obj = field(frame.mangled) or field(frame["function"]), field(frame.object)
    if fn then return {type = "fun", text = fn} end
    if obj then return {type = "obj", text = obj} end
    return {type = "obj", text = "???"}, true
