@@ -185,6 +185,29 @@ describe("C++ names", function()
   end)
 end)
 
+describe("stacks", function()
+  local symbolize = require "ljleak.symbolize"
+  local function names(frames)
+    local t = {}
+    for i, f in ipairs(frames) do t[i] = f["function"] or f.object end
+    return t
+  end
+
+  it("end at main, as Valgrind's do: the C runtime's frames below it are dropped", function()
+    local frames = {{["function"] = "malloc"}, {object = "/usr/bin/luajit"}, {["function"] = "main"},
+                    {["function"] = "__libc_start_call_main"}, {["function"] = "__libc_start_main"},
+                    {["function"] = "_start"}}
+    assert.are.same({"malloc", "/usr/bin/luajit", "main"}, names(symbolize.end_at_main(frames)))
+    -- without main, at the innermost function below it, named as Valgrind names it
+    frames = {{["function"] = "malloc"}, {object = "/x/prog"}, {["function"] = "__libc_start_call_main"},
+              {["function"] = "__libc_start_main"}, {["function"] = "_start"}}
+    assert.are.same({"malloc", "/x/prog", "(below main)"}, names(symbolize.end_at_main(frames)))
+    -- a thread's stack has neither: kept whole
+    frames = {{["function"] = "malloc"}, {["function"] = "start_thread"}, {["function"] = "clone3"}}
+    assert.are.same({"malloc", "start_thread", "clone3"}, names(symbolize.end_at_main(frames)))
+  end)
+end)
+
 describe("suppression matching", function()
   it("matches fun: against the function, the allocator frame of both engines alike", function()
     assert.is_true(matches({"fun:malloc", "fun:leak_chain"}, TRACKER_REC))
