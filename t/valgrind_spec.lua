@@ -413,7 +413,7 @@ describe("ljleak run, bad input", function()
                                   "--suppressions=" .. dir .. "/bad.supp", "--", "touch", dir .. "/marker"})
       assert.are.equal(2, code)
       assert.are.equal(("ljleak: suppressions: %s/bad.supp:10: bad location 'function:oops': a frame is '...', "
-        .. "or starts with fun:, obj: or src:\n"):format(dir), err)
+        .. "or starts with fun:, obj:, src: or lua:\n"):format(dir), err)
       assert.is_nil(h.read_file(dir .. "/marker"))
     end
     h.rmtree(dir)
