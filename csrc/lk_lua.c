@@ -1,7 +1,9 @@
 /* lk_lua.c: the Lua C module ljleak.core, loaded by the ljleak CLI.
-** Exposes the ELF/DWARF symbolizer (lk_sym.c) as a userdata with named metatable. */
+** Exposes the ELF/DWARF symbolizer (lk_sym.c) as a userdata with named metatable, and a demangler. */
 
+#include <dlfcn.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include <lua.h>
 #include <lauxlib.h>
@@ -90,6 +92,63 @@ static const luaL_Reg sym_meta[] = {
   { NULL, NULL }
 };
 
+/* -- C++ names ------------------------------------------------------------ */
+
+/* The C++ runtime's demangler, looked up at first use so that ljleak.core has no
+** link-time dependency on libstdc++ (NULL when it is not installed). */
+typedef char *(*lk_demangle_fn)(const char *name, char *buf, size_t *len, int *status);
+
+static lk_demangle_fn lk_demangler(const char **err)
+{
+  static int tried;
+  static lk_demangle_fn fn;
+  static const char *why = "libstdc++.so.6 was not looked up";
+  if (!tried) {
+    void *h = dlopen("libstdc++.so.6", RTLD_LAZY | RTLD_LOCAL);
+    tried = 1;
+    if (h == NULL) {
+      why = "libstdc++.so.6 is not installed";
+    } else {
+      fn = (lk_demangle_fn)dlsym(h, "__cxa_demangle");
+      if (fn == NULL) why = "libstdc++.so.6 has no __cxa_demangle";
+    }
+  }
+  *err = why;
+  return fn;
+}
+
+/* core.demangle(name) -> the demangled name | nil, message
+** (NAME is not an Itanium C++ ABI name, or no demangler is available). */
+static int core_demangle(lua_State *L)
+{
+  const char *name = luaL_checkstring(L, 1);
+  const char *err;
+  lk_demangle_fn fn;
+  char *out;
+  int status = 0;
+  if (name[0] != '_' || name[1] != 'Z') {
+    lua_pushnil(L);
+    lua_pushliteral(L, "not a mangled C++ name");
+    return 2;
+  }
+  fn = lk_demangler(&err);
+  if (fn == NULL) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  out = fn(name, NULL, NULL, &status);
+  if (out == NULL || status != 0) {
+    free(out);
+    lua_pushnil(L);
+    lua_pushliteral(L, "not a mangled C++ name");
+    return 2;
+  }
+  lua_pushstring(L, out);
+  free(out);
+  return 1;
+}
+
 /* -- Module functions ----------------------------------------------------- */
 
 /* core.symbolizer(path) -> symbolizer | nil, message */
@@ -112,6 +171,7 @@ static int core_symbolizer(lua_State *L)
 
 static const luaL_Reg core_funcs[] = {
   { "symbolizer", core_symbolizer },
+  { "demangle", core_demangle },
   { NULL, NULL }
 };
 

@@ -195,7 +195,7 @@ describe("report files", function()
     local folded = {}
     for line in h.read_file(dir .. "/r.folded"):gmatch("[^\n]+") do folded[#folded + 1] = line end
     assert.are.equal(2, #folded)
-    assert.matches("^definite;_start;.*;t/leak/chain%.lua:3;leak_chain %(libleaky%.c:%d+%);malloc 32$", folded[1])
+    assert.matches("^definite;main;.*;t/leak/chain%.lua:3;leak_chain %(libleaky%.c:%d+%);malloc 32$", folded[1])
     assert.matches("^indirect;.*;leak_chain %(libleaky%.c:%d+%);malloc 48$", folded[2])
     -- an earlier report of the same kind is replaced; a file the user wrote is not
     local code2 = select(2, h.fixture("chain", {"--junit=" .. dir .. "/r.xml"}))

@@ -121,6 +121,15 @@ describe("suppression parser", function()
     {"no frames", "{\n   n\n   Memcheck:Leak\n}\n", 4, "missing stack trace"},
     {"only ...", "{\n   n\n   Memcheck:Leak\n   ...\n}\n", 5, "not '...'"},
     {"no closing brace", "{\n   n\n   Memcheck:Leak\n   fun:f\n", 4, "missing '}'"},
+    -- Lua frame lines are ljleak's own; these are the ways to get them wrong
+    {"Lua line without source", "{\n   n\n   Memcheck:Leak\n   fun:f\n   lua::12\n}\n", 5, "no source in 'lua::12'"},
+    {"Lua line ending in ':'", "{\n   n\n   Memcheck:Leak\n   fun:f\n   #lua:a.lua:\n}\n", 5,
+     "nothing after the last ':' in '#lua:a%.lua:'"},
+    {"Lua line as the name", "{\n   #lua:a.lua:3\n   Memcheck:Leak\n   fun:f\n}\n", 2,
+     "Lua frame line '#lua:a%.lua:3' where the entry's name belongs"},
+    {"Lua line as the kind", "{\n   n\n   lua:a.lua:3\n   fun:f\n}\n", 3, "where TOOL:KIND belongs"},
+    {"only Lua lines", "{\n   n\n   Memcheck:Leak\n   lua:a.lua:3\n}\n", 5,
+     "at least one frame that is not a Lua line %(fun:%* will do%)"},
   }
   for _, case in ipairs(bad) do
     it("rejects a malformed file with FILE:LINE: " .. case[1], function()
@@ -130,6 +139,183 @@ describe("suppression parser", function()
       assert.matches(case[4], err)
     end)
   end
+end)
+
+describe("Lua frame lines", function()
+  it("are read in both forms, #lua: only inside an entry, with their source, line or function", function()
+    local e = parse([[
+#lua:not-a-frame.lua:1 (a comment: outside an entry)
+{
+   e
+   Memcheck:Leak
+   match-leak-kinds: definite
+   fun:malloc
+   ...
+   #lua:app.lua:12
+   # lua:also-a-comment.lua:2
+   ...
+   lua:t/*/util.lua:helper
+   lua:[string "x = 1"]:*
+   lua:main.lua
+   lua:...
+   fun:main
+}
+]])[1]
+    assert.are.same({{type = "fun", text = "malloc"}, {type = "..."}, {type = "fun", text = "main"}}, e.frames)
+    assert.are.same({
+      {type = "lua", text = "app.lua:12", source = "app.lua", path = false, line = 12, hash = true},
+      {type = "...", bare = true},   -- a bare "..." after a Lua line is one of the Lua lines
+      {type = "lua", text = "t/*/util.lua:helper", source = "t/*/util.lua", path = true, func = "helper"},
+      {type = "lua", text = '[string "x = 1"]:*', source = '[string "x = 1"]', path = false, func = "*"},
+      {type = "lua", text = "main.lua", source = "main.lua", path = false},
+      {type = "..."},
+    }, e.lua)
+    assert.are.same({"#lua:not-a-frame.lua:1 (a comment: outside an entry)", "# lua:also-a-comment.lua:2"},
+                    e.comments)
+  end)
+
+  it("are written back as they were read, after the C frames", function()
+    local text = "{\n   e\n   Memcheck:Leak\n   fun:malloc\n   ...\n   #lua:app.lua:12\n   ...\n"
+      .. "   lua:main.lua:main chunk\n   lua:...\n   fun:main\n}\n"
+    assert.are.equal("{\n   e\n   Memcheck:Leak\n   fun:malloc\n   ...\n   fun:main\n   #lua:app.lua:12\n   ...\n"
+      .. "   lua:main.lua:main chunk\n   lua:...\n}\n", supp.format_entry(parse(text)[1]))
+  end)
+
+  -- A block ffi.C.malloc gave to Lua code: LuaJIT's VM frames in C, the Lua frames innermost first.
+  local function lua_rec(lua)
+    return {kind = "definite", frames = {{["function"] = "malloc"}, {object = "/usr/bin/luajit"},
+                                         {["function"] = "main", object = "/usr/bin/luajit"}}, lua = lua}
+  end
+  local REC = lua_rec({
+    {source = "t/leak/util.lua", line = 7, ["function"] = "helper"},
+    {source = "[C]", ["function"] = "pcall"},
+    {source = "app.lua", line = 12, ["function"] = "main chunk"},
+  })
+  local function lua_matches(lines, rec)
+    local t = {"fun:malloc"}
+    for _, l in ipairs(lines) do t[#t + 1] = l end
+    return supp.matches(entry(t), rec or REC)
+  end
+
+  it("match a record's Lua frames from the innermost, by file name or whole source", function()
+    assert.is_true(lua_matches({"lua:util.lua:7"}))
+    assert.is_true(lua_matches({"#lua:util.lua:7", "#lua:[C]:pcall", "#lua:app.lua:12"}))
+    assert.is_true(lua_matches({"lua:t/leak/util.lua:7"}))
+    assert.is_true(lua_matches({"lua:t/*/util.lua"}))
+    assert.is_true(lua_matches({"lua:util.lua:help*"}))
+    assert.is_true(lua_matches({"lua:u?il.lua:helper", "lua:*:pcall", "lua:app.lua:main chunk"}))
+    assert.is_false(lua_matches({"lua:util.lua:8"}))
+    assert.is_false(lua_matches({"lua:leak/util.lua:7"}))   -- with a "/": the whole source
+    assert.is_false(lua_matches({"lua:util.lua:other"}))
+    assert.is_false(lua_matches({"lua:app.lua:12"}))        -- not the innermost frame
+    assert.is_false(lua_matches({"lua:[C]:7"}))             -- a frame without a line matches no line
+  end)
+
+  it("take ... as zero or more Lua frames, and never match past the last frame", function()
+    assert.is_true(lua_matches({"lua:...", "lua:app.lua:12"}))
+    assert.is_true(lua_matches({"#lua:util.lua:7", "...", "#lua:[C]:pcall"}))   -- zero frames
+    assert.is_true(lua_matches({"lua:util.lua", "...", "lua:app.lua"}))
+    assert.is_false(lua_matches({"lua:...", "lua:other.lua"}))
+    assert.is_false(lua_matches({"lua:util.lua", "lua:[C]", "lua:app.lua", "lua:*"}))
+  end)
+
+  it("tell apart leaks whose C stacks are the same, by their Lua lines", function()
+    local e = entry({"fun:malloc", "obj:/usr/bin/luajit", "fun:main", "#lua:app.lua:12"})
+    assert.is_true(supp.matches(e, lua_rec({{source = "app.lua", line = 12}})))
+    assert.is_false(supp.matches(e, lua_rec({{source = "app.lua", line = 13}})))
+    assert.is_false(supp.matches(e, lua_rec({{source = "other/app2.lua", line = 12}})))
+    -- C frame lines still have to match
+    assert.is_false(supp.matches(entry({"fun:calloc", "#lua:app.lua:12"}), lua_rec({{source = "app.lua", line = 12}})))
+  end)
+
+  it("never match a record whose Lua location is unknown; an entry without them matches as before", function()
+    local e = entry({"fun:malloc", "obj:/usr/bin/luajit", "#lua:app.lua:12"})
+    assert.is_false(supp.matches(e, lua_rec({})))   -- JIT code, or C code that ran no Lua: not hidden
+    assert.is_false(supp.matches(e, lua_rec(nil)))
+    assert.is_true(supp.matches(entry({"fun:malloc", "obj:/usr/bin/luajit"}), REC))
+    assert.is_true(supp.matches(entry({"fun:malloc", "obj:/usr/bin/luajit"}), lua_rec({})))
+  end)
+end)
+
+describe("matching cost", function()
+  it("is linear in a glob's length, for globs that backtracking would take ages on", function()
+    local long = ("a"):rep(300)
+    local glob = "*a*a*a*a*a*a*a*a*a*a*a*b"
+    assert.is_false(supp.glob_match(glob, long))
+    assert.is_true(supp.glob_match(glob, long .. "b"))
+    local rec = {kind = "definite", frames = {{["function"] = long}}}
+    assert.is_false(matches({"fun:" .. glob}, rec))
+    assert.is_true(matches({"fun:*a*a*a*a*a*a*a*a*a*a*a*"}, rec))
+  end)
+
+  -- FIRST, then 30 times DOTS and ANY, then LAST: plain recursion tries every way to place 30
+  -- items among 200 before it gives up when LAST matches nothing.
+  local function crafted(first, dots, any, last)
+    local lines = {first}
+    for _ = 1, 30 do
+      lines[#lines + 1] = dots
+      lines[#lines + 1] = any
+    end
+    lines[#lines + 1] = last
+    return lines
+  end
+
+  it("is O(frames x lines) for entries full of '...', C and Lua lines alike", function()
+    local frames, lua = {}, {}
+    for i = 1, 200 do
+      frames[i] = {["function"] = "f" .. i}
+      lua[i] = {source = "a.lua", line = i}
+    end
+    local rec = {kind = "definite", frames = frames, lua = lua}
+    assert.is_false(matches(crafted("...", "...", "fun:f*", "fun:nowhere"), rec))
+    assert.is_true(matches(crafted("...", "...", "fun:f*", "fun:f200"), rec))
+    assert.is_false(matches(crafted("fun:f1", "lua:...", "lua:a.lua", "lua:b.lua"), rec))
+    assert.is_true(matches(crafted("fun:f1", "lua:...", "lua:a.lua", "lua:a.lua:200"), rec))
+  end)
+end)
+
+-- (Demangling itself is in t/supp_run_spec.lua: it loads libstdc++, whose emergency pool Valgrind
+-- calls reachable, and this spec also runs under Valgrind.)
+describe("C++ names", function()
+  local rec = {kind = "definite", frames = {{["function"] = "malloc"},
+    {["function"] = "thing::make(unsigned long)", mangled = "_ZN5thing4makeEm", object = "/b/libmangled.so"}}}
+
+  it("match fun: lines by the linkage name and by the demangled name", function()
+    assert.is_true(matches({"fun:malloc", "fun:_ZN5thing4makeEm"}, rec))
+    assert.is_true(matches({"fun:malloc", "fun:thing::make(unsigned long)"}, rec))
+    assert.is_true(matches({"fun:malloc", "fun:thing::make*"}, rec))
+    assert.is_true(matches({"fun:malloc", "fun:_ZN5thing*"}, rec))
+    assert.is_false(matches({"fun:malloc", "fun:thing::take*"}, rec))
+  end)
+
+  it("are written as linkage names in generated entries, as Valgrind writes them", function()
+    local e = supp.generate({leaks = {rec}})[1]
+    assert.are.same({{type = "fun", text = "malloc"}, {type = "fun", text = "_ZN5thing4makeEm"}}, e.frames)
+    assert.are.equal("definite-leak-in-thing::make(unsigned long)", e.name)
+  end)
+end)
+
+describe("stacks", function()
+  local symbolize = require "ljleak.symbolize"
+  local function names(frames)
+    local t = {}
+    for i, f in ipairs(frames) do t[i] = f["function"] or f.object end
+    return t
+  end
+
+  it("end at main, as Valgrind's do: the C runtime's frames below it are dropped", function()
+    local frames = {{["function"] = "malloc"}, {object = "/usr/bin/luajit"}, {["function"] = "main"},
+                    {["function"] = "__libc_start_call_main"}, {["function"] = "__libc_start_main"},
+                    {["function"] = "_start"}}
+    assert.are.same({"malloc", "/usr/bin/luajit", "main"}, names(symbolize.end_at_main(frames)))
+    -- without main, at the innermost function below it, named as Valgrind names it
+    frames = {{["function"] = "malloc"}, {object = "/x/prog"}, {["function"] = "__libc_start_call_main"},
+              {["function"] = "__libc_start_main"}, {["function"] = "_start"}}
+    assert.are.same({"malloc", "/x/prog", "(below main)"}, names(symbolize.end_at_main(frames)))
+    -- a thread's stack has neither: kept whole
+    frames = {{["function"] = "malloc"}, {["function"] = "start_thread"}, {["function"] = "clone3"}}
+    assert.are.same({"malloc", "start_thread", "clone3"}, names(symbolize.end_at_main(frames)))
+  end)
 end)
 
 describe("suppression matching", function()
@@ -317,6 +503,38 @@ describe("suppression generation", function()
     local other = {kind = "definite", frames = {{["function"] = "malloc"},
                                                 {["function"] = "leak_cycle", object = "/b/libleaky.so"}}}
     assert.is_nil(supp.find(entries, other))
+  end)
+
+  it("adds a record's Lua frames as #lua: lines, and names a Lua-side leak after its Lua line", function()
+    local vm = {{["function"] = "malloc"}, {object = "/usr/bin/luajit"}, {["function"] = "main"}}
+    local rep = {leaks = {
+      {kind = "definite", blocks = 1, bytes = 111, frames = vm, lua = {
+        {source = "t/leak/lua_lines.lua", line = 9, ["function"] = "main chunk"}}},
+      {kind = "definite", blocks = 1, bytes = 222, frames = vm, lua = {
+        {source = "t/leak/lua_lines.lua", line = 10, ["function"] = "main chunk"}}},
+      {kind = "definite", blocks = 1, bytes = 5, frames = vm, lua = {
+        {source = "[C]", ["function"] = "pcall"}, {source = "=stdin"}}},
+    }}
+    local text = supp.format(supp.generate(rep))
+    assert.are.equal([[
+{
+   definite-leak-in-lua_lines.lua:9
+   Memcheck:Leak
+   match-leak-kinds: definite
+   fun:malloc
+   obj:/usr/bin/luajit
+   fun:main
+   #lua:lua_lines.lua:9
+}
+]], text:match("^[^{]*({.-}\n)"))
+    local entries = parse(text)
+    assert.are.same({"definite-leak-in-lua_lines.lua:9", "definite-leak-in-lua_lines.lua:10",
+                     "definite-leak-in-[C]:pcall"}, {entries[1].name, entries[2].name, entries[3].name})
+    assert.are.same({"#lua:[C]:pcall", "#lua:=stdin:*"}, {text:match("(#lua:%[C%]:pcall)\n   (#lua:=stdin:%*)")})
+    -- each entry suppresses its own record and not the other's
+    for i, rec in ipairs(rep.leaks) do
+      assert.are.equal(entries[i].name, supp.find(entries, rec).name)
+    end
   end)
 
   it("generates the same names for the same stacks (a second run gives the same file)", function()

@@ -189,10 +189,10 @@ describe("Valgrind command line", function()
     local argv = valgrind.command({valgrind = "/usr/bin/valgrind", dir = "/run/d", extra = {"--num-callers=20"}})
     -- ljleak's allocation functions run (Lua frames), and add two frames the reader takes out
     assert.are.same({"/usr/bin/valgrind", "--tool=memcheck", "--leak-check=full", "--show-leak-kinds=all",
-                     "--keep-debuginfo=yes", "--trace-children=yes", "--error-limit=no", "--xml=yes",
-                     "--soname-synonyms=somalloc=nouserintercepts", "--num-callers=22",
+                     "--keep-debuginfo=yes", "--demangle=no", "--trace-children=yes", "--error-limit=no",
+                     "--xml=yes", "--soname-synonyms=somalloc=nouserintercepts", "--num-callers=22",
                      "--xml-file=/run/d/vg.%p.%q{LJLEAK_VG_ID}.xml"}, argv)
-    assert.are.equal("--num-callers=14", valgrind.command({dir = "/d"})[10])
+    assert.are.equal("--num-callers=14", valgrind.command({dir = "/d"})[11])
     -- Valgrind expands % in --xml-file: a % of the folder's own is written %%
     argv = valgrind.command({dir = "/tmp/a%p%%b"})
     assert.are.equal("--xml-file=/tmp/a%%p%%%%b/vg.%p.%q{LJLEAK_VG_ID}.xml", argv[#argv])
@@ -606,7 +606,7 @@ describe("ljleak run, bad input", function()
                                   "--suppressions=" .. dir .. "/bad.supp", "--", "touch", dir .. "/marker"})
       assert.are.equal(2, code)
       assert.are.equal(("ljleak: suppressions: %s/bad.supp:10: bad location 'function:oops': a frame is '...', "
-        .. "or starts with fun:, obj: or src:\n"):format(dir), err)
+        .. "or starts with fun:, obj:, src: or lua:\n"):format(dir), err)
       assert.is_nil(h.read_file(dir .. "/marker"))
     end
     h.rmtree(dir)

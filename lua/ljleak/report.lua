@@ -176,7 +176,7 @@ local key_order = {
    "processes",
    "definite", "indirect", "possible", "reachable", "suppressed",
    "kind", "blocks", "bytes", "pid", "frames", "lua", "test", "note", "suppressed_by",
-   "function", "file", "dir", "line", "object", "offset", "address", "source", "message",
+   "function", "mangled", "file", "dir", "line", "object", "offset", "address", "source", "message",
    "ppid", "exe", "checked", "reason", "lua_state", "unstopped_threads", "truncated", "stats",
 }
 local key_rank = {}

@@ -1,6 +1,8 @@
 -- Suppressions in Valgrind's .supp format, one format for both engines: the parser, the matcher
 -- (Valgrind's rules, applied to the tracker's records and to Valgrind's alike), the generator and
 -- the merger. Valgrind's own parser and matcher (coregrind/m_errormgr.c) are the reference.
+-- ljleak adds Lua frame lines (`lua:SOURCE:LINE`, or `#lua:...`, which raw Valgrind skips as a
+-- comment), matched against a record's Lua frames.
 --
 -- entry = {
 --   name = "libgcc-register-frame", file = "suppressions/libgcc.supp", line = 12 (of the name),
@@ -8,10 +10,16 @@
 --   kept when merging, never matched), kind = "Leak", extra = "write(buf)" (Param, FishyValue),
 --   leak_kinds = {definite = true, ...} or nil (all), leak_kinds_text = "definite,possible",
 --   frames = { {type = "fun"|"obj"|"src"|"...", text = "malloc", file = "x.c", line = 12} },
+--   lua = { {type = "lua", text = "app.lua:12", source = "app.lua", path = false, line = 12,
+--            func = nil, hash = true} or {type = "...", hash = true|nil, bare = true|nil} },
 --   comments = {"# why this is not a bug"},
 -- }
+-- In `lua`, `path` says that SOURCE has a "/" (matched against the whole source, else against its
+-- file name), `hash` that the line was written `#lua:`, `bare` that a "..." was written without
+-- `lua:` (after a Lua line).
 -- A record (report.lua) has `kind` (a leak kind) or, for an error, `supp_tool`, `supp_kind` and
--- maybe `supp_extra`; and `frames` ({function, object, file, line} or {address}).
+-- maybe `supp_extra`; `frames` ({function, mangled, object, file, line} or {address}); and `lua`
+-- ({source, line, function}, innermost first).
 local util = require "ljleak.util"
 local lfs = require "lfs"
 local stdlib = require "posix.stdlib"
@@ -64,24 +72,55 @@ local function parse_leak_kinds(text)
    return set
 end
 
--- One location line as a frame pattern, or nil, message.
-local function parse_location(line)
-   if line == "..." then return {type = "..."} end
+-- Is L a Lua frame line (`lua:...`, or `#lua:...` inside an entry)?
+local function is_lua_line(l)
+   return l:sub(1, 4) == "lua:" or l:sub(1, 5) == "#lua:"
+end
+
+-- The text after `lua:` as a Lua frame pattern, or nil, message. LINE: the whole line.
+local function parse_lua(rest, line, hash)
+   if rest == "..." then return {type = "...", hash = hash} end
+   local source, last = rest:match("^(.*):([^:]*)$")
+   source = source or rest
+   if source == "" then
+      return nil, ("no source in '%s' (want lua:SOURCE, lua:SOURCE:LINE or lua:SOURCE:FUNCTION)"):format(line)
+   end
+   if last == "" then
+      return nil, ("nothing after the last ':' in '%s' (want a line number or a function name)"):format(line)
+   end
+   local pat = {type = "lua", text = rest, source = source, path = source:find("/", 1, true) ~= nil, hash = hash}
+   if last and last:match("^%d+$") then
+      pat.line = tonumber(last)
+   else
+      pat.func = last
+   end
+   return pat
+end
+
+-- One location line as a frame pattern, or nil, message. AFTER_LUA: the previous frame line was a
+-- Lua line (a bare "..." then belongs to the Lua lines).
+local function parse_location(line, after_lua)
+   if line == "..." then return {type = "...", bare = after_lua or nil}, after_lua end
+   if is_lua_line(line) then
+      local hash = line:sub(1, 1) == "#"
+      local pat, err = parse_lua(line:sub(hash and 6 or 5), line, hash or nil)
+      return pat, pat and true or err
+   end
    local ty, rest = line:match("^(%a%a%a):(.*)$")
    if ty == "fun" or ty == "obj" then
-      return {type = ty, text = rest}
+      return {type = ty, text = rest}, false
    elseif ty == "src" then
       local file, lineno = rest:match("^(.*):(%d+)$")
       if not file and rest:match(":") then
          return nil, ("bad line number in '%s' (want src:FILE or src:FILE:LINE)"):format(line)
       end
-      return {type = "src", text = rest, file = file or rest, line = lineno and tonumber(lineno) or nil}
+      return {type = "src", text = rest, file = file or rest, line = lineno and tonumber(lineno) or nil}, false
    end
-   return nil, ("bad location '%s': a frame is '...', or starts with fun:, obj: or src:"):format(line)
+   return nil, ("bad location '%s': a frame is '...', or starts with fun:, obj:, src: or lua:"):format(line)
 end
 
 -- Parse the suppressions in TEXT (NAME for messages). Returns a list of entries, or nil and
--- "NAME:LINE: message" for the first thing Valgrind would reject too.
+-- "NAME:LINE: message" for the first thing Valgrind would reject too, and for a bad Lua line.
 function M.parse(text, name)
    name = name or "suppressions"
    local lines = {}
@@ -89,12 +128,14 @@ function M.parse(text, name)
    if text:sub(-1) == "\n" or text == "" then lines[#lines] = nil end
    local pos, comments = 0, {}
    -- The next line that is not blank and not a comment (comments are kept for the next entry),
-   -- trimmed as Valgrind trims it; nil at the end.
-   local function next_line()
+   -- trimmed as Valgrind trims it; nil at the end. IN_ENTRY: `#lua:` lines are not comments.
+   local function next_line(in_entry)
       while pos < #lines do
          pos = pos + 1
          local l = lines[pos]:match("^%s*(.-)%s*$")
-         if l:sub(1, 1) == "#" then
+         if in_entry and l:sub(1, 5) == "#lua:" then
+            return l
+         elseif l:sub(1, 1) == "#" then
             comments[#comments + 1] = l
          elseif l ~= "" then
             return l
@@ -104,19 +145,24 @@ function M.parse(text, name)
    local function fail(msg, at)
       return nil, ("%s:%d: %s"):format(name, at or math.max(pos, 1), msg)
    end
+   local function misplaced_lua(l, what)
+      return fail(("Lua frame line '%s' where %s belongs (Lua lines go among the frames)"):format(l, what))
+   end
    local entries = {}
    while true do
       local l = next_line()
       if not l then break end
       if l ~= "{" then return fail(("expected '{' or the end of the file, got '%s'"):format(l)) end
-      local entry = {file = name, comments = comments, frames = {}}
+      local entry = {file = name, comments = comments, frames = {}, lua = {}}
       comments = {}
-      l = next_line()
+      l = next_line(true)
       if not l then return fail("unexpected end of file (expected the entry's name)") end
       if l == "}" then return fail("unexpected '}': the entry has no name") end
+      if is_lua_line(l) then return misplaced_lua(l, "the entry's name") end
       entry.name, entry.line = l, pos
-      l = next_line()
+      l = next_line(true)
       if not l then return fail("unexpected end of file (expected TOOL:KIND, e.g. Memcheck:Leak)") end
+      if is_lua_line(l) then return misplaced_lua(l, "TOOL:KIND") end
       local tools, kind = l:match("^([^:]*):(.*)$")
       if not tools then return fail(("malformed kind line '%s' (want TOOL:KIND, e.g. Memcheck:Leak)"):format(l)) end
       entry.tools, entry.kind = tools, kind
@@ -127,30 +173,31 @@ function M.parse(text, name)
          if not MEMCHECK_KINDS[kind] then return fail(("unknown Memcheck suppression kind '%s'"):format(kind)) end
          entry.tool = "Memcheck"
       end
-      l = next_line()
+      l = next_line(true)
       if not entry.tool then
          -- An entry for another Valgrind tool: kept as it is (when merging), never matched.
          entry.raw = {}
          while l ~= "}" do
             if not l then return fail("unexpected end of file (missing '}')") end
             entry.raw[#entry.raw + 1] = l
-            l = next_line()
+            l = next_line(true)
          end
          l = "}"
       end
       local how = entry.tool == "Memcheck" and MEMCHECK_KINDS[kind]
       if how == "extra" then
-         if not l or l == "}" or l:match("^fun:") or l:match("^obj:") or l == "..." then
+         if not l or l == "}" or l:match("^fun:") or l:match("^obj:") or l == "..." or is_lua_line(l) then
             return fail(("Memcheck:%s needs its extra line (e.g. %s) before the frames"):format(
                kind, kind == "Param" and "write(buf)" or "malloc(size)"))
          end
          entry.extra = l
-         l = next_line()
-      elseif how == "leak" and l and not (l:match("^fun:") or l:match("^obj:") or l == "..." or l == "}") then
+         l = next_line(true)
+      elseif how == "leak" and l and not (l:match("^fun:") or l:match("^obj:") or l == "..." or l == "}"
+                                          or is_lua_line(l)) then
          local set_text = l:match("^match%-leak%-kinds:%s*(.*)$")
          if not set_text then
-            return fail(("bad line '%s' after Memcheck:Leak: want 'match-leak-kinds: KINDS' or a fun:, obj: "
-               .. "or ... frame (Valgrind does not take src: here)"):format(l))
+            return fail(("bad line '%s' after Memcheck:Leak: want 'match-leak-kinds: KINDS' or a fun:, obj:, "
+               .. "lua: or ... frame (Valgrind does not take src: here)"):format(l))
          end
          entry.leak_kinds = parse_leak_kinds(set_text)
          if not entry.leak_kinds then
@@ -158,20 +205,26 @@ function M.parse(text, name)
                .. "reachable without spaces, or all, or none)"):format(set_text))
          end
          entry.leak_kinds_text = set_text
-         l = next_line()
+         l = next_line(true)
       end
+      local after_lua = false
       while l ~= "}" do
          if not l then return fail("unexpected end of file (missing '}')") end
          if l == "{" then return fail("unexpected '{' (missing '}' before it)") end
-         local frame, err = parse_location(l)
-         if not frame then return fail(err) end
-         entry.frames[#entry.frames + 1] = frame
-         l = next_line()
+         local frame, lua_or_err = parse_location(l, after_lua)
+         if not frame then return fail(lua_or_err) end
+         after_lua = lua_or_err
+         local list = after_lua and entry.lua or entry.frames
+         list[#list + 1] = frame
+         l = next_line(true)
       end
       for _, c in ipairs(comments) do entry.comments[#entry.comments + 1] = c end
       comments = {}
       if not entry.raw then
-         if #entry.frames == 0 then return fail("missing stack trace: an entry needs at least one frame") end
+         if #entry.frames == 0 then
+            return fail("missing stack trace: an entry needs at least one frame"
+               .. (#entry.lua > 0 and " that is not a Lua line (fun:* will do)" or ""))
+         end
          local only_dots = true
          for _, f in ipairs(entry.frames) do
             if f.type ~= "..." then only_dots = false end
@@ -231,23 +284,32 @@ end
 
 -- -- Matching --------------------------------------------------------------------------------
 
--- A glob with Valgrind's wildcards (`*`: any run of characters, `?`: one character) as an anchored
--- Lua pattern.
-local function glob_pattern(glob)
-   local p = glob:gsub("[%^%$%(%)%%%.%[%]%+%-]", "%%%0"):gsub("%*", ".*"):gsub("%?", ".")
-   return "^" .. p .. "$"
-end
+local byte = string.byte
+local STAR, QUESTION = byte("*"), byte("?")
 
-local compiled = {}   -- glob -> Lua pattern
-
+-- Does S match GLOB, with Valgrind's wildcards (`*`: any run of characters, `?`: one character)?
+-- The classic two-index greedy algorithm: on a mismatch, go back to just after the last `*` and let
+-- it take one more character. Earlier stars never need revisiting, so a match costs at most
+-- #GLOB * #S steps, whatever the pattern (no backtracking blow-up).
 local function glob_match(glob, s)
    if not glob:find("[*?]") then return glob == s end
-   local p = compiled[glob]
-   if not p then
-      p = glob_pattern(glob)
-      compiled[glob] = p
+   local gi, si, ng, ns = 1, 1, #glob, #s
+   local star, mark = nil, 0
+   while si <= ns do
+      local c = byte(glob, gi)
+      if c == STAR then
+         star, mark, gi = gi, si, gi + 1
+      elseif c ~= nil and (c == QUESTION or c == byte(s, si)) then
+         gi, si = gi + 1, si + 1
+      elseif star then
+         mark = mark + 1
+         gi, si = star + 1, mark
+      else
+         return false
+      end
    end
-   return s:match(p) ~= nil
+   while byte(glob, gi) == STAR do gi = gi + 1 end
+   return gi > ng
 end
 M.glob_match = glob_match
 
@@ -257,10 +319,13 @@ local function field(v)
 end
 
 -- What a record's frame is matched as, by Valgrind's rules: an unknown function or object is "???";
--- a frame without a source file never matches src:.
+-- a frame without a source file never matches src:. A C++ function matches by its linkage
+-- (mangled) name, as Valgrind matches, and by its demangled name.
 local function frame_matches(pat, frame)
    if pat.type == "fun" then
+      local mangled = field(frame.mangled)
       return glob_match(pat.text, field(frame["function"]) or "???")
+         or (mangled ~= nil and glob_match(pat.text, mangled))
    elseif pat.type == "obj" then
       return glob_match(pat.text, field(frame.object) or "???")
    elseif pat.type == "src" then
@@ -272,22 +337,38 @@ local function frame_matches(pat, frame)
    return false
 end
 
--- Valgrind's VG_(generic_match) with matchAll = False: PATS from index PI must match a prefix of
--- FRAMES from index FI; "..." matches zero or more frames. N: how many pattern lines count.
-local function match_from(pats, pi, n, frames, fi)
-   while pi <= n do
-      local p = pats[pi]
+-- A Lua frame line against a record's Lua frame: SOURCE against the whole source when it has a
+-- "/", else against the file name; then the line, or the function (unknown: "?").
+local function lua_frame_matches(pat, frame)
+   local source = field(frame.source) or "?"
+   if not glob_match(pat.source, pat.path and source or source:match("[^/]*$")) then return false end
+   if pat.line then return pat.line == field(frame.line) end
+   return pat.func == nil or glob_match(pat.func, field(frame["function"]) or "?")
+end
+
+-- Valgrind's VG_(generic_match) with matchAll = False: do PATS[1..N] match a prefix of ITEMS, with
+-- "..." standing for zero or more items? MATCH(pat, item) compares one line with one item. The
+-- set of item positions reachable after each line is carried to the next (an NFA run), so each
+-- (line, item) pair is compared at most once: O(N * #ITEMS), whatever the "..." lines.
+local function match_seq(pats, n, items, match)
+   local m = #items
+   local reach, lo, hi = {true}, 1, 1   -- reach[k]: the lines so far can end just before item k
+   for i = 1, n do
+      local p = pats[i]
+      local next_reach, next_lo, next_hi = {}, nil, nil
       if p.type == "..." then
-         while pi < n and pats[pi + 1].type == "..." do pi = pi + 1 end
-         if pi == n then return true end
-         for k = fi, #frames do
-            if match_from(pats, pi + 1, n, frames, k) then return true end
+         for k = lo, m + 1 do next_reach[k] = true end
+         next_lo, next_hi = lo, m + 1
+      else
+         for k = lo, math.min(hi, m) do
+            if reach[k] and match(p, items[k]) then
+               next_reach[k + 1] = true
+               next_lo, next_hi = next_lo or k + 1, k + 1
+            end
          end
-         return false
+         if not next_lo then return false end
       end
-      local f = frames[fi]
-      if not f or not frame_matches(p, f) then return false end
-      pi, fi = pi + 1, fi + 1
+      reach, lo, hi = next_reach, next_lo, next_hi
    end
    return true
 end
@@ -305,12 +386,21 @@ local function kind_matches(entry, rec)
 end
 
 -- Does ENTRY suppress RECORD? DEPTH: the engine's stack depth (Valgrind's --num-callers): as
--- Valgrind does, only the entry's first DEPTH location lines count.
+-- Valgrind does, only the entry's first DEPTH C frame lines count. Its C frame lines must match the
+-- record's C frames, and its Lua lines the record's Lua frames, each from the innermost down.
 function M.matches(entry, rec, depth)
    if not kind_matches(entry, rec) then return false end
    local n = #entry.frames
    if depth and depth > 0 and n > depth then n = depth end
-   return match_from(entry.frames, 1, n, rec.frames or {}, 1)
+   if not match_seq(entry.frames, n, rec.frames or {}, frame_matches) then return false end
+   -- An entry with Lua lines matches only records whose Lua frames match them (both engines give
+   -- Lua frames): a record whose Lua location is unknown (JIT code) is not hidden by it. Raw
+   -- Valgrind, which reads #lua: lines as comments, matches the same file on its C frames alone.
+   if entry.lua and #entry.lua > 0 then
+      local lua = field(rec.lua)
+      return lua ~= nil and #lua > 0 and match_seq(entry.lua, #entry.lua, lua, lua_frame_matches)
+   end
+   return true
 end
 
 -- The first entry of ENTRIES that suppresses RECORD, or nil.
@@ -371,6 +461,12 @@ local function frame_line(f)
    return f.type .. ":" .. f.text
 end
 
+-- A Lua line as written: `#lua:` or `lua:` as it was read (a bare "..." stays bare).
+local function lua_line(f)
+   if f.bare then return "..." end
+   return (f.hash and "#lua:" or "lua:") .. (f.type == "..." and "..." or f.text)
+end
+
 -- ENTRY as text, its comments first.
 function M.format_entry(e)
    local out = {}
@@ -382,6 +478,7 @@ function M.format_entry(e)
    if e.leak_kinds_text then out[#out + 1] = "   match-leak-kinds: " .. e.leak_kinds_text end
    for _, l in ipairs(e.raw or {}) do out[#out + 1] = "   " .. l end
    for _, f in ipairs(e.frames) do out[#out + 1] = "   " .. frame_line(f) end
+   for _, f in ipairs(e.lua or {}) do out[#out + 1] = "   " .. lua_line(f) end
    out[#out + 1] = "}"
    return table.concat(out, "\n") .. "\n"
 end
@@ -394,11 +491,12 @@ function M.format(entries, header)
    return table.concat(out, "\n")
 end
 
--- What makes two entries the same, apart from names, comments and leak kinds.
+-- What makes two entries the same, apart from names, comments, leak kinds and the form of Lua lines.
 local function body_key(e)
    local t = {e.tools or "", e.kind or "", e.extra or ""}
    for _, l in ipairs(e.raw or {}) do t[#t + 1] = l end
    for _, f in ipairs(e.frames) do t[#t + 1] = frame_line(f) end
+   for _, f in ipairs(e.lua or {}) do t[#t + 1] = "lua:" .. (f.type == "..." and "..." or f.text) end
    return table.concat(t, "\n")
 end
 
@@ -486,11 +584,11 @@ function M.is_generated(path)
    return head == GENERATED
 end
 
--- A record's frame as a location line: fun: when the function is known, else obj:, as Valgrind's
--- --gen-suppressions writes it; a frame in no object (JIT code) is obj:???, which matches only
--- such frames (Valgrind writes obj:*, which would match any frame), and true.
+-- A record's frame as a location line: fun: when the function is known (its linkage name, as
+-- Valgrind's --gen-suppressions writes it), else obj:; a frame in no object (JIT code) is obj:???,
+-- which matches only such frames (Valgrind writes obj:*, which would match any frame), and true.
 local function location_of(frame)
-   local fn, obj = field(frame["function"]), field(frame.object)
+   local fn, obj = field(frame.mangled) or field(frame["function"]), field(frame.object)
    if fn then return {type = "fun", text = fn} end
    if obj then return {type = "obj", text = obj} end
    return {type = "obj", text = "???"}, true
@@ -499,9 +597,26 @@ end
 local ALLOC = {malloc = true, calloc = true, realloc = true, reallocarray = true, memalign = true,
                posix_memalign = true, aligned_alloc = true, valloc = true, pvalloc = true, free = true}
 
--- A short name for where REC comes from: the first named function that is not the allocator,
--- else the file name of the first object that is not the allocator's, else "jit-code".
+-- "app.lua:12": a Lua frame's file name and its line (or function), as a Lua frame line has them.
+local function lua_where(f)
+   local base = (field(f.source) or "?"):match("[^/]*$")
+   local fn = field(f["function"])
+   return (base ~= "" and base or "*") .. ":" .. (field(f.line) or fn ~= "" and fn or "*")
+end
+
+-- A record's Lua frame as a Lua frame line in the form raw Valgrind skips (#lua:FILE:LINE).
+local function lua_location_of(f)
+   local where = lua_where(f)
+   return (parse_lua(where, "#lua:" .. where, true))
+end
+
+-- A short name for where REC comes from: for a block that Lua code allocated (the frame that
+-- called the allocator has no name: LuaJIT's VM or JIT code), its Lua line; else the first named
+-- function that is not the allocator, else the file name of the first object that is not the
+-- allocator's, else "jit-code".
 local function site_name(rec)
+   local lua, caller = field(rec.lua), (rec.frames or {})[2]
+   if lua and lua[1] and caller and field(caller["function"]) == nil then return lua_where(lua[1]) end
    for _, f in ipairs(rec.frames or {}) do
       local fn = field(f["function"])
       if fn and not ALLOC[fn] then return fn end
@@ -519,19 +634,21 @@ end
 
 -- Entries for every unsuppressed leak and error record of REPORT: one per distinct stack (and
 -- error kind; a leak entry lists the leak kinds it covers), named after the leaking site, each with
--- a comment saying what it covered. The frames are the record's, up to and including the first
--- frame of unknown code (JIT code), after which stacks are not reliable.
+-- a comment saying what it covered. The C frames are the record's, up to and including the first
+-- frame of unknown code (JIT code), after which stacks are not reliable; then the record's Lua
+-- frames as `#lua:FILE:LINE` lines, which ljleak matches and raw Valgrind skips.
 function M.generate(report)
    local list, by_key = {}, {}
    local function add(rec, e)
-      local frames = {}
+      local frames, lua = {}, {}
       for _, f in ipairs(rec.frames or {}) do
          local loc, unknown = location_of(f)
          frames[#frames + 1] = loc
          if unknown then break end
       end
       if #frames == 0 then return end
-      e.frames = frames
+      for _, f in ipairs(field(rec.lua) or {}) do lua[#lua + 1] = lua_location_of(f) end
+      e.frames, e.lua = frames, lua
       local key = body_key(e)
       local g = by_key[key]
       if not g then

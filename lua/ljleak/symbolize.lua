@@ -5,7 +5,46 @@
 --           object = "/path/libthing.so", offset = "0x1167"}        -- fields nil where unknown;
 -- or, for an address in no loaded object (JIT code or unknown): {address = "0x7f1c2e0010a0"}.
 -- `offset` is the return address's offset from the object's load bias, as in the raw file.
+-- A C++ function has its demangled name in `function` and its linkage name in `mangled`.
+-- Stacks end at `main`, as Valgrind shows them: the frames of the C runtime below it are dropped.
 local M = {}
+
+-- ljleak.core, or false when it cannot be loaded.
+local core_module
+
+local function load_core()
+   if core_module == nil then
+      local ok, mod = pcall(require, "ljleak.core")
+      core_module = ok and mod or false
+   end
+   return core_module
+end
+
+-- -- C++ names -------------------------------------------------------------------------------
+
+local demangled = {}   -- linkage name -> demangled name, or false
+
+-- The demangled form of NAME (an Itanium C++ ABI name, "_Z..."), or nil when NAME is not one or
+-- no demangler is available (ljleak.core's, through libstdc++).
+function M.demangle(name)
+   local d = demangled[name]
+   if d == nil then
+      local core = name:sub(1, 2) == "_Z" and load_core()
+      d = core and core.demangle(name) or false
+      demangled[name] = d
+   end
+   return d or nil
+end
+
+-- Set FRAME's function from the symbol NAME (nil: unknown): the demangled name to show, and the
+-- linkage name in `mangled` when it differs. Returns FRAME.
+function M.name_frame(frame, name)
+   local d = name and M.demangle(name)
+   frame["function"], frame.mangled = d or name, d and name or nil
+   return frame
+end
+
+-- -- Symbolizing -----------------------------------------------------------------------------
 
 local Symbolizer = {}
 Symbolizer.__index = Symbolizer
@@ -20,10 +59,7 @@ M.hex = hex
 function M.new(opts)
    opts = opts or {}
    local core = opts.core
-   if core == nil then
-      local ok, mod = pcall(require, "ljleak.core")
-      core = ok and mod or false
-   end
+   if core == nil then core = load_core() end
    return setmetatable({
       core = core,
       tracker = opts.tracker,
@@ -81,8 +117,32 @@ local function is_tracker(self, path)
    return path == self.tracker or (path and path:match("[^/]*$") == "libljleak.so")
 end
 
+-- The C runtime's functions that call main: Valgrind's "below main" (coregrind's
+-- VG_(get_fnname_kind)).
+local BELOW_MAIN = {__libc_start_main = true, __libc_start_call_main = true, generic_start_main = true}
+
+-- Drop the frames below main from FRAMES (in place), as Valgrind does unless --show-below-main=yes:
+-- the stack ends at `main`; without one, at the innermost function below main, which Valgrind calls
+-- "(below main)". A stack with neither (a thread's) is kept whole. Returns FRAMES.
+function M.end_at_main(frames)
+   local last
+   for i = #frames, 1, -1 do
+      local fn = frames[i]["function"]
+      if fn == "main" then
+         last = i
+         break
+      elseif BELOW_MAIN[fn] then
+         last = i
+      end
+   end
+   if not last then return frames end
+   for i = #frames, last + 1, -1 do frames[i] = nil end
+   if frames[last]["function"] ~= "main" then M.name_frame(frames[last], "(below main)") end
+   return frames
+end
+
 -- The frames of SITE (from raw.parse) in PROC: the allocation function first (as Valgrind shows
--- `malloc`, so `fun:malloc` suppressions match), then one frame per raw frame.
+-- `malloc`, so `fun:malloc` suppressions match), then one frame per raw frame, down to main.
 function Symbolizer:frames(proc, site)
    local frames = {{["function"] = site.fn, object = self.tracker}}
    local at_top = true
@@ -94,8 +154,8 @@ function Symbolizer:frames(proc, site)
             frame = nil   -- the tracker's own frames, if the unwinder kept any
          else
             local info = self:lookup(mod.path, raw.offset)
-            frame = {["function"] = info["function"], file = info.file, dir = info.dir, line = info.line,
-                     object = mod.path, offset = hex(raw.offset)}
+            frame = M.name_frame({file = info.file, dir = info.dir, line = info.line, object = mod.path,
+                                  offset = hex(raw.offset)}, info["function"])
          end
       elseif raw.address then
          frame = {address = hex(raw.address)}
@@ -107,7 +167,7 @@ function Symbolizer:frames(proc, site)
          frames[#frames + 1] = frame
       end
    end
-   return frames
+   return M.end_at_main(frames)
 end
 
 -- One line of text for FRAME:

@@ -7,6 +7,7 @@ local lxp = require "lxp"
 local ptime = require "posix.time"
 
 local report = require "ljleak.report"
+local symbolize = require "ljleak.symbolize"
 
 local M = {}
 
@@ -111,6 +112,7 @@ function M.command(opts)
       "--leak-check=full",
       "--show-leak-kinds=all",
       "--keep-debuginfo=yes",        -- else frames in libraries unloaded before exit are ???
+      "--demangle=no",               -- C++ names as the tracker has them; demangled as the tracker does
       "--trace-children=yes",
       "--error-limit=no",            -- ljleak applies the suppressions, so every error must come out
       "--xml=yes",
@@ -121,9 +123,10 @@ function M.command(opts)
       -- vg.PID.ID.xml; a % of DIR's own (from TMPDIR) would be expanded: %% is one %.
       "--xml-file=" .. opts.dir:gsub("%%", "%%%%") .. "/vg.%p.%q{" .. M.ID_VAR .. "}.xml",
    }
+   local callers = #argv - 1
    for _, w in ipairs(opts.extra or {}) do
       local n = w:match("^%-%-num%-callers=(%d+)$")
-      if n then argv[10] = "--num-callers=" .. (tonumber(n) + 2) else argv[#argv + 1] = w end
+      if n then argv[callers] = "--num-callers=" .. (tonumber(n) + 2) else argv[#argv + 1] = w end
    end
    return argv
 end
@@ -258,16 +261,17 @@ local function attach_lua_frames(procs, path)
    end
 end
 
--- A <stack> as frames: {function, file, dir, line, object}; a frame with no function also keeps
--- its address (a frame in no object, e.g. JIT code, has only the address).
+-- A <stack> as frames: {function, mangled, file, dir, line, object}; a frame with no function also
+-- keeps its address (a frame in no object, e.g. JIT code, has only the address). Memcheck runs with
+-- --demangle=no: a C++ name is demangled here, as the tracker's are.
 local function frames_of(stack)
    local frames = {}
    for _, f in ipairs(stack and stack.kids or {}) do
       if f.name == "frame" then
-         local frame = {
-            ["function"] = child_text(f, "fn"), file = child_text(f, "file"), dir = child_text(f, "dir"),
+         local frame = symbolize.name_frame({
+            file = child_text(f, "file"), dir = child_text(f, "dir"),
             line = tonumber(child_text(f, "line") or ""), object = child_text(f, "obj"),
-         }
+         }, child_text(f, "fn"))
          if not frame["function"] then frame.address = hex(child_text(f, "ip")) end
          frames[#frames + 1] = frame
       end
