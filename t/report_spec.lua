@@ -1,5 +1,6 @@
 -- busted spec for the report step: a run with ten thousand distinct leak stacks (t/leak/stacks.c)
--- gives every record in the JSON and a capped text report.
+-- gives every record in the JSON and a capped text report; `ljleak report` on bad input says what
+-- it expected and where the file broke.
 -- Run from the checkout: luajit /usr/bin/busted t/report_spec.lua
 local cjson = require "cjson"
 local h = require "t.helper"
@@ -58,5 +59,73 @@ describe("a run with 10000 distinct leak stacks", function()
       assert.are.equal(50, count_lines(out, "^definite: 1024 bytes in 1 block, pid %d+$"))
       assert.matches(("... and %d more definite records (%d bytes in %d blocks); see %s\n"):format(
          N - 50, total - 50 * 1024, N - 50, json), out, 1, true)
+   end)
+end)
+
+describe("ljleak report on bad input", function()
+   -- A real report of four records (t/leak/stacks.c with 4 blocks), to break in places.
+   local good
+   setup(function()
+      local tmp = h.tmpdir()
+      local code = ljleak({"run", "--json=" .. tmp .. "/r.json", "--", STACKS, "4"})
+      assert.are.equal(42, code)
+      good = h.read_file(tmp .. "/r.json")
+      h.rmtree(tmp)
+      assert.are.equal(4, #cjson.decode(good).leaks)
+   end)
+
+   -- `ljleak report FILE` on CONTENT: exit 2 and one line "ljleak: FILE: MESSAGE".
+   local function refused(content, message)
+      local file = dir .. "/bad.json"
+      h.write_file(file, content)
+      local code, out, err = ljleak({"report", file})
+      assert.are.equal(2, code)
+      assert.are.equal("", out)
+      assert.are.equal(("ljleak: %s: %s\n"):format(file, message), err)
+   end
+
+   local function broken(change)
+      local data = cjson.decode(good)
+      change(data)
+      return cjson.encode(data)
+   end
+
+   it("reads the good one", function()
+      local file = dir .. "/good.json"
+      h.write_file(file, good)
+      local code, out = ljleak({"report", file})
+      assert.are.equal(0, code)
+      assert.matches("\n    definite: 80 bytes in 4 blocks\n", out, 1, true)   -- 8 + 16 + 24 + 32
+   end)
+
+   it("names a directory", function()
+      local code, out, err = ljleak({"report", dir})
+      assert.are.equal(2, code)
+      assert.are.equal("", out)
+      assert.are.equal(("ljleak: %s: is a directory; expected a JSON report file\n"):format(dir), err)
+   end)
+
+   it("names the JSON path where the shape is wrong", function()
+      refused(broken(function(d) d.leaks[4].frames = "malloc" end),
+              'leaks[3].frames: expected an array, found a string ("malloc")')
+      refused(broken(function(d) d.leaks[2].frames[3].line = "12" end),
+              'leaks[1].frames[2].line: expected an integer, found a string ("12")')
+      refused(broken(function(d) d.leaks[1].kind = "lost" end),
+              'leaks[0].kind: expected a leak kind (definite, indirect, possible, reachable), found a string ("lost")')
+      refused(broken(function(d) d.leaks[1].bytes = nil end), 'leaks[0]: missing "bytes"')
+      refused(broken(function(d) d.summary.definite = 80 end),
+              "summary.definite: expected an object, found a number (80)")
+      refused(broken(function(d) d.leaks = {a = 1} end), "leaks: expected an array, found an object")
+      refused("[1, 2]", 'not an ljleak report (expected a JSON object with "tool": "ljleak")')
+   end)
+
+   it("says a truncated file ends early", function()
+      refused(good:sub(1, 700), "the JSON ends early, at byte 700 (a truncated file?)")
+      refused("", "empty; expected a JSON report (ljleak run --json)")
+   end)
+
+   it("names another schema version", function()
+      refused(broken(function(d) d.schema = 2 end), "report schema 2; this ljleak reads schema 1")
+      refused(broken(function(d) d.schema = 0 end), "report schema 0; this ljleak reads schema 1")
    end)
 end)
