@@ -42,13 +42,17 @@ $(CORE): $(CORE_SRC) $(TRACKER_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(WARN) $(PICFLAGS) -D_GNU_SOURCE -I$(LUA_INCDIR) -shared -o $@ $(CORE_SRC) -ldw -lelf -ldl
 
-# Deliberately leaky C libraries used by the tests and the demo.
+# Deliberately leaky C libraries used by the tests and the demo, and C programs (t/leak/stacks:
+# a distinct stack per leaked block, for the report step at scale).
 FIXTURE_SRC = $(wildcard t/leak/lib*.c) $(wildcard examples/lib*.c)
-FIXTURES    = $(patsubst %.c,$(B)/%.so,$(FIXTURE_SRC))
+FIXTURES    = $(patsubst %.c,$(B)/%.so,$(FIXTURE_SRC)) $(B)/t/leak/stacks
 fixtures: $(FIXTURES)
 $(B)/%.so: %.c
 	@mkdir -p $(dir $@)
 	$(CC) -O0 -g -fno-omit-frame-pointer -fPIC -shared -o $@ $< -lpthread
+$(B)/t/leak/stacks: t/leak/stacks.c
+	@mkdir -p $(dir $@)
+	$(CC) -O0 -g -fno-omit-frame-pointer $(WARN) -o $@ $<
 
 # Small C programs the tests run under the tracker (threads, forks, small stacks...).
 PROGRAM_SRC = $(wildcard t/prog/*.c)

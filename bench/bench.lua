@@ -3,8 +3,12 @@
 -- Valgrind memcheck (the JIT on, as people run it) and under `ljleak run --engine=valgrind` (its
 -- default: the JIT off; and "vg-jit-on", with --jit=on), side by side in one run, interleaved;
 -- prints median wall time, peak RSS of the program under test, and the ratios to plain.
+-- Then the report step at scale: `ljleak run --json` on t/leak/stacks, a C program whose every
+-- leaked block has its own stack (1e4 stacks; 1e5 stacks of 64 frames), with the whole command's
+-- wall time and peak RSS.
 -- Environment: BENCH_RUNS (default 3), BENCH_VALGRIND_RUNS (default 1: a Valgrind run takes
--- 20 to 100 times as long), BENCH_VALGRIND=0 to skip Valgrind, BENCH_ONLY=name.
+-- 20 to 100 times as long), BENCH_VALGRIND=0 to skip Valgrind, BENCH_ONLY=name (a workload, or
+-- "report").
 local stdlib = require "posix.stdlib"
 local time = require "posix.time"
 local unistd = require "posix.unistd"
@@ -47,13 +51,17 @@ end
 
 -- Peak RSS (KiB) of the measured program, from GNU time's -o file.
 -- GNU time's "%e %M": the measured program's own wall seconds and peak RSS (KiB).
+-- (After "Command exited with non-zero status N", when it did.)
 local function measured_result(file)
   local f = io.open(file)
   if not f then return nil end
-  local line = f:read("*l") or ""
+  local secs, kb
+  for line in f:lines() do
+    local s, k = line:match("^(%S+) (%d+)$")
+    if s then secs, kb = s, k end
+  end
   f:close()
   os.remove(file)
-  local secs, kb = line:match("^(%S+) (%d+)$")
   return tonumber(secs), tonumber(kb)
 end
 
@@ -102,13 +110,16 @@ if VALGRIND then
   end}
 end
 
-print(("ljleak bench: %d runs each (Valgrind: %d), median wall time and peak RSS of the program under test")
-  :format(RUNS, VALGRIND_RUNS))
-print("wall: the whole command (ljleak's own work included); prog: the program under test alone")
-print(("%-13s %-9s %8s %8s %9s %8s %8s %8s"):format("workload", "engine", "wall s", "prog s", "peak MiB",
-  "x wall", "x prog", "x RSS"))
+local ONLY = os.getenv("BENCH_ONLY")
+if not ONLY or ONLY ~= "report" then
+  print(("ljleak bench: %d runs each (Valgrind: %d), median wall time and peak RSS of the program under test")
+    :format(RUNS, VALGRIND_RUNS))
+  print("wall: the whole command (ljleak's own work included); prog: the program under test alone")
+  print(("%-13s %-9s %8s %8s %9s %8s %8s %8s"):format("workload", "engine", "wall s", "prog s", "peak MiB",
+    "x wall", "x prog", "x RSS"))
+end
 for _, w in ipairs(WORKLOADS) do
-  if not os.getenv("BENCH_ONLY") or os.getenv("BENCH_ONLY") == w.name then
+  if not ONLY or ONLY == w.name then
     local prog = ROOT .. "/bench/" .. w.name .. ".lua"
     local res = {}
     for _, e in ipairs(ENGINES) do res[e.name] = {wall = {}, prog = {}, rss = {}} end
@@ -134,5 +145,37 @@ for _, w in ipairs(WORKLOADS) do
         (mr or 0) / 1024, mw / pw, (mp or 0) / (pp or 1), (mr or 0) / (pr or 1)))
     end
   end
+end
+
+-- The report step: reading, symbolizing, merging and writing N records of distinct stacks.
+local REPORTS = {
+  {n = 10000, pad = 0, depth = 16, what = "(d) report step: 1e4 distinct stacks, 16 frames each"},
+  {n = 100000, pad = 60, depth = 64, what = "(e) report step: 1e5 distinct stacks, 64 frames each"},
+}
+if not ONLY or ONLY == "report" then
+  local stacks = ROOT .. "/build/t/leak/stacks"
+  local json = os.tmpname()
+  print(("report step: `ljleak run --json` of t/leak/stacks, %d runs each, median wall time and peak RSS of "
+    .. "the whole command"):format(RUNS))
+  print(("%-13s %8s %9s %9s"):format("records", "wall s", "peak MiB", "JSON MiB"))
+  for _, r in ipairs(REPORTS) do
+    local wall, rss = {}, {}
+    for _ = 1, RUNS do
+      -- GNU time outside: %M is the largest of ljleak and the program.
+      local secs, code = run({"/usr/bin/time", "-f", "%e %M", "-o", rssfile, "env", "LJLEAK_DEPTH=" .. r.depth,
+                              "luajit", ROOT .. "/bin/ljleak", "run", "--json=" .. json, "--", stacks,
+                              tostring(r.n), tostring(r.pad)})
+      local _, kb = measured_result(rssfile)
+      if code ~= 42 then io.stderr:write(("bench: stacks %d exited with %d, not 42\n"):format(r.n, code)) end
+      table.insert(wall, secs)
+      if kb then table.insert(rss, kb) end
+    end
+    local f = io.open(json, "rb")
+    local size = f and f:seek("end") or 0
+    if f then f:close() end
+    print(r.what)
+    print(("%-13d %8.2f %9.1f %9.1f"):format(r.n, median(wall), (median(rss) or 0) / 1024, size / 2^20))
+  end
+  os.remove(json)
 end
 os.remove(rssfile)

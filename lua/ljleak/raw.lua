@@ -25,16 +25,21 @@ M.is_kind = is_kind
 M.ALLOC_FUNCTIONS = {"malloc", "calloc", "realloc", "reallocarray", "memalign", "posix_memalign",
                      "aligned_alloc", "valloc", "pvalloc"}
 
+local byte = string.byte
+
 -- A decimal or 0x-hexadecimal unsigned number, or nil.
 local function number(s)
-   if s and (s:match("^%d+$") or s:match("^0[xX]%x+$")) then
+   if s and (s:find("^%d+$") or s:find("^0[xX]%x+$")) then
       return tonumber(s)
    end
 end
 
 -- "word rest of line": the first field and everything after one space.
 local function split_first(line)
-   return line:match("^(%S+) ?(.*)$")
+   local e = line:find("%s")
+   if not e then return line, "" end
+   if e == 1 then return nil end
+   return line:sub(1, e - 1), line:sub(byte(line, e) == 32 and e + 1 or e)
 end
 
 -- Each handler gets (proc, rest_of_line, state) and returns nothing or an error message.
@@ -90,42 +95,121 @@ function handlers.module(proc, rest)
    proc.modules[index] = {index = index, bias = bias, path = path}
 end
 
+-- The frame in TOKEN (MODULE:OFFSET or ?:ADDRESS) of site ID, one table per distinct token.
+local function frame_of_token(token, state, id)
+   local frame = state.frame_of[token]
+   if frame then return frame end
+   local m, off = token:match("^([^:]+):(.+)$")
+   local offset = number(off)
+   if not offset then
+      return nil, ("site %d: bad frame '%s' (want MODULE:OFFSET or ?:ADDRESS)"):format(id, token)
+   end
+   if m == "?" then
+      frame = {address = offset}
+   else
+      local index = number(m)
+      if not index then
+         return nil, ("site %d: bad module index in frame '%s'"):format(id, token)
+      end
+      frame = {module = index, offset = offset}
+      state.module_refs[#state.module_refs + 1] = {index = index, line = state.lineno, site = id, frame = frame}
+   end
+   state.frame_of[token] = frame
+   return frame
+end
+
+-- The hexadecimal number after "0x" in bytes I..J of S, or nil.
+local function hex_at(s, i, j)
+   if j < i + 2 or byte(s, i) ~= 48 or byte(s, i + 1) ~= 120 then return nil end
+   local n = 0
+   for k = i + 2, j do
+      local c = byte(s, k)
+      if c >= 48 and c <= 57 then n = n * 16 + c - 48
+      elseif c >= 97 and c <= 102 then n = n * 16 + c - 87
+      else return nil end
+   end
+   return n
+end
+
+-- The frame in bytes I..J of LINE, read without making a string when it is written as the
+-- tracker writes it (N:0xHEX or ?:0xHEX): a deep report has millions. Nil, message if bad.
+local function frame_at(line, i, j, state, id)
+   local c, k, index = byte(line, i), i, 0
+   if c == 63 and byte(line, i + 1) == 58 then   -- ?:ADDRESS
+      local address = hex_at(line, i + 2, j)
+      if address and address < 2^52 then
+         local frame = state.address_frame[address]
+         if not frame then
+            frame = {address = address}
+            state.address_frame[address] = frame
+         end
+         return frame
+      end
+   else
+      while c and c >= 48 and c <= 57 and k < j do
+         index = index * 10 + c - 48
+         k = k + 1
+         c = byte(line, k)
+      end
+      local offset = c == 58 and k > i and index < 4096 and hex_at(line, k + 1, j)
+      if offset and offset < 2^40 then
+         local key = index * 2^40 + offset
+         local frame = state.module_frame[key]
+         if not frame then
+            frame = {module = index, offset = offset}
+            state.module_frame[key] = frame
+            state.module_refs[#state.module_refs + 1] = {index = index, line = state.lineno, site = id, frame = frame}
+         end
+         return frame
+      end
+   end
+   return frame_of_token(line:sub(i, j), state, id)
+end
+
+-- Blank characters between fields (as %s).
+local blank = {[32] = true, [9] = true, [10] = true, [11] = true, [12] = true, [13] = true}
+
+-- site ID FUNCTION NFRAMES FRAME... [lua=ID] [ctx=ID]
 function handlers.site(proc, rest, state)
-   local fields = {}
-   for f in rest:gmatch("%S+") do fields[#fields + 1] = f end
-   local id, fn, n = number(fields[1]), fields[2], number(fields[3])
+   local id, fn, n, pos = rest:match("^%s*(%S+)%s+(%S+)%s+(%S+)()")
+   id, n = number(id), number(n)
    if not id or not fn or not n then
       return "bad site line (want: site ID FUNCTION NFRAMES FRAME...)"
-   end
-   local attrs = {}  -- key=value fields after the frames (lua=ID, ctx=ID)
-   while #fields > 3 + n and fields[#fields]:match("^%a+=") do
-      local k, v = table.remove(fields):match("^(%a+)=(.*)$")
-      attrs[k] = number(v)
-      if not attrs[k] then return ("site %d: bad %s=%s"):format(id, k, v) end
-   end
-   if #fields ~= 3 + n then
-      return ("site %d: %d frames announced, %d given"):format(id, n, #fields - 3)
    end
    if proc.sites[id] then
       return "site " .. id .. " defined twice"
    end
-   local frames = {}
-   for i = 1, n do
-      local m, off = fields[3 + i]:match("^([^:]+):(.+)$")
-      local offset = number(off)
-      if not offset then
-         return ("site %d: bad frame '%s' (want MODULE:OFFSET or ?:ADDRESS)"):format(id, fields[3 + i])
-      end
-      if m == "?" then
-         frames[i] = {address = offset}
+   -- One table per distinct frame, shared by the sites that have it (deep stacks repeat them).
+   local frames, given, attrs, others = {}, 0, {}, 0
+   local len = #rest
+   while pos <= len do
+      if blank[byte(rest, pos)] then
+         pos = pos + 1
       else
-         local index = number(m)
-         if not index then
-            return ("site %d: bad module index in frame '%s'"):format(id, fields[3 + i])
+         local j = pos
+         while j < len and not blank[byte(rest, j + 1)] do j = j + 1 end
+         local frame, err
+         if given < n and others == 0 and next(attrs) == nil then
+            frame, err = frame_at(rest, pos, j, state, id)
+            if not frame and not rest:sub(pos, j):find("^%a+=") then return err end
          end
-         frames[i] = {module = index, offset = offset}
-         state.module_refs[#state.module_refs + 1] = {index = index, line = state.lineno, site = id}
+         if frame then
+            given = given + 1
+            frames[given] = frame
+         else   -- key=value fields after the frames (lua=ID, ctx=ID)
+            local k, v = rest:sub(pos, j):match("^(%a+)=(.*)$")
+            if not k then
+               others = others + 1
+            elseif others == 0 then
+               attrs[k] = number(v)
+               if not attrs[k] then return ("site %d: bad %s=%s"):format(id, k, v) end
+            end
+         end
+         pos = j + 1
       end
+   end
+   if given + others ~= n then
+      return ("site %d: %d frames announced, %d given"):format(id, n, given + others)
    end
    proc.sites[id] = {id = id, fn = fn, frames = frames, lua = attrs.lua, ctx = attrs.ctx,
                      dropped = attrs.dropped == 1 or nil}
@@ -204,11 +288,18 @@ function M.parse(text, name)
    name = name or "raw"
    local proc = {name = name, modules = {}, sites = {}, leaks = {}, stats = {}, lua = {}, ctx = {},
                  truncated = true}
-   local state = {module_refs = {}, leak_lines = {}}
-   local lines = {}
-   for line in text:gmatch("([^\n]*)\n") do lines[#lines + 1] = line end
+   local state = {module_refs = {}, leak_lines = {}, frame_of = {}, module_frame = {}, address_frame = {}}
+   local lines, pos = {}, 1
+   while true do
+      local nl = text:find("\n", pos, true)
+      if not nl then break end
+      lines[#lines + 1] = text:sub(pos, nl - 1)
+      pos = nl + 1
+   end
    -- A last line without its newline was cut off while being written (unless it is `end`).
-   local cut = text:match("[^\n]+$")
+   local last = #text   -- (text:match("[^\n]+$") would try every position of the last lines)
+   while last > 0 and text:byte(last) ~= 10 do last = last - 1 end
+   local cut = last < #text and text:sub(last + 1) or nil
    if cut == "end" then lines[#lines + 1], cut = cut, nil end
    local function fail(lineno, msg)
       return nil, ("%s:%d: %s"):format(name, lineno, msg)
@@ -241,9 +332,7 @@ function M.parse(text, name)
          if not proc.truncated then
             return fail(ref.line, ("site %d: frame in module %d, which is not defined"):format(ref.site, ref.index))
          end
-         for _, frame in ipairs(proc.sites[ref.site].frames) do
-            if frame.module == ref.index then frame.module, frame.offset = nil, nil end
-         end
+         ref.frame.module, ref.frame.offset = nil, nil   -- in every site that has it
       end
    end
    local kept = {}

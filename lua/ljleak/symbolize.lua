@@ -66,6 +66,10 @@ function M.new(opts)
       symbolizers = {},   -- path -> core symbolizer, or false when it could not be opened
       failed = {},        -- path -> message, for objects that could not be read
       answers = {},       -- path -> offset -> info
+      frame_of_info = {}, -- lookup's answer -> its frame
+      frame_tables = {},  -- address -> frame; allocation function -> frame
+      of_raw = setmetatable({}, {__mode = "k"}),   -- raw frame (raw.parse) -> frame
+      tracker_paths = {}, -- path -> is it the tracker's library?
    }, Symbolizer)
 end
 
@@ -114,7 +118,27 @@ function Symbolizer:lookup(path, offset)
 end
 
 local function is_tracker(self, path)
-   return path == self.tracker or (path and path:match("[^/]*$") == "libljleak.so")
+   if path == self.tracker then return true end
+   if path == nil then return false end
+   local yes = self.tracker_paths[path]
+   if yes == nil then
+      yes = path:match("[^/]*$") == "libljleak.so"
+      self.tracker_paths[path] = yes
+   end
+   return yes
+end
+
+-- The frame of the return address at OFFSET in the object at PATH (one table per address,
+-- shared by every stack that has it).
+function Symbolizer:frame(path, offset)
+   local info = self:lookup(path, offset)
+   local frame = self.frame_of_info[info]
+   if not frame then
+      frame = M.name_frame({file = info.file, dir = info.dir, line = info.line, object = path,
+                            offset = hex(offset)}, info["function"])
+      self.frame_of_info[info] = frame
+   end
+   return frame
 end
 
 -- The C runtime's functions that call main: Valgrind's "below main" (coregrind's
@@ -143,29 +167,36 @@ end
 
 -- The frames of SITE (from raw.parse) in PROC: the allocation function first (as Valgrind shows
 -- `malloc`, so `fun:malloc` suppressions match), then one frame per raw frame, down to main.
+-- Frames are shared by the stacks that have them.
 function Symbolizer:frames(proc, site)
-   local frames = {{["function"] = site.fn, object = self.tracker}}
-   local at_top = true
-   for _, raw in ipairs(site.frames) do
-      local frame
-      if raw.module then
-         local mod = proc.modules[raw.module]
-         if at_top and is_tracker(self, mod.path) then
-            frame = nil   -- the tracker's own frames, if the unwinder kept any
+   local alloc = self.frame_tables[site.fn]
+   if not alloc then
+      alloc = {["function"] = site.fn, object = self.tracker}
+      self.frame_tables[site.fn] = alloc
+   end
+   local frames, raws, of_raw = {alloc}, site.frames, self.of_raw
+   local first = 1
+   while raws[first] and raws[first].module and is_tracker(self, proc.modules[raws[first].module].path) do
+      first = first + 1   -- the tracker's own frames, if the unwinder kept any
+   end
+   for i = first, #raws do
+      local raw = raws[i]
+      local frame = of_raw[raw]
+      if not frame then
+         if raw.module then
+            frame = self:frame(proc.modules[raw.module].path, raw.offset)
+         elseif raw.address then
+            frame = self.frame_tables[raw.address]
+            if not frame then
+               frame = {address = hex(raw.address)}
+               self.frame_tables[raw.address] = frame
+            end
          else
-            local info = self:lookup(mod.path, raw.offset)
-            frame = M.name_frame({file = info.file, dir = info.dir, line = info.line, object = mod.path,
-                                  offset = hex(raw.offset)}, info["function"])
+            frame = {}   -- lost in a truncated file
          end
-      elseif raw.address then
-         frame = {address = hex(raw.address)}
-      else
-         frame = {}   -- lost in a truncated file
+         of_raw[raw] = frame
       end
-      if frame then
-         at_top = false
-         frames[#frames + 1] = frame
-      end
+      frames[#frames + 1] = frame
    end
    return M.end_at_main(frames)
 end

@@ -1,0 +1,302 @@
+-- JSON writer for ljleak's reports: keys in schema order, arrays marked explicitly, written in
+-- chunks to a sink (reports of any size are never one string), output always valid UTF-8.
+local buffer = require "string.buffer"
+local cjson = require "cjson"
+
+local M = {}
+
+-- JSON null, as cjson.decode gives it.
+M.null = cjson.null
+
+-- -- Sinks -------------------------------------------------------------------------------------
+-- A sink is {b = string.buffer, write = function(buf) or nil}: writers put text into sink.b and
+-- call drain(sink) between items; with a WRITE, everything past CHUNK bytes goes out through it.
+
+M.CHUNK = 65536
+
+function M.sink(write)
+   return {b = buffer.new(M.CHUNK), write = write}
+end
+
+-- Hand what SINK holds to its WRITE, if it holds CHUNK bytes (or FORCE).
+function M.drain(sink, force)
+   local b = sink.b
+   if sink.write and (force or #b >= M.CHUNK) and #b > 0 then
+      sink.write(b)
+      b:reset()
+   end
+end
+
+-- -- UTF-8 ---------------------------------------------------------------------------------------
+-- File names, function names and Lua sources are bytes; a report must be valid UTF-8. A byte that
+-- is not part of a well-formed UTF-8 sequence stands for the code point of the same number
+-- (U+0080 to U+00FF, as if the text were Latin-1).
+
+-- Length of the well-formed UTF-8 sequence at byte I of S (lead byte C >= 0x80), or nil.
+local function sequence_length(s, i, c)
+   local byte = string.byte
+   local c1 = byte(s, i + 1)
+   if not c1 then return nil end
+   if c >= 0xC2 and c <= 0xDF then
+      return c1 >= 0x80 and c1 <= 0xBF and 2 or nil
+   end
+   local lo, hi = 0x80, 0xBF
+   if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F
+   elseif c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
+   if c1 < lo or c1 > hi then return nil end
+   local c2 = byte(s, i + 2)
+   if not c2 or c2 < 0x80 or c2 > 0xBF then return nil end
+   if c >= 0xE0 and c <= 0xEF then return 3 end
+   if c < 0xF0 or c > 0xF4 then return nil end
+   local c3 = byte(s, i + 3)
+   return c3 and c3 >= 0x80 and c3 <= 0xBF and 4 or nil
+end
+
+-- S with each byte outside well-formed UTF-8 replaced by BAD(byte) (a string).
+function M.fix_utf8(s, bad)
+   if not s:find("[\128-\255]") then return s end
+   local out, i, n = {}, 1, #s
+   local start = 1
+   while i <= n do
+      local c = s:byte(i)
+      if c < 0x80 then
+         i = i + 1
+      else
+         local len = sequence_length(s, i, c)
+         if len then
+            i = i + len
+         else
+            out[#out + 1] = s:sub(start, i - 1)
+            out[#out + 1] = bad(c)
+            i = i + 1
+            start = i
+         end
+      end
+   end
+   out[#out + 1] = s:sub(start)
+   return table.concat(out)
+end
+
+-- The UTF-8 encoding of code point C (below 0x800).
+function M.latin1(c)
+   if c < 0x80 then return string.char(c) end
+   return string.char(0xC0 + math.floor(c / 64), 0x80 + c % 64)
+end
+
+-- -- Encoding --------------------------------------------------------------------------------------
+-- cjson 2.1.0 encodes an empty table as {} (no array_mt yet), escapes "/" and orders keys at
+-- random; this encoder marks arrays explicitly and writes keys in schema order.
+
+local array_mt = {__name = "ljleak.json_array"}
+
+-- Mark T as a JSON array (so that an empty one is written as []).
+function M.array(t)
+   return setmetatable(t or {}, array_mt)
+end
+
+-- Keys of these names hold arrays wherever they are (so that an empty one is written as []).
+local ARRAY_KEYS = {command = true, leaks = true, errors = true, processes = true, frames = true, lua = true,
+                    suppressions = true, problems = true, unstopped_threads = true}
+
+-- Keys that a leak record always has: absent ones are written as null.
+local KEY_ORDER = {
+   "schema", "tool", "version", "engine", "command", "exit_status", "interrupted", "summary", "leaks", "errors",
+   "problems", "processes",
+   "definite", "indirect", "possible", "reachable", "suppressed",
+   "kind", "blocks", "bytes", "pid", "frames", "lua", "test", "note", "suppressed_by",
+   "function", "mangled", "file", "dir", "line", "object", "offset", "address", "source", "message",
+   "ppid", "exe", "checked", "reason", "lua_state", "unstopped_threads", "truncated", "stats",
+}
+local key_rank = {}
+for i, k in ipairs(KEY_ORDER) do key_rank[k] = i end
+
+local function key_less(a, b)
+   local ra, rb = key_rank[a], key_rank[b]
+   if ra and rb then return ra < rb end
+   if ra or rb then return ra ~= nil end
+   return a < b
+end
+
+local escapes = {['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f", ["\n"] = "\\n",
+                 ["\r"] = "\\r", ["\t"] = "\\t"}
+
+local function u_escape(c)
+   return ("\\u%04x"):format(c)
+end
+
+-- Strings known to need no escape (keys, kinds, file names: they repeat), up to PLAIN_MAX.
+local plain, plain_count, PLAIN_MAX = {}, 0, 65536
+
+local function put_string(b, s)
+   if plain[s] then
+      b:put('"', s, '"')
+      return
+   end
+   if not s:find('[%c"\\\128-\255]') then
+      if plain_count >= PLAIN_MAX then plain, plain_count = {}, 0 end
+      plain[s], plain_count = true, plain_count + 1
+      b:put('"', s, '"')
+      return
+   end
+   s = s:gsub('[%c"\\]', function(c) return escapes[c] or u_escape(c:byte()) end)
+   b:put('"', M.fix_utf8(s, u_escape), '"')
+end
+
+local null, huge, floor = M.null, math.huge, math.floor
+
+local function put_scalar(b, v)
+   local tv = type(v)
+   if v == nil or v == null then
+      b:put("null")
+   elseif tv == "string" then
+      put_string(b, v)
+   elseif tv == "number" then
+      if v ~= v or v == huge or v == -huge then
+         error("cannot encode " .. tostring(v) .. " in JSON")
+      end
+      if v == floor(v) and v < 2^53 and v > -2^53 then
+         b:putf("%d", v)
+      else
+         b:putf("%.17g", v)
+      end
+   elseif tv == "boolean" then
+      b:put(v and "true" or "false")
+   else
+      error("cannot encode a " .. tv .. " in JSON")
+   end
+end
+
+local function is_array(t, key)
+   if getmetatable(t) == array_mt or (key and ARRAY_KEYS[key]) then return true end
+   local n = #t
+   if n == 0 then return false end
+   local count = 0
+   for _ in pairs(t) do count = count + 1 end
+   return count == n
+end
+
+-- The keys of object T in schema order, with those of DEFAULTS that T lacks.
+local function sorted_keys(t, defaults)
+   local keys = {}
+   for k in pairs(t) do
+      if type(k) ~= "string" then error("cannot encode a table with a " .. type(k) .. " key as a JSON object") end
+      keys[#keys + 1] = k
+   end
+   if defaults then
+      for k in pairs(defaults) do
+         if t[k] == nil then keys[#keys + 1] = k end
+      end
+   end
+   -- An insertion sort: objects have few keys, and table.sort would call key_less from C.
+   for i = 2, #keys do
+      local k, j = keys[i], i - 1
+      while j >= 1 and key_less(k, keys[j]) do
+         keys[j + 1] = keys[j]
+         j = j - 1
+      end
+      keys[j + 1] = k
+   end
+   return keys
+end
+
+-- What the items of an array under a given key get when they lack a field.
+local EMPTY = M.array({})
+local ITEM_DEFAULTS = {
+   leaks = {frames = EMPTY, lua = EMPTY, test = null, suppressed_by = null},
+   errors = {lua = EMPTY},
+}
+
+local Writer = {}
+Writer.__index = Writer
+
+-- Containers holding only scalars go on one line; others get one item per line. KEY: the key V
+-- is under; DEFAULTS: fields V gets when it lacks them. The one-line text of a container met a
+-- second time (a frame shared by many records) is kept and reused.
+function Writer:value(v, indent, key, defaults)
+   local b = self.sink.b
+   if type(v) ~= "table" then return put_scalar(b, v) end
+   local seen = self.flat[v]
+   if seen and seen ~= true then
+      b:put(seen)
+      return
+   end
+   local array = is_array(v, key)
+   local keys, n
+   local flat = true
+   if array then
+      n = #v
+      for i = 1, n do
+         if type(v[i]) == "table" then flat = false break end
+      end
+   else
+      keys = sorted_keys(v, defaults)
+      n = #keys
+      for i = 1, n do
+         local x = v[keys[i]]
+         if type(x) == "table" or (x == nil and type(defaults[keys[i]]) == "table") then flat = false break end
+      end
+   end
+   local open, close = array and "[" or "{", array and "]" or "}"
+   if n == 0 then
+      b:put(open, close)
+      return
+   end
+   if flat and seen then  -- the second time: keep its text
+      self.sink.b = self.scratch
+      self:items(v, n, array, keys, open, close, true, indent, key, defaults)
+      self.sink.b = b
+      local text = self.scratch:get()
+      self.flat[v] = text
+      b:put(text)
+      return
+   end
+   self:items(v, n, array, keys, open, close, flat, indent, key, defaults)
+   if flat then self.flat[v] = true end
+end
+
+function Writer:items(v, n, array, keys, open, close, flat, indent, key, defaults)
+   local b = self.sink.b
+   local inner = indent .. "  "
+   b:put(open)
+   if not flat then b:put("\n", inner) end
+   local sep = flat and ", " or ",\n" .. inner
+   local item_defaults = array and ITEM_DEFAULTS[key]
+   for i = 1, n do
+      if i > 1 then b:put(sep) end
+      if array then
+         self:value(v[i], inner, nil, item_defaults)
+      else
+         local k = keys[i]
+         local x = v[k]
+         if x == nil then x = defaults[k] end
+         put_string(b, k)
+         b:put(": ")
+         self:value(x, inner, k)
+      end
+      if not flat then
+         M.drain(self.sink)
+         b = self.sink.b
+      end
+   end
+   if not flat then b:put("\n", indent) end
+   b:put(close)
+end
+
+-- Write V as JSON text to SINK (see M.sink), then drain it. V is built from tables, strings,
+-- numbers, booleans and M.null; a table under a key named leaks, frames, lua, command, errors,
+-- processes or suppressions is an array; a leak record's absent test and suppressed_by are null,
+-- its absent frames and lua, and an error's absent lua, []. DEFAULTS: fields V gets if absent.
+function M.write(v, sink, defaults)
+   local w = setmetatable({sink = sink, flat = setmetatable({}, {__mode = "k"}), scratch = buffer.new()}, Writer)
+   w:value(v, "", nil, defaults)
+   M.drain(sink, true)
+end
+
+-- JSON text for V (as M.write writes it).
+function M.encode(v)
+   local sink = M.sink()
+   M.write(v, sink)
+   return sink.b:tostring()
+end
+
+return M
