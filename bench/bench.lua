@@ -105,7 +105,7 @@ if VALGRIND then
   end}
   -- The same with the JIT on: what --jit=on costs or saves under Valgrind.
   ENGINES[#ENGINES + 1] = {name = "vg-jit-on", runs = VALGRIND_RUNS, argv = function(prog)
-    return {"/usr/bin/time", "-f", "%e %M", "-o", rssfile, "luajit", ROOT .. "/bin/ljleak", "run",
+    return {"/usr/bin/time", "-f", "%e %M", "-o", rssfile, ROOT .. "/bin/ljleak", "run",
             "--engine=valgrind", "--jit=on", "--", "luajit", prog}
   end}
 end
@@ -163,7 +163,7 @@ if not ONLY or ONLY == "report" then
     for _ = 1, RUNS do
       -- GNU time outside: %M is the largest of ljleak and the program.
       local secs, code = run({"/usr/bin/time", "-f", "%e %M", "-o", rssfile, "env", "LJLEAK_DEPTH=" .. r.depth,
-                              "luajit", ROOT .. "/bin/ljleak", "run", "--json=" .. json, "--", stacks,
+                              ROOT .. "/bin/ljleak", "run", "--json=" .. json, "--", stacks,
                               tostring(r.n), tostring(r.pad)})
       local _, kb = measured_result(rssfile)
       if code ~= 42 then io.stderr:write(("bench: stacks %d exited with %d, not 42\n"):format(r.n, code)) end

@@ -20,7 +20,7 @@ before_each(function() dir = h.tmpdir() end)
 after_each(function() h.rmtree(dir) end)
 
 local function ljleak(args, opts)
-   local argv = {"luajit", h.BIN}
+   local argv = {h.BIN}
    for _, a in ipairs(args) do argv[#argv + 1] = a end
    return h.run(argv, opts)
 end

@@ -22,7 +22,7 @@ local function count_lines(text, pattern)
 end
 
 local function ljleak(args)
-   local argv = {"luajit", h.BIN}
+   local argv = {h.BIN}
    for _, a in ipairs(args) do argv[#argv + 1] = a end
    return h.run(argv)
 end
