@@ -17,30 +17,46 @@ BINDIR  ?= $(PREFIX)/bin
 SUPPDIR ?= $(LUADIR)/ljleak/suppressions
 
 B = build
-TRACKER_SRC = csrc/lk_alloc.c csrc/lk_life.c csrc/lk_sys.c csrc/lk_table.c csrc/lk_stack.c csrc/lk_scan.c csrc/lk_report.c \
-              csrc/lk_thread.c csrc/lk_maps.c csrc/lk_luavm.c csrc/lk_luaread.c csrc/lk_intern.c csrc/lk_api.c
-TRACKER_HDR = $(wildcard csrc/*.h)
-CORE_SRC    = csrc/lk_lua.c csrc/lk_sym.c csrc/lk_proc.c
+# The tracker's parts, lowest first (each uses only parts before it: t/dag_spec.lua checks it).
+TRACKER_PARTS = lk_state lk_lock lk_luaread lk_sys lk_intern lk_table lk_maps lk_mmap lk_ctx lk_luavm lk_stack \
+                lk_thread lk_alloc lk_scan lk_report lk_api lk_life
+VG_PARTS      = lk_luaread lk_vglua lk_vg
+CORE_PARTS    = lk_sym lk_proc lk_lua
+HEADERS       = $(wildcard csrc/*.h)
 
 TRACKER = $(B)/ljleak/libljleak.so
 CORE    = $(B)/ljleak/core.so
 VGLIB   = $(B)/ljleak/libljleak_vg.so
+TRACKER_OBJ = $(patsubst %,$(B)/obj/tracker/%.o,$(TRACKER_PARTS))
+VG_OBJ      = $(patsubst %,$(B)/obj/vg/%.o,$(VG_PARTS))
+CORE_OBJ    = $(patsubst %,$(B)/obj/core/%.o,$(CORE_PARTS))
 
 all: $(TRACKER) $(CORE) $(VGLIB) fixtures programs unit
 
+$(B)/obj/tracker/%.o: csrc/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) $(PICFLAGS) -D_GNU_SOURCE -c -o $@ $<
+
 # Preloaded under --engine=valgrind: client requests for Lua code, dlclose kept a no-op.
-VG_SRC = csrc/lk_vg.c csrc/lk_vglua.c csrc/lk_luaread.c
-$(VGLIB): $(VG_SRC) csrc/lk_ljalloc.h csrc/lk_luaread.h csrc/lk_vmlayout.h
+$(B)/obj/vg/%.o: csrc/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(WARN) $(PICFLAGS) -mno-red-zone -D_GNU_SOURCE -shared -o $@ $(VG_SRC) -ldl -lpthread
+	$(CC) $(CFLAGS) $(WARN) $(PICFLAGS) -mno-red-zone -D_GNU_SOURCE -c -o $@ $<
 
-$(TRACKER): $(TRACKER_SRC) $(TRACKER_HDR)
+$(B)/obj/core/%.o: csrc/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(WARN) $(PICFLAGS) -D_GNU_SOURCE -shared -o $@ $(TRACKER_SRC) -ldl -lpthread
+	$(CC) $(CFLAGS) $(WARN) $(PICFLAGS) -D_GNU_SOURCE -I$(LUA_INCDIR) -c -o $@ $<
 
-$(CORE): $(CORE_SRC) $(TRACKER_HDR)
+$(VGLIB): $(VG_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(WARN) $(PICFLAGS) -D_GNU_SOURCE -I$(LUA_INCDIR) -shared -o $@ $(CORE_SRC) -ldw -lelf -ldl
+	$(CC) $(CFLAGS) -shared -o $@ $(VG_OBJ) -ldl -lpthread
+
+$(TRACKER): $(TRACKER_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -shared -o $@ $(TRACKER_OBJ) -ldl -lpthread
+
+$(CORE): $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -shared -o $@ $(CORE_OBJ) -ldw -lelf -ldl
 
 # Deliberately leaky C libraries used by the tests and the demo, and C programs (t/leak/stacks:
 # a distinct stack per leaked block, for the report step at scale).

@@ -1,6 +1,10 @@
-/* ljleak tracker: the interposed malloc family.
+/* ljleak tracker: the interposed malloc family, and bad frees inside ffi.gc finalizers.
 ** Hot path: guard, real call, record. Everything rare is a separate NOINLINE function. */
-#include "lk_def.h"
+#include "lk_alloc.h"
+#include "lk_stack.h"
+#include "lk_state.h"
+#include "lk_table.h"
+#include "lk_thread.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -18,15 +22,40 @@ extern void *__libc_memalign(size_t, size_t);
 extern void *__libc_valloc(size_t);
 extern void *__libc_pvalloc(size_t);
 
-volatile int lk_on;
-LK_TLS int lk_busy;
-LK_TLS int lk_paused;
-volatile uint32_t lk_ctx;
-
 typedef size_t (*lk_usable_f)(void *);
 static lk_usable_f lk_usable;
 
 void *lk_real_malloc_usable_size(void) { return (void *)lk_usable; }
+
+/* -- Finalizers ------------------------------------------------------------------
+** While an ffi.gc finalizer runs, a free() of memory the tracker never handed out (or already
+** took back: a double free) is recorded and not passed on, so the bug is reported instead of
+** crashing glibc. */
+
+#define LK_MAXBAD 256
+static LK_TLS int lk_in_finalizer;
+static LK_TLS uintptr_t lk_bad[LK_MAXBAD];
+static LK_TLS int lk_nbad;
+
+void lk_finalizer_enter(void)
+{
+  lk_in_finalizer++;
+  lk_nbad = 0;
+}
+
+int lk_finalizer_leave(uintptr_t *out, int cap)
+{
+  int i;
+  if (lk_in_finalizer > 0) lk_in_finalizer--;
+  for (i = 0; i < lk_nbad && i < cap; i++) out[i] = lk_bad[i];
+  return lk_nbad;
+}
+
+static NOINLINE void lk_bad_free(void *p)
+{
+  if (lk_nbad < LK_MAXBAD) lk_bad[lk_nbad] = (uintptr_t)p;
+  lk_nbad++;
+}
 
 /* -- Recording ---------------------------------------------------------- */
 
@@ -152,9 +181,7 @@ LK_EXPORT size_t malloc_usable_size(void *p)
   return p && lk_usable ? lk_usable(p) : 0;
 }
 
-/* -- Control from the Lua module ------------------------------------------- */
-
-LK_EXPORT int ljleak_tracker_active(void) { return lk_on; }
+/* -- Setup -------------------------------------------------------------- */
 
 void lk_alloc_init(void)
 {

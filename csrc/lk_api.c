@@ -1,32 +1,35 @@
-/* ljleak tracker: the control API that `require "ljleak"` calls through the FFI: contexts (tags
-** and snapshot epochs), live-block queries, mid-run leak checks, and finalizer bookkeeping. */
-#include "lk_def.h"
+/* ljleak tracker: the control API that `require "ljleak"` calls through the FFI (ljleak.h): contexts
+** (tags and snapshot epochs), live-block queries, mid-run leak checks, and finalizer bookkeeping. */
+#include "lk_api.h"
+#include "lk_alloc.h"
+#include "lk_ctx.h"
+#include "lk_lock.h"
+#include "lk_luaread.h"
+#include "lk_luavm.h"
+#include "lk_maps.h"
+#include "lk_scan.h"
+#include "lk_stack.h"
+#include "lk_state.h"
+#include "lk_sys.h"
+#include "lk_table.h"
+#include "lk_thread.h"
 
 #include <string.h>
 
-/* -- Contexts --------------------------------------------------------------
-** A context is (epoch, tag, note), interned; new sites carry the current one. */
-
-static lk_itab lk_ctxs = LK_ITAB((size_t)64 << 20, (size_t)1 << 14);
+/* -- Contexts and recording ------------------------------------------------- */
 
 static volatile int lk_check_lock;
 
-void lk_ctx_init(void)
+void lk_api_init(void)
 {
   lk_lock_register(&lk_check_lock);
-  lk_lock_register(&lk_ctxs.lock);
 }
+
+LK_EXPORT int ljleak_tracker_active(void) { return lk_on; }
 
 LK_EXPORT uint32_t ljleak_ctx_make(uint32_t epoch, const char *tag, const char *note)
 {
-  char b[4096];
-  size_t lt = tag ? strnlen(tag, 2000) : 0, ln = note ? strnlen(note, 2000) : 0;
-  memcpy(b, &epoch, 4);
-  if (lt) memcpy(b + 4, tag, lt);
-  b[4 + lt] = 0;
-  if (ln) memcpy(b + 5 + lt, note, ln);
-  b[5 + lt + ln] = 0;
-  return lk_intern(&lk_ctxs, b, 6 + lt + ln, 0);
+  return lk_ctx_make(epoch, tag, note);
 }
 
 LK_EXPORT void ljleak_ctx_set(uint32_t ctx) { lk_ctx = ctx; }
@@ -44,24 +47,6 @@ LK_EXPORT void ljleak_pause(int on)
   }
 }
 
-/* Parts of a context: its tag (NULL if none); *epoch and *note filled when asked. */
-static const char *lk_ctx_parts(uint32_t ctx, uint32_t *epoch, const char **note)
-{
-  const char *p = lk_intern_get(&lk_ctxs, ctx, NULL, NULL);
-  uint32_t e = 0;
-  if (p) memcpy(&e, p, 4);
-  if (epoch) *epoch = e;
-  if (note) *note = p && p[4 + strlen(p + 4) + 1] ? p + 4 + strlen(p + 4) + 1 : NULL;
-  return p && p[4] ? p + 4 : NULL;
-}
-
-const char *lk_ctx_tag(uint32_t ctx, uint32_t *epoch, const char **note)
-{
-  return lk_ctx_parts(ctx, epoch, note);
-}
-
-int lk_ctx_mark(uint32_t ctx) { return lk_intern_mark(&lk_ctxs, ctx); }
-
 /* Attach a note to a live block ("finalizer detached at x.lua:3"): it moves to a site with the
 ** same stack whose context carries the note. Returns 0 if the block is not tracked. */
 LK_EXPORT int ljleak_annotate(void *p, const char *note)
@@ -74,19 +59,14 @@ LK_EXPORT int ljleak_annotate(void *p, const char *note)
   lk_busy++;
   if (!lk_table_take(p, &size, &site)) { lk_busy--; return 0; }
   s = lk_site_get(site);
-  tag = lk_ctx_parts(s ? s->ctx : 0, &epoch, NULL);
-  ctx = ljleak_ctx_make(epoch, tag, note);
+  tag = lk_ctx_tag(s ? s->ctx : 0, &epoch, NULL);
+  ctx = lk_ctx_make(epoch, tag, note);
   lk_table_set(p, size, lk_site_with_ctx(site, ctx));
   lk_busy--;
   return 1;
 }
 
 /* -- Queries over live blocks ------------------------------------------------ */
-
-typedef struct ljleak_rec {
-  uint32_t site, kind;
-  uint64_t blocks, bytes;
-} ljleak_rec;
 
 /* Group (site, kind) -> blocks, bytes into out[] (cap entries); returns the number of groups,
 ** which may exceed cap (then call again with more room). */
@@ -118,7 +98,7 @@ static int lk_epoch_in(uint32_t site, uint32_t lo, uint32_t hi)
 {
   const lk_site *s = lk_site_get(site);
   uint32_t e = 0;
-  lk_ctx_parts(s ? s->ctx : 0, &e, NULL);
+  lk_ctx_tag(s ? s->ctx : 0, &e, NULL);
   return e >= lo && e < hi;
 }
 
@@ -194,12 +174,6 @@ LK_HIDDEN LK_USED int lk_check_body(uint32_t lo, uint32_t hi, ljleak_rec *out, i
 
 /* -- Describing sites to Lua ------------------------------------------------- */
 
-typedef struct ljleak_site_info {
-  const char *fn;       /* allocation function */
-  uint32_t depth, lua, ctx, pad;
-  const uintptr_t *ips;
-} ljleak_site_info;
-
 LK_EXPORT int ljleak_site(uint32_t id, ljleak_site_info *out)
 {
   const lk_site *s = lk_site_get(id);
@@ -267,35 +241,13 @@ LK_EXPORT int ljleak_lua_text(uint32_t id, char *buf, int len)
 /* Tag and note of a context, for reports made in the process. */
 LK_EXPORT const char *ljleak_ctx_tag(uint32_t ctx, const char **note, uint32_t *epoch)
 {
-  return lk_ctx_parts(ctx, epoch, note);
+  return lk_ctx_tag(ctx, epoch, note);
 }
 
 /* -- Finalizers ------------------------------------------------------------------
 ** While an ffi.gc finalizer runs, a free() of memory the tracker never handed out (or already
-** took back: a double free) is recorded and not passed on, so the bug is reported instead of
-** crashing glibc. */
+** took back: a double free) is recorded and not passed on (lk_alloc.c). */
 
-#define LK_MAXBAD 256
-LK_TLS int lk_in_finalizer;
-static LK_TLS uintptr_t lk_bad[LK_MAXBAD];
-static LK_TLS int lk_nbad;
+LK_EXPORT void ljleak_finalizer_enter(void) { lk_finalizer_enter(); }
 
-LK_EXPORT void ljleak_finalizer_enter(void)
-{
-  lk_in_finalizer++;
-  lk_nbad = 0;
-}
-
-LK_EXPORT int ljleak_finalizer_leave(uintptr_t *out, int cap)
-{
-  int i;
-  if (lk_in_finalizer > 0) lk_in_finalizer--;
-  for (i = 0; i < lk_nbad && i < cap; i++) out[i] = lk_bad[i];
-  return lk_nbad;
-}
-
-void lk_bad_free(void *p)
-{
-  if (lk_nbad < LK_MAXBAD) lk_bad[lk_nbad] = (uintptr_t)p;
-  lk_nbad++;
-}
+LK_EXPORT int ljleak_finalizer_leave(uintptr_t *out, int cap) { return lk_finalizer_leave(out, cap); }

@@ -1,14 +1,15 @@
 /* ljleak tracker: interning of small byte strings (Lua stacks, tags) into stable u32 ids.
 ** Entries live in one reserved arena (id = offset / 8); lookup is lock-free, insert is locked. */
-#include "lk_def.h"
+#include "lk_intern.h"
+#include "lk_lock.h"
 
 #include <string.h>
 
 typedef struct lk_ientry {
   uint32_t next, hash;
   uint32_t len;
+  uint32_t stamp;     /* the last report that wrote it */
   uint16_t aux;       /* caller's small number (e.g. a frame count) */
-  uint16_t mark;      /* "written into the report" */
   char data[];
 } lk_ientry;
 
@@ -67,12 +68,11 @@ const void *lk_intern_get(const lk_itab *t, uint32_t id, size_t *n, uint16_t *au
   return e->data;
 }
 
-int lk_intern_mark(lk_itab *t, uint32_t id)
+/* Stamp entry ID as written by report SERIAL; 1 if it was already (or does not exist). */
+int lk_intern_stamp(lk_itab *t, uint32_t id, uint32_t serial)
 {
   lk_ientry *e = lk_iget(t, id);
-  int old;
-  if (!e) return 1;
-  old = e->mark;
-  e->mark = 1;
-  return old;
+  if (!e || e->stamp == serial) return 1;
+  e->stamp = serial;
+  return 0;
 }

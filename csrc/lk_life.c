@@ -1,6 +1,19 @@
 /* ljleak tracker: the process's life as the tracker sees it. Start-up, the exit check (exit, _exit,
 ** quick_exit, return from main), fork, and the execs and spawns that leave the tracker behind. */
-#include "lk_def.h"
+#include "lk_alloc.h"
+#include "lk_api.h"
+#include "lk_ctx.h"
+#include "lk_lock.h"
+#include "lk_luavm.h"
+#include "lk_maps.h"
+#include "lk_mmap.h"
+#include "lk_report.h"
+#include "lk_scan.h"
+#include "lk_stack.h"
+#include "lk_state.h"
+#include "lk_sys.h"
+#include "lk_table.h"
+#include "lk_thread.h"
 
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -17,8 +30,6 @@
 extern int __cxa_atexit(void (*)(void *), void *, void *);
 extern char **environ;
 
-const char *lk_dir;          /* LJLEAK_DIR: where the raw report goes, or NULL */
-pid_t lk_pid;                /* this process (updated in a fork child, not in a vfork child) */
 static char lk_self_path[512];
 
 /* -- Capturing the caller ---------------------------------------------------
@@ -128,9 +139,8 @@ static void lk_fork_parent(void) { lk_locks_release_all(); }
 static void lk_fork_child(void)
 {
   lk_locks_reset_all();
-  lk_pid = (pid_t)syscall(SYS_getpid);
+  lk_state_after_fork();
   lk_report_mark_live(lk_pid);
-  lk_maps_after_fork();
   lk_thread_after_fork();
 }
 
@@ -232,9 +242,9 @@ static const char *lk_untraceable(const char *file, char *const *envp, int searc
   if (!envp) envp = environ;
   if (!lk_preload_has_self(lk_env_get(envp, "LD_PRELOAD")))
     return "runs with an environment without the tracker in LD_PRELOAD";
-  if (!lk_env_get(envp, "LJLEAK_DIR") || !*lk_env_get(envp, "LJLEAK_DIR"))
+  if (!lk_env_get(envp, LK_ENV_DIR) || !*lk_env_get(envp, LK_ENV_DIR))
     return "runs with an environment without LJLEAK_DIR";
-  if (strcmp(lk_env_get(envp, "LJLEAK_DIR"), lk_dir) != 0) return NULL;  /* another ljleak run's now */
+  if (strcmp(lk_env_get(envp, LK_ENV_DIR), lk_dir) != 0) return NULL;  /* another ljleak run's now */
   why = lk_untraceable_file(path, 0);
   return why;
 }
@@ -367,10 +377,8 @@ static int lk_self_cb(struct dl_phdr_info *info, size_t sz, void *ud)
 
 __attribute__((constructor(101))) static void lk_init(void)
 {
-  static char dir[4000];
-  const char *d = getenv("LJLEAK_DIR");
   lk_busy++;
-  if (d && *d && strlen(d) < sizeof(dir)) lk_dir = strcpy(dir, d);  /* programs rewrite environ */
+  lk_state_init();
   lk_real_exit = (lk_exit_f)dlsym(RTLD_NEXT, "exit");
   lk_real_quick_exit = (lk_exit_f)dlsym(RTLD_NEXT, "quick_exit");
   lk_real_fork = (lk_fork_f)dlsym(RTLD_NEXT, "fork");
@@ -379,14 +387,15 @@ __attribute__((constructor(101))) static void lk_init(void)
   dl_iterate_phdr(lk_self_cb, NULL);
   lk_alloc_init();
   lk_maps_init();       /* registers the outermost lock (dlclose's) first */
+  lk_mmap_init();
   lk_table_init();
   lk_stack_init();
   lk_thread_init();
   lk_scan_init();
   lk_luavm_init();
+  lk_api_init();
   lk_ctx_init();
   lk_own_stack_init();
-  lk_pid = (pid_t)syscall(SYS_getpid);
   pthread_atfork(lk_fork_prepare, lk_fork_parent, lk_fork_child);
   __cxa_atexit(lk_at_exit, NULL, NULL);
   at_quick_exit(lk_at_quick_exit);

@@ -1,8 +1,14 @@
 /* ljleak tracker: what the LuaJIT VM was doing when C code allocated. The Lua frames of the
 ** allocation (exact in the interpreter, the trace's start when JIT code called), interned. */
-#include "lk_def.h"
+#include "lk_luavm.h"
+#include "ljleak.h"
+#include "lk_intern.h"
 #include "lk_ljalloc.h"
+#include "lk_lock.h"
 #include "lk_luaread.h"
+#include "lk_mmap.h"
+#include "lk_state.h"
+#include "lk_sys.h"
 
 #include <dlfcn.h>
 #include <stdlib.h>
@@ -10,7 +16,7 @@
 
 static const char *lk_vm_why = "the program loaded no LuaJIT state";
 static int lk_vm_disabled;
-static int lk_lua_depth = 6;
+static int lk_lua_depth = LK_LUA_DEPTH_DEFAULT;
 
 int lk_lua_state;               /* 0: no state attached, 1: one is open, 2: it was closed */
 static LK_TLS char *lk_vm_g;   /* the attached VM's global_State, on the thread that runs it */
@@ -22,7 +28,7 @@ static lk_itab lk_lstacks = LK_ITAB((size_t)256 << 20, (size_t)1 << 16);
 
 void lk_luavm_init(void)
 {
-  const char *e = getenv("LJLEAK_LUA");
+  const char *e = getenv(LK_ENV_LUA);
   lk_lock_register(&lk_lstacks.lock);
   if (e && e[0] == '0') {
     lk_vm_disabled = 1;
@@ -73,9 +79,9 @@ uint32_t lk_lua_capture(void)
   return tr > 0 && tr < LK_MAXTRACES && lk_trace_loc ? lk_trace_loc[tr] : 0;
 }
 
-int lk_lua_mark(uint32_t id)
+int lk_lua_stamp(uint32_t id, uint32_t serial)
 {
-  return lk_intern_mark(&lk_lstacks, id);
+  return lk_intern_stamp(&lk_lstacks, id, serial);
 }
 
 /* The Lua stack of the FFI call to this very function: where a Lua line is, cheaply. */
@@ -170,7 +176,7 @@ LK_EXPORT int ljleak_lua_attach(uintptr_t Laddr, int depth)
   if (!L) return 0;
   if (lk_vm_disabled) return lk_vm_fail(lk_vm_why);
   if ((why = lk_luaread_attach(Laddr, &g))) return lk_vm_fail(why);
-  if (depth > 0) lk_lua_depth = depth > 16 ? 16 : depth;
+  if (depth > 0) lk_lua_depth = depth > LK_LUA_DEPTH_MAX ? LK_LUA_DEPTH_MAX : depth;
   lk_vm_g = g;
   lk_lua_state = 1;
   lk_vm_why = NULL;

@@ -1,17 +1,25 @@
 /* ljleak tracker: writes the raw per-process report (doc/raw-format.md) with write() only,
 ** atomically (temporary file, then rename). Without LJLEAK_DIR, a one-line summary on stderr. */
-#include "lk_def.h"
+#include "lk_report.h"
+#include "lk_ctx.h"
+#include "lk_luavm.h"
+#include "lk_maps.h"
+#include "lk_stack.h"
+#include "lk_state.h"
+#include "lk_sys.h"
+#include "lk_thread.h"
 
 #include <fcntl.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-const char *const lk_fnames[LK_F__MAX] = {
-  "malloc", "calloc", "realloc", "reallocarray", "memalign", "posix_memalign", "aligned_alloc",
-  "valloc", "pvalloc"
-};
-static const char *const lk_kinds[] = { "unreached", "indirect", "possible", "reachable", "definite" };
+#define LK_NAME(name, text) text,
+static const char *const lk_kinds[] = { LK_KINDS(LK_NAME) };
+#undef LK_NAME
+
+/* Each report has its own serial: a site, Lua stack or context is written once per report. */
+static uint32_t lk_serial;
 
 /* -- Output buffer -------------------------------------------------------- */
 
@@ -154,7 +162,7 @@ static void lk_write_lua(lk_out *o, uint32_t id)
   lk_lua_frames(id, lk_write_lua_frame, &u);
 }
 
-static void lk_write_site(lk_out *o, uint32_t id)
+static void lk_write_site(lk_out *o, uint32_t id, uint32_t serial)
 {
   const lk_site *s = lk_site_get(id);
   int i;
@@ -180,12 +188,13 @@ static void lk_write_site(lk_out *o, uint32_t id)
   if (s && s->ctx) { lk_puts(o, " ctx="); lk_putu(o, s->ctx); }
   if (s && s->lua) { lk_puts(o, " lua="); lk_putu(o, s->lua); }
   lk_puts(o, "\n");
-  if (s && s->lua && !lk_lua_mark(s->lua)) lk_write_lua(o, s->lua);
-  if (s && s->ctx && !lk_ctx_mark(s->ctx)) lk_write_ctx(o, s->ctx);
+  if (s && s->lua && !lk_lua_stamp(s->lua, serial)) lk_write_lua(o, s->lua);
+  if (s && s->ctx && !lk_ctx_stamp(s->ctx, serial)) lk_write_ctx(o, s->ctx);
 }
 
 static void lk_write_raw(lk_out *o, const lk_result *r, lk_agg *t, size_t cap)
 {
+  uint32_t serial = ++lk_serial;
   char exe[512];
   ssize_t n;
   size_t i;
@@ -228,10 +237,10 @@ static void lk_write_raw(lk_out *o, const lk_result *r, lk_agg *t, size_t cap)
   for (i = 0; i < cap; i++) {  /* each site once, even when it has several kinds */
     if (!t[i].blocks) continue;
     if (t[i].site == 0) {
-      if (!site0) lk_write_site(o, 0);
+      if (!site0) lk_write_site(o, 0, serial);
       site0 = 1;
-    } else if (!lk_site_mark(t[i].site)) {
-      lk_write_site(o, t[i].site);
+    } else if (!lk_site_stamp(t[i].site, serial)) {
+      lk_write_site(o, t[i].site, serial);
     }
   }
   for (i = 0; i < cap; i++) {

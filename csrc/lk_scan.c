@@ -1,6 +1,13 @@
 /* ljleak tracker: the root scan that classifies every live block, with Valgrind's meanings
 ** (definite, indirect, possible, reachable). Model: LSan's lsan_common.cpp. */
-#include "lk_def.h"
+#include "lk_scan.h"
+#include "lk_alloc.h"
+#include "lk_luavm.h"
+#include "lk_maps.h"
+#include "lk_mmap.h"
+#include "lk_stack.h"
+#include "lk_sys.h"
+#include "lk_thread.h"
 
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -59,8 +66,10 @@ static int lk_nexplain;
 
 static void lk_explain_init(void)
 {
-  static const char *const kinds[] = { "", "indirect", "possible", "reachable", "definite" };
-  const char *e = getenv("LJLEAK_EXPLAIN");
+#define LK_NAME(name, text) text,
+  static const char *const kinds[] = { LK_KINDS(LK_NAME) };
+#undef LK_NAME
+  const char *e = getenv(LK_ENV_EXPLAIN);
   char *end;
   while (e && *e && lk_nexplain < LK_MAXEXPLAIN) {
     int hex = e[0] == '0' && (e[1] == 'x' || e[1] == 'X'), k;

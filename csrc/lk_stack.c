@@ -1,6 +1,12 @@
 /* ljleak tracker: call-stack capture (libunwind, loaded privately) and site interning.
 ** A site is (allocation function, context id, return addresses); each gets a small id. */
-#include "lk_def.h"
+#include "lk_stack.h"
+#include "lk_ctx.h"
+#include "lk_lock.h"
+#include "lk_luavm.h"
+#include "lk_maps.h"
+#include "lk_mmap.h"
+#include "lk_sys.h"
 
 #include <dlfcn.h>
 #include <stdlib.h>
@@ -13,7 +19,7 @@
 
 typedef int (*lk_unw_backtrace_f)(void **, int);
 static lk_unw_backtrace_f lk_unw_backtrace;
-static int lk_depth = 16;
+static int lk_depth = LK_DEPTH_DEFAULT;
 static volatile int lk_site_lock;
 static lk_arena lk_sites;
 static uint64_t lk_nsites, lk_max_sites;  /* sites made; LJLEAK_MAX_SITES (0: as many as fit) */
@@ -23,8 +29,8 @@ void lk_stack_init(void)
   const char *e;
   void *h;
   lk_lock_register(&lk_site_lock);
-  if ((e = getenv("LJLEAK_MAX_SITES")) && *e) lk_max_sites = strtoull(e, NULL, 10);
-  e = getenv("LJLEAK_DEPTH");
+  if ((e = getenv(LK_ENV_MAX_SITES)) && *e) lk_max_sites = strtoull(e, NULL, 10);
+  e = getenv(LK_ENV_DEPTH);
   lk_sites.used = 8 * (LK_SITE_INTERNAL + 1);  /* ids 0 and 1 are reserved */
   if (e && *e) {
     int d = atoi(e);
@@ -50,6 +56,10 @@ void lk_stack_init(void)
 
 #define LK_NBUCKETS ((size_t)1 << 20)
 
+#define LK_NAME(name, text) text,
+const char *const lk_fnames[LK_F__MAX] = { LK_ALLOC_FNS(LK_NAME) };
+#undef LK_NAME
+
 static uint32_t *lk_buckets;
 static LK_TLS uint32_t lk_memo_id;
 static LK_TLS uint32_t lk_memo_hash;
@@ -61,14 +71,13 @@ const lk_site *lk_site_get(uint32_t id)
   return id > LK_SITE_INTERNAL ? (const lk_site *)lk_arena_at(&lk_sites, id) : NULL;
 }
 
-int lk_site_mark(uint32_t id)
+/* Stamp site ID as written by report SERIAL; 1 if it was already (or is not a real site). */
+int lk_site_stamp(uint32_t id, uint32_t serial)
 {
   lk_site *s = id > LK_SITE_INTERNAL ? (lk_site *)lk_arena_at(&lk_sites, id) : NULL;
-  int old;
-  if (!s) return 1;
-  old = s->flags & 1;
-  s->flags |= 1;
-  return old;
+  if (!s || s->stamp == serial) return 1;
+  s->stamp = serial;
+  return 0;
 }
 
 static inline uint32_t lk_hash(const uintptr_t *ips, int n, int fn, uint32_t ctx, uint32_t lua)

@@ -1,11 +1,11 @@
 /* ljleak tracker: the tracker's own resources. Memory it never tracks, arenas that grow on demand,
-** spinlocks (one list, taken around fork), its own stack, reads that cannot fault, and its own fds. */
-#include "lk_def.h"
+** its own stack, reads that cannot fault, and its own fds (libunwind's pipe kept out of the way). */
+#include "lk_sys.h"
+#include "lk_state.h"
 
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -54,56 +54,6 @@ void *lk_arena_alloc(lk_arena *a, size_t n, uint32_t *id)
   return a->chunk[ci] + (off & (LK_CHUNK_SIZE - 1));
 }
 
-/* -- Spinlocks ------------------------------------------------------------
-** Every lock of the tracker is in one list, outermost first. Around fork the forking thread
-** takes them all, so the child never inherits a lock that another thread held. */
-
-#define LK_MAXLOCKS 16
-static volatile int *lk_locks[LK_MAXLOCKS];
-static int lk_nlocks;
-
-void lk_spin_lock(volatile int *l)
-{
-  int spins = 0;
-  while (__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE)) {
-    while (__atomic_load_n(l, __ATOMIC_RELAXED)) {
-      if (++spins > 100) { sched_yield(); spins = 0; }
-      else __builtin_ia32_pause();
-    }
-  }
-}
-
-void lk_spin_unlock(volatile int *l)
-{
-  __atomic_store_n(l, 0, __ATOMIC_RELEASE);
-}
-
-void lk_lock_register(volatile int *l)
-{
-  int i;
-  for (i = 0; i < lk_nlocks; i++)
-    if (lk_locks[i] == l) return;
-  if (lk_nlocks < LK_MAXLOCKS) lk_locks[lk_nlocks++] = l;
-}
-
-void lk_locks_take_all(void)
-{
-  int i;
-  for (i = 0; i < lk_nlocks; i++) lk_spin_lock(lk_locks[i]);
-}
-
-void lk_locks_release_all(void)
-{
-  int i;
-  for (i = lk_nlocks - 1; i >= 0; i--) lk_spin_unlock(lk_locks[i]);
-}
-
-void lk_locks_reset_all(void)
-{
-  int i;
-  for (i = 0; i < lk_nlocks; i++) *lk_locks[i] = 0;
-}
-
 /* -- The tracker's own stack ----------------------------------------------
 ** Checks run on it: the program's stack may be small (a thread's 16 KiB, deep recursion), and the
 ** scanner's own variables (which hold block addresses) must never be on a stack it scans. */
@@ -136,11 +86,6 @@ int lk_on_own_stack(void (*fn)(void *), void *arg)
       "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7",
       "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
   return 1;
-}
-
-int lk_on_own_stack_now(uintptr_t sp)
-{
-  return lk_stack_base && sp >= (uintptr_t)lk_stack_base && sp < (uintptr_t)lk_stack_base + 4096 + LK_STACK_SIZE;
 }
 
 /* -- Reads that cannot fault ----------------------------------------------
@@ -191,7 +136,7 @@ int lk_fd_move_high(int fd)
   return nfd;
 }
 
-int lk_fd_is_own(int fd)
+static int lk_fd_is_own(int fd)
 {
   int i;
   for (i = 0; i < LK_MAXFDS; i++)
@@ -199,7 +144,7 @@ int lk_fd_is_own(int fd)
   return 0;
 }
 
-void lk_fd_forget(int fd)
+static void lk_fd_forget(int fd)
 {
   int i;
   for (i = 0; i < LK_MAXFDS; i++)

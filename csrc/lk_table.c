@@ -1,6 +1,8 @@
 /* ljleak tracker: the live-block table, a three-level radix map from block address to (size, site).
 ** No locks on the hot path; levels are mapped when first needed, so little is reserved up front. */
-#include "lk_def.h"
+#include "lk_table.h"
+#include "lk_lock.h"
+#include "lk_sys.h"
 
 #include <string.h>
 

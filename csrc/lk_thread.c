@@ -1,6 +1,9 @@
 /* ljleak tracker: threads. Knows every thread's stack (pthread_create wrapper), parks the other
 ** threads at exit so their stacks and registers can be scanned, and notes where main() began. */
-#include "lk_def.h"
+#include "lk_thread.h"
+#include "lk_lock.h"
+#include "lk_maps.h"
+#include "lk_state.h"
 
 #include <dlfcn.h>
 #include <errno.h>

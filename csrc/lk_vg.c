@@ -13,6 +13,7 @@
 #include <valgrind/memcheck.h>
 #include <valgrind/valgrind.h>
 
+#include "ljleak.h"
 #include "lk_ljalloc.h"
 
 #define LK_EXPORT __attribute__((visibility("default")))

@@ -1,6 +1,7 @@
 /* ljleak: Lua frames under Valgrind (part of libljleak_vg.so). An allocation made while Lua code
 ** calls C goes through a small trampoline of its own Lua stack, so Valgrind's stack holds an address
 ** that names it; at exit the process writes which address stands for which Lua frames. */
+#include "ljleak.h"
 #include "lk_luaread.h"
 
 #include <dlfcn.h>
