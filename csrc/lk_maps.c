@@ -253,7 +253,7 @@ void lk_maps_readable(uintptr_t lo, uintptr_t hi, lk_range_fn fn, void *ud)
 
 void lk_maps_init(void)
 {
-  const char *e = getenv("LJLEAK_KEEP_MODULES");
+  const char *e = getenv(LK_ENV_KEEP_MODULES);
   lk_lock_register(&lk_gone_lock);  /* outermost: dlclose runs destructors, which allocate */
   if (e && e[0] == '0') lk_keep_modules = 0;
   lk_maps_snapshot();  /* finds the tracker's own code and ld.so */

@@ -6,7 +6,8 @@ local cjson = require "cjson"
 local h = require "t.helper"
 
 local raw = require "ljleak.raw"
-local report = require "ljleak.report"
+local format = require "ljleak.format"
+local model = require "ljleak.model"
 local symbolize = require "ljleak.symbolize"
 
 local ROOT, BIN = h.ROOT, h.BIN
@@ -116,7 +117,7 @@ describe("raw report parser", function()
 end)
 
 describe("collecting a tracker run directory", function()
-   local tracker = require "ljleak.tracker"
+   local tracker = require "ljleak.engine.tracker"
 
    it("costs a process whose report is bad, never the run, and names the file and the problem", function()
       local dir = tmpdir .. "/collect"
@@ -130,7 +131,7 @@ describe("collecting a tracker run directory", function()
       write_file(dir .. "/proc.4246.exec",
          "exec'd /bin/static, which is statically linked: LD_PRELOAD cannot load the tracker into it\n")
       write_file(dir .. "/lua.4242.jsonl", '{"kind": "bad_free", "message": "m", "pid": 4242}\nnot json\n')
-      local procs, problems, errors, unchecked = tracker.collect(dir)
+      local procs, problems, errors, unchecked = tracker.collect_dir(dir)
       local pids = {}
       for i, p in ipairs(procs) do pids[i] = p.pid end
       assert.are.same({4242, 4244}, pids)
@@ -155,8 +156,8 @@ describe("JSON report", function()
 
    it("writes empty arrays as [] and absent test/suppressed_by as null", function()
       local proc = assert(raw.parse(GOOD, "proc.4242.raw"))
-      local rep = report.build({proc}, {command = {"luajit", "app.lua"}, exit_status = 0, symbolizer = sym})
-      local text = report.format(rep, "json")
+      local rep = model.build({proc}, {command = {"luajit", "app.lua"}, exit_status = 0, symbolizer = sym})
+      local text = format.format(rep, "json")
       assert.matches('"lua": %[%]', text)
       assert.matches('"test": null', text)
       assert.matches('"suppressed_by": null', text)
@@ -177,7 +178,7 @@ describe("JSON report", function()
    end)
 
    it("writes a run without leaks with \"leaks\": [] and an empty command as []", function()
-      local text = report.format(report.build({}, {symbolizer = sym}), "json")
+      local text = format.format(model.build({}, {symbolizer = sym}), "json")
       assert.matches('"leaks": %[%]', text)
       assert.matches('"command": %[%]', text)
       assert.matches('"processes": %[%]', text)
@@ -192,12 +193,12 @@ describe("JSON report", function()
 
    it("lists reachable records only when asked, but always counts them", function()
       local proc = assert(raw.parse(GOOD, "proc.4242.raw"))
-      local rep = report.build({proc}, {symbolizer = sym})
-      local plain = report.format(rep, "text")
+      local rep = model.build({proc}, {symbolizer = sym})
+      local plain = format.format(rep, "text")
       assert.matches("definite: 300 bytes in 3 blocks, pid 4242", plain, 1, true)
       assert.not_matches("reachable: 48 bytes in 1 block, pid", plain, 1, true)
       assert.matches("reachable: 48 bytes in 1 block\n", plain, 1, true)
-      local full = report.format(rep, "text", {show_reachable = true})
+      local full = format.format(rep, "text", {show_reachable = true})
       assert.matches("reachable: 48 bytes in 1 block, pid 4242", full, 1, true)
    end)
 end)
@@ -308,7 +309,7 @@ describe("ljleak run command line", function()
    it("re-renders a saved report with `ljleak report`", function()
       local proc = assert(raw.parse(GOOD, "proc.4242.raw"))
       local path = tmpdir .. "/old.json"
-      assert(report.write(report.build({proc}, {symbolizer = symbolize.new({core = false})}), path, "json"))
+      assert(format.write(model.build({proc}, {symbolizer = symbolize.new({core = false})}), path, "json"))
       local code, out = ljleak({"report", path})
       assert.equal(0, code)
       assert.matches("definite: 300 bytes in 3 blocks, pid 4242", out, 1, true)

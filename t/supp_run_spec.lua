@@ -6,7 +6,8 @@
 local cjson = require "cjson"
 local h = require "t.helper"
 local supp = require "ljleak.supp"
-local valgrind = require "ljleak.valgrind"
+local valgrind = require "ljleak.engine.valgrind"
+local vgxml = require "ljleak.vgxml"
 
 local one, only_definite = h.one, h.only_definite
 
@@ -127,7 +128,7 @@ describe("a suppression file generated from a run with Lua-side leaks", function
                                 "--num-callers=24", "--suppressions=" .. gen, "--xml=yes", "--xml-file=" .. xml,
                                 "luajit", "t/leak/lua_lines.lua", "lib"})
     assert.are.equal(0, code, err)
-    local proc = assert(valgrind.parse(h.read_file(xml), xml))
+    local proc = assert(vgxml.parse(h.read_file(xml), xml))
     assert.are.same({}, proc.leaks)
     assert.are.same({{name = "definite-leak-in-leak_malloc", count = 1}}, proc.suppcounts)
     -- the plain form lua:... is ljleak's alone: raw Valgrind stops at it

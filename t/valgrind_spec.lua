@@ -11,10 +11,20 @@ local cjson = require "cjson"
 
 local h = require "t.helper"
 local supp = require "ljleak.supp"
-local valgrind = require "ljleak.valgrind"
+local engines = require "ljleak.engine"
+local valgrind = require "ljleak.engine.valgrind"
+local vgxml = require "ljleak.vgxml"
 
 local function sample(name)
   return assert(h.read_file(h.ROOT .. "/t/valgrind/" .. name))
+end
+
+-- Leak record I of a process read from XML (ljleak.raw's proc shape), as one table.
+local function leak(proc, i)
+  local l = proc.leaks[i]
+  local site = proc.sites[l.site]
+  local ctx = site.ctx and proc.ctx[site.ctx]
+  return {kind = l.kind, blocks = l.blocks, bytes = l.bytes, frames = site.frames, test = ctx and ctx.tag}
 end
 
 local function functions(frames)
@@ -25,14 +35,14 @@ end
 
 describe("Valgrind XML reader", function()
   it("reads leak records, counting only a definite record's own (direct) bytes", function()
-    local proc = assert(valgrind.parse(sample("chain.xml"), "run/vg.8734.xml"))
+    local proc = assert(vgxml.parse(sample("chain.xml"), "run/vg.8734.xml"))
     assert.are.equal(8734, proc.pid)
     assert.are.equal(8731, proc.ppid)
     assert.are.equal(4, proc.protocol)
     assert.are.same({"luajit", "t/leak/chain.lua"}, proc.command)
     assert.is_nil(proc.truncated)
     assert.are.equal(3, #proc.leaks)
-    local ind, def, reach = proc.leaks[1], proc.leaks[2], proc.leaks[3]
+    local ind, def, reach = leak(proc, 1), leak(proc, 2), leak(proc, 3)
     assert.are.same({"indirect", 1, 48}, {ind.kind, ind.blocks, ind.bytes})
     -- "1,080 (1,032 direct, 48 indirect) bytes": the 48 are the indirect record's already
     assert.are.same({"definite", 3, 1032}, {def.kind, def.blocks, def.bytes})
@@ -45,7 +55,7 @@ describe("Valgrind XML reader", function()
   end)
 
   it("reads memcheck's other errors with their counts, other stacks and suppression kinds", function()
-    local proc = assert(valgrind.parse(sample("errors.xml"), "vg.4242.xml"))
+    local proc = assert(vgxml.parse(sample("errors.xml"), "vg.4242.xml"))
     assert.are.equal(0, #proc.leaks)
     assert.are.equal(3, #proc.errors)
     local read, param, free = proc.errors[1], proc.errors[2], proc.errors[3]
@@ -62,7 +72,7 @@ describe("Valgrind XML reader", function()
   end)
 
   it("reads protocol 5's file descriptor errors (--track-fds)", function()
-    local proc = assert(valgrind.parse(sample("fds.xml"), "vg.5151.xml"))
+    local proc = assert(vgxml.parse(sample("fds.xml"), "vg.5151.xml"))
     assert.are.equal(5, proc.protocol)
     local bad, open = proc.errors[1], proc.errors[2]
     assert.are.same({"FdBadClose", 99, "CoreError", "FdBadClose"}, {bad.kind, bad.fd, bad.supp_tool, bad.supp_kind})
@@ -73,20 +83,20 @@ describe("Valgrind XML reader", function()
   it("keeps what a truncated file had written, and says it was truncated", function()
     local text = sample("errors.xml")
     local cut = text:find("<kind>InvalidFree</kind>", 1, true)
-    local proc = assert(valgrind.parse(text:sub(1, cut), "vg.4242.xml"))
+    local proc = assert(vgxml.parse(text:sub(1, cut), "vg.4242.xml"))
     assert.is_true(proc.truncated)
     assert.are.equal(2, #proc.errors)   -- the third was cut in the middle
     assert.are.equal(1, proc.errors[1].count)   -- the counts come at the end
-    proc = assert(valgrind.parse(text:sub(1, 200), "vg.4242.xml"))
+    proc = assert(vgxml.parse(text:sub(1, 200), "vg.4242.xml"))
     assert.is_true(proc.truncated)
     assert.are.equal(4242, proc.pid)
   end)
 
   it("rejects what is not Valgrind XML", function()
-    local proc, err = valgrind.parse("hello", "x/vg.1.xml")
+    local proc, err = vgxml.parse("hello", "x/vg.1.xml")
     assert.is_nil(proc)
     assert.matches("^x/vg%.1%.xml: not Valgrind XML output", err)
-    assert.is_nil((valgrind.parse("<html></html>", "vg.1.xml")))
+    assert.is_nil((vgxml.parse("<html></html>", "vg.1.xml")))
   end)
 
   it("collects a run directory's files, reporting truncated ones", function()
@@ -94,7 +104,7 @@ describe("Valgrind XML reader", function()
     h.write_file(dir .. "/vg.8734.0000000000000000.xml", sample("chain.xml"))
     h.write_file(dir .. "/vg.4242.00000000000000aa.xml", sample("errors.xml"):sub(1, 900))
     h.write_file(dir .. "/vg.7.0000000000000000.xml", "")   -- just created: Valgrind had written nothing yet
-    local procs, problems = valgrind.collect(dir)
+    local procs, problems = vgxml.collect(dir)
     h.rmtree(dir)
     assert.are.same({4242, 8734}, {procs[1].pid, procs[2].pid})
     assert.are.same({{pid = 4242, file = dir .. "/vg.4242.00000000000000aa.xml", message = "truncated: process 4242 "
@@ -105,21 +115,21 @@ describe("Valgrind XML reader", function()
   it("reads the incremental leak checks of busted tests, counting only a definite record's direct bytes", function()
     -- "64 (+64) (32 (+32) direct, 32 (+32) indirect) bytes in 1 (+1) blocks are definitely lost":
     -- a 32-byte block holding a 32-byte block, lost in the test "nested > loses a block holding a block"
-    local proc = assert(valgrind.parse(sample("incremental.xml"), "vg.7954.xml"))
+    local proc = assert(vgxml.parse(sample("incremental.xml"), "vg.7954.xml"))
     local test = "nested > loses a block holding a block"
     assert.are.same({kind = "indirect", blocks = 1, bytes = 32, test = test},
-                    {kind = proc.leaks[1].kind, blocks = proc.leaks[1].blocks, bytes = proc.leaks[1].bytes,
-                     test = proc.leaks[1].test})
+                    {kind = leak(proc, 1).kind, blocks = leak(proc, 1).blocks, bytes = leak(proc, 1).bytes,
+                     test = leak(proc, 1).test})
     assert.are.same({kind = "definite", blocks = 1, bytes = 32, test = test},
-                    {kind = proc.leaks[2].kind, blocks = proc.leaks[2].blocks, bytes = proc.leaks[2].bytes,
-                     test = proc.leaks[2].test})
-    assert.are.equal("malloc", proc.leaks[2].frames[1]["function"])
+                    {kind = leak(proc, 2).kind, blocks = leak(proc, 2).blocks, bytes = leak(proc, 2).bytes,
+                     test = leak(proc, 2).test})
+    assert.are.equal("malloc", leak(proc, 2).frames[1]["function"])
     for i = 3, #proc.leaks do assert.are.equal("reachable", proc.leaks[i].kind) end   -- nothing else lost
   end)
 
   -- Each report in a file by itself: what parses is kept, and each problem is named.
   local function parsed(text)
-    local procs, problems = valgrind.parse_file(text, "d/vg.8734.0000000000000000.xml")
+    local procs, problems = vgxml.parse_file(text, "d/vg.8734.0000000000000000.xml")
     local got = {}
     for i, p in ipairs(procs) do
       got[i] = ("%s: %d leaks, %d errors%s"):format(tostring(p.pid), #p.leaks, #p.errors,
@@ -171,7 +181,7 @@ describe("Valgrind XML reader", function()
     h.write_file(dir .. "/vg.1.0000000000000000.xml", chain .. errors)
     h.write_file(dir .. "/vg.2.0000000000000000.xml", chain .. "\n" .. errors:sub((errors:find("<error>", 1, true))))
     h.write_file(dir .. "/vg.3.0000000000000000.xml", errors:sub(1, 1500))
-    local procs, problems = valgrind.collect(dir)
+    local procs, problems = vgxml.collect(dir)
     h.rmtree(dir)
     assert.are.equal(20 + 2 + 2 + 1, #procs)
     local leaks = 0
@@ -186,15 +196,15 @@ end)
 
 describe("Valgrind command line", function()
   it("is memcheck with a full leak check of every kind, debug info kept, children traced, one XML each", function()
-    local argv = valgrind.command({valgrind = "/usr/bin/valgrind", dir = "/run/d", extra = {"--num-callers=20"}})
+    local argv = valgrind.command_line({valgrind = "/usr/bin/valgrind", dir = "/run/d", extra = {"--num-callers=20"}})
     -- ljleak's allocation functions run (Lua frames), and add two frames the reader takes out
     assert.are.same({"/usr/bin/valgrind", "--tool=memcheck", "--leak-check=full", "--show-leak-kinds=all",
                      "--keep-debuginfo=yes", "--demangle=no", "--trace-children=yes", "--error-limit=no",
                      "--xml=yes", "--soname-synonyms=somalloc=nouserintercepts", "--num-callers=22",
                      "--xml-file=/run/d/vg.%p.%q{LJLEAK_VG_ID}.xml"}, argv)
-    assert.are.equal("--num-callers=14", valgrind.command({dir = "/d"})[11])
+    assert.are.equal("--num-callers=14", valgrind.command_line({dir = "/d"})[11])
     -- Valgrind expands % in --xml-file: a % of the folder's own is written %%
-    argv = valgrind.command({dir = "/tmp/a%p%%b"})
+    argv = valgrind.command_line({dir = "/tmp/a%p%%b"})
     assert.are.equal("--xml-file=/tmp/a%%p%%%%b/vg.%p.%q{LJLEAK_VG_ID}.xml", argv[#argv])
   end)
 
@@ -211,10 +221,10 @@ describe("Valgrind command line", function()
   end)
 
   it("turns LuaJIT's JIT off through LUA_INIT, and still runs the user's LUA_INIT", function()
-    assert.are.equal("if jit then jit.off() end", valgrind.lua_init("off"))
-    assert.are.equal('if jit then jit.off() end\ndofile("/x/init.lua")', valgrind.lua_init("off", "@/x/init.lua"))
-    assert.are.equal("print(1)", valgrind.lua_init("on", "print(1)"))
-    assert.is_nil(valgrind.lua_init("on", ""))
+    assert.are.equal("if jit then jit.off() end", engines.with_jit("off"))
+    assert.are.equal('if jit then jit.off() end\ndofile("/x/init.lua")', engines.with_jit("off", "@/x/init.lua"))
+    assert.are.equal("print(1)", engines.with_jit("on", "print(1)"))
+    assert.is_nil(engines.with_jit("on", ""))
   end)
 end)
 

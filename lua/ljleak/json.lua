@@ -1,7 +1,9 @@
--- JSON writer for ljleak's reports: keys in schema order, arrays marked explicitly, written in
--- chunks to a sink (reports of any size are never one string), output always valid UTF-8.
+-- JSON reports: written with keys in schema order, arrays marked explicitly, in chunks to a sink
+-- (reports of any size are never one string), always valid UTF-8; and read back, shape checked.
 local buffer = require "string.buffer"
 local cjson = require "cjson"
+
+local const = require "ljleak.const"
 
 local M = {}
 
@@ -297,6 +299,153 @@ function M.encode(v)
    local sink = M.sink()
    M.write(v, sink)
    return sink.b:tostring()
+end
+
+-- -- Reading a saved report ------------------------------------------------------------------
+-- `ljleak report FILE.json` reads what `--json` wrote; a file of another shape is refused with
+-- the JSON path where it broke (indexes from 0, as jq writes them: leaks[3].frames).
+
+local EISDIR = 21
+local KINDS_SET = {}
+for _, k in ipairs(const.KINDS) do KINDS_SET[k] = true end
+M.SCHEMA = 1
+
+local function is_integer(v)
+   return type(v) == "number" and v == math.floor(v) and v > -2^53 and v < 2^53
+end
+
+local function is_list(v)
+   if type(v) ~= "table" then return false end
+   local n = #v
+   for k in pairs(v) do
+      if type(k) ~= "number" or k < 1 or k > n or k ~= math.floor(k) then return false end
+   end
+   return true
+end
+
+local function is_map(v)
+   if type(v) ~= "table" then return false end
+   for k in pairs(v) do
+      if type(k) ~= "string" then return false end
+   end
+   return true
+end
+
+-- What V is, for a message.
+local function describe(v)
+   if v == M.null then return "null" end
+   local t = type(v)
+   if t == "string" then return ("a string (%q)"):format(#v > 40 and v:sub(1, 40) .. "..." or v) end
+   if t == "number" or t == "boolean" then return ("%s (%s)"):format(t == "number" and "a number" or "a boolean",
+      tostring(v)) end
+   if next(v) == nil then return "an empty array" end
+   return is_list(v) and "an array" or "an object"
+end
+
+-- Shapes: {what = "...", test = function(v)}; {array = shape}; {fields = {name = shape},
+-- required = {name, ...}}. A field may be absent or null unless required.
+local function scalar(what, test) return {what = what, test = test} end
+local STRING = scalar("a string", function(v) return type(v) == "string" end)
+local INTEGER = scalar("an integer", is_integer)
+local COUNT = scalar("a count (an integer >= 0)", function(v) return is_integer(v) and v >= 0 end)
+local BOOLEAN = scalar("true or false", function(v) return type(v) == "boolean" end)
+local KIND = scalar("a leak kind (" .. table.concat(const.KINDS, ", ") .. ")", function(v) return KINDS_SET[v] end)
+local function array_of(item) return {what = "an array", array = item} end
+local function object(fields, required) return {what = "an object", fields = fields, required = required or {}} end
+
+local C_FRAME = object({["function"] = STRING, file = STRING, dir = STRING, line = INTEGER, object = STRING,
+                        offset = STRING, address = STRING})
+local LUA_FRAME = object({source = STRING, line = INTEGER, ["function"] = STRING, approximate = BOOLEAN})
+local AMOUNT = object({blocks = COUNT, bytes = COUNT}, {"blocks", "bytes"})
+local REPORT = object({
+   schema = INTEGER, tool = STRING, version = STRING, engine = STRING, command = array_of(STRING),
+   exit_status = INTEGER,
+   summary = object({definite = AMOUNT, indirect = AMOUNT, possible = AMOUNT, reachable = AMOUNT,
+                     suppressed = AMOUNT}),
+   leaks = array_of(object({kind = KIND, blocks = COUNT, bytes = COUNT, pid = INTEGER, frames = array_of(C_FRAME),
+                            lua = array_of(LUA_FRAME), test = STRING, note = STRING, suppressed_by = STRING},
+                           {"kind", "blocks", "bytes"})),
+   errors = array_of(object({kind = STRING, message = STRING, pid = INTEGER, count = COUNT, test = STRING,
+                             lua = array_of(LUA_FRAME), frames = array_of(C_FRAME), suppressed_by = STRING,
+                             aux = array_of(object({what = STRING, frames = array_of(C_FRAME)}))},
+                            {"kind", "message"})),
+   processes = array_of(object({pid = INTEGER, ppid = INTEGER, exe = STRING, lua_state = STRING})),
+   suppressions = array_of(object({name = STRING, file = STRING, line = INTEGER, records = COUNT, blocks = COUNT,
+                                   bytes = COUNT, count = COUNT}, {"name"})),
+}, {"schema", "tool", "leaks"})
+
+-- Nil if V (at PATH) has SHAPE, else "PATH: what was expected, what was found".
+local function check_shape(v, shape, path)
+   if shape.test then
+      if shape.test(v) then return nil end
+   elseif shape.array then
+      if is_list(v) then
+         for i, item in ipairs(v) do
+            local err = check_shape(item, shape.array, ("%s[%d]"):format(path, i - 1))
+            if err then return err end
+         end
+         return nil
+      end
+   elseif is_map(v) then
+      for _, name in ipairs(shape.required) do
+         if v[name] == nil or v[name] == M.null then
+            return ("%s: missing \"%s\""):format(path ~= "" and path or "the top object", name)
+         end
+      end
+      for name, field in pairs(shape.fields) do
+         local x = v[name]
+         if x ~= nil and x ~= M.null then
+            local err = check_shape(x, field, path ~= "" and path .. "." .. name or name)
+            if err then return err end
+         end
+      end
+      return nil
+   end
+   return ("%s: expected %s, found %s"):format(path ~= "" and path or "the top level", shape.what, describe(v))
+end
+
+local function strip_nulls(v)
+   if type(v) ~= "table" then return v end
+   for k, x in pairs(v) do
+      if x == M.null then v[k] = nil else strip_nulls(x) end
+   end
+   return v
+end
+
+-- Decode the JSON report in TEXT (NAME: its file, for messages). Returns the report (JSON nulls
+-- removed) or nil and one line: what was expected and where it broke.
+function M.decode(text, name)
+   name = name or "report"
+   if text:match("^%s*$") then return nil, ("%s: empty; expected a JSON report (ljleak run --json)"):format(name) end
+   local ok, data = pcall(cjson.decode, text)
+   if not ok then
+      local msg = tostring(data)
+      local at = tonumber(msg:match("at character (%d+)") or "")
+      if msg:match("T_END") or (at and at > #text) then
+         return nil, ("%s: the JSON ends early, at byte %d (a truncated file?)"):format(name, #text)
+      end
+      return nil, ("%s: not valid JSON: %s"):format(name, msg)
+   end
+   if not is_map(data) or data.tool ~= "ljleak" then
+      return nil, ("%s: not an ljleak report (expected a JSON object with \"tool\": \"ljleak\")"):format(name)
+   end
+   if data.schema ~= M.SCHEMA then
+      return nil, ("%s: report schema %s; this ljleak reads schema %d"):format(name, tostring(data.schema), M.SCHEMA)
+   end
+   local err = check_shape(data, REPORT, "")
+   if err then return nil, ("%s: %s"):format(name, err) end
+   return strip_nulls(data)
+end
+
+-- Read the JSON report at PATH. Returns the report or nil, message.
+function M.read(path)
+   local f, err = io.open(path, "rb")
+   if not f then return nil, err end
+   local text, rerr, code = f:read("*a")
+   f:close()
+   if code == EISDIR then return nil, ("%s: is a directory; expected a JSON report file"):format(path) end
+   if not text then return nil, rerr or ("%s: cannot read it"):format(path) end
+   return M.decode(text, path)
 end
 
 return M

@@ -1,5 +1,27 @@
--- Small helpers shared by ljleak's Lua modules.
+-- Small helpers shared by ljleak's Lua modules: expected failures, reading files, live processes.
 local M = {}
+
+-- -- Expected failures ---------------------------------------------------------------------------
+-- Raised as {exit = NAME, message = text}: NAME is a key of ljleak.cli's exit-code table (usage,
+-- not_found, failure); ljleak.cli turns one into a line on stderr and that exit code. Anything else
+-- raised is a bug and gets a traceback.
+
+local Failure = {}
+Failure.__index = Failure
+
+function M.fail(name, fmt, ...)
+   error(setmetatable({exit = name, message = fmt:format(...)}, Failure), 0)
+end
+
+function M.is_failure(err)
+   return getmetatable(err) == Failure
+end
+
+-- xpcall handler: keep a failure as it is, give anything else its traceback.
+function M.traceback(err)
+   if M.is_failure(err) then return err end
+   return debug.traceback(tostring(err), 2)
+end
 
 -- The whole content of the file at PATH, or nil and a message.
 function M.read_file(path)

@@ -1,149 +1,20 @@
--- The Valgrind engine: the memcheck command line ljleak runs, and the reader of its XML output
--- (protocol 4, and 5 with --track-fds) into the same leak records the tracker gives, plus records
--- for memcheck's other errors (invalid reads and writes, uninitialised values, bad frees...).
-local util = require "ljleak.util"
+-- Reader of Valgrind's XML output (protocol 4, and 5 with --track-fds), one file per process,
+-- into processes of the one proc shape that ljleak.raw documents, with frames already named
+-- (proc.symbolized) and memcheck's other errors (invalid reads and writes, bad frees...).
+-- parse_file(text, name) -> procs, problems; collect(run_dir) -> procs, problems.
 local lfs = require "lfs"
 local lxp = require "lxp"
-local ptime = require "posix.time"
 
-local report = require "ljleak.report"
 local symbolize = require "ljleak.symbolize"
+local util = require "ljleak.util"
 
 local M = {}
-
-M.DEFAULT_NUM_CALLERS = 12   -- Valgrind's default --num-callers
 
 local LEAK_KINDS = {
    Leak_DefinitelyLost = "definite", Leak_IndirectlyLost = "indirect",
    Leak_PossiblyLost = "possible", Leak_StillReachable = "reachable",
 }
 
--- Options a user may not give through --valgrind-opts, and why: ljleak sets them itself, or they
--- change what it reads (the leak kinds Valgrind checks and shows, where its output goes, which
--- processes write a report) or the exit status it chooses.
-local SET = "is set by ljleak and cannot be changed"
-local KINDS = "changes the leak kinds Valgrind checks or shows; ljleak needs all of them (use ljleak's "
-   .. "--fail-on, --show-reachable and suppressions)"
-local OUTPUT = "changes where Valgrind's output goes; ljleak reads one XML file per process from its run directory"
-local REFUSED = {
-   ["--tool"] = SET, ["--xml"] = SET, ["--xml-file"] = SET, ["--leak-check"] = SET, ["--show-leak-kinds"] = SET,
-   ["--trace-children"] = SET, ["--error-limit"] = SET, ["--keep-debuginfo"] = SET, ["--soname-synonyms"] = SET,
-   ["--show-reachable"] = KINDS, ["--show-possibly-lost"] = KINDS, ["--errors-for-leak-kinds"] = KINDS,
-   ["--xtree-leak"] = "makes Valgrind write its leak check to an xtree file instead of its XML",
-   ["--xml-fd"] = OUTPUT, ["--xml-socket"] = OUTPUT, ["--log-fd"] = OUTPUT, ["--log-file"] = OUTPUT,
-   ["--log-socket"] = OUTPUT,
-   ["--child-silent-after-fork"] = "would leave forked children without a report",
-   ["--gen-suppressions"] = "is ljleak's own option (--gen-suppressions=FILE); Valgrind's asks on the terminal",
-   ["--error-exitcode"] = "is ljleak's own option: ljleak chooses the exit status",
-   ["--exit-on-first-error"] = "stops the program at its first error, before its leak check",
-   ["-h"] = "makes Valgrind print its help instead of running the program", ["--help"] = "makes Valgrind print "
-      .. "its help instead of running the program", ["--version"] = "makes Valgrind print its version instead of "
-      .. "running the program",
-}
-
-M.REFUSED = REFUSED
-
--- Valgrind copies --xml-user-comment into its XML as it is: text that is not well-formed there
--- (a & or < of its own) is escaped, so that the comment shows as written.
-local function user_comment(value)
-   local parser = lxp.new({})
-   local ok = parser:parse("<c>" .. value .. "</c>")
-   if ok then ok = parser:parse() end
-   pcall(parser.close, parser)
-   if ok then return value end
-   return (value:gsub("[&<>]", {["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;"}))
-end
-
--- -- The command -----------------------------------------------------------------------------
-
--- The valgrind program: $LJLEAK_VALGRIND, or `valgrind` on PATH. Nil and a message if missing.
-function M.find()
-   local path = os.getenv("LJLEAK_VALGRIND")
-   if path and path ~= "" then
-      if lfs.attributes(path, "mode") == "file" then return path end
-      return nil, ("LJLEAK_VALGRIND=%s: no such file"):format(path)
-   end
-   for dir in ((os.getenv("PATH") or "/usr/bin:/bin") .. ":"):gmatch("([^:]*):") do
-      local candidate = (dir == "" and "." or dir) .. "/valgrind"
-      if lfs.attributes(candidate, "mode") == "file" then return candidate end
-   end
-   return nil, "valgrind was not found on PATH: install it (Debian/Ubuntu: apt-get install valgrind; "
-      .. "Fedora: dnf install valgrind)"
-end
-
--- Split the text of --valgrind-opts into words. Returns the words and the --num-callers they set
--- (or nil), or nil and a one-line message naming an option ljleak refuses (M.REFUSED says why).
-function M.parse_extra(texts)
-   local words, num_callers = {}, nil
-   for _, text in ipairs(texts or {}) do
-      for w in text:gmatch("%S+") do
-         local name = w:match("^(%-%-?[^=]+)")
-         if not name then
-            return nil, ("--valgrind-opts: '%s' is not an option (Valgrind would run it as the program)"):format(w)
-         end
-         if REFUSED[name] then return nil, ("--valgrind-opts: %s %s"):format(name, REFUSED[name]) end
-         if name == "--num-callers" then
-            num_callers = tonumber(w:match("=(%d+)$"))
-            if not num_callers then return nil, ("--valgrind-opts: bad %s"):format(w) end
-         elseif name == "--xml-user-comment" then
-            w = name .. "=" .. user_comment(w:sub(#name + 2))
-         end
-         words[#words + 1] = w
-      end
-   end
-   return words, num_callers
-end
-
--- The environment variable whose value is in each XML file's name, beside the pid: Valgrind
--- expands only %p (the pid, which a process in another PID namespace shares with others),
--- %n (a count that starts again at 1 in each process) and %q{VAR} (VAR's value: a process whose
--- environment lacks VAR does not start). libljleak_vg.so gives each forked child a new value
--- (pthread_atfork) and puts the variable back into an environment given to exec without it.
-M.ID_VAR = "LJLEAK_VG_ID"
-
--- The first process's value; 16 hex digits, as libljleak_vg.so writes them.
-M.FIRST_ID = "0000000000000000"
-
--- The valgrind argv (without CMD) for a run writing its XML into DIR. OPTS.valgrind: the program;
--- OPTS.extra: more options (from M.parse_extra), put last.
-function M.command(opts)
-   local argv = {opts.valgrind or "valgrind",
-      "--tool=memcheck",
-      "--leak-check=full",
-      "--show-leak-kinds=all",
-      "--keep-debuginfo=yes",        -- else frames in libraries unloaded before exit are ???
-      "--demangle=no",               -- C++ names as the tracker has them; demangled as the tracker does
-      "--trace-children=yes",
-      "--error-limit=no",            -- ljleak applies the suppressions, so every error must come out
-      "--xml=yes",
-      -- ljleak's own allocation functions (libljleak_vg.so) must run: they give records Lua frames.
-      "--soname-synonyms=somalloc=nouserintercepts",
-      -- the frames asked for (default 12), plus the two of ljleak's the reader takes out again
-      "--num-callers=" .. ((opts.num_callers or M.DEFAULT_NUM_CALLERS) + 2),
-      -- vg.PID.ID.xml; a % of DIR's own (from TMPDIR) would be expanded: %% is one %.
-      "--xml-file=" .. opts.dir:gsub("%%", "%%%%") .. "/vg.%p.%q{" .. M.ID_VAR .. "}.xml",
-   }
-   local callers = #argv - 1
-   for _, w in ipairs(opts.extra or {}) do
-      local n = w:match("^%-%-num%-callers=(%d+)$")
-      if n then argv[callers] = "--num-callers=" .. (tonumber(n) + 2) else argv[#argv + 1] = w end
-   end
-   return argv
-end
-
--- LUA_INIT for the program under Valgrind: with JIT "off", every LuaJIT process turns its JIT off
--- before anything runs (other Lua interpreters skip it); then the user's own LUA_INIT runs.
--- Nil when there is nothing to run.
-function M.lua_init(jit, user)
-   local parts = {}
-   if jit == "off" then parts[1] = "if jit then jit.off() end" end
-   if user and user ~= "" then
-      parts[#parts + 1] = user:sub(1, 1) == "@" and ("dofile(%q)"):format(user:sub(2)) or user
-   end
-   return #parts > 0 and table.concat(parts, "\n") or nil
-end
-
--- -- Reading the XML -------------------------------------------------------------------------
 
 -- Parse TEXT into a tree of {name, kids = {...}, text = "...", closed = true|nil}. A document cut
 -- short (the process was killed) gives the elements read so far; those not closed have no
@@ -247,18 +118,34 @@ local function with_lua(frames, map)
    return frames, nil
 end
 
--- Give each record of PROCS (from one file) its Lua frames, from that process's vglua file.
-local function attach_lua_frames(procs, path)
-   local map = M.read_lua_frames((path:gsub("/vg%.([^/]*)%.xml$", "/vglua.%1")))
-   if not map then return end
-   for _, proc in ipairs(procs) do
-      for _, rec in ipairs(proc.leaks) do rec.frames, rec.lua = with_lua(rec.frames, map) end
-      for _, rec in ipairs(proc.errors) do
-         for _, aux in ipairs(rec.aux or {}) do
-            if aux.frames then aux.frames, aux.lua = with_lua(aux.frames, map) end
-         end
+-- The process of one document (read_document's DOC) in ljleak.raw's proc shape: each leak record
+-- its own site, with its frames (named already: proc.symbolized) and, when MAP (from the
+-- process's vglua file) names its trampoline, its Lua frames; a record's test is its context.
+local function shaped(doc, map)
+   local proc = {pid = doc.pid, ppid = doc.ppid, exe = doc.exe, command = doc.command, protocol = doc.protocol,
+                 truncated = doc.truncated, finished = doc.finished, fatal_signal = doc.fatal_signal,
+                 suppcounts = doc.suppcounts, errors = doc.errors, symbolized = true,
+                 modules = {}, sites = {}, leaks = {}, lua = {}, ctx = {}}
+   local ctx_of = {}
+   for i, rec in ipairs(doc.leaks) do
+      local frames, lua = rec.frames, nil
+      if map then frames, lua = with_lua(frames, map) end
+      local ctx = rec.test and ctx_of[rec.test]
+      if rec.test and not ctx then
+         ctx = #proc.ctx + 1
+         proc.ctx[ctx] = {tag = rec.test}
+         ctx_of[rec.test] = ctx
+      end
+      proc.sites[i] = {id = i, frames = frames, ctx = ctx, lua = lua and i}
+      proc.lua[i] = lua
+      proc.leaks[i] = {kind = rec.kind, site = i, blocks = rec.blocks, bytes = rec.bytes}
+   end
+   for _, rec in ipairs(map and doc.errors or {}) do
+      for _, aux in ipairs(rec.aux or {}) do
+         if aux.frames then aux.frames, aux.lua = with_lua(aux.frames, map) end
       end
    end
+   return proc
 end
 
 -- A <stack> as frames: {function, mangled, file, dir, line, object}; a frame with no function also
@@ -467,15 +354,16 @@ end
 
 local WRAPPER = "<valgrindoutput>\n"
 
--- Parse the TEXT of one XML file (NAME: its path). Returns procs, as read_document gives them (and
--- `name`), and problems: {pid = N or nil, message}, one per thing that was not one whole report.
+-- Parse the TEXT of one XML file (NAME: its path; MAP: the Lua frames of its process's trampolines,
+-- from read_lua_frames). Returns procs (ljleak.raw's shape, and `name`), and problems:
+-- {pid = N or nil, message}, one per thing that was not one whole report.
 -- Nothing that parses is lost: a process writes one document, which begins with an XML
 -- declaration; a file with two was written by two processes (a pid reused in another PID
 -- namespace), and each is read. After the end of a document, or after bad XML, reading starts
 -- again at the next top-level record (another process that wrote into the same file, e.g. through
 -- a descriptor shared across an unusual fork or clone): those records have no pid. A document cut
 -- short keeps the records written so far.
-function M.parse_file(text, name)
+function M.parse_file(text, name, map)
    local procs, problems = {}, {}
    local function problem(pid, fmt, ...)
       problems[#problems + 1] = {pid = pid, message = fmt:format(...)}
@@ -505,7 +393,7 @@ function M.parse_file(text, name)
          for _, node in ipairs(seg.orphan and root.kids or {}) do
             if node.name == "status" and child_text(node, "state") == "FINISHED" then finished = false end
          end
-         proc = read_document(root, finished)
+         proc = shaped(read_document(root, finished), map)
          if seg.orphan then
             proc.pid = seg.pid
             if #proc.leaks + #proc.errors == 0 then proc = nil end
@@ -568,8 +456,9 @@ function M.parse(text, name)
    return nil, ("%s: %s"):format(name, problems[1].message)
 end
 
--- Valgrind's XML files in a run directory: vg.PID.ID.xml (see M.command).
+-- Valgrind's XML files in a run directory: vg.PID.ID.xml (see ljleak.engine.valgrind's command).
 local XML_NAME = "^vg%.(%d+)%.?%x*%.xml$"
+M.XML_NAME = XML_NAME
 
 -- Parse every XML file in RUN_DIR. Returns procs (sorted by pid) and problems: {pid, file, message}
 -- for each file that was unreadable, malformed or truncated (what it had is kept).
@@ -588,8 +477,8 @@ function M.collect(run_dir)
       if not text then
          problems[#problems + 1] = {pid = tonumber(n:match(XML_NAME)), file = path, message = "cannot read: " .. err}
       elseif text ~= "" then   -- empty: Valgrind had not written anything yet
-         local got, found = M.parse_file(text, path)
-         attach_lua_frames(got, path)
+         local map = M.read_lua_frames((path:gsub("/vg%.([^/]*)%.xml$", "/vglua.%1")))
+         local got, found = M.parse_file(text, path, map)
          for _, proc in ipairs(got) do procs[#procs + 1] = proc end
          for _, p in ipairs(found) do
             p.file = path
@@ -599,134 +488,6 @@ function M.collect(run_dir)
    end
    table.sort(procs, function(a, b) return (a.pid or 0) < (b.pid or 0) end)
    return procs, problems
-end
-
--- -- Building the report ---------------------------------------------------------------------
-
--- report.build takes raw sites and a symbolizer; Valgrind's frames are symbolized already.
-local passthrough = {frames = function(_, _, site) return site.frames end}
-
--- The report (report.lua's shape, engine "valgrind") for PROCS from M.collect; OPTS as for
--- report.build. Adds `errors`: memcheck's other errors, by pid, biggest count first.
-function M.build(procs, opts)
-   local shaped, errors = {}, {}
-   for _, proc in ipairs(procs) do
-      local p = {pid = proc.pid, ppid = proc.ppid, exe = proc.exe, truncated = proc.truncated,
-                 sites = {}, leaks = {}, stats = {}, ctx = {}, lua = {}}
-      local ctx_of = {}
-      for i, rec in ipairs(proc.leaks) do
-         local ctx = rec.test and ctx_of[rec.test]
-         if rec.test and not ctx then
-            ctx = #p.ctx + 1
-            p.ctx[ctx] = {tag = rec.test}
-            ctx_of[rec.test] = ctx
-         end
-         p.sites[i] = {id = i, frames = rec.frames, ctx = ctx, lua = rec.lua and i}
-         p.lua[i] = rec.lua
-         p.leaks[i] = {kind = rec.kind, site = i, blocks = rec.blocks, bytes = rec.bytes}
-      end
-      shaped[#shaped + 1] = p
-      for _, rec in ipairs(proc.errors) do
-         rec.pid = proc.pid
-         errors[#errors + 1] = rec
-      end
-   end
-   local o = {}
-   for k, v in pairs(opts or {}) do o[k] = v end
-   o.engine, o.symbolizer = "valgrind", passthrough
-   local rep = report.build(shaped, o)
-   for i, proc in ipairs(procs) do
-      local entry = rep.processes[i]
-      entry.command = proc.command
-      entry.fatal_signal = proc.fatal_signal
-      entry.stats = nil
-   end
-   table.sort(errors, function(a, b)
-      if a.pid ~= b.pid then return (a.pid or 0) < (b.pid or 0) end
-      return a.count > b.count
-   end)
-   rep.errors = errors
-   return rep
-end
-
--- Valgrind's own default suppressions (default.supp) used in PROCS: {name, count}, for the
--- summary's table (Valgrind drops what they match, so only its counts are known).
-function M.builtin_suppressions(procs)
-   local list, by_name = {}, {}
-   for _, proc in ipairs(procs) do
-      for _, sc in ipairs(proc.suppcounts) do
-         local u = by_name[sc.name]
-         if not u then
-            u = {name = sc.name, file = "valgrind's default.supp", count = 0, records = 0}
-            by_name[sc.name] = u
-            list[#list + 1] = u
-         end
-         u.count = u.count + sc.count
-      end
-   end
-   return list
-end
-
--- -- Progress --------------------------------------------------------------------------------
-
-local alive = util.alive
-
--- A watcher of RUN_DIR's XML files while Valgrind runs: each call returns how many processes are
--- running (their XML is not finished and they are alive) and how many records they wrote so far,
--- and the pids of those running. Reads only what was appended since the last call.
-function M.watcher(run_dir)
-   local files = {}
-   return function()
-      local running, records, pids = 0, 0, {}
-      local ok, iter, dir_obj = pcall(lfs.dir, run_dir)
-      if not ok then return 0, 0, pids end
-      for n in iter, dir_obj do
-         local pid = tonumber(n:match(XML_NAME) or "")
-         if pid then
-            local st = files[n]
-            if not st then
-               st = {offset = 0, records = 0, tail = "", done = false}
-               files[n] = st
-            end
-            local size = lfs.attributes(run_dir .. "/" .. n, "size") or 0
-            if size < st.offset then st.offset, st.records, st.tail, st.done = 0, 0, "", false end
-            if size > st.offset then
-               local f = io.open(run_dir .. "/" .. n, "rb")
-               if f then
-                  f:seek("set", st.offset)
-                  local data = f:read(size - st.offset) or ""
-                  f:close()
-                  st.offset = st.offset + #data
-                  local text = st.tail .. data
-                  local _, count = text:gsub("<error>", "")
-                  local _, old = st.tail:gsub("<error>", "")
-                  st.records = st.records + count - old
-                  if text:find("</valgrindoutput>", 1, true) then st.done = true end
-                  st.tail = text:sub(-20)
-               end
-            end
-            records = records + st.records
-            if not st.done and alive(pid) then
-               running = running + 1
-               pids[#pids + 1] = pid
-            end
-         end
-      end
-      return running, records, pids
-   end
-end
-
--- After the command ended, wait up to TIMEOUT seconds for processes it left running (children
--- that outlive it) to finish their XML. Returns the pids still running then.
-function M.wait_for_stragglers(run_dir, timeout)
-   local watch = M.watcher(run_dir)
-   local waited = 0
-   while true do
-      local running, _, pids = watch()
-      if running == 0 or waited >= timeout then return pids end
-      ptime.nanosleep({tv_sec = 0, tv_nsec = 100000000})
-      waited = waited + 0.1
-   end
 end
 
 return M

@@ -1,12 +1,59 @@
--- The tracker engine, CLI side: reads a traced run's directory (doc/raw-format.md) into processes.
--- collect(run_dir, opts) -> procs, problems, errors, unchecked
+-- The tracker engine (libljleak.so preloaded into every process of the command): the command's
+-- environment, waiting for processes that outlive it, and its run directory read back
+-- (doc/raw-format.md): the processes' raw reports, their errors, and who was not checked.
 local cjson = require "cjson"
 local lfs = require "lfs"
+local psignal = require "posix.signal"
 
+local const = require "ljleak.const"
+local engines = require "ljleak.engine"
+local preflight = require "ljleak.preflight"
+local process = require "ljleak.process"
 local raw = require "ljleak.raw"
 local util = require "ljleak.util"
 
-local M = {}
+local M = {name = "tracker"}
+
+function M.prepare(args)
+   return {jit = args.jit}
+end
+
+-- LD_PRELOAD must reach the program at PATH (and its #! interpreter).
+function M.check(_, path)
+   preflight.check_traceable(path)
+end
+
+function M.command(state, command, path, run_dir)
+   local env = engines.with_user_env({LD_PRELOAD = engines.preload(state.library), [const.ENV.DIR] = run_dir,
+                                      LUA_INIT = engines.lua_init()})
+   if state.jit == "off" then env.LUA_INIT = engines.with_jit("off", env.LUA_INIT) end
+   return path, command, env
+end
+
+function M.ticker() return nil end
+
+-- Under the tracker each process holds proc.PID.live in RUN_DIR from its start (or its fork) until
+-- it writes its report. After the command ended, wait up to 10 seconds (1 when INTERRUPTED) for
+-- those still running (children that outlive it); a signal to ljleak ends the wait, and is passed
+-- on to them. Returns that signal.
+function M.after(_, run_dir, interrupted)
+   local running
+   local function still()
+      running = {}
+      for name in lfs.dir(run_dir) do
+         local pid = tonumber(name:match("^proc%.(%d+)%.live$") or "")
+         if pid and not lfs.attributes(("%s/proc.%d.raw"):format(run_dir, pid)) and util.alive(pid) then
+            running[#running + 1] = pid
+         end
+      end
+      return #running > 0
+   end
+   local _, sig, from_terminal = process.wait_while(still, interrupted and 1 or 10)
+   if sig and not from_terminal then
+      for _, pid in ipairs(running) do psignal.kill(pid, sig) end
+   end
+   return sig
+end
 
 -- Non-leak errors found in the program (a bad free in an ffi.gc finalizer...): one JSON object a
 -- line in lua.<pid>.jsonl, written by the ljleak Lua module.
@@ -41,12 +88,14 @@ local function unchecked_reason(pid, notes, opts)
    return "ended without running its exit handlers (killed by a signal, or crashed)"
 end
 
+-- -- Collecting the run directory -------------------------------------------------------------
+
 -- Parse every proc.<pid>.raw in RUN_DIR. Returns procs (sorted by pid); problems: a list of
 -- {pid, file, message} for unreadable, malformed and truncated reports; errors: non-leak errors
 -- the program's processes recorded ({kind, message, pid, lua, ...}); and unchecked: the
 -- processes that started under the tracker, or left it, and wrote no report ({pid, reason}).
 -- OPTS.child, OPTS.child_signal: the command's own pid, and the signal that killed it.
-function M.collect(run_dir, opts)
+local function collect(run_dir, opts)
    opts = opts or {}
    local procs, problems, errors, unchecked = {}, {}, {}, {}
    local names, started, reported, notes = {}, {}, {}, {}
@@ -97,6 +146,25 @@ function M.collect(run_dir, opts)
    table.sort(procs, function(a, b) return (a.pid or 0) < (b.pid or 0) end)
    table.sort(unchecked, function(a, b) return a.pid < b.pid end)
    return procs, problems, errors, unchecked
+end
+
+
+M.collect_dir = collect
+
+-- The run's processes (RESULT: process.run's, whose child and the signal that killed it matter).
+function M.collect(_, run_dir, result)
+   return collect(run_dir, {child = result.pid,
+                            child_signal = result.how == "killed" and process.signal_name(result.status) or nil})
+end
+
+-- Frames a record keeps: LJLEAK_DEPTH below the allocation function's.
+function M.depth()
+   local depth = tonumber(os.getenv(const.ENV.DEPTH) or "") or const.DEPTH_DEFAULT
+   return math.max(1, math.min(depth, const.DEPTH_MAX)) + 1
+end
+
+function M.builtin_suppressions()
+   return {}
 end
 
 return M
