@@ -1,5 +1,5 @@
-/* ljleak tracker: writes the raw per-process report (doc/raw-format.md) with write() only,
-** atomically (temporary file, then rename). Without LJLEAK_DIR, a one-line summary on stderr. */
+/* ljleak tracker: the raw report (doc/raw-format.md), written at exit with write() only, atomically
+** (temporary file, then rename), and into tracker memory for the mid-run checks of the Lua API. */
 #include "lk_report.h"
 #include "lk_ctx.h"
 #include "lk_luavm.h"
@@ -15,8 +15,9 @@
 #include <unistd.h>
 
 #define LK_NAME(name, text) text,
-static const char *const lk_kinds[] = { LK_KINDS(LK_NAME) };
+static const char *const lk_kinds[] = { LK_KINDS(LK_NAME) "live" };  /* LK_REPORT_LIVE's blocks */
 #undef LK_NAME
+#define LK_LIVE LK_KIND__MAX
 
 /* Each report has its own serial: a site, Lua stack or context is written once per report. */
 static uint32_t lk_serial;
@@ -24,12 +25,31 @@ static uint32_t lk_serial;
 /* -- Output buffer -------------------------------------------------------- */
 
 typedef struct lk_out {
-  int fd;
+  int fd;            /* flushed there when full; -1: a fixed buffer (cut when full), or a growing one */
   size_t len, size;
   char *buf;
+  int grow;          /* a buffer in tracker memory that doubles when full */
 } lk_out;
 static char lk_obuf[65536];
-static lk_out lk_o = { -1, 0, sizeof(lk_obuf), lk_obuf };
+static lk_out lk_o = { -1, 0, sizeof(lk_obuf), lk_obuf, 0 };
+
+/* A growing buffer: 16 bytes of header (its mapped size), then the text. */
+#define LK_GROW_HDR 16
+
+static int lk_grow(lk_out *o)
+{
+  size_t size = o->size ? 2 * (o->size + LK_GROW_HDR) : 65536;
+  char *b = lk_sysmap(size);
+  if (!b) { o->grow = 0; return 0; }
+  memcpy(b, &size, sizeof(size));
+  if (o->buf) {
+    memcpy(b + LK_GROW_HDR, o->buf, o->len);
+    lk_sysunmap(o->buf - LK_GROW_HDR, o->size + LK_GROW_HDR);
+  }
+  o->buf = b + LK_GROW_HDR;
+  o->size = size - LK_GROW_HDR;
+  return 1;
+}
 
 static void lk_flush(lk_out *o)
 {
@@ -46,8 +66,8 @@ static void lk_puts(lk_out *o, const char *s)
 {
   while (*s) {
     if (o->len == o->size) {
-      if (o->fd < 0) return;  /* a fixed buffer: cut */
-      lk_flush(o);
+      if (o->fd >= 0) lk_flush(o);
+      else if (!o->grow || !lk_grow(o)) return;  /* a fixed buffer, or no memory: cut */
     }
     o->buf[o->len++] = *s++;
   }
@@ -80,7 +100,26 @@ typedef struct lk_agg {
   uint64_t blocks, bytes;
 } lk_agg;
 
-static size_t lk_aggregate(const lk_result *r, lk_agg **out, size_t *cap)
+/* Is block B part of the report that FILTER asks for? Its kind there (LK_LIVE for a snapshot). */
+static int lk_wanted(const lk_block *b, const lk_report_filter *f, uint32_t *kind)
+{
+  const lk_site *s;
+  uint32_t epoch = 0;
+  if (b->site == LK_SITE_INTERNAL) return 0;  /* ours */
+  if (f->what == LK_REPORT_EXIT) {
+    *kind = b->state;
+    return b->state <= LK_DEFINITE;              /* not freed meanwhile */
+  }
+  if (f->what == LK_REPORT_LOST &&
+      b->state != LK_DEFINITE && b->state != LK_INDIRECT && b->state != LK_POSSIBLE) return 0;
+  s = lk_site_get(b->site);
+  lk_ctx_tag(s ? s->ctx : 0, &epoch, NULL);
+  if (epoch < f->lo || epoch >= f->hi) return 0;
+  *kind = f->what == LK_REPORT_LIVE ? LK_LIVE : b->state;
+  return 1;
+}
+
+static size_t lk_aggregate(const lk_result *r, const lk_report_filter *f, lk_agg **out, size_t *cap)
 {
   size_t n = 1, i, used = 0;
   lk_agg *t;
@@ -91,11 +130,13 @@ static size_t lk_aggregate(const lk_result *r, lk_agg **out, size_t *cap)
   if (!t) return 0;
   for (i = 0; i < r->n; i++) {
     const lk_block *b = &r->blocks[i];
-    uint32_t h = (b->site * 2654435761u) ^ b->state;
-    if (b->state > LK_DEFINITE || b->site == LK_SITE_INTERNAL) continue;  /* freed meanwhile; ours */
-    size_t k = h & (n - 1);
-    while (t[k].blocks && (t[k].site != b->site || t[k].kind != b->state)) k = (k + 1) & (n - 1);
-    if (!t[k].blocks) { t[k].site = b->site; t[k].kind = b->state; used++; }
+    uint32_t kind, h;
+    size_t k;
+    if (!lk_wanted(b, f, &kind)) continue;
+    h = (b->site * 2654435761u) ^ kind;
+    k = h & (n - 1);
+    while (t[k].blocks && (t[k].site != b->site || t[k].kind != kind)) k = (k + 1) & (n - 1);
+    if (!t[k].blocks) { t[k].site = b->site; t[k].kind = kind; used++; }
     t[k].blocks++;
     t[k].bytes += b->size;
   }
@@ -292,7 +333,7 @@ static void lk_write_brief(lk_out *o, const lk_result *r)
 /* DIR/proc.PID.SUFFIX into buf; 0 if it does not fit. */
 static int lk_proc_path_of(char *buf, size_t size, pid_t pid, const char *suffix)
 {
-  lk_out name = { -1, 0, size, buf };
+  lk_out name = { -1, 0, size, buf, 0 };
   if (!lk_dir) return 0;
   lk_puts(&name, lk_dir);
   lk_puts(&name, "/proc.");
@@ -334,7 +375,7 @@ void lk_report_mark_live(pid_t pid)
 void lk_report_note(pid_t pid, const char *suffix, const char *verb, const char *shown, const char *why)
 {
   char path[1024], line[1024];
-  lk_out o = { -1, 0, sizeof(line) - 1, line };
+  lk_out o = { -1, 0, sizeof(line) - 1, line, 0 };
   int fd;
   if (!lk_proc_path_of(path, sizeof(path), pid, suffix)) return;
   lk_puts(&o, verb);
@@ -354,8 +395,46 @@ void lk_report_note_remove(pid_t pid, const char *suffix)
   if (lk_proc_path_of(path, sizeof(path), pid, suffix)) syscall(SYS_unlink, path);
 }
 
+/* A raw report of R's blocks that FILTER asks for, into tracker memory: *out (free it with
+** lk_report_free); returns its length (0 and *out NULL when no memory could be had). */
+size_t lk_report_raw(const lk_result *r, const lk_report_filter *f, char **out)
+{
+  lk_out o = { -1, 0, 0, NULL, 1 };
+  lk_agg *t;
+  size_t cap = 0;
+  lk_aggregate(r, f, &t, &cap);
+  lk_write_raw(&o, r, t, t ? cap : 0);
+  if (t) lk_sysunmap(t, cap * sizeof(lk_agg));
+  *out = o.grow ? o.buf : NULL;
+  if (!o.grow && o.buf) lk_report_free(o.buf);
+  return *out ? o.len : 0;
+}
+
+/* The lines of Lua stack ID (ljleak_here's), as a raw report of nothing else. */
+size_t lk_report_lua(uint32_t id, char **out)
+{
+  lk_out o = { -1, 0, 0, NULL, 1 };
+  lk_puts(&o, "ljleak-raw 1\npid ");
+  lk_putu(&o, (uint64_t)lk_pid);
+  lk_puts(&o, "\n");
+  if (id) lk_write_lua(&o, id);
+  lk_puts(&o, "end\n");
+  *out = o.grow ? o.buf : NULL;
+  if (!o.grow && o.buf) lk_report_free(o.buf);
+  return *out ? o.len : 0;
+}
+
+void lk_report_free(char *p)
+{
+  size_t size;
+  if (!p) return;
+  memcpy(&size, p - LK_GROW_HDR, sizeof(size));
+  lk_sysunmap(p - LK_GROW_HDR, size);
+}
+
 void lk_report_write(const lk_result *r)
 {
+  static const lk_report_filter all = { LK_REPORT_EXIT, 0, 0 };
   lk_out *o = &lk_o;
   lk_agg *t;
   size_t cap = 0;
@@ -373,7 +452,7 @@ void lk_report_write(const lk_result *r)
   o->fd = lk_create(tmp);
   if (o->fd < 0) return;
   o->len = 0;
-  lk_aggregate(r, &t, &cap);
+  lk_aggregate(r, &all, &t, &cap);
   lk_write_raw(o, r, t, t ? cap : 0);
   lk_flush(o);
   syscall(SYS_close, o->fd);

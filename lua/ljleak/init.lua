@@ -8,14 +8,13 @@ local vm = require "ljleak.vm"
 -- Everything a check needs is loaded now, through the require captured at start-up: a check
 -- made inside a test (whose spec may mock require, or insulate modules) loads nothing.
 local model = vm.require "ljleak.model"
+local raw = vm.require "ljleak.raw"
 local registry = vm.require "ljleak.registry"
 local symbolize = vm.require "ljleak.symbolize"
 local text = vm.require "ljleak.text"
 
 local C = vm.ffi.C
-local new, tostr = vm.ffi.new, vm.ffi.string
 local collect, pcall_, error_ = collectgarbage, pcall, error
-local KINDS = {[1] = "indirect", [2] = "possible", [3] = "reachable", [4] = "definite"}
 
 --- Whether allocations are being tracked (the program runs under `ljleak run`, or with the
 --- tracker preloaded).
@@ -72,75 +71,22 @@ end
 
 -- -- Records made in this process ----------------------------------------------------------------
 
--- Turn grouped tracker records into leak records shaped like the JSON report's. What this
--- allocates (libdw's symbol tables...) is ljleak's, not the program's: not tracked.
-local build_records_tracked
-local function build_records(recs, n, opts)
-   C.ljleak_pause(1)
-   local ok, res = pcall_(build_records_tracked, recs, n, opts)
-   C.ljleak_pause(0)
-   if not ok then error_(res, 0) end
-   return res
-end
-
+-- The leak records of a raw report the tracker made in this process (REPORT: ljleak_live or
+-- ljleak_check, with the epochs LO, HI), shaped like the JSON report's. What this allocates
+-- (libdw's symbol tables...) is ljleak's, not the program's: not tracked.
 local symbolizer = symbolize.new({})   -- one for the process: libdw's tables are read once
 
-function build_records_tracked(recs, n, opts)
-   local proc = {pid = M.pid(), modules = {}, sites = {}, leaks = {}, lua = {}, ctx = {}}
-   local module_index = {}
-   local info = new("ljleak_site_info")
-   local bias = new("uintptr_t[1]")
-   local note = new("const char *[1]")
-   local ep = new("uint32_t[1]")
-   for i = 0, n - 1 do
-      local r = recs[i]
-      local id = tonumber(r.site)
-      if not proc.sites[id] and C.ljleak_site(id, info) ~= 0 then
-         local frames = {}
-         for k = 0, info.depth - 1 do
-            local ip = info.ips[k]
-            local path = C.ljleak_module_of(ip, bias)
-            if path ~= nil then
-               local p = tostr(path)
-               local idx = module_index[p]
-               if not idx then
-                  idx = #proc.modules + 1
-                  module_index[p] = idx
-                  proc.modules[idx] = {index = idx, bias = tonumber(bias[0]), path = p}
-               end
-               frames[#frames + 1] = {module = idx, offset = tonumber(ip - bias[0])}
-            else
-               frames[#frames + 1] = {address = tonumber(ip)}
-            end
-         end
-         local site = {id = id, fn = tostr(info.fn), frames = frames}
-         if info.lua ~= 0 then
-            site.lua = info.lua
-            proc.lua[info.lua] = registry.stack_frames(info.lua)
-         end
-         if info.ctx ~= 0 then
-            site.ctx = info.ctx
-            local t = C.ljleak_ctx_tag(info.ctx, note, ep)
-            proc.ctx[info.ctx] = {epoch = ep[0], tag = t ~= nil and tostr(t) or nil,
-                                  note = note[0] ~= nil and tostr(note[0]) or nil}
-         end
-         proc.sites[id] = site
-      end
-      proc.leaks[#proc.leaks + 1] = {kind = opts.kind or KINDS[tonumber(r.kind)], site = id,
-                                     blocks = tonumber(r.blocks), bytes = tonumber(r.bytes)}
-   end
+local function records_tracked(report, lo, hi)
+   local proc = assert(raw.parse(vm.raw_text(report(lo, hi, vm.raw_out)), "check"))
    return model.build({proc}, {engine = "tracker", symbolizer = symbolizer}).leaks
 end
 
--- Calls query(lo, hi, buf, cap) with a buffer big enough for all its groups.
-local function grouped(query, lo, hi)
-   local cap = 256
-   while true do
-      local buf = new("ljleak_rec[?]", cap)
-      local n = query(lo, hi, buf, cap)
-      if n <= cap then return buf, n end
-      cap = n + 64
-   end
+local function records(report, lo, hi)
+   C.ljleak_pause(1)
+   local ok, res = pcall_(records_tracked, report, lo, hi)
+   C.ljleak_pause(0)
+   if not ok then error_(res, 0) end
+   return res
 end
 
 -- -- Snapshots ------------------------------------------------------------------------------------
@@ -159,8 +105,7 @@ end
 --- first, with totals `blocks` and `bytes`.
 function Snapshot:diff(other)
    local hi = other and other.epoch or next_epoch()
-   local buf, n = grouped(C.ljleak_live, self.epoch, hi)
-   local recs = build_records(buf, n, {kind = "live"})
+   local recs = records(C.ljleak_live, self.epoch, hi)
    table.sort(recs, function(a, b) return a.bytes > b.bytes end)
    local blocks, bytes = 0, 0
    for _, r in ipairs(recs) do blocks, bytes = blocks + r.blocks, bytes + r.bytes end
@@ -206,12 +151,11 @@ function M.check_since(snapshot)
    -- Nothing born since the snapshot is still live, and nothing registered then is still
    -- registered: nothing can be lost, no need to collect and scan (a busted test, usually).
    local recs = {}
-   if registry.registered_since(snapshot.epoch) or C.ljleak_live(snapshot.epoch, hi, nil, 0) > 0 then
+   if registry.registered_since(snapshot.epoch) or C.ljleak_live_blocks(snapshot.epoch, hi) > 0 then
       collect()
       collect()
       registry.self_references(snapshot.epoch)
-      local buf, n = grouped(C.ljleak_check, snapshot.epoch, hi)
-      recs = build_records(buf, n, {})
+      recs = records(C.ljleak_check, snapshot.epoch, hi)
    end
    return recs, registry.problems_since(snapshot.epoch)
 end

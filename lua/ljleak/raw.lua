@@ -1,29 +1,35 @@
--- Reader for the tracker's raw per-process report (doc/raw-format.md, version 1).
+-- Reader of the tracker's raw report (doc/raw-format.md, version 1): a process's file at exit,
+-- and the reports made in the program for mid-run checks and snapshots. It produces the one proc
+-- shape that the report model reads (ljleak.vgxml gives the same for Valgrind's processes):
 -- parse(text, name) -> proc | nil, "NAME:LINE: message"; read(path) does the same for a file.
 --
 -- proc = {
 --   name = "…/proc.4242.raw", version = 1, pid = 4242, ppid = 4241, exe = "/usr/bin/luajit",
---   lua_state = "open"|"closed"|"none"|nil,
+--   lua_state = "open"|"closed"|"none"|nil, lua_vm = "why Lua frames are unavailable" | nil,
+--   unstopped = {tid, ...} | nil,          -- threads that could not be stopped for the check
 --   modules = { [index] = {index = 0, bias = 0x55d0c0a00000, path = "/usr/bin/luajit"} },
---   sites = { [id] = {id = 7, fn = "malloc", frames = { {module = 1, offset = 0x8a2f1}, {address = 0x7f1c...} }} },
+--   sites = { [id] = {id = 7, fn = "malloc", frames = { {module = 1, offset = 0x8a2f1}, {address = 0x7f1c...} },
+--                     lua = ID | nil, ctx = ID | nil, dropped = true | nil} },
 --   leaks = { {kind = "definite", site = 7, blocks = 3, bytes = 300}, ... },   -- file order
---   stats = { allocs = 1234, ... },
+--   lua = { [id] = { {source = "app.lua", line = 12, ["function"] = "f", approximate = true|nil}, ... } },
+--   ctx = { [id] = {epoch = 2, tag = "a test's name" | nil, note = "ffi.gc finalizer detached at ..." | nil} },
+--   stats = { live_blocks = 1234, ... },
 --   truncated = true when the file has no `end` line (the process died while writing it),
+--   -- Valgrind's processes (ljleak.vgxml) also have: symbolized = true (their sites' frames are
+--   -- named already: {function, file, line, object...}), errors, suppcounts, command, protocol,
+--   -- finished, fatal_signal.
 -- }
 -- A frame with `module` is an offset (from that module's load bias) of a return address; a frame
 -- with `address` is an absolute address in no loaded object ('?' in the file: JIT code or unknown).
+local const = require "ljleak.const"
 local util = require "ljleak.util"
 local M = {}
 
 M.VERSION = 1
 
-M.KINDS = {"definite", "indirect", "possible", "reachable"}
-local is_kind = {}
-for _, k in ipairs(M.KINDS) do is_kind[k] = true end
-M.is_kind = is_kind
-
-M.ALLOC_FUNCTIONS = {"malloc", "calloc", "realloc", "reallocarray", "memalign", "posix_memalign",
-                     "aligned_alloc", "valloc", "pvalloc"}
+-- Leak kinds; "live" only in a snapshot's report (blocks not classified).
+local is_kind = {live = true}
+for _, k in ipairs(const.KINDS) do is_kind[k] = true end
 
 local byte = string.byte
 

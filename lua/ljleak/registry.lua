@@ -9,11 +9,12 @@ local vm = require "ljleak.vm"
 -- Loaded now, through the require captured at start-up (a spec may mock require).
 local json = vm.require "ljleak.json"
 local model = vm.require "ljleak.model"
+local raw = vm.require "ljleak.raw"
 
 local M = {}
 
 local C = vm.ffi.C
-local typeof, cast, new, tostr, orig_gc = vm.ffi.typeof, vm.ffi.cast, vm.ffi.new, vm.ffi.string, vm.ffi.gc
+local typeof, cast, new, orig_gc = vm.ffi.typeof, vm.ffi.cast, vm.ffi.new, vm.ffi.gc
 local getinfo, getupvalue, getenv = vm.getinfo, vm.getupvalue, vm.getenv
 local io_open, collect, pcall_, error_, type_, rawequal_, next_ = io.open, collectgarbage, pcall, error, type,
    rawequal, next
@@ -32,21 +33,12 @@ local function where_text(w)
    return w and ("%s:%d"):format(w.source, w.line) or "?"
 end
 
--- The Lua frames of an interned Lua stack (the tracker's), innermost first.
-local stack_text = new("char[4096]")
+-- The Lua frames of an interned Lua stack (the tracker's, from ljleak_here), innermost first.
 local function stack_frames(id)
    if not id or id == 0 then return {} end
-   local len = C.ljleak_lua_text(id, stack_text, 4096)
-   local frames = {}
-   for line, approx, name, src in tostr(stack_text, len):gmatch("(%-?%d+)\t(~?)\t([^\t]*)\t([^\n]*)\n") do
-      line = tonumber(line)
-      frames[#frames + 1] = {source = src, line = line >= 0 and line or nil,
-                           ["function"] = name ~= "" and name ~= "?" and name or nil,
-                           approximate = approx == "~" or nil}
-   end
-   return frames
+   local proc = assert(raw.parse(vm.raw_text(C.ljleak_lua_raw(id, vm.raw_out)), "Lua stack"))
+   return proc.lua[id] or {}
 end
-M.stack_frames = stack_frames
 
 -- -- The registry ------------------------------------------------------------------------------
 -- While ljleak is loaded, ffi.gc is wrapped: each finalizer's resource is recorded (address,

@@ -32,11 +32,9 @@ M.ffi = {typeof = unwrapped(ffi.typeof), cast = ffi.cast, gc = ffi.gc, new = ffi
 M.getupvalue, M.getinfo = debug.getupvalue, debug.getinfo
 M.getenv = os.getenv
 
+-- The FFI ABI of libljleak.so and libljleak_vg.so, as csrc/ljleak.h declares it (t/abi_spec.lua
+-- checks that the two agree). Mid-run reports come back as raw reports (doc/raw-format.md).
 ffi.cdef [[
-typedef struct ljleak_rec { uint32_t site, kind; uint64_t blocks, bytes; } ljleak_rec;
-typedef struct ljleak_site_info {
-  const char *fn; uint32_t depth, lua, ctx, pad; const uintptr_t *ips;
-} ljleak_site_info;
 int ljleak_tracker_active(void);
 int ljleak_lua_probe(uintptr_t L, int step);
 int ljleak_lua_attach(uintptr_t L, int depth);
@@ -45,28 +43,39 @@ void ljleak_trace_start(int tr, const char *src, int line, const char *name);
 void ljleak_trace_flush(void);
 uint32_t ljleak_ctx_make(uint32_t epoch, const char *tag, const char *note);
 void ljleak_ctx_set(uint32_t ctx);
-const char *ljleak_ctx_tag(uint32_t ctx, const char **note, uint32_t *epoch);
 int ljleak_annotate(void *p, const char *note);
-int ljleak_live(uint32_t lo, uint32_t hi, ljleak_rec *out, int cap);
-int ljleak_check(uint32_t lo, uint32_t hi, ljleak_rec *out, int cap);
-int ljleak_site(uint32_t id, ljleak_site_info *out);
-const char *ljleak_module_of(uintptr_t ip, uintptr_t *bias);
-int ljleak_lua_text(uint32_t id, char *buf, int len);
+uint64_t ljleak_live_blocks(uint32_t lo, uint32_t hi);
+size_t ljleak_live(uint32_t lo, uint32_t hi, char **raw);
+size_t ljleak_check(uint32_t lo, uint32_t hi, char **raw);
+size_t ljleak_lua_raw(uint32_t id, char **raw);
+void ljleak_raw_free(char *raw);
 void ljleak_finalizer_enter(void);
 int ljleak_finalizer_leave(uintptr_t *out, int cap);
 uint32_t ljleak_here(void);
-int getpid(void);
 void ljleak_pause(int on);
-]]
-
-ffi.cdef [[
 int ljleak_vg_running(void);
 void ljleak_vg_mark(const char *text);
 int ljleak_vg_leak_check(void *ms, unsigned long *out);
+]]
+
+ffi.cdef [[
+int getpid(void);
 void *lua_getallocf(void *L, void **ud);
 ]]
 
 local C = ffi.C
+
+-- A raw report (doc/raw-format.md) that the tracker wrote into its own memory, *M.raw_out, and
+-- whose length is N (ljleak_live, ljleak_check, ljleak_lua_raw): as a string, the memory given back.
+M.raw_out = ffi.new("char *[1]")
+local tostr = M.ffi.string
+function M.raw_text(n)
+  local p = M.raw_out[0]
+  if p == nil then error("ljleak: the tracker could not get memory for its report", 2) end
+  local text = tostr(p, n)
+  C.ljleak_raw_free(p)
+  return text
+end
 
 local function tracker_loaded()
   return (pcall(function() return C.ljleak_tracker_active end))
