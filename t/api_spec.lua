@@ -75,6 +75,14 @@ describe("ljleak.check", function()
   end)
 end)
 
+describe("the API in the program", function()
+  it("loads none of the CLI's modules: no lfs, posix, XML or report-file code", function()
+    local code, out, err = h.run({h.BIN, "run", "--", "luajit", "t/api/loaded.lua"})
+    assert.are.equal(42, code, err)   -- the 8 bytes are lost
+    assert.are.equal("loaded: \n", out)
+  end)
+end)
+
 describe("ljleak.check inside an ffi.gc finalizer", function()
   it("takes none of its own frees for bad ones, and finds what the function lost", function()
     local r, code, out = api("check_in_finalizer")
