@@ -39,10 +39,10 @@ describe("Lua lines", function()
       assert.are.equal("t/leak/jit_loop.lua", f.source)
       if f.approximate then
         approx = approx + rec.blocks
-        assert.are.equal(6, f.line)   -- the loop's first line, where its trace starts
+        assert.are.equal(9, f.line)   -- the loop's first line, where its trace starts
       else
         exact = exact + rec.blocks
-        assert.are.equal(7, f.line)   -- C.malloc(24)
+        assert.are.equal(10, f.line)  -- C.malloc(24)
       end
     end
     assert.are.equal(2000, exact + approx)
@@ -53,7 +53,7 @@ describe("Lua lines", function()
   it("gives the line of a leak inside a C library called from Lua", function()
     local r = h.fixture("ffi_load")
     local rec = h.records(r, "definite", "leak_malloc")[1]
-    assert.are.same({source = "t/leak/ffi_load.lua", line = 3, ["function"] = "main chunk"}, rec.lua[1])
+    assert.are.same({source = "t/leak/ffi_load.lua", line = 5, ["function"] = "main chunk"}, rec.lua[1])
   end)
 
   it("re-runs `luajit -lljleak script` under the tracker", function()

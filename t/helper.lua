@@ -107,6 +107,62 @@ function M.fixture(name, extra, opts)
   return M.ljleak_run(cmd, extra, opts)
 end
 
+-- -- Running ljleak, several at once -----------------------------------------------------------
+
+-- A job: `ljleak run --json=F ARGS...`, or a whole argv with `argv`; ENV added. Filled in when
+-- done: code, stdout, stderr, report (decoded JSON, if written).
+function M.job(args, env)
+  return {args = args, env = env}
+end
+
+local function start(j)
+  j.dir = M.tmpdir()
+  local argv = j.argv or {M.BIN, "run", "--json=" .. j.dir .. "/report.json"}
+  if not j.argv then
+    for _, a in ipairs(j.args) do argv[#argv + 1] = a end
+  end
+  j.pid = assert(unistd.fork())
+  if j.pid == 0 then
+    local o = fcntl.open(j.dir .. "/stdout", fcntl.O_WRONLY + fcntl.O_CREAT + fcntl.O_TRUNC, 384)
+    local e = fcntl.open(j.dir .. "/stderr", fcntl.O_WRONLY + fcntl.O_CREAT + fcntl.O_TRUNC, 384)
+    unistd.dup2(o, 1)
+    unistd.dup2(e, 2)
+    unistd.chdir(M.ROOT)
+    for k, v in pairs(j.env or {}) do stdlib.setenv(k, v) end
+    local t = {[0] = argv[1]}
+    for i = 2, #argv do t[i - 1] = argv[i] end
+    unistd.execp(argv[1], t)
+    unistd._exit(127)
+  end
+end
+
+local function finish(j, how, status)
+  j.code = how == "exited" and status or 128 + status
+  j.stdout, j.stderr = M.read_file(j.dir .. "/stdout"), M.read_file(j.dir .. "/stderr")
+  local text = M.read_file(j.dir .. "/report.json")
+  j.report = text and cjson.decode(text)
+  M.rmtree(j.dir)
+end
+
+-- Run every job of JOBS (a table of name -> job), at most 4 at a time.
+function M.run_all(jobs)
+  local queue, running, by_pid = {}, 0, {}
+  for _, j in pairs(jobs) do queue[#queue + 1] = j end
+  local next_job = 1
+  while next_job <= #queue or running > 0 do
+    while running < 4 and next_job <= #queue do
+      start(queue[next_job])
+      by_pid[queue[next_job].pid] = queue[next_job]
+      next_job, running = next_job + 1, running + 1
+    end
+    local pid, how, status = wait.wait(-1)
+    if by_pid[pid] then
+      finish(by_pid[pid], how, status)
+      running = running - 1
+    end
+  end
+end
+
 function M.has_function(rec, name)
   for _, f in ipairs(rec.frames or {}) do
     if f["function"] == name then return true end

@@ -1,12 +1,8 @@
 -- The Valgrind engine: its XML reader (on saved samples), the command it builds, and
--- `ljleak run --engine=valgrind` end to end on the leak fixtures (the numbers the tracker gives,
--- or where Valgrind itself is known to be wrong, what it says instead), on memory errors, on a
--- process killed mid-report; then the default suppressions on clean programs under both engines,
+-- `ljleak run --engine=valgrind` end to end beyond what the leak fixtures' headers say (those:
+-- t/engines_spec.lua): Lua frames, memory errors, a process killed mid-report, bad report files,
+-- unique file names; then the default suppressions on clean programs under both engines,
 -- and suppressions generated from a run and applied to it again. The slow runs go in parallel.
-local fcntl = require "posix.fcntl"
-local stdlib = require "posix.stdlib"
-local unistd = require "posix.unistd"
-local wait = require "posix.sys.wait"
 local cjson = require "cjson"
 
 local h = require "t.helper"
@@ -230,59 +226,7 @@ end)
 
 -- -- Running ljleak, several at once -----------------------------------------------------------
 
--- A job: ljleak's ARGS (after `run`), or a whole argv with `argv`; ENV added. Filled in when done:
--- code, stdout, stderr, report (decoded JSON, if written).
-local function job(args, env)
-  return {args = args, env = env}
-end
-
-local function start(j)
-  j.dir = h.tmpdir()
-  local argv = j.argv or {h.BIN, "run", "--json=" .. j.dir .. "/report.json"}
-  if not j.argv then
-    for _, a in ipairs(j.args) do argv[#argv + 1] = a end
-  end
-  j.pid = assert(unistd.fork())
-  if j.pid == 0 then
-    local o = fcntl.open(j.dir .. "/stdout", fcntl.O_WRONLY + fcntl.O_CREAT + fcntl.O_TRUNC, 384)
-    local e = fcntl.open(j.dir .. "/stderr", fcntl.O_WRONLY + fcntl.O_CREAT + fcntl.O_TRUNC, 384)
-    unistd.dup2(o, 1)
-    unistd.dup2(e, 2)
-    unistd.chdir(h.ROOT)
-    for k, v in pairs(j.env or {}) do stdlib.setenv(k, v) end
-    local t = {[0] = argv[1]}
-    for i = 2, #argv do t[i - 1] = argv[i] end
-    unistd.execp(argv[1], t)
-    unistd._exit(127)
-  end
-end
-
-local function finish(j, how, status)
-  j.code = how == "exited" and status or 128 + status
-  j.stdout, j.stderr = h.read_file(j.dir .. "/stdout"), h.read_file(j.dir .. "/stderr")
-  local text = h.read_file(j.dir .. "/report.json")
-  j.report = text and cjson.decode(text)
-  h.rmtree(j.dir)
-end
-
--- Run every job of JOBS (a table of name -> job), at most 4 at a time.
-local function run_all(jobs)
-  local queue, running, by_pid = {}, 0, {}
-  for _, j in pairs(jobs) do queue[#queue + 1] = j end
-  local next_job = 1
-  while next_job <= #queue or running > 0 do
-    while running < 4 and next_job <= #queue do
-      start(queue[next_job])
-      by_pid[queue[next_job].pid] = queue[next_job]
-      next_job, running = next_job + 1, running + 1
-    end
-    local pid, how, status = wait.wait(-1)
-    if by_pid[pid] then
-      finish(by_pid[pid], how, status)
-      running = running - 1
-    end
-  end
-end
+local job, run_all = h.job, h.run_all
 
 local function fixture(name, ...)
   local args = {"--engine=valgrind", ...}
@@ -320,25 +264,7 @@ describe("ljleak run --engine=valgrind", function()
   local can_unshare = h.run({"unshare", "--pid", "--fork", "true"}) == 0
 
   local jobs = {
-    malloc_dropped = fixture("malloc_dropped"),
-    ffi_load = fixture("ffi_load"),
     lines = job({"--engine=valgrind", "--", "luajit", "t/api/lines.lua"}),
-    strdup = fixture("strdup"),
-    calloc = fixture("calloc"),
-    realloc_grown = fixture("realloc_grown"),
-    aligned = fixture("aligned"),
-    big_block = fixture("big_block"),
-    jit_loop = fixture("jit_loop", "--jit=on"),   -- the fixture checks that the JIT compiled its loop
-    thread = fixture("thread"),
-    global_reachable = fixture("global_reachable"),
-    interior = fixture("interior"),
-    chain = fixture("chain"),
-    cycle = fixture("cycle"),
-    ffi_gc = fixture("ffi_gc"),
-    cdata_os_exit = fixture("cdata_os_exit"),
-    cdata_closed = fixture("cdata_closed"),
-    fork_child = fixture("fork_child"),
-    several = job({"--engine=valgrind", "--", "sh", "t/leak/several.sh"}),
     errors = fixture("vg_errors"),
     killed = job({"--engine=valgrind", "--", "luajit", "t/leak/vg_errors.lua"}, {VG_ERRORS_KILL = "1"}),
     segv = fixture("vg_segv"),
@@ -358,25 +284,6 @@ describe("ljleak run --engine=valgrind", function()
   }
   setup(function() run_all(jobs) end)
 
-  it("finds a block from ffi.C.malloc dropped by Lua code", function()
-    local r = jobs.malloc_dropped.report
-    assert.are.equal(42, jobs.malloc_dropped.code)
-    only_definite(r, 1, 100)
-    assert.are.equal("malloc", one(r, "definite").frames[1]["function"])
-    assert.are.equal("valgrind", r.engine)
-    assert.are.same({"luajit", "t/leak/malloc_dropped.lua"}, r.command)
-  end)
-
-  it("finds a leak inside a C library loaded with ffi.load, with file and line", function()
-    local r = jobs.ffi_load.report
-    assert.are.equal(42, jobs.ffi_load.code)
-    only_definite(r, 1, 123)
-    local f = one(r, "definite", "leak_malloc").frames[2]
-    assert.are.same({"leak_malloc", "libleaky.c", 17}, {f["function"], f.file, f.line})
-    assert.matches("libleaky%.so$", f.object)
-    assert.are.equal(3, one(r, "definite", "leak_malloc").lua[1].line)
-  end)
-
   it("gives each record the Lua frames of the code that called C, as the tracker does", function()
     local rec = one(jobs.lines.report, "definite")
     local lines = {}
@@ -388,102 +295,6 @@ describe("ljleak run --engine=valgrind", function()
       assert.is_nil((f.object or ""):match("libljleak_vg"))
       assert.is_truthy(f.object)
     end
-  end)
-
-  it("finds strdup's copy, calloc's and realloc's blocks, each under its allocator", function()
-    only_definite(jobs.strdup.report, 1, 12)
-    assert.is_true(h.has_function(one(jobs.strdup.report, "definite", "leak_strdup"), "strdup"))
-    only_definite(jobs.calloc.report, 1, 120)
-    assert.are.equal("calloc", one(jobs.calloc.report, "definite", "leak_calloc").frames[1]["function"])
-    only_definite(jobs.realloc_grown.report, 1, 4000)
-    assert.are.equal("realloc", one(jobs.realloc_grown.report, "definite", "leak_realloc_grown").frames[1]["function"])
-  end)
-
-  it("finds posix_memalign and aligned_alloc blocks (Valgrind 3.19 shows both as memalign)", function()
-    local r = jobs.aligned.report
-    only_definite(r, 2, 712)
-    local seen = {}
-    for _, rec in ipairs(h.records(r, "definite", "leak_aligned")) do
-      seen[rec.bytes] = rec.frames[1]["function"]
-    end
-    assert.are.same({[200] = "memalign", [512] = "memalign"}, seen)
-  end)
-
-  it("finds a block above the mmap threshold, and one in a thread started by C code", function()
-    only_definite(jobs.big_block.report, 1, 4 * 1024 * 1024)
-    one(jobs.big_block.report, "definite", "leak_big")
-    only_definite(jobs.thread.report, 1, 321)
-    one(jobs.thread.report, "definite", "leaky_thread_main")
-  end)
-
-  it("counts every block of a JIT-hot loop exactly (--jit=on), though not its stacks", function()
-    local r = jobs.jit_loop.report
-    assert.are.equal(42, jobs.jit_loop.code)
-    only_definite(r, 2000, 48000)
-    -- Valgrind cannot unwind JIT code: every call gets a stack of garbage after its first frame,
-    -- hence a record of its own (why ljleak turns the JIT off by default under Valgrind).
-    local from_jit_code = 0
-    for _, rec in ipairs(h.records(r, "definite")) do
-      assert.are.equal("malloc", rec.frames[1]["function"])
-      if rec.frames[2].object == nil then from_jit_code = from_jit_code + 1 end
-    end
-    assert.is_true(from_jit_code > 100, from_jit_code)
-  end)
-
-  it("judges a library unloaded at lua_close as if it were loaded, as the tracker does", function()
-    -- LuaJIT dlcloses libleaky.so at lua_close: raw Valgrind then no longer scans its data and calls
-    -- the block its global keeps definite. ljleak preloads libljleak_vg.so, whose dlclose keeps
-    -- modules loaded, so the library's global is a root at exit: reachable, as with the tracker.
-    local r = jobs.global_reachable.report
-    assert.are.equal(0, jobs.global_reachable.code)
-    only_definite(r, 0, 0)
-    assert.are.equal(555, one(r, "reachable", "hold_in_global").bytes)
-    -- the same for a block known only by an interior pointer kept there: possible
-    only_definite(jobs.interior.report, 0, 0)
-    assert.are.equal(64, one(jobs.interior.report, "possible", "leak_interior").bytes)
-  end)
-
-  it("splits A->B with A dropped, and a dropped cycle, into definite and indirect", function()
-    local r = jobs.chain.report
-    only_definite(r, 1, 32)
-    assert.are.equal(32, one(r, "definite", "leak_chain").bytes)
-    assert.are.equal(48, one(r, "indirect", "leak_chain").bytes)
-    assert.are.same({blocks = 1, bytes = 48}, r.summary.indirect)
-    only_definite(jobs.cycle.report, 1, 32)
-    assert.are.same({blocks = 1, bytes = 32}, jobs.cycle.report.summary.indirect)
-    one(jobs.cycle.report, "indirect", "leak_cycle")
-  end)
-
-  it("is clean on blocks owned by ffi.gc finalizers", function()
-    local r = jobs.ffi_gc.report
-    assert.are.equal(0, jobs.ffi_gc.code)
-    assert.are.same({}, unsuppressed(r))
-  end)
-
-  it("calls a pointer kept in a Lua-table cdata reachable at os.exit(0), definite once closed", function()
-    local r = jobs.cdata_os_exit.report
-    assert.are.equal(0, jobs.cdata_os_exit.code)
-    only_definite(r, 0, 0)
-    assert.is_truthy(h.record_of_size(r, "reachable", 77, "malloc"))
-    assert.are.equal(42, jobs.cdata_closed.code)
-    only_definite(jobs.cdata_closed.report, 1, 77)
-  end)
-
-  it("reports a forked child's leak under the child's pid, and covers a shell script's processes", function()
-    local r = jobs.fork_child.report
-    assert.are.equal(42, jobs.fork_child.code)
-    only_definite(r, 1, 222)
-    local rec = one(r, "definite", "leak_in_child")
-    assert.are.equal(2, #r.processes)
-    local parent = r.processes[1].pid == r.processes[2].ppid and r.processes[1] or r.processes[2]
-    assert.are_not.equal(parent.pid, rec.pid)
-    r = jobs.several.report
-    assert.are.equal(42, jobs.several.code)
-    only_definite(r, 2, 300)
-    local pids = {}
-    for _, d in ipairs(h.records(r, "definite")) do pids[#pids + 1] = d.pid end
-    assert.are.equal(2, #pids)
-    assert.are_not.equal(pids[1], pids[2])
   end)
 
   it("reports memcheck's errors (use after free, double free) as records that fail the run", function()

@@ -1,4 +1,8 @@
 -- 1000 blocks owned by ffi.gc finalizers, still referenced at exit: lua_close frees them all.
+-- expect: exit 0; total definite 0 0
+-- expect[tracker]: none definite make_buffer; none indirect make_buffer
+-- expect[tracker]: none possible make_buffer; none reachable make_buffer
+-- expect[valgrind]: clean
 local ffi = require "ffi"
 local leaky = dofile((arg[0]:match("^(.-)[^/]+$")) .. "leaky.lua")
 local keep = {}

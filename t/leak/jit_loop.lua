@@ -1,4 +1,7 @@
 -- A JIT-hot loop: 3000 mallocs of 24 bytes, every third freed: exactly 2000 blocks, 48000 bytes.
+-- options[valgrind]: --jit=on
+-- expect: exit 42; total definite 2000 48000; alloc_all definite malloc
+-- expect[valgrind]: jit_stacks definite 100
 local ffi = require "ffi"
 dofile((arg[0]:match("^(.-)[^/]+$")) .. "leaky.lua")
 local C = ffi.C
