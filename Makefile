@@ -18,8 +18,8 @@ SUPPDIR ?= $(LUADIR)/ljleak/suppressions
 
 B = build
 # The tracker's parts, lowest first (each uses only parts before it: t/dag_spec.lua checks it).
-TRACKER_PARTS = lk_state lk_lock lk_luaread lk_sys lk_intern lk_table lk_maps lk_mmap lk_ctx lk_luavm lk_stack \
-                lk_thread lk_alloc lk_scan lk_report lk_api lk_life
+TRACKER_PARTS = lk_state lk_lock lk_luaread lk_sys lk_intern lk_table lk_classify lk_maps lk_mmap lk_ctx lk_luavm \
+                lk_stack lk_thread lk_alloc lk_scan lk_report lk_api lk_life
 VG_PARTS      = lk_luaread lk_vglua lk_vg
 CORE_PARTS    = lk_sym lk_proc lk_lua
 HEADERS       = $(wildcard csrc/*.h)
@@ -81,11 +81,23 @@ $(B)/t/prog/static_hello: t/prog/static_hello.c
 	@mkdir -p $(dir $@)
 	$(CC) -O1 -static -o $@ $<
 
-# C unit tests (run by make test).
-unit: $(B)/vm_layout_test
-$(B)/vm_layout_test: t/unit/vm_layout.c csrc/lk_vmlayout.h
+# C unit tests (run by make test): pure layout learning, and parts of the tracker linked alone.
+UNIT_TESTS = $(B)/unit/vm_layout $(B)/unit/table $(B)/unit/intern $(B)/unit/classify
+unit: $(UNIT_TESTS)
+O = $(B)/obj/tracker
+$(B)/unit/vm_layout: t/unit/vm_layout.c csrc/lk_vmlayout.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(WARN) -o $@ t/unit/vm_layout.c
+$(B)/unit/table: t/unit/table.c t/unit/tap.h $(O)/lk_table.o $(O)/lk_sys.o $(O)/lk_lock.o $(O)/lk_state.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) -o $@ $(filter %.c %.o,$^) -ldl
+$(B)/unit/intern: t/unit/intern.c t/unit/tap.h $(O)/lk_intern.o $(O)/lk_sys.o $(O)/lk_lock.o $(O)/lk_state.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) -o $@ $(filter %.c %.o,$^) -ldl
+$(B)/unit/classify: t/unit/classify.c t/unit/tap.h $(O)/lk_classify.o $(O)/lk_table.o $(O)/lk_sys.o $(O)/lk_lock.o \
+                    $(O)/lk_state.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) -o $@ $(filter %.c %.o,$^) -ldl
 
 deps:
 	@sh .ci/deps.sh

@@ -1,6 +1,7 @@
-/* ljleak tracker: the root scan that classifies every live block, with Valgrind's meanings
-** (definite, indirect, possible, reachable). Model: LSan's lsan_common.cpp. */
+/* ljleak tracker: the root scan. The roots of the process (loaded objects' data, LuaJIT's heap,
+** thread stacks and registers, TLS) given to the classifier (lk_classify.c); LJLEAK_EXPLAIN. */
 #include "lk_scan.h"
+#include "lk_classify.h"
 #include "lk_alloc.h"
 #include "lk_luavm.h"
 #include "lk_maps.h"
@@ -10,22 +11,9 @@
 #include "lk_thread.h"
 
 #include <dlfcn.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/syscall.h>
-#include <sys/sysinfo.h>
 #include <unistd.h>
-
-typedef size_t (*lk_usable_f)(void *);
-
-/* What held a block, for LJLEAK_EXPLAIN: a root (index into the root list) or another block. */
-typedef struct lk_why {
-  uintptr_t at;         /* address of the word that pointed to the block */
-  int32_t block;        /* holding block, or -1 */
-  int32_t root;         /* root index, or -1 */
-} lk_why;
 
 #define LK_MAXROOTS 4096
 typedef struct lk_rootdesc {
@@ -34,21 +22,6 @@ typedef struct lk_rootdesc {
   uintptr_t lo, hi;
   long num;             /* thread id, or -1 */
 } lk_rootdesc;
-
-typedef struct lk_scanner {
-  lk_block *b;
-  size_t n;
-  uintptr_t lo, hi;        /* address range covered by blocks */
-  uint32_t *work;          /* worklist of block indices */
-  size_t nwork;
-  size_t roots_bytes;
-  uint32_t leader;         /* indirect phase: the clique's leader */
-  int phase;               /* 0: from roots, 1: from lost blocks */
-  int safe;                /* read through lk_safe_copy: some thread still runs */
-  lk_usable_f usable;
-  long cur_block;          /* the block being scanned, or -1 when a root is */
-  lk_why *why;             /* per block, when explaining */
-} lk_scanner;
 
 static lk_rootdesc lk_roots[LK_MAXROOTS];
 static int lk_nroots;
@@ -100,164 +73,6 @@ static int lk_explained(const lk_block *b)
   return 0;
 }
 
-/* -- Block lookup ------------------------------------------------------- */
-
-/* Index of the block holding address w, or -1; *start says whether w is its first byte. */
-static long lk_find(const lk_scanner *s, uintptr_t w, int *start)
-{
-  size_t a = 0, z = s->n;
-  const lk_block *b;
-  if (w < s->lo || w >= s->hi) return -1;
-  while (z - a > 1) {  /* last block with addr <= w */
-    size_t m = (a + z) / 2;
-    if (s->b[m].addr <= w) a = m; else z = m;
-  }
-  b = &s->b[a];
-  if (w == b->addr) { *start = 1; return (long)a; }
-  if (w < b->addr || w >= b->addr + b->size) return -1;
-  /* glibc's bins point at the header of the next free chunk, which overlaps this block's last
-  ** word: that is the allocator's bookkeeping, not an interior pointer of the program. */
-  if (s->usable && !s->safe && w == b->addr + s->usable((void *)b->addr) - 8) return -1;
-  if (s->safe && w + 8 >= b->addr + b->size && ((w + 16) & 15) == 0) return -1;
-  *start = 0;
-  return (long)a;
-}
-
-/* -- Flood fill --------------------------------------------------------- */
-
-static void lk_hit(lk_scanner *s, uintptr_t w, uintptr_t at)
-{
-  int start = 0;
-  long i = lk_find(s, w, &start);
-  lk_block *b;
-  if (i < 0) return;
-  b = &s->b[i];
-  if (s->phase == 0) {
-    uint32_t st = start ? LK_REACHABLE : LK_POSSIBLE;
-    if (b->state >= st) return;
-    b->state = st;
-  } else {
-    if (b->state != LK_UNREACHED || (uint32_t)i == s->leader) return;
-    b->state = LK_INDIRECT;
-  }
-  if (s->why) {
-    s->why[i].at = at;
-    s->why[i].block = (int32_t)s->cur_block;
-    s->why[i].root = s->cur_block < 0 ? lk_nroots - 1 : -1;
-  }
-  s->work[s->nwork++] = (uint32_t)i;
-}
-
-/* glibc (2.32 on) keeps its tcache and fastbin links "safe-linked": (address of the link >> 12)
-** XOR the next free chunk. When a block is handed out again its first word still holds that value:
-** garbage that can fall on a live block. A first word that demangles to a 16-byte aligned address
-** among the blocks is such a stale link, not a pointer of the program (a real pointer demangles to
-** an address outside them, but for about one chance in 16 x (2^35 / the heap's size)). */
-static int lk_stale_link(const lk_scanner *s, uintptr_t at, uintptr_t w)
-{
-  uintptr_t d;
-  if (s->cur_block < 0 || at != s->b[s->cur_block].addr) return 0;
-  d = w ^ (at >> 12);
-  return (d & 15) == 0 && d >= s->lo && d < s->hi;
-}
-
-static void lk_scan_direct(lk_scanner *s, uintptr_t lo, uintptr_t hi)
-{
-  const uintptr_t *p = (const uintptr_t *)((lo + 7) & ~(uintptr_t)7);
-  const uintptr_t *e = (const uintptr_t *)(hi & ~(uintptr_t)7);
-  uintptr_t blo = s->lo, bhi = s->hi;
-  for (; p < e; p++) {
-    uintptr_t w = *p;
-    if (w >= blo && w < bhi && !lk_stale_link(s, (uintptr_t)p, w)) lk_hit(s, w, (uintptr_t)p);
-  }
-}
-
-/* The same through a copy: memory another thread may unmap meanwhile is never touched directly. */
-static uintptr_t lk_bounce[8192];
-
-static void lk_scan_copied(lk_scanner *s, uintptr_t lo, uintptr_t hi)
-{
-  lo = (lo + 7) & ~(uintptr_t)7;
-  hi &= ~(uintptr_t)7;
-  while (lo < hi) {
-    size_t want = hi - lo > sizeof(lk_bounce) ? sizeof(lk_bounce) : hi - lo, got, k;
-    got = lk_safe_copy(lk_bounce, lo, want) & ~(size_t)7;
-    for (k = 0; k < got / 8; k++) {
-      uintptr_t w = lk_bounce[k];
-      if (w >= s->lo && w < s->hi && !lk_stale_link(s, lo + 8 * k, w)) lk_hit(s, w, lo + 8 * k);
-    }
-    if (got < want) lo = ((lo + got) | 4095) + 1;  /* a hole: go on after it */
-    else lo += got;
-  }
-}
-
-static void lk_scan_words(lk_scanner *s, uintptr_t lo, uintptr_t hi)
-{
-  if (s->safe) lk_scan_copied(s, lo, hi);
-  else lk_scan_direct(s, lo, hi);
-}
-
-/* -- Resident pages only ----------------------------------------------------
-** A huge mapping the program never touched (a MAP_NORESERVE reservation) holds only zeros: read
-** only the pages that are in memory, or in swap (pagemap tells), never the rest. */
-
-#define LK_BIG ((uintptr_t)1 << 20)
-static int lk_pagemap_fd = -2;
-
-static int lk_page_swapped(uintptr_t page)
-{
-  uint64_t e = 0;
-  if (lk_pagemap_fd == -2) {
-    struct sysinfo si;
-    lk_pagemap_fd = -1;
-    if (sysinfo(&si) == 0 && si.totalswap > 0)
-      lk_pagemap_fd = (int)syscall(SYS_open, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-  }
-  if (lk_pagemap_fd < 0) return 0;
-  if (syscall(SYS_pread64, lk_pagemap_fd, &e, 8, (page >> 12) * 8) != 8) return 1;  /* unknown: read it */
-  return (e >> 62) & 1;
-}
-
-static void lk_scan_counted(lk_scanner *s, uintptr_t lo, uintptr_t hi)
-{
-  s->roots_bytes += hi - lo;
-  lk_scan_words(s, lo, hi);
-}
-
-static void lk_scan_resident(lk_scanner *s, uintptr_t lo, uintptr_t hi,
-                             void (*scan)(lk_scanner *, uintptr_t, uintptr_t))
-{
-  unsigned char vec[LK_BIG / 4096];
-  uintptr_t w;
-  if (hi - lo < LK_BIG) { scan(s, lo, hi); return; }
-  for (w = lo & ~(uintptr_t)4095; w < hi; w += LK_BIG) {
-    uintptr_t we = w + LK_BIG < hi ? w + LK_BIG : hi, run = 0, p;
-    size_t np = (we - w + 4095) / 4096, k;
-    if (syscall(SYS_mincore, w, we - w, vec) != 0) { scan(s, w > lo ? w : lo, we); continue; }
-    for (k = 0; k <= np; k++) {
-      int in = k < np && ((vec[k] & 1) || lk_page_swapped(w + k * 4096));
-      p = w + k * 4096;
-      if (in && !run) run = p;
-      if (!in && run) {
-        scan(s, run > lo ? run : lo, p < we ? p : we);
-        run = 0;
-      }
-    }
-  }
-}
-
-static void lk_drain(lk_scanner *s)
-{
-  long saved = s->cur_block;
-  while (s->nwork) {
-    uint32_t i = s->work[--s->nwork];
-    const lk_block *b = &s->b[i];
-    s->cur_block = (long)i;
-    lk_scan_resident(s, b->addr, b->addr + b->size, lk_scan_words);
-  }
-  s->cur_block = saved;
-}
-
 /* -- Roots -------------------------------------------------------------- */
 
 static void lk_root_note(const char *what, const char *name, long num, uintptr_t lo, uintptr_t hi)
@@ -280,9 +95,8 @@ static void lk_root_range(uintptr_t lo, uintptr_t hi, void *ud)
 {
   lk_rootctx *c = ud;
   lk_root_note(c->what, c->name, c->num, lo, hi);
-  c->s->cur_block = -1;
-  lk_scan_resident(c->s, lo, hi, lk_scan_counted);  /* roots_bytes: what was read */
-  lk_drain(c->s);
+  c->s->root = lk_nroots - 1;
+  lk_classify_root(c->s, lo, hi);
 }
 
 static void lk_root_checked(uintptr_t lo, uintptr_t hi, void *ud)
@@ -349,42 +163,35 @@ static void lk_explain_report(const lk_scanner *s);
 void lk_scan(lk_result *r, const lk_scan_from *from)
 {
   static lk_scanner s;
-  size_t i, want = 0;
-  memset(&s, 0, sizeof(s));
+  size_t i, want = 0, n;
+  lk_block *blocks;
+  lk_why *why = NULL;
+  uint32_t *work;
   memset(r, 0, sizeof(*r));
   lk_nroots = 0;
-  s.n = lk_table_collect(&s.b, &want);
-  r->blocks = s.b;
-  r->n = s.n;
-  r->cap = s.n;
-  if (want && !s.b) { r->nomem = want; return; }
-  if (!s.n) return;
-  s.lo = s.b[0].addr;
-  for (i = 0; i < s.n; i++)
-    if (s.b[i].addr + s.b[i].size > s.hi) s.hi = s.b[i].addr + s.b[i].size;
-  if (s.hi == s.lo) s.hi++;  /* all zero-sized */
-  s.work = lk_sysmap((2 * s.n + 1) * sizeof(uint32_t));
-  r->work = s.work;
-  if (!s.work) { r->nomem = s.n; return; }
+  n = lk_table_collect(&blocks, &want);
+  r->blocks = blocks;
+  r->n = n;
+  r->cap = n;
+  if (want && !blocks) { r->nomem = want; return; }
+  if (!n) return;
+  work = lk_sysmap((2 * n + 1) * sizeof(uint32_t));
+  r->work = work;
+  if (!work) { r->nomem = n; return; }
   if (lk_nexplain) {
-    s.why = lk_sysmap(s.n * sizeof(lk_why));
-    for (i = 0; s.why && i < s.n; i++) s.why[i].block = s.why[i].root = -1;
+    why = lk_sysmap(n * sizeof(lk_why));
+    for (i = 0; why && i < n; i++) why[i].block = why[i].root = -1;
   }
-  s.usable = (lk_usable_f)lk_real_malloc_usable_size();
-  s.safe = lk_threads_unstopped() > 0 && lk_safe_copy_available();
-  s.cur_block = -1;
+  lk_classify_begin(&s, blocks, n, work, lk_threads_unstopped() > 0 && lk_safe_copy_available(),
+                    (lk_usable_f)lk_real_malloc_usable_size(), why);
 
   /* Blocks the dynamic linker made (DTV, dlopen bookkeeping) are its roots, as LSan says. */
   lk_root_note("allocated by the dynamic linker", NULL, -1, 0, 0);
-  for (i = 0; i < s.n; i++) {
-    const lk_site *site = lk_site_get(s.b[i].site);
-    if (site && site->depth && lk_ip_in_ldso(site->ips[0])) {
-      s.b[i].state = LK_REACHABLE;
-      if (s.why) { s.why[i].at = s.b[i].addr; s.why[i].root = 0; }
-      s.work[s.nwork++] = (uint32_t)i;
-    }
+  s.root = 0;
+  for (i = 0; i < n; i++) {
+    const lk_site *site = lk_site_get(blocks[i].site);
+    if (site && site->depth && lk_ip_in_ldso(site->ips[0])) lk_classify_held(&s, i);
   }
-  lk_drain(&s);
   lk_roots_modules(&s);
   {
     lk_rootctx lc = { &s, "LuaJIT's heap (a live Lua object)", NULL, -1 };
@@ -398,28 +205,12 @@ void lk_scan(lk_result *r, const lk_scan_from *from)
   }
   if (from) lk_roots_caller(&s, from);
   lk_roots_tls(&s);
-
-  /* Lost blocks: the first of each group stays definite, what it holds becomes indirect. */
-  s.phase = 1;
-  for (i = 0; i < s.n; i++) {
-    if (s.b[i].state != LK_UNREACHED) continue;
-    s.leader = (uint32_t)i;
-    s.cur_block = (long)i;
-    lk_scan_resident(&s, s.b[i].addr, s.b[i].addr + s.b[i].size, lk_scan_words);
-    lk_drain(&s);
-  }
-  for (i = 0; i < s.n; i++)
-    if (s.b[i].state == LK_UNREACHED) s.b[i].state = LK_DEFINITE;
-  /* A thread that ran on may have freed blocks meanwhile: those are not leaks. */
-  if (s.safe) {
-    for (i = 0; i < s.n; i++)
-      if (s.b[i].state != LK_REACHABLE && !lk_table_still(&s.b[i])) s.b[i].state = LK_GONE;
-  }
+  lk_classify_finish(&s);
   r->roots_bytes = s.roots_bytes;
   r->unsafe = lk_threads_unstopped() > 0 && !s.safe;
-  if (s.why) {
+  if (why) {
     lk_explain_report(&s);
-    lk_sysunmap(s.why, s.n * sizeof(lk_why));
+    lk_sysunmap(why, n * sizeof(lk_why));
   }
 }
 

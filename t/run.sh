@@ -21,7 +21,7 @@ step() {  # step NAME COMMAND...: one pass or one failure
 }
 
 step "luacheck" luacheck -q lua t bench examples
-step "C unit tests" build/vm_layout_test
+for t in vm_layout table intern classify; do step "C unit tests: $t" "build/unit/$t"; done
 
 echo "== busted specs"
 $BUSTED -o TAP $SPECS $VALGRIND_SPECS | tee "$log"

@@ -1,0 +1,226 @@
+/* ljleak tracker: classification of live blocks from their roots, with Valgrind's meanings
+** (definite, indirect, possible, reachable). Model: LSan's lsan_common.cpp. */
+#include "lk_classify.h"
+#include "lk_sys.h"
+
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
+/* -- Block lookup ------------------------------------------------------- */
+
+/* Index of the block holding address w, or -1; *start says whether w is its first byte. */
+static long lk_find(const lk_scanner *s, uintptr_t w, int *start)
+{
+  size_t a = 0, z = s->n;
+  const lk_block *b;
+  if (w < s->lo || w >= s->hi) return -1;
+  while (z - a > 1) {  /* last block with addr <= w */
+    size_t m = (a + z) / 2;
+    if (s->b[m].addr <= w) a = m; else z = m;
+  }
+  b = &s->b[a];
+  if (w == b->addr) { *start = 1; return (long)a; }
+  if (w < b->addr || w >= b->addr + b->size) return -1;
+  /* glibc's bins point at the header of the next free chunk, which overlaps this block's last
+  ** word: that is the allocator's bookkeeping, not an interior pointer of the program. */
+  if (s->usable && !s->safe && w == b->addr + s->usable((void *)b->addr) - 8) return -1;
+  if (s->safe && w + 8 >= b->addr + b->size && ((w + 16) & 15) == 0) return -1;
+  *start = 0;
+  return (long)a;
+}
+
+/* -- Flood fill --------------------------------------------------------- */
+
+static void lk_hit(lk_scanner *s, uintptr_t w, uintptr_t at)
+{
+  int start = 0;
+  long i = lk_find(s, w, &start);
+  lk_block *b;
+  if (i < 0) return;
+  b = &s->b[i];
+  if (s->phase == 0) {
+    uint32_t st = start ? LK_REACHABLE : LK_POSSIBLE;
+    if (b->state >= st) return;
+    b->state = st;
+  } else {
+    if (b->state != LK_UNREACHED || (uint32_t)i == s->leader) return;
+    b->state = LK_INDIRECT;
+  }
+  if (s->why) {
+    s->why[i].at = at;
+    s->why[i].block = (int32_t)s->cur_block;
+    s->why[i].root = s->cur_block < 0 ? s->root : -1;
+  }
+  s->work[s->nwork++] = (uint32_t)i;
+}
+
+/* glibc (2.32 on) keeps its tcache and fastbin links "safe-linked": (address of the link >> 12)
+** XOR the next free chunk. When a block is handed out again its first word still holds that value:
+** garbage that can fall on a live block. A first word that demangles to a 16-byte aligned address
+** among the blocks is such a stale link, not a pointer of the program (a real pointer demangles to
+** an address outside them, but for about one chance in 16 x (2^35 / the heap's size)). */
+static int lk_stale_link(const lk_scanner *s, uintptr_t at, uintptr_t w)
+{
+  uintptr_t d;
+  if (s->cur_block < 0 || at != s->b[s->cur_block].addr) return 0;
+  d = w ^ (at >> 12);
+  return (d & 15) == 0 && d >= s->lo && d < s->hi;
+}
+
+static void lk_scan_direct(lk_scanner *s, uintptr_t lo, uintptr_t hi)
+{
+  const uintptr_t *p = (const uintptr_t *)((lo + 7) & ~(uintptr_t)7);
+  const uintptr_t *e = (const uintptr_t *)(hi & ~(uintptr_t)7);
+  uintptr_t blo = s->lo, bhi = s->hi;
+  for (; p < e; p++) {
+    uintptr_t w = *p;
+    if (w >= blo && w < bhi && !lk_stale_link(s, (uintptr_t)p, w)) lk_hit(s, w, (uintptr_t)p);
+  }
+}
+
+/* The same through a copy: memory another thread may unmap meanwhile is never touched directly. */
+static uintptr_t lk_bounce[8192];
+
+static void lk_scan_copied(lk_scanner *s, uintptr_t lo, uintptr_t hi)
+{
+  lo = (lo + 7) & ~(uintptr_t)7;
+  hi &= ~(uintptr_t)7;
+  while (lo < hi) {
+    size_t want = hi - lo > sizeof(lk_bounce) ? sizeof(lk_bounce) : hi - lo, got, k;
+    got = lk_safe_copy(lk_bounce, lo, want) & ~(size_t)7;
+    for (k = 0; k < got / 8; k++) {
+      uintptr_t w = lk_bounce[k];
+      if (w >= s->lo && w < s->hi && !lk_stale_link(s, lo + 8 * k, w)) lk_hit(s, w, lo + 8 * k);
+    }
+    if (got < want) lo = ((lo + got) | 4095) + 1;  /* a hole: go on after it */
+    else lo += got;
+  }
+}
+
+static void lk_scan_words(lk_scanner *s, uintptr_t lo, uintptr_t hi)
+{
+  if (s->safe) lk_scan_copied(s, lo, hi);
+  else lk_scan_direct(s, lo, hi);
+}
+
+/* -- Resident pages only ----------------------------------------------------
+** A huge mapping the program never touched (a MAP_NORESERVE reservation) holds only zeros: read
+** only the pages that are in memory, or in swap (pagemap tells), never the rest. */
+
+#define LK_BIG ((uintptr_t)1 << 20)
+static int lk_pagemap_fd = -2;
+
+static int lk_page_swapped(uintptr_t page)
+{
+  uint64_t e = 0;
+  if (lk_pagemap_fd == -2) {
+    struct sysinfo si;
+    lk_pagemap_fd = -1;
+    if (sysinfo(&si) == 0 && si.totalswap > 0)
+      lk_pagemap_fd = (int)syscall(SYS_open, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  }
+  if (lk_pagemap_fd < 0) return 0;
+  if (syscall(SYS_pread64, lk_pagemap_fd, &e, 8, (page >> 12) * 8) != 8) return 1;  /* unknown: read it */
+  return (e >> 62) & 1;
+}
+
+static void lk_scan_counted(lk_scanner *s, uintptr_t lo, uintptr_t hi)
+{
+  s->roots_bytes += hi - lo;
+  lk_scan_words(s, lo, hi);
+}
+
+static void lk_scan_resident(lk_scanner *s, uintptr_t lo, uintptr_t hi,
+                             void (*scan)(lk_scanner *, uintptr_t, uintptr_t))
+{
+  unsigned char vec[LK_BIG / 4096];
+  uintptr_t w;
+  if (hi - lo < LK_BIG) { scan(s, lo, hi); return; }
+  for (w = lo & ~(uintptr_t)4095; w < hi; w += LK_BIG) {
+    uintptr_t we = w + LK_BIG < hi ? w + LK_BIG : hi, run = 0, p;
+    size_t np = (we - w + 4095) / 4096, k;
+    if (syscall(SYS_mincore, w, we - w, vec) != 0) { scan(s, w > lo ? w : lo, we); continue; }
+    for (k = 0; k <= np; k++) {
+      int in = k < np && ((vec[k] & 1) || lk_page_swapped(w + k * 4096));
+      p = w + k * 4096;
+      if (in && !run) run = p;
+      if (!in && run) {
+        scan(s, run > lo ? run : lo, p < we ? p : we);
+        run = 0;
+      }
+    }
+  }
+}
+
+static void lk_drain(lk_scanner *s)
+{
+  long saved = s->cur_block;
+  while (s->nwork) {
+    uint32_t i = s->work[--s->nwork];
+    const lk_block *b = &s->b[i];
+    s->cur_block = (long)i;
+    lk_scan_resident(s, b->addr, b->addr + b->size, lk_scan_words);
+  }
+  s->cur_block = saved;
+}
+
+/* -- Classification ------------------------------------------------------ */
+
+void lk_classify_begin(lk_scanner *s, lk_block *b, size_t n, uint32_t *work, int safe, lk_usable_f usable,
+                       lk_why *why)
+{
+  size_t i;
+  memset(s, 0, sizeof(*s));
+  s->b = b;
+  s->n = n;
+  s->work = work;
+  s->safe = safe;
+  s->usable = usable;
+  s->why = why;
+  s->cur_block = -1;
+  if (!n) return;
+  s->lo = b[0].addr;
+  for (i = 0; i < n; i++)
+    if (b[i].addr + b[i].size > s->hi) s->hi = b[i].addr + b[i].size;
+  if (s->hi == s->lo) s->hi++;  /* all zero-sized */
+}
+
+void lk_classify_held(lk_scanner *s, size_t i)
+{
+  s->b[i].state = LK_REACHABLE;
+  if (s->why) { s->why[i].at = s->b[i].addr; s->why[i].root = s->root; }
+  s->work[s->nwork++] = (uint32_t)i;
+  lk_drain(s);
+}
+
+void lk_classify_root(lk_scanner *s, uintptr_t lo, uintptr_t hi)
+{
+  s->cur_block = -1;
+  lk_scan_resident(s, lo, hi, lk_scan_counted);  /* roots_bytes: what was read */
+  lk_drain(s);
+}
+
+/* Lost blocks: the first of each group stays definite, what it holds becomes indirect. */
+void lk_classify_finish(lk_scanner *s)
+{
+  size_t i;
+  s->phase = 1;
+  for (i = 0; i < s->n; i++) {
+    if (s->b[i].state != LK_UNREACHED) continue;
+    s->leader = (uint32_t)i;
+    s->cur_block = (long)i;
+    lk_scan_resident(s, s->b[i].addr, s->b[i].addr + s->b[i].size, lk_scan_words);
+    lk_drain(s);
+  }
+  for (i = 0; i < s->n; i++)
+    if (s->b[i].state == LK_UNREACHED) s->b[i].state = LK_DEFINITE;
+  /* A thread that ran on may have freed blocks meanwhile: those are not leaks. */
+  if (s->safe) {
+    for (i = 0; i < s->n; i++)
+      if (s->b[i].state != LK_REACHABLE && !lk_table_still(&s->b[i])) s->b[i].state = LK_GONE;
+  }
+}

@@ -1,0 +1,55 @@
+/* Unit test of the classification (csrc/lk_classify.c) on synthetic blocks: a root holding A,
+** A holding B, a dropped cycle C <-> D, E known only by an interior pointer, F holding G and lost,
+** H held by the dynamic linker's own block. Valgrind's kinds must come out. TAP output. */
+#include <stdint.h>
+#include <string.h>
+
+#include "../../csrc/lk_classify.h"
+#include "tap.h"
+
+/* The blocks live in this array, 64 bytes apart; each is 64 bytes long. */
+static uintptr_t heap[8][8] __attribute__((aligned(16)));
+enum { A, B, C, D, E, F, G, H };
+
+int main(void)
+{
+  lk_block b[8];
+  uint32_t work[2 * 8 + 1];
+  lk_why why[8];
+  lk_scanner s;
+  uintptr_t roots[3];
+  int i;
+  memset(heap, 0, sizeof(heap));
+  for (i = 0; i < 8; i++) {
+    b[i].addr = (uintptr_t)heap[i];
+    b[i].size = sizeof(heap[i]);
+    b[i].site = 2 + i;
+    b[i].state = LK_UNREACHED;
+    why[i].at = 0;
+    why[i].block = why[i].root = -1;
+  }
+  heap[A][3] = b[B].addr;          /* A -> B */
+  heap[C][0] = b[D].addr;          /* C <-> D, nothing else holds them */
+  heap[D][5] = b[C].addr;
+  heap[F][1] = b[G].addr + 8;      /* F -> G (interior), F lost */
+  roots[0] = b[A].addr;            /* a root holds A */
+  roots[1] = b[E].addr + 16;       /* and the middle of E */
+  roots[2] = 12345;                /* and a number that is no block */
+  lk_classify_begin(&s, b, 8, work, 0, NULL, why);
+  s.root = 4;
+  lk_classify_held(&s, H);
+  s.root = 7;
+  lk_classify_root(&s, (uintptr_t)roots, (uintptr_t)(roots + 3));
+  lk_classify_finish(&s);
+  ok(b[A].state == LK_REACHABLE && b[B].state == LK_REACHABLE, "a root's block and what it holds: reachable");
+  ok(b[E].state == LK_POSSIBLE, "a block known by an interior pointer only: possibly lost");
+  ok((b[C].state == LK_DEFINITE) + (b[D].state == LK_DEFINITE) == 1 &&
+     (b[C].state == LK_INDIRECT) + (b[D].state == LK_INDIRECT) == 1, "a dropped cycle: one definite, one indirect");
+  ok(b[F].state == LK_DEFINITE && b[G].state == LK_INDIRECT, "a lost block's interior pointer: what it holds is indirect");
+  ok(b[H].state == LK_REACHABLE, "a block the dynamic linker holds: reachable");
+  ok(s.roots_bytes == sizeof(roots), "the root bytes read are counted");
+  ok(why[A].root == 7 && why[A].at == (uintptr_t)&roots[0] && why[B].block == A &&
+     why[B].at == (uintptr_t)&heap[A][3], "why: A held by the root's word, B by A's");
+  ok(why[H].root == 4, "why: H held by its root");
+  return done();
+}

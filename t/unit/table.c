@@ -1,0 +1,51 @@
+/* Unit test of the live-block table (csrc/lk_table.c) on synthetic addresses: set, take, the
+** sorted collection, the size cap, the 16-byte half of a granule, refusals. TAP output. */
+#include <stdint.h>
+#include <string.h>
+
+#include "../../csrc/lk_table.h"
+#include "../../csrc/lk_sys.h"
+#include "tap.h"
+
+int main(void)
+{
+  lk_block *b;
+  size_t n, want;
+  uint64_t size;
+  uint32_t site;
+  uintptr_t base = (uintptr_t)0x7f1234500000;
+  lk_table_init();
+  n = lk_table_collect(&b, &want);
+  ok(n == 0 && b == NULL && want == 0, "an empty table collects nothing");
+
+  lk_table_set((void *)(base + 0x1000), 100, 7);
+  lk_table_set((void *)(base + 0x10), 16, 9);             /* the second half of a 32-byte granule */
+  lk_table_set((void *)(base + 0x40000000), 48, 11);      /* another leaf, 1 GiB further */
+  lk_table_set((void *)(base + 0x20), (size_t)1 << 40, 12);  /* beyond the slot's 35 bits of size */
+  lk_table_set((void *)(base + 0x38), 8, 13);             /* not 16-byte aligned: refused */
+  n = lk_table_collect(&b, &want);
+  ok(n == 4 && want == 4, "four blocks collected, the misaligned one refused");
+  ok(n == 4 && b[0].addr == base + 0x10 && b[1].addr == base + 0x20 && b[2].addr == base + 0x1000 &&
+     b[3].addr == base + 0x40000000, "in address order, the half-granule address kept");
+  ok(n == 4 && b[0].size == 16 && b[0].site == 9 && b[2].size == 100 && b[2].site == 7 && b[3].site == 11,
+     "with their sizes and sites");
+  ok(n == 4 && b[1].size == ((uint64_t)1 << 35) - 1 && b[0].state == LK_UNREACHED,
+     "a 1 TiB size kept as the largest the slot holds (32 GiB), state unreached");
+  ok(lk_table_still(&b[2]), "a block still live as collected");
+  if (b) lk_sysunmap(b, n * sizeof(lk_block));
+
+  ok(lk_table_take((void *)(base + 0x1000), &size, &site) && size == 100 && site == 7,
+     "take gives the size and site");
+  ok(!lk_table_take((void *)(base + 0x1000), &size, &site), "a second take finds nothing (a double free)");
+  ok(!lk_table_take((void *)(base + 0x2000), NULL, NULL), "an address never set is not tracked");
+  ok(!lk_table_take((void *)((uintptr_t)1 << 50), NULL, NULL), "an address beyond 47 bits is not tracked");
+  lk_table_set((void *)(base + 0x10), 24, 10);            /* the same address again: replaced */
+  n = lk_table_collect(&b, &want);
+  ok(n == 3 && b[0].size == 24 && b[0].site == 10, "a block set again at the same address replaces it");
+  {
+    lk_block gone = b[0];
+    gone.size = 25;
+    ok(!lk_table_still(&gone), "a block with another size is not the one collected");
+  }
+  return done();
+}
