@@ -59,16 +59,19 @@ $(CORE): $(CORE_OBJ)
 	$(CC) $(CFLAGS) -shared -o $@ $(CORE_OBJ) -ldw -lelf -ldl
 
 # Deliberately leaky C libraries used by the tests and the demo, and C programs (t/leak/stacks:
-# a distinct stack per leaked block, for the report step at scale).
+# a distinct stack per leaked block, for the report step at scale). With clang, -gdwarf-aranges:
+# libdw finds a compile unit through .debug_aranges, which clang does not write by itself (the
+# symbolizer also searches the units without it, only slower).
+ARANGES := $(shell $(CC) -gdwarf-aranges -x c -c -o /dev/null /dev/null >/dev/null 2>&1 && echo -gdwarf-aranges)
 FIXTURE_SRC = $(wildcard t/leak/lib*.c) $(wildcard examples/lib*.c)
 FIXTURES    = $(patsubst %.c,$(B)/%.so,$(FIXTURE_SRC)) $(B)/t/leak/stacks
 fixtures: $(FIXTURES)
 $(B)/%.so: %.c
 	@mkdir -p $(dir $@)
-	$(CC) -O0 -g -fno-omit-frame-pointer -fPIC -shared -o $@ $< -lpthread
+	$(CC) -O0 -g $(ARANGES) -fno-omit-frame-pointer -fPIC -shared -o $@ $< -lpthread
 $(B)/t/leak/stacks: t/leak/stacks.c
 	@mkdir -p $(dir $@)
-	$(CC) -O0 -g -fno-omit-frame-pointer $(WARN) -o $@ $<
+	$(CC) -O0 -g $(ARANGES) -fno-omit-frame-pointer $(WARN) -o $@ $<
 
 # Small C programs the tests run under the tracker (threads, forks, small stacks...).
 PROGRAM_SRC = $(wildcard t/prog/*.c)
@@ -102,7 +105,11 @@ $(B)/unit/classify: t/unit/classify.c t/unit/tap.h $(O)/lk_classify.o $(O)/lk_ta
 deps:
 	@sh .ci/deps.sh
 
-test: deps all
+# The same with clang, into build/clang (make test runs the leak fixtures on it too).
+clang:
+	$(MAKE) CC=clang B=$(B)/clang all
+
+test: deps all clang
 	@sh t/run.sh
 
 demo: deps all
@@ -125,4 +132,4 @@ install: all
 clean:
 	rm -rf $(B)
 
-.PHONY: all fixtures programs unit deps test demo bench lint install clean
+.PHONY: all fixtures programs unit clang deps test demo bench lint install clean

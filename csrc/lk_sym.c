@@ -145,6 +145,22 @@ static const char *lk_pick_alias(lk_sym *s, GElf_Addr addr, const GElf_Sym *sym,
 
 /* -- Lookup --------------------------------------------------------------- */
 
+/* The line of OFF found through the compile units themselves: libdw finds a unit by
+** .debug_aranges, which some compilers (clang without -gdwarf-aranges) do not write. NULL if
+** no unit covers OFF. */
+static Dwarf_Line *lk_src_by_units(lk_sym *s, Dwarf_Addr off)
+{
+  Dwarf_Die *cu = NULL;
+  Dwarf_Addr bias = 0;
+  while ((cu = dwfl_module_nextcu(s->mod, cu, &bias)) != NULL) {
+    if (off >= bias && dwarf_haspc(cu, off - bias) == 1) {
+      Dwarf_Line *ln = dwarf_getsrc_die(cu, off - bias);
+      if (ln != NULL) return ln;
+    }
+  }
+  return NULL;
+}
+
 int lk_sym_lookup(lk_sym *s, uint64_t off, lk_sym_info *info)
 {
   GElf_Off symoff = 0;
@@ -172,6 +188,14 @@ int lk_sym_lookup(lk_sym *s, uint64_t off, lk_sym_info *info)
       info->file = file;
       info->line = line;
       info->column = col;
+    }
+  } else {
+    Dwarf_Line *dl = lk_src_by_units(s, (Dwarf_Addr)off);
+    const char *file = dl != NULL ? dwarf_linesrc(dl, NULL, NULL) : NULL;
+    if (file != NULL && file[0] != '\0') {
+      info->file = file;
+      dwarf_lineno(dl, &info->line);
+      dwarf_linecol(dl, &info->column);
     }
   }
   return 0;

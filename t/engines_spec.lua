@@ -30,6 +30,12 @@ local lfs = require "lfs"
 local h = require "t.helper"
 
 local ENGINES = {"tracker", "valgrind"}
+local only = os.getenv("LJLEAK_TEST_ENGINES")   -- e.g. "tracker": those engines only (make test's clang build)
+if only and only ~= "" then
+   local list = {}
+   for e in only:gmatch("[^,]+") do list[#list + 1] = e end
+   ENGINES = list
+end
 
 -- Fixtures that need arguments or an engine's own conditions are driven by their own specs.
 local DRIVEN = {
@@ -62,7 +68,7 @@ local function header(name)
       end
    end
    if next(fx.engines) == nil then
-      for _, e in ipairs(ENGINES) do fx.engines[e] = true end
+      fx.engines = {tracker = true, valgrind = true}
    end
    return fx
 end

@@ -14,6 +14,29 @@ M.BIN = M.ROOT .. "/bin/ljleak"
 package.path = M.ROOT .. "/lua/?.lua;" .. M.ROOT .. "/lua/?/init.lua;" .. package.path
 package.cpath = M.ROOT .. "/build/?.so;" .. package.cpath
 
+-- LJLEAK_TEST_BUILD=build/clang: run the specs on another build of the checkout (`make clang`),
+-- through a tree whose build/ is that one (bin, lua and t are the checkout's own).
+local other_build = os.getenv("LJLEAK_TEST_BUILD")
+if other_build and other_build ~= "" then
+  local tree = assert(stdlib.mkdtemp((os.getenv("TMPDIR") or "/tmp") .. "/ljleak-build-XXXXXX"))
+  -- (bin/ a folder of its own: the launcher finds lua/ and build/ beside the folder it is in)
+  assert(require("lfs").mkdir(tree .. "/bin"))
+  assert(unistd.link(M.ROOT .. "/bin/ljleak", tree .. "/bin/ljleak", true))
+  for _, name in ipairs({"lua", "t", "suppressions"}) do
+    assert(unistd.link(M.ROOT .. "/" .. name, tree .. "/" .. name, true))
+  end
+  assert(unistd.link(M.ROOT .. "/" .. other_build, tree .. "/build", true))
+  M.ROOT, M.BIN = tree, tree .. "/bin/ljleak"
+  -- Removed when the spec's Lua state closes: its links only (never what they point to).
+  M.tree_guard = newproxy(true)
+  getmetatable(M.tree_guard).__gc = function()
+    for _, name in ipairs({"bin/ljleak", "bin", "lua", "t", "suppressions", "build"}) do
+      os.remove(tree .. "/" .. name)
+    end
+    os.remove(tree)
+  end
+end
+
 function M.read_file(path)
   local f = io.open(path, "rb")
   if not f then return nil end
@@ -69,6 +92,10 @@ function M.run(argv, opts)
   M.rmtree(dir)
   return code, so, se
 end
+
+-- The environment that keeps a tool the specs use (a compiler: they leak by design) out of an
+-- ljleak run that checks the suite itself (make test's self-check).
+M.UNTRACED = {LD_PRELOAD = false, LJLEAK_DIR = false}
 
 -- Runs `ljleak run [extra...] --json=F -- cmd...`; returns the decoded report (or nil), the
 -- exit code and stderr.

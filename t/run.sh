@@ -1,10 +1,10 @@
 #!/bin/sh
-# `make test`: lint, the busted specs, the luarocks install, then the project's own suite under
-# its own tracker, and a part of it under Valgrind. Ends with one line "N passed, M failed" (busted
-# tests, plus one per other step).
+# `make test`: lint, the C unit tests, the busted specs, the leak fixtures on the clang build, the
+# luarocks install, then the project's own suite under its own tracker, and a part of it under
+# Valgrind. Ends with one line "N passed, M failed" (busted tests, plus one per other step).
 cd "$(dirname "$0")/.."
 BUSTED="luajit /usr/bin/busted"
-SPECS="t/dag_spec.lua t/abi_spec.lua t/const_spec.lua t/cli_spec.lua t/outfile_spec.lua t/report_spec.lua t/leak_spec.lua t/api_spec.lua t/busted_spec.lua
+SPECS="t/dag_spec.lua t/abi_spec.lua t/const_spec.lua t/symbolize_spec.lua t/cli_spec.lua t/outfile_spec.lua t/report_spec.lua t/leak_spec.lua t/api_spec.lua t/busted_spec.lua
        t/supp_spec.lua t/hostile_spec.lua t/invisible_spec.lua"
 # Runs Valgrind itself (not under the tracker: an outer tracker would be preloaded into it).
 VALGRIND_SPECS="t/engines_spec.lua t/valgrind_spec.lua t/busted_valgrind_spec.lua t/supp_run_spec.lua"
@@ -31,6 +31,8 @@ passed=$((passed + ok))
 failed=$((failed + notok))
 [ "$ok" -gt 0 ] || { echo "FAILED: no busted test ran"; failed=$((failed + 1)); }
 
+step "gcc x clang: every leak fixture under the tracker that clang built (make clang)" \
+  env LJLEAK_TEST_BUILD=build/clang LJLEAK_TEST_ENGINES=tracker $BUSTED t/engines_spec.lua
 step "luarocks install" sh t/rock.sh
 # shellcheck disable=SC2086
 step "self-check: the whole suite under ljleak's tracker, nothing lost" \

@@ -1,0 +1,56 @@
+-- The symbolizer (ljleak.core's, through libdw) names a frame's function, file and line in an
+-- object whichever compiler built it: with no .debug_aranges (clang writes none by itself),
+-- libdw cannot find the compile unit of an address, and the symbolizer searches the units.
+local h = require "t.helper"
+
+local function build(cc, flags, dir)
+   local out = ("%s/libleaky-%s.so"):format(dir, cc)
+   local argv = {cc, "-O0", "-g", "-fPIC", "-shared", "-o", out}
+   for _, f in ipairs(flags) do argv[#argv + 1] = f end
+   argv[#argv + 1] = h.ROOT .. "/t/leak/libleaky.c"
+   local code, _, err = h.run(argv, {env = h.UNTRACED})
+   assert.are.equal(0, code, err)
+   return out
+end
+
+-- The address of the call to malloc in leak_malloc (libleaky.c:17), from the object's symbols.
+local function lookup(path)
+   local code, out = h.run({"nm", path})
+   assert.are.equal(0, code)
+   local addr = assert(tonumber(out:match("(%x+) T leak_malloc\n"), 16))
+   local sym = assert(require("ljleak.core").symbolizer(path))
+   -- the line of each address of leak_malloc's first 64 bytes: its body's lines
+   local lines = {}
+   for off = 0, 63 do
+      local fn, file, line = sym:lookup(addr + off)
+      if fn == "leak_malloc" and file then lines[line] = file:match("[^/]*$") end
+   end
+   return lines, sym
+end
+
+local function has_aranges(path)
+   local _, out = h.run({"readelf", "-S", path})
+   return out:find(".debug_aranges", 1, true) ~= nil
+end
+
+describe("the symbolizer", function()
+   local dir
+   setup(function() dir = h.tmpdir() end)
+   teardown(function() h.rmtree(dir) end)
+
+   it("gives file and line in a library clang built without .debug_aranges", function()
+      local path = build("clang", {}, dir)
+      assert.is_false(has_aranges(path))
+      local lines = lookup(path)
+      assert.are.equal("libleaky.c", lines[17])
+   end)
+
+   it("gives the same with gcc's .debug_aranges, and with clang's -gdwarf-aranges", function()
+      local gcc = build("gcc", {}, dir)
+      assert.is_true(has_aranges(gcc))
+      assert.are.equal("libleaky.c", lookup(gcc)[17])
+      local clang = build("clang", {"-gdwarf-aranges"}, dir)
+      assert.is_true(has_aranges(clang))
+      assert.are.equal("libleaky.c", lookup(clang)[17])
+   end)
+end)
