@@ -5,7 +5,7 @@ local C = ffi.C
 local N = tonumber(arg and arg[1]) or 3e6
 local keep = {}  -- luacheck: ignore 241 (kept live on purpose)
 for i = 1, N do
-  local p = ffi.gc(C.malloc(32 + i % 96), C.free)
-  keep[i % 1000 + 1] = p
-  if i % 100000 == 0 then collectgarbage() end
+   local p = ffi.gc(C.malloc(32 + i % 96), C.free)
+   keep[i % 1000 + 1] = p
+   if i % 100000 == 0 then collectgarbage() end
 end

@@ -17,19 +17,19 @@ local root = arg[0]:match("^(.-)examples/[^/]+$") or ""
 local lib = ffi.load(root .. "build/examples/libwords.so")
 
 local function count_words(text)
-  local ws = ffi.gc(lib.words_split(text), lib.words_free)  -- freed by the finalizer...
-  return lib.words_count(ws)                                 -- ...but its strings leak
+   local ws = ffi.gc(lib.words_split(text), lib.words_free)  -- freed by the finalizer...
+   return lib.words_count(ws)                                 -- ...but its strings leak
 end
 
 local function scratch(n)
-  local buf = ffi.cast("char *", ffi.C.malloc(n))  -- never freed: no ffi.gc, no free
-  ffi.fill(buf, n)
-  return buf
+   local buf = ffi.cast("char *", ffi.C.malloc(n))  -- never freed: no ffi.gc, no free
+   ffi.fill(buf, n)
+   return buf
 end
 
 local total = 0
 for _, line in ipairs { "the quick brown fox", "jumps over", "the lazy dog" } do
-  total = total + count_words(line)
+   total = total + count_words(line)
 end
 scratch(256)
 print(("counted %d words"):format(total))

@@ -6,146 +6,147 @@ local h = require "t.helper"
 local PROG = h.ROOT .. "/build/t/prog/"
 
 describe("the exit check", function()
-  for _, mode in ipairs {"close", "noclose", "cexit", "_exit", "quick_exit", "return", "fork"} do
-    it("finds every dropped block when the process ends by " .. mode, function()
-      local r, code = h.fixture("exit_paths", nil, {args = {mode}})
-      assert.are.equal(42, code)
-      h.only_definite(r, 100, 7700)
-      assert.are.same({blocks = 0, bytes = 0}, r.summary.reachable)  -- the tracker's own frames hold nothing
-      local rec = h.one(r, "definite")
-      assert.are.equal(15, rec.lua[1].line)
-    end)
-  end
+   for _, mode in ipairs {"close", "noclose", "cexit", "_exit", "quick_exit", "return", "fork"} do
+      it("finds every dropped block when the process ends by " .. mode, function()
+         local r, code = h.fixture("exit_paths", nil, {args = {mode}})
+         assert.are.equal(42, code)
+         h.only_definite(r, 100, 7700)
+         assert.are.same({blocks = 0, bytes = 0}, r.summary.reachable)  -- the tracker's own frames hold nothing
+         local rec = h.one(r, "definite")
+         assert.are.equal(15, rec.lua[1].line)
+      end)
+   end
 
-  it("says why a block is kept, or that nothing holds it (LJLEAK_EXPLAIN)", function()
-    local _, code, err = h.fixture("exit_paths", nil, {args = {"cexit"}, env = {LJLEAK_EXPLAIN = "77"}})
-    assert.are.equal(42, code)
-    local _, lost = err:gsub("LJLEAK_EXPLAIN: block 0x%x+ %(77 bytes%) is definitely lost: no pointer to it", "")
-    assert.are.equal(100, lost)
-    local _, code2, err2 = h.fixture("global_reachable", nil, {env = {LJLEAK_EXPLAIN = "555"}})
-    assert.are.equal(0, code2)
-    assert.matches("LJLEAK_EXPLAIN: block 0x%x+ %(555 bytes%) is reachable\n    held by a pointer at 0x%x+ "
-      .. "in data of [^\n]*libleaky%.so %[%+0x%x+%]", err2)
-  end)
+   it("says why a block is kept, or that nothing holds it (LJLEAK_EXPLAIN)", function()
+      local _, code, err = h.fixture("exit_paths", nil, {args = {"cexit"}, env = {LJLEAK_EXPLAIN = "77"}})
+      assert.are.equal(42, code)
+      local _, lost = err:gsub("LJLEAK_EXPLAIN: block 0x%x+ %(77 bytes%) is definitely lost: no pointer to it", "")
+      assert.are.equal(100, lost)
+      local _, code2, err2 = h.fixture("global_reachable", nil, {env = {LJLEAK_EXPLAIN = "555"}})
+      assert.are.equal(0, code2)
+      assert.matches("LJLEAK_EXPLAIN: block 0x%x+ %(555 bytes%) is reachable\n    held by a pointer at 0x%x+ "
+         .. "in data of [^\n]*libleaky%.so %[%+0x%x+%]", err2)
+   end)
 end)
 
 describe("small stacks", function()
-  it("checks a process that calls exit() from a thread with a 16 KiB stack", function()
-    local r, code = h.ljleak_run({PROG .. "smallstack", "thread"})
-    assert.are.equal(42, code)
-    h.only_definite(r, 1, 101)
-    h.one(r, "definite", "leak_here")
-  end)
+   it("checks a process that calls exit() from a thread with a 16 KiB stack", function()
+      local r, code = h.ljleak_run({PROG .. "smallstack", "thread"})
+      assert.are.equal(42, code)
+      h.only_definite(r, 1, 101)
+      h.one(r, "definite", "leak_here")
+   end)
 
-  it("checks a process that calls exit() at the bottom of a deep recursion", function()
-    local r, code = h.ljleak_run({PROG .. "smallstack", "recurse"})
-    assert.are.equal(42, code)
-    h.only_definite(r, 1, 101)
-    h.one(r, "definite", "leak_here")
-  end)
+   it("checks a process that calls exit() at the bottom of a deep recursion", function()
+      local r, code = h.ljleak_run({PROG .. "smallstack", "recurse"})
+      assert.are.equal(42, code)
+      h.only_definite(r, 1, 101)
+      h.one(r, "definite", "leak_here")
+   end)
 end)
 
 describe("threads", function()
-  it("stops threads that block every signal at the allocator, never crashes, never calls their blocks lost",
-    function()
-    for _ = 1, 5 do
-      local r, code = h.ljleak_run({PROG .. "unparked"})
+   it("stops threads that block every signal at the allocator, never crashes, never calls their blocks lost",
+      function()
+      for _ = 1, 5 do
+         local r, code = h.ljleak_run({PROG .. "unparked"})
+         assert.are.equal(42, code)
+         h.only_definite(r, 1, 99)
+         h.one(r, "definite", "leak_in_main")
+         assert.is_nil(r.processes[1].unstopped_threads)
+      end
+   end)
+
+   it("says which threads could not be stopped at all, and still finds the leak exactly", function()
+      local r, code, err = h.ljleak_run({PROG .. "unparked", "compute"})
       assert.are.equal(42, code)
       h.only_definite(r, 1, 99)
-      h.one(r, "definite", "leak_in_main")
-      assert.is_nil(r.processes[1].unstopped_threads)
-    end
-  end)
+      assert.are.equal(4, #r.processes[1].unstopped_threads)
+      assert.are.same({4, 16000}, {h.total(r, "reachable", "computer")})  -- each holds one in a local
+      assert.matches("4 threads could not be stopped for the check", err, 1, true)
+   end)
 
-  it("says which threads could not be stopped at all, and still finds the leak exactly", function()
-    local r, code, err = h.ljleak_run({PROG .. "unparked", "compute"})
-    assert.are.equal(42, code)
-    h.only_definite(r, 1, 99)
-    assert.are.equal(4, #r.processes[1].unstopped_threads)
-    assert.are.same({4, 16000}, {h.total(r, "reachable", "computer")})  -- each holds one in a local
-    assert.matches("4 threads could not be stopped for the check", err, 1, true)
-  end)
-
-  it("counts every lost block of 64 threads x 200,000 allocations", function()
-    local r, code, _, out = h.ljleak_run({PROG .. "threads64"})
-    assert.are.equal(42, code)
-    local bytes = tonumber(out:match("^(%d+)"))
-    -- Lost blocks may hold stale words of glibc's own (uninitialised memory): some of them can be
-    -- called indirect, held by another lost block; never reachable.
-    local lost_blocks = r.summary.definite.blocks + r.summary.indirect.blocks
-    local lost_bytes = r.summary.definite.bytes + r.summary.indirect.bytes
-    assert.are.same({12800, bytes}, {lost_blocks, lost_bytes})
-    assert.are.equal(12800, (h.total(r, "definite", "leak_every_1000th")) + (h.total(r, "indirect",
-      "leak_every_1000th")))
-  end)
+   it("counts every lost block of 64 threads x 200,000 allocations", function()
+      local r, code, _, out = h.ljleak_run({PROG .. "threads64"})
+      assert.are.equal(42, code)
+      local bytes = tonumber(out:match("^(%d+)"))
+      -- Lost blocks may hold stale words of glibc's own (uninitialised memory): some of them can be
+      -- called indirect, held by another lost block; never reachable.
+      local lost_blocks = r.summary.definite.blocks + r.summary.indirect.blocks
+      local lost_bytes = r.summary.definite.bytes + r.summary.indirect.bytes
+      assert.are.same({12800, bytes}, {lost_blocks, lost_bytes})
+      assert.are.equal(12800, (h.total(r, "definite", "leak_every_1000th")) + (h.total(r, "indirect",
+         "leak_every_1000th")))
+   end)
 end)
 
 describe("forks", function()
-  it("never hangs a child that inherits a lock, and counts every child's leak", function()
-    local r, code = h.ljleak_run({PROG .. "forkstress", "100"}, {"--timeout=300"})
-    assert.are.equal(42, code)
-    assert.are.same({100, 1300}, {h.total(r, "definite", "child_leak")})
-    assert.are.same({1, 77}, {h.total(r, "definite", "parent_leak")})
-    assert.are.equal(101, #r.processes)
-  end)
+   it("never hangs a child that inherits a lock, and counts every child's leak", function()
+      local r, code = h.ljleak_run({PROG .. "forkstress", "100"}, {"--timeout=300"})
+      assert.are.equal(42, code)
+      assert.are.same({100, 1300}, {h.total(r, "definite", "child_leak")})
+      assert.are.same({1, 77}, {h.total(r, "definite", "parent_leak")})
+      assert.are.equal(101, #r.processes)
+   end)
 end)
 
 describe("memory limits", function()
-  for _, kib in ipairs {1100000, 1000000} do
-    it("runs and reports under ulimit -v " .. kib, function()
-      local r, code = h.ljleak_run({"sh", "-c", ("ulimit -v %d && exec luajit t/leak/malloc_dropped.lua"):format(kib)})
-      assert.are.equal(42, code)
-      h.only_definite(r, 1, 100)
-    end)
-  end
+   for _, kib in ipairs {1100000, 1000000} do
+      it("runs and reports under ulimit -v " .. kib, function()
+         local r, code = h.ljleak_run({"sh", "-c",
+                                       ("ulimit -v %d && exec luajit t/leak/malloc_dropped.lua"):format(kib)})
+         assert.are.equal(42, code)
+         h.only_definite(r, 1, 100)
+      end)
+   end
 
-  it("leaves a program that runs out of memory most of what it gets without ljleak, and reports it", function()
-    local cmd = {"sh", "-c", "ulimit -v 600000 && exec " .. PROG .. "oom"}
-    local _, plain = h.run(cmd, {env = {LD_PRELOAD = false, LJLEAK_DIR = false}})  -- plain, even in a self-check
-    local r, code, _, out = h.ljleak_run(cmd)
-    assert.are.equal(42, code)
-    h.only_definite(r, 1, 55)
-    h.one(r, "definite", "leak_55")
-    local got, alone = tonumber(out:match("^(%d+)")), tonumber(plain:match("^(%d+)"))
-    assert.is_true(got >= 0.7 * alone, ("%d MiB under the tracker, %d without"):format(got, alone))
-  end)
+   it("leaves a program that runs out of memory most of what it gets without ljleak, and reports it", function()
+      local cmd = {"sh", "-c", "ulimit -v 600000 && exec " .. PROG .. "oom"}
+      local _, plain = h.run(cmd, {env = {LD_PRELOAD = false, LJLEAK_DIR = false}})  -- plain, even in a self-check
+      local r, code, _, out = h.ljleak_run(cmd)
+      assert.are.equal(42, code)
+      h.only_definite(r, 1, 55)
+      h.one(r, "definite", "leak_55")
+      local got, alone = tonumber(out:match("^(%d+)")), tonumber(plain:match("^(%d+)"))
+      assert.is_true(got >= 0.7 * alone, ("%d MiB under the tracker, %d without"):format(got, alone))
+   end)
 end)
 
 describe("huge mappings", function()
-  it("reads only the pages of a 128 GiB reservation that were touched", function()
-    local r, code = h.fixture("huge_map")
-    assert.are.equal(0, code)
-    h.only_definite(r, 0, 0)
-    assert.are.equal(640, h.record_of_size(r, "reachable", 640).bytes)  -- held from the one touched page
-    assert.is_true(r.processes[1].stats.roots_bytes < 2 ^ 30, "roots read: " .. r.processes[1].stats.roots_bytes)
-  end)
+   it("reads only the pages of a 128 GiB reservation that were touched", function()
+      local r, code = h.fixture("huge_map")
+      assert.are.equal(0, code)
+      h.only_definite(r, 0, 0)
+      assert.are.equal(640, h.record_of_size(r, "reachable", 640).bytes)  -- held from the one touched page
+      assert.is_true(r.processes[1].stats.roots_bytes < 2 ^ 30, "roots read: " .. r.processes[1].stats.roots_bytes)
+   end)
 end)
 
 describe("a full site table", function()
-  it("keeps every block, under one record for the stacks it could not keep (LJLEAK_MAX_SITES)", function()
-    local r, code = h.fixture("many_sites", nil, {env = {LJLEAK_MAX_SITES = "20"}})
-    assert.are.equal(42, code)
-    h.only_definite(r, 50, 1775)   -- 11 + 12 + ... + 60 bytes
-    local dropped = 0
-    for _, rec in ipairs(r.leaks) do
-      if rec.note and rec.note:match("site table was full") then dropped = dropped + rec.blocks end
-    end
-    assert.is_true(dropped > 30, "blocks under the not-recorded site: " .. dropped)
-  end)
+   it("keeps every block, under one record for the stacks it could not keep (LJLEAK_MAX_SITES)", function()
+      local r, code = h.fixture("many_sites", nil, {env = {LJLEAK_MAX_SITES = "20"}})
+      assert.are.equal(42, code)
+      h.only_definite(r, 50, 1775)   -- 11 + 12 + ... + 60 bytes
+      local dropped = 0
+      for _, rec in ipairs(r.leaks) do
+         if rec.note and rec.note:match("site table was full") then dropped = dropped + rec.blocks end
+      end
+      assert.is_true(dropped > 30, "blocks under the not-recorded site: " .. dropped)
+   end)
 end)
 
 describe("LuaJIT's layout", function()
-  it("says when Lua frames are unavailable, and judges blocks right with the heap scanned whole", function()
-    local r, code, err = h.fixture("stale_cdata_os_exit", nil, {env = {LJLEAK_LUA = "0"}})
-    assert.matches("Lua frames unavailable: disabled by LJLEAK_LUA=0", err, 1, true)
-    assert.are.equal("unavailable: disabled by LJLEAK_LUA=0", r.processes[1].lua)
-    assert.are.same({}, h.record_of_size(r, "reachable", 77).lua)
-    assert.is_true(code == 0 or code == 42)  -- a stale copy in freed Lua memory may now hide the 99
-  end)
+   it("says when Lua frames are unavailable, and judges blocks right with the heap scanned whole", function()
+      local r, code, err = h.fixture("stale_cdata_os_exit", nil, {env = {LJLEAK_LUA = "0"}})
+      assert.matches("Lua frames unavailable: disabled by LJLEAK_LUA=0", err, 1, true)
+      assert.are.equal("unavailable: disabled by LJLEAK_LUA=0", r.processes[1].lua)
+      assert.are.same({}, h.record_of_size(r, "reachable", 77).lua)
+      assert.is_true(code == 0 or code == 42)  -- a stale copy in freed Lua memory may now hide the 99
+   end)
 
-  it("learns this LuaJIT's layout: Lua frames, and nothing said about it", function()
-    local r = h.fixture("malloc_dropped")
-    assert.is_nil(r.processes[1].lua)
-    assert.is_truthy(h.one(r, "definite").lua[1].line)
-  end)
+   it("learns this LuaJIT's layout: Lua frames, and nothing said about it", function()
+      local r = h.fixture("malloc_dropped")
+      assert.is_nil(r.processes[1].lua)
+      assert.is_truthy(h.one(r, "definite").lua[1].line)
+   end)
 end)

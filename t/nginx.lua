@@ -19,9 +19,9 @@ M.MODULES = "/usr/lib/nginx/modules"
 
 -- Is Debian's nginx with the Lua module (and NDK, which it needs) installed?
 function M.available()
-  local f = io.open(M.MODULES .. "/ngx_http_lua_module.so")
-  if f then f:close() end
-  return f ~= nil and unistd.access(M.NGINX, "x") == 0
+   local f = io.open(M.MODULES .. "/ngx_http_lua_module.so")
+   if f then f:close() end
+   return f ~= nil and unistd.access(M.NGINX, "x") == 0
 end
 
 local CONF = [[
@@ -64,99 +64,99 @@ http {
 ]]
 
 local function sleep(seconds)
-  ptime.nanosleep({tv_sec = math.floor(seconds), tv_nsec = math.floor(seconds % 1 * 1e9)})
+   ptime.nanosleep({tv_sec = math.floor(seconds), tv_nsec = math.floor(seconds % 1 * 1e9)})
 end
 
 -- A TCP port on 127.0.0.1 that nothing listens on now.
 local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
+   local s = assert(socket.bind("127.0.0.1", 0))
+   local _, port = s:getsockname()
+   s:close()
+   return tonumber(port)
 end
 
 -- One HTTP/1.0 GET of PATH on 127.0.0.1:PORT; the response body, or nil and a message.
 local function get(port, path)
-  local c, err = socket.connect("127.0.0.1", port)
-  if not c then return nil, err end
-  c:settimeout(30)
-  c:send(("GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n"):format(path))
-  local resp, rerr = c:receive("*a")
-  c:close()
-  if not resp then return nil, rerr end
-  return resp:match("\r\n\r\n(.*)$")
+   local c, err = socket.connect("127.0.0.1", port)
+   if not c then return nil, err end
+   c:settimeout(30)
+   c:send(("GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n"):format(path))
+   local resp, rerr = c:receive("*a")
+   c:close()
+   if not resp then return nil, rerr end
+   return resp:match("\r\n\r\n(.*)$")
 end
 
 -- Process models: one process (the tracker needs nginx to pass its variables on, as in
 -- Test::Nginx's configs); or a master and a worker that runs as nobody (as root), with no env line.
 local MODES = {
-  single = "master_process off;\n# nginx clears the environment of what it runs but for these.\n"
-    .. "env LD_PRELOAD;\nenv LJLEAK_DIR;",
-  workers = "master_process on;\nworker_processes 1;\nuser nobody nogroup;",
+   single = "master_process off;\n# nginx clears the environment of what it runs but for these.\n"
+      .. "env LD_PRELOAD;\nenv LJLEAK_DIR;",
+   workers = "master_process on;\nworker_processes 1;\nuser nobody nogroup;",
 }
 
 -- Run nginx under `ljleak run [EXTRA...] --json=...`, GET each of PATHS (default /a, /b, /c),
 -- stop it. Returns the decoded report (or nil), ljleak's exit code, its stderr, and the bodies.
 -- OPTS.mode: "single" (default) or "workers".
 function M.run(extra, paths, opts)
-  paths = paths or {"/a", "/b", "/c"}
-  local dir = h.tmpdir()
-  assert(require("lfs").mkdir(dir .. "/logs"))
-  require("posix.sys.stat").chmod(dir, tonumber("755", 8))   -- a worker running as nobody reads its prefix
-  local port = free_port()
-  h.write_file(dir .. "/nginx.conf", CONF:format(M.MODULES, M.MODULES, MODES[opts and opts.mode or "single"], port))
-  local json, err_file = dir .. "/report.json", dir .. "/ljleak.err"
-  local argv = {h.BIN, "run", "--json=" .. json}
-  for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
-  for _, a in ipairs({"--", M.NGINX, "-p", dir .. "/", "-c", dir .. "/nginx.conf"}) do argv[#argv + 1] = a end
-  local pid = assert(unistd.fork())
-  if pid == 0 then
-    local null = fcntl.open("/dev/null", fcntl.O_WRONLY)
-    local e = fcntl.open(err_file, fcntl.O_WRONLY + fcntl.O_CREAT + fcntl.O_TRUNC, 384)
-    unistd.dup2(null, 1)
-    unistd.dup2(e, 2)
-    unistd.chdir(h.ROOT)
-    stdlib.setenv("LJLEAK_DIR", nil)
-    local t = {[0] = argv[1]}
-    for i = 2, #argv do t[i - 1] = argv[i] end
-    unistd.execp(argv[1], t)
-    unistd._exit(127)
-  end
-  -- Wait (Valgrind is slow to start) until nginx answers, or ljleak gave up.
-  local bodies, ended, how, status = {}, false, nil, nil
-  local deadline = os.time() + 120
-  while os.time() < deadline do
-    local wpid, w, s = wait.wait(pid, wait.WNOHANG)
-    if wpid == pid then ended, how, status = true, w, s break end
-    if get(port, "/ready") then break end
-    sleep(0.2)
-  end
-  if not ended then
-    for i, p in ipairs(paths) do bodies[i] = get(port, p) end
-    local f = io.open(dir .. "/logs/nginx.pid")
-    local npid = f and tonumber(f:read("*l"))
-    if f then f:close() end
-    -- A graceful stop; nginx under Valgrind sometimes misses the first SIGQUIT: send it again
-    -- every 2 s (as Test::Nginx does), then give up on it after 2 minutes.
-    for i = 1, 600 do
-      if i % 10 == 1 and i < 600 then
-        if npid then psignal.kill(npid, psignal.SIGQUIT) else psignal.kill(pid, psignal.SIGTERM) end
-      end
-      local wpid, w, st = wait.wait(pid, wait.WNOHANG)
-      if wpid == pid then how, status = w, st break end
+   paths = paths or {"/a", "/b", "/c"}
+   local dir = h.tmpdir()
+   assert(require("lfs").mkdir(dir .. "/logs"))
+   require("posix.sys.stat").chmod(dir, tonumber("755", 8))   -- a worker running as nobody reads its prefix
+   local port = free_port()
+   h.write_file(dir .. "/nginx.conf", CONF:format(M.MODULES, M.MODULES, MODES[opts and opts.mode or "single"], port))
+   local json, err_file = dir .. "/report.json", dir .. "/ljleak.err"
+   local argv = {h.BIN, "run", "--json=" .. json}
+   for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
+   for _, a in ipairs({"--", M.NGINX, "-p", dir .. "/", "-c", dir .. "/nginx.conf"}) do argv[#argv + 1] = a end
+   local pid = assert(unistd.fork())
+   if pid == 0 then
+      local null = fcntl.open("/dev/null", fcntl.O_WRONLY)
+      local e = fcntl.open(err_file, fcntl.O_WRONLY + fcntl.O_CREAT + fcntl.O_TRUNC, 384)
+      unistd.dup2(null, 1)
+      unistd.dup2(e, 2)
+      unistd.chdir(h.ROOT)
+      stdlib.setenv("LJLEAK_DIR", nil)
+      local t = {[0] = argv[1]}
+      for i = 2, #argv do t[i - 1] = argv[i] end
+      unistd.execp(argv[1], t)
+      unistd._exit(127)
+   end
+   -- Wait (Valgrind is slow to start) until nginx answers, or ljleak gave up.
+   local bodies, ended, how, status = {}, false, nil, nil
+   local deadline = os.time() + 120
+   while os.time() < deadline do
+      local wpid, w, s = wait.wait(pid, wait.WNOHANG)
+      if wpid == pid then ended, how, status = true, w, s break end
+      if get(port, "/ready") then break end
       sleep(0.2)
-    end
-    if not how then
-      psignal.kill(pid, psignal.SIGKILL)
-      local _
-      _, how, status = wait.wait(pid)
-    end
-  end
-  local code = how == "exited" and status or 128 + (status or 0)
-  local text = h.read_file(json)
-  local stderr = (h.read_file(err_file) or "") .. (h.read_file(dir .. "/logs/error.log") or "")
-  h.rmtree(dir)
-  return text and cjson.decode(text), code, stderr, bodies
+   end
+   if not ended then
+      for i, p in ipairs(paths) do bodies[i] = get(port, p) end
+      local f = io.open(dir .. "/logs/nginx.pid")
+      local npid = f and tonumber(f:read("*l"))
+      if f then f:close() end
+      -- A graceful stop; nginx under Valgrind sometimes misses the first SIGQUIT: send it again
+      -- every 2 s (as Test::Nginx does), then give up on it after 2 minutes.
+      for i = 1, 600 do
+         if i % 10 == 1 and i < 600 then
+            if npid then psignal.kill(npid, psignal.SIGQUIT) else psignal.kill(pid, psignal.SIGTERM) end
+         end
+         local wpid, w, st = wait.wait(pid, wait.WNOHANG)
+         if wpid == pid then how, status = w, st break end
+         sleep(0.2)
+      end
+      if not how then
+         psignal.kill(pid, psignal.SIGKILL)
+         local _
+         _, how, status = wait.wait(pid)
+      end
+   end
+   local code = how == "exited" and status or 128 + (status or 0)
+   local text = h.read_file(json)
+   local stderr = (h.read_file(err_file) or "") .. (h.read_file(dir .. "/logs/error.log") or "")
+   h.rmtree(dir)
+   return text and cjson.decode(text), code, stderr, bodies
 end
 
 return M

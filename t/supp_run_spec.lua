@@ -13,183 +13,183 @@ local one, only_definite = h.one, h.only_definite
 
 -- `ljleak run [EXTRA] -- luajit t/leak/lua_lines.lua ARGS...`
 local function lua_lines(args, extra)
-  local cmd = {"luajit", "t/leak/lua_lines.lua"}
-  for _, a in ipairs(args) do cmd[#cmd + 1] = a end
-  return h.ljleak_run(cmd, extra)
+   local cmd = {"luajit", "t/leak/lua_lines.lua"}
+   for _, a in ipairs(args) do cmd[#cmd + 1] = a end
+   return h.ljleak_run(cmd, extra)
 end
 
 local function names(frames)
-  local t = {}
-  for i, f in ipairs(frames) do t[i] = f["function"] or f.object or f.address end
-  return t
+   local t = {}
+   for i, f in ipairs(frames) do t[i] = f["function"] or f.object or f.address end
+   return t
 end
 
 -- The records of REPORT suppressed by an entry named in NAMES, as "bytes suppressed_by".
 local function suppressed_by(report, entries)
-  local ours, out = {}, {}
-  for _, e in ipairs(entries) do ours[e.name] = true end
-  for _, rec in ipairs(report.leaks) do
-    if ours[rec.suppressed_by] then out[#out + 1] = rec.bytes .. " " .. rec.suppressed_by end
-  end
-  table.sort(out)
-  return out
+   local ours, out = {}, {}
+   for _, e in ipairs(entries) do ours[e.name] = true end
+   for _, rec in ipairs(report.leaks) do
+      if ours[rec.suppressed_by] then out[#out + 1] = rec.bytes .. " " .. rec.suppressed_by end
+   end
+   table.sort(out)
+   return out
 end
 
 local function unsuppressed(report)
-  local out = {}
-  for _, rec in ipairs(report.leaks) do
-    if rec.suppressed_by == nil or rec.suppressed_by == cjson.null then out[#out + 1] = rec end
-  end
-  return out
+   local out = {}
+   for _, rec in ipairs(report.leaks) do
+      if rec.suppressed_by == nil or rec.suppressed_by == cjson.null then out[#out + 1] = rec end
+   end
+   return out
 end
 
 local function lua_where(f)
-  return f.source:match("[^/]*$") .. ":" .. f.line
+   return f.source:match("[^/]*$") .. ":" .. f.line
 end
 
 local have_valgrind = valgrind.find() ~= nil
 
 describe("a suppression file generated from a run with Lua-side leaks", function()
-  local dir, gen, first, first_code, first_err, entries
-  setup(function()
-    dir = h.tmpdir()
-    gen = dir .. "/gen.supp"
-    -- The 111-byte leak at line 9 and the 123-byte one in libleaky (line 11); not line 10's.
-    first, first_code, first_err = lua_lines({"a", "lib"}, {"--gen-suppressions=" .. gen})
-    entries = assert(supp.read(gen))
-  end)
-  teardown(function() h.rmtree(dir) end)
+   local dir, gen, first, first_code, first_err, entries
+   setup(function()
+      dir = h.tmpdir()
+      gen = dir .. "/gen.supp"
+      -- The 111-byte leak at line 9 and the 123-byte one in libleaky (line 11); not line 10's.
+      first, first_code, first_err = lua_lines({"a", "lib"}, {"--gen-suppressions=" .. gen})
+      entries = assert(supp.read(gen))
+   end)
+   teardown(function() h.rmtree(dir) end)
 
-  it("has an entry per leak: its C frames down to main, then its Lua lines as #lua:", function()
-    assert.are.equal(42, first_code, first_err)
-    only_definite(first, 2, 234)
-    assert.are.equal(2, #entries)
-    local lib, lua = entries[1], entries[2]
-    assert.are.same({"definite-leak-in-leak_malloc", "definite-leak-in-lua_lines.lua:9"}, {lib.name, lua.name})
-    for _, e in ipairs(entries) do
-      assert.are.same({type = "fun", text = "main"}, e.frames[#e.frames])
-    end
-    assert.are.same({"fun:malloc", "fun:leak_malloc"}, {"fun:" .. lib.frames[1].text, "fun:" .. lib.frames[2].text})
-    assert.are.same({{type = "lua", text = "lua_lines.lua:11", source = "lua_lines.lua", path = false, line = 11,
-                      hash = true}}, lib.lua)
-    assert.are.equal("lua_lines.lua:9", lua.lua[1].text)
-    assert.matches("\n   fun:main\n   #lua:lua_lines.lua:9\n}", h.read_file(gen), 1, true)
-  end)
+   it("has an entry per leak: its C frames down to main, then its Lua lines as #lua:", function()
+      assert.are.equal(42, first_code, first_err)
+      only_definite(first, 2, 234)
+      assert.are.equal(2, #entries)
+      local lib, lua = entries[1], entries[2]
+      assert.are.same({"definite-leak-in-leak_malloc", "definite-leak-in-lua_lines.lua:9"}, {lib.name, lua.name})
+      for _, e in ipairs(entries) do
+         assert.are.same({type = "fun", text = "main"}, e.frames[#e.frames])
+      end
+      assert.are.same({"fun:malloc", "fun:leak_malloc"}, {"fun:" .. lib.frames[1].text, "fun:" .. lib.frames[2].text})
+      assert.are.same({{type = "lua", text = "lua_lines.lua:11", source = "lua_lines.lua", path = false, line = 11,
+                        hash = true}}, lib.lua)
+      assert.are.equal("lua_lines.lua:9", lua.lua[1].text)
+      assert.matches("\n   fun:main\n   #lua:lua_lines.lua:9\n}", h.read_file(gen), 1, true)
+   end)
 
-  it("suppresses exactly those under the tracker, not the same C stack at another Lua line", function()
-    local r, code = lua_lines({"a", "b", "lib"}, {"--suppressions=" .. gen})
-    assert.are.equal(42, code)
-    only_definite(r, 1, 222)
-    local left = unsuppressed(r)
-    assert.are.equal(1, #left)
-    assert.are.same({222, "lua_lines.lua:10"}, {left[1].bytes, lua_where(left[1].lua[1])})
-    assert.are.same({"111 definite-leak-in-lua_lines.lua:9", "123 definite-leak-in-leak_malloc"},
-                    suppressed_by(r, entries))
-    -- a run where only line 10's leak happens still reports it
-    r, code = lua_lines({"b"}, {"--suppressions=" .. gen})
-    assert.are.equal(42, code)
-    only_definite(r, 1, 222)
-    assert.are.same({}, suppressed_by(r, entries))
-    -- and so does another script's leak from the same depth of LuaJIT's VM
-    r, code = h.fixture("malloc_dropped", {"--suppressions=" .. gen})
-    assert.are.equal(42, code)
-    only_definite(r, 1, 100)
-    assert.are.same({}, suppressed_by(r, entries))
-  end)
+   it("suppresses exactly those under the tracker, not the same C stack at another Lua line", function()
+      local r, code = lua_lines({"a", "b", "lib"}, {"--suppressions=" .. gen})
+      assert.are.equal(42, code)
+      only_definite(r, 1, 222)
+      local left = unsuppressed(r)
+      assert.are.equal(1, #left)
+      assert.are.same({222, "lua_lines.lua:10"}, {left[1].bytes, lua_where(left[1].lua[1])})
+      assert.are.same({"111 definite-leak-in-lua_lines.lua:9", "123 definite-leak-in-leak_malloc"},
+                      suppressed_by(r, entries))
+      -- a run where only line 10's leak happens still reports it
+      r, code = lua_lines({"b"}, {"--suppressions=" .. gen})
+      assert.are.equal(42, code)
+      only_definite(r, 1, 222)
+      assert.are.same({}, suppressed_by(r, entries))
+      -- and so does another script's leak from the same depth of LuaJIT's VM
+      r, code = h.fixture("malloc_dropped", {"--suppressions=" .. gen})
+      assert.are.equal(42, code)
+      only_definite(r, 1, 100)
+      assert.are.same({}, suppressed_by(r, entries))
+   end)
 
-  it("comes from tracker stacks that end at main, as Valgrind's do", function()
-    for _, rec in ipairs(h.records(first, "definite")) do
-      local fns = names(rec.frames)
-      assert.are.equal("main", fns[#fns])
-      assert.are.equal("lua_cpcall", fns[#fns - 1])
-    end
-    assert.is_nil(first_err:find("_start", 1, true))
-  end)
+   it("comes from tracker stacks that end at main, as Valgrind's do", function()
+      for _, rec in ipairs(h.records(first, "definite")) do
+         local fns = names(rec.frames)
+         assert.are.equal("main", fns[#fns])
+         assert.are.equal("lua_cpcall", fns[#fns - 1])
+      end
+      assert.is_nil(first_err:find("_start", 1, true))
+   end)
 
-  it("suppresses exactly those under --engine=valgrind, not the same C stack at another Lua line", function()
-    if not have_valgrind then return pending("needs valgrind") end
-    -- With more callers than the stack has, an entry that went on below main would not match.
-    local r, code, err = lua_lines({"a", "b", "lib"}, {"--engine=valgrind", "--valgrind-opts=--num-callers=24",
-                                                       "--suppressions=" .. gen})
-    assert.are.equal(42, code, err)
-    only_definite(r, 1, 222)
-    local left = unsuppressed(r)
-    assert.are.equal(1, #left)
-    assert.are.same({222, "lua_lines.lua:10"}, {left[1].bytes, lua_where(left[1].lua[1])})
-    assert.are.same({"111 definite-leak-in-lua_lines.lua:9", "123 definite-leak-in-leak_malloc"},
-                    suppressed_by(r, entries))
-    assert.is_true(h.has_function(h.record_of_size(r, "definite", 123), "leak_malloc"))
-  end)
+   it("suppresses exactly those under --engine=valgrind, not the same C stack at another Lua line", function()
+      if not have_valgrind then return pending("needs valgrind") end
+      -- With more callers than the stack has, an entry that went on below main would not match.
+      local r, code, err = lua_lines({"a", "b", "lib"}, {"--engine=valgrind", "--valgrind-opts=--num-callers=24",
+                                                         "--suppressions=" .. gen})
+      assert.are.equal(42, code, err)
+      only_definite(r, 1, 222)
+      local left = unsuppressed(r)
+      assert.are.equal(1, #left)
+      assert.are.same({222, "lua_lines.lua:10"}, {left[1].bytes, lua_where(left[1].lua[1])})
+      assert.are.same({"111 definite-leak-in-lua_lines.lua:9", "123 definite-leak-in-leak_malloc"},
+                      suppressed_by(r, entries))
+      assert.is_true(h.has_function(h.record_of_size(r, "definite", 123), "leak_malloc"))
+   end)
 
-  it("is accepted by raw Valgrind, which suppresses the C-library leak by its C frames", function()
-    if not have_valgrind then return pending("needs valgrind") end
-    local xml = dir .. "/raw.xml"
-    local code, _, err = h.run({"valgrind", "--tool=memcheck", "--leak-check=full", "--keep-debuginfo=yes",
-                                "--num-callers=24", "--suppressions=" .. gen, "--xml=yes", "--xml-file=" .. xml,
-                                "luajit", "t/leak/lua_lines.lua", "lib"})
-    assert.are.equal(0, code, err)
-    local proc = assert(vgxml.parse(h.read_file(xml), xml))
-    assert.are.same({}, proc.leaks)
-    assert.are.same({{name = "definite-leak-in-leak_malloc", count = 1}}, proc.suppcounts)
-    -- the plain form lua:... is ljleak's alone: raw Valgrind stops at it
-    local plain = dir .. "/plain.supp"
-    h.write_file(plain, (h.read_file(gen):gsub("#lua:", "lua:")))
-    code, _, err = h.run({"valgrind", "--suppressions=" .. plain, "true"})
-    assert.are.equal(1, code)
-    assert.is_truthy(err:find('FATAL: in suppressions file "' .. plain .. '" near line', 1, true), err)
-  end)
+   it("is accepted by raw Valgrind, which suppresses the C-library leak by its C frames", function()
+      if not have_valgrind then return pending("needs valgrind") end
+      local xml = dir .. "/raw.xml"
+      local code, _, err = h.run({"valgrind", "--tool=memcheck", "--leak-check=full", "--keep-debuginfo=yes",
+                                  "--num-callers=24", "--suppressions=" .. gen, "--xml=yes", "--xml-file=" .. xml,
+                                  "luajit", "t/leak/lua_lines.lua", "lib"})
+      assert.are.equal(0, code, err)
+      local proc = assert(vgxml.parse(h.read_file(xml), xml))
+      assert.are.same({}, proc.leaks)
+      assert.are.same({{name = "definite-leak-in-leak_malloc", count = 1}}, proc.suppcounts)
+      -- the plain form lua:... is ljleak's alone: raw Valgrind stops at it
+      local plain = dir .. "/plain.supp"
+      h.write_file(plain, (h.read_file(gen):gsub("#lua:", "lua:")))
+      code, _, err = h.run({"valgrind", "--suppressions=" .. plain, "true"})
+      assert.are.equal(1, code)
+      assert.is_truthy(err:find('FATAL: in suppressions file "' .. plain .. '" near line', 1, true), err)
+   end)
 end)
 
 describe("a C++ function", function()
-  local dir = h.tmpdir()
-  local by_mangled, by_demangled = dir .. "/mangled.supp", dir .. "/demangled.supp"
-  h.write_file(by_demangled, "{\n   by-demangled-name\n   Memcheck:Leak\n   fun:malloc\n"
-    .. "   fun:thing::make(unsigned long)\n}\n")
-  teardown(function() h.rmtree(dir) end)
+   local dir = h.tmpdir()
+   local by_mangled, by_demangled = dir .. "/mangled.supp", dir .. "/demangled.supp"
+   h.write_file(by_demangled, "{\n   by-demangled-name\n   Memcheck:Leak\n   fun:malloc\n"
+      .. "   fun:thing::make(unsigned long)\n}\n")
+   teardown(function() h.rmtree(dir) end)
 
-  it("is demangled by ljleak.core through libstdc++, and a C name is left alone", function()
-    local core = require "ljleak.core"
-    local symbolize = require "ljleak.symbolize"
-    assert.are.equal("thing::make(unsigned long)", core.demangle("_ZN5thing4makeEm"))
-    assert.are.equal("std::vector<int, std::allocator<int> >::push_back(int const&)",
-                     core.demangle("_ZNSt6vectorIiSaIiEE9push_backERKi"))
-    local none, err = core.demangle("malloc")
-    assert.is_nil(none)
-    assert.are.equal("not a mangled C++ name", err)
-    assert.is_nil((core.demangle("_Zjunk")))
-    assert.are.same({["function"] = "thing::make(unsigned long)", mangled = "_ZN5thing4makeEm"},
-                    symbolize.name_frame({}, "_ZN5thing4makeEm"))
-    assert.are.same({["function"] = "malloc"}, symbolize.name_frame({}, "malloc"))
-  end)
+   it("is demangled by ljleak.core through libstdc++, and a C name is left alone", function()
+      local core = require "ljleak.core"
+      local symbolize = require "ljleak.symbolize"
+      assert.are.equal("thing::make(unsigned long)", core.demangle("_ZN5thing4makeEm"))
+      assert.are.equal("std::vector<int, std::allocator<int> >::push_back(int const&)",
+                       core.demangle("_ZNSt6vectorIiSaIiEE9push_backERKi"))
+      local none, err = core.demangle("malloc")
+      assert.is_nil(none)
+      assert.are.equal("not a mangled C++ name", err)
+      assert.is_nil((core.demangle("_Zjunk")))
+      assert.are.same({["function"] = "thing::make(unsigned long)", mangled = "_ZN5thing4makeEm"},
+                      symbolize.name_frame({}, "_ZN5thing4makeEm"))
+      assert.are.same({["function"] = "malloc"}, symbolize.name_frame({}, "malloc"))
+   end)
 
-  local function check_record(r)
-    only_definite(r, 1, 77)
-    local f = one(r, "definite").frames[2]
-    assert.are.same({"thing::make(unsigned long)", "_ZN5thing4makeEm", "libmangled.c", 11},
-                    {f["function"], f.mangled, f.file, f.line})
-  end
+   local function check_record(r)
+      only_definite(r, 1, 77)
+      local f = one(r, "definite").frames[2]
+      assert.are.same({"thing::make(unsigned long)", "_ZN5thing4makeEm", "libmangled.c", 11},
+                      {f["function"], f.mangled, f.file, f.line})
+   end
 
-  for _, engine in ipairs({"tracker", "valgrind"}) do
-    it("is shown demangled, matched by either name, under the " .. engine, function()
-      if engine == "valgrind" and not have_valgrind then return pending("needs valgrind") end
-      local engine_opt = "--engine=" .. engine
-      local gen = dir .. "/" .. engine .. ".supp"
-      local r, code, err = h.fixture("mangled", {engine_opt, "--gen-suppressions=" .. gen})
-      assert.are.equal(42, code, err)
-      check_record(r)
-      assert.matches("\n    by thing::make(unsigned long) (libmangled.c:11) [", err, 1, true)
-      -- generated entries hold the linkage name, as Valgrind's own --gen-suppressions writes it
-      assert.matches("\n   fun:malloc\n   fun:_ZN5thing4makeEm\n", h.read_file(gen), 1, true)
-      if engine == "tracker" then h.write_file(by_mangled, h.read_file(gen)) end
-      -- the tracker's file (mangled name) and a hand-written one (demangled name) both match
-      for _, file in ipairs({by_mangled, by_demangled}) do
-        r, code, err = h.fixture("mangled", {engine_opt, "--suppressions=" .. file})
-        assert.are.equal(0, code, err)
-        only_definite(r, 0, 0)
-        local rec = h.record_of_size(r, "definite", 77)
-        assert.are.equal(file == by_mangled and "definite-leak-in-thing::make(unsigned long)" or "by-demangled-name",
-                         rec.suppressed_by)
-      end
-    end)
-  end
+   for _, engine in ipairs({"tracker", "valgrind"}) do
+      it("is shown demangled, matched by either name, under the " .. engine, function()
+         if engine == "valgrind" and not have_valgrind then return pending("needs valgrind") end
+         local engine_opt = "--engine=" .. engine
+         local gen = dir .. "/" .. engine .. ".supp"
+         local r, code, err = h.fixture("mangled", {engine_opt, "--gen-suppressions=" .. gen})
+         assert.are.equal(42, code, err)
+         check_record(r)
+         assert.matches("\n    by thing::make(unsigned long) (libmangled.c:11) [", err, 1, true)
+         -- generated entries hold the linkage name, as Valgrind's own --gen-suppressions writes it
+         assert.matches("\n   fun:malloc\n   fun:_ZN5thing4makeEm\n", h.read_file(gen), 1, true)
+         if engine == "tracker" then h.write_file(by_mangled, h.read_file(gen)) end
+         -- the tracker's file (mangled name) and a hand-written one (demangled name) both match
+         for _, file in ipairs({by_mangled, by_demangled}) do
+            r, code, err = h.fixture("mangled", {engine_opt, "--suppressions=" .. file})
+            assert.are.equal(0, code, err)
+            only_definite(r, 0, 0)
+            local rec = h.record_of_size(r, "definite", 77)
+            assert.are.equal(file == by_mangled and "definite-leak-in-thing::make(unsigned long)"
+                             or "by-demangled-name", rec.suppressed_by)
+         end
+      end)
+   end
 end)

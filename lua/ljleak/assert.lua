@@ -6,25 +6,25 @@ local say = require "say"
 local luassert = require "luassert"
 
 local function no_leaks(_, arguments)
-  local fn = arguments[1]
-  if type(fn) ~= "function" then
-    error("assert.no_leaks: expected a function, got " .. type(fn), 3)
-  end
-  local recs, problems = ljleak.check(fn, unpack(arguments, 2, arguments.n))
-  local lost = {}
-  for _, r in ipairs(recs) do
-    if r.kind ~= "reachable" then lost[#lost + 1] = r end
-  end
-  local failed = #lost > 0 or #problems > 0
-  -- The report, as the message's argument (luassert formats arguments with its own printer).
-  arguments[1] = failed and ljleak.format(lost, problems) or "no leaks"
-  arguments.n = 1
-  return not failed
+   local fn = arguments[1]
+   if type(fn) ~= "function" then
+      error("assert.no_leaks: expected a function, got " .. type(fn), 3)
+   end
+   local recs, problems = ljleak.check(fn, unpack(arguments, 2, arguments.n))
+   local lost = {}
+   for _, r in ipairs(recs) do
+      if r.kind ~= "reachable" then lost[#lost + 1] = r end
+   end
+   local failed = #lost > 0 or #problems > 0
+   -- The report, as the message's argument (luassert formats arguments with its own printer).
+   arguments[1] = failed and ljleak.format(lost, problems) or "no leaks"
+   arguments.n = 1
+   return not failed
 end
 
 say:set("assertion.no_leaks.positive", "Expected no leaks, but:\n%s")
 say:set("assertion.no_leaks.negative", "Expected leaks, but there were none (%s)")
 luassert:register("assertion", "no_leaks", no_leaks, "assertion.no_leaks.positive",
-  "assertion.no_leaks.negative")
+   "assertion.no_leaks.negative")
 
 return ljleak

@@ -16,27 +16,27 @@ local PER_TEST = os.getenv("LJLEAK_PER_TEST") ~= "0"
 
 -- "outer describe > inner describe > test", without the file.
 local function full_name(core, element)
-  local names = {element.name}
-  local parent = core.context.parent(element)
-  while parent and parent.descriptor ~= "file" and parent.descriptor ~= "suite" do
-    if parent.name then table.insert(names, 1, parent.name) end
-    parent = core.context.parent(parent)
-  end
-  return table.concat(names, " > ")
+   local names = {element.name}
+   local parent = core.context.parent(element)
+   while parent and parent.descriptor ~= "file" and parent.descriptor ~= "suite" do
+      if parent.name then table.insert(names, 1, parent.name) end
+      parent = core.context.parent(parent)
+   end
+   return table.concat(names, " > ")
 end
 
 local function file_name(core, element)
-  local f = element.descriptor == "file" and element or core.getFile(element)
-  return f and f.name or nil
+   local f = element.descriptor == "file" and element or core.getFile(element)
+   return f and f.name or nil
 end
 
 -- The leak records of a check that fail a test (the --fail-on kinds), and its problems.
 local function failing(recs, problems)
-  local out = {}
-  for _, r in ipairs(recs) do
-    if KIND_SET[r.kind] then out[#out + 1] = r end
-  end
-  return out, problems
+   local out = {}
+   for _, r in ipairs(recs) do
+      if KIND_SET[r.kind] then out[#out + 1] = r end
+   end
+   return out, problems
 end
 
 -- -- Engines ----------------------------------------------------------------------------------
@@ -47,17 +47,17 @@ end
 local tracker = {}
 
 function tracker.enter(name)
-  return {old = ljleak.tag(name), snapshot = ljleak.snapshot()}
+   return {old = ljleak.tag(name), snapshot = ljleak.snapshot()}
 end
 
 function tracker.leave(st)
-  ljleak.tag(st.old)
+   ljleak.tag(st.old)
 end
 
 function tracker.finish(st)
-  local recs, problems = failing(ljleak.check_since(st.snapshot))
-  if #recs == 0 and #problems == 0 then return nil end
-  return ljleak.format(recs, problems)
+   local recs, problems = failing(ljleak.check_since(st.snapshot))
+   if #recs == 0 and #problems == 0 then return nil end
+   return ljleak.format(recs, problems)
 end
 
 -- Valgrind: a leak check (of what was lost since the last one) at each context's edges, and a
@@ -65,134 +65,134 @@ end
 local valgrind = {context = nil, definite = 0, possible = 0}
 
 local function vg_check()
-  collectgarbage()
-  collectgarbage()
-  local d, p = vm.vg_leak_check()
-  local added_d, added_p = d - valgrind.definite, p - valgrind.possible
-  valgrind.definite, valgrind.possible = d, p
-  return added_d, added_p
+   collectgarbage()
+   collectgarbage()
+   local d, p = vm.vg_leak_check()
+   local added_d, added_p = d - valgrind.definite, p - valgrind.possible
+   valgrind.definite, valgrind.possible = d, p
+   return added_d, added_p
 end
 
 function valgrind.enter(name)
-  vg_check()  -- what was lost before belongs to the context before
-  local st = {old = valgrind.context}
-  valgrind.context = name
-  vm.vg_mark("ljleak-context " .. (name or "-"))
-  return st
+   vg_check()  -- what was lost before belongs to the context before
+   local st = {old = valgrind.context}
+   valgrind.context = name
+   vm.vg_mark("ljleak-context " .. (name or "-"))
+   return st
 end
 
 function valgrind.leave(st)
-  vg_check()
-  valgrind.context = st.old
-  vm.vg_mark("ljleak-context " .. (st.old or "-"))
+   vg_check()
+   valgrind.context = st.old
+   vm.vg_mark("ljleak-context " .. (st.old or "-"))
 end
 
 function valgrind.finish()
-  local d, p = vg_check()
-  local lost = {}
-  if KIND_SET.definite and d > 0 then lost[#lost + 1] = ("%d bytes definitely lost"):format(d) end
-  if KIND_SET.possible and p > 0 then lost[#lost + 1] = ("%d bytes possibly lost"):format(p) end
-  if #lost == 0 then return nil end
-  return ("Valgrind found %s in this test; ljleak's report lists the records under its name\n")
-    :format(table.concat(lost, " and "))
+   local d, p = vg_check()
+   local lost = {}
+   if KIND_SET.definite and d > 0 then lost[#lost + 1] = ("%d bytes definitely lost"):format(d) end
+   if KIND_SET.possible and p > 0 then lost[#lost + 1] = ("%d bytes possibly lost"):format(p) end
+   if #lost == 0 then return nil end
+   return ("Valgrind found %s in this test; ljleak's report lists the records under its name\n")
+      :format(table.concat(lost, " and "))
 end
 
 -- The failure text for a test's leaks, placed where busted shows a failure: the test's line.
 local function leak_text(element, leaks)
-  local text = "ljleak: the test leaked:\n" .. leaks
-  local trace = element.trace
-  if trace and trace.short_src then text = ("%s:%d: %s"):format(trace.short_src, trace.currentline or 0, text) end
-  return text
+   local text = "ljleak: the test leaked:\n" .. leaks
+   local trace = element.trace
+   if trace and trace.short_src then text = ("%s:%d: %s"):format(trace.short_src, trace.currentline or 0, text) end
+   return text
 end
 
 --- Hooks a busted core instance (from busted.core's constructor). Idempotent.
 function M.install(core)
-  local engine = (ljleak.active() and tracker) or (vm.valgrind() and valgrind) or nil
-  if core.__ljleak or not engine then return core end
-  core.__ljleak = true
-  local safe, publish = core.safe, core.publish
-  local current   -- the test running now (its element), or nil
-  local held      -- its outcome events (failure, error, test end), held until after its after_each
-  local in_file   -- a file's context is open (busted runs several safe calls per file)
+   local engine = (ljleak.active() and tracker) or (vm.valgrind() and valgrind) or nil
+   if core.__ljleak or not engine then return core end
+   core.__ljleak = true
+   local safe, publish = core.safe, core.publish
+   local current   -- the test running now (its element), or nil
+   local held      -- its outcome events (failure, error, test end), held until after its after_each
+   local in_file   -- a file's context is open (busted runs several safe calls per file)
 
-  -- A test's outcome is published before its after_each hooks run; the check must come after
-  -- them (a fixture freed in after_each is no leak), so the outcome is held back until then.
-  core.publish = function(channel, element, ...)
-    if held and element == current and ((channel[1] == "test" and channel[2] == "end")
-        or ((channel[1] == "failure" or channel[1] == "error") and channel[2] == "it")) then
-      held[#held + 1] = {channel = channel, n = select("#", ...), ...}
-      return
-    end
-    return publish(channel, element, ...)
-  end
-
-  -- After the whole test: its leaks fail it (added to its own failure, if it failed already),
-  -- then the outcome goes out.
-  local function settle(element, leaks)
-    local events = held
-    held = nil
-    if leaks then
-      local text = leak_text(element, leaks)
-      local failed = false
-      for _, e in ipairs(events) do
-        if e.channel[1] == "failure" or e.channel[1] == "error" then  -- (parent, message, trace)
-          local msg = e[2]
-          if type(msg) == "table" and type(msg.message) == "string" then msg.message = msg.message .. "\n" .. text
-          elseif type(msg) == "string" then e[2] = msg .. "\n" .. text
-          else e[2] = text end
-          failed = true
-        end
+   -- A test's outcome is published before its after_each hooks run; the check must come after
+   -- them (a fixture freed in after_each is no leak), so the outcome is held back until then.
+   core.publish = function(channel, element, ...)
+      if held and element == current and ((channel[1] == "test" and channel[2] == "end")
+          or ((channel[1] == "failure" or channel[1] == "error") and channel[2] == "it")) then
+         held[#held + 1] = {channel = channel, n = select("#", ...), ...}
+         return
       end
-      if not failed then
-        for i, e in ipairs(events) do
-          if e.channel[1] == "test" then  -- (parent, status): a passing test fails
-            table.insert(events, i, {channel = {"failure", "it"}, n = 3, e[1], text, element.trace})
-            e[2] = "failure"
-            break
-          end
-        end
-      end
-    end
-    for _, e in ipairs(events) do publish(e.channel, element, unpack(e, 1, e.n)) end
-  end
+      return publish(channel, element, ...)
+   end
 
-  core.safe = function(descriptor, run, element)
-    if element and element.descriptor == "it" and descriptor == "it" and run ~= element.run and not current then
-      -- The whole test: before_each, the body, after_each.
-      current, held = element, {}
-      local state = engine.enter(full_name(core, element))
-      local ret = {safe(descriptor, run, element)}
-      local ok, leaks = pcall(function() return PER_TEST and engine.finish(state) or nil end)
-      if not ok then leaks = "ljleak: the leak check failed: " .. tostring(leaks) .. "\n" end
-      engine.leave(state)
-      settle(element, leaks)
-      current = nil
-      return unpack(ret)
-    elseif element and element.descriptor == "file" and descriptor == "file" and not in_file then
-      in_file = true
-      local st = engine.enter(file_name(core, element))
-      local ret = {safe(descriptor, run, element)}
-      engine.leave(st)
-      in_file = false
-      return unpack(ret)
-    end
-    return safe(descriptor, run, element)
-  end
-  return core
+   -- After the whole test: its leaks fail it (added to its own failure, if it failed already),
+   -- then the outcome goes out.
+   local function settle(element, leaks)
+      local events = held
+      held = nil
+      if leaks then
+         local text = leak_text(element, leaks)
+         local failed = false
+         for _, e in ipairs(events) do
+            if e.channel[1] == "failure" or e.channel[1] == "error" then  -- (parent, message, trace)
+               local msg = e[2]
+               if type(msg) == "table" and type(msg.message) == "string" then msg.message = msg.message .. "\n" .. text
+               elseif type(msg) == "string" then e[2] = msg .. "\n" .. text
+               else e[2] = text end
+               failed = true
+            end
+         end
+         if not failed then
+            for i, e in ipairs(events) do
+               if e.channel[1] == "test" then  -- (parent, status): a passing test fails
+                  table.insert(events, i, {channel = {"failure", "it"}, n = 3, e[1], text, element.trace})
+                  e[2] = "failure"
+                  break
+               end
+            end
+         end
+      end
+      for _, e in ipairs(events) do publish(e.channel, element, unpack(e, 1, e.n)) end
+   end
+
+   core.safe = function(descriptor, run, element)
+      if element and element.descriptor == "it" and descriptor == "it" and run ~= element.run and not current then
+         -- The whole test: before_each, the body, after_each.
+         current, held = element, {}
+         local state = engine.enter(full_name(core, element))
+         local ret = {safe(descriptor, run, element)}
+         local ok, leaks = pcall(function() return PER_TEST and engine.finish(state) or nil end)
+         if not ok then leaks = "ljleak: the leak check failed: " .. tostring(leaks) .. "\n" end
+         engine.leave(state)
+         settle(element, leaks)
+         current = nil
+         return unpack(ret)
+      elseif element and element.descriptor == "file" and descriptor == "file" and not in_file then
+         in_file = true
+         local st = engine.enter(file_name(core, element))
+         local ret = {safe(descriptor, run, element)}
+         engine.leave(st)
+         in_file = false
+         return unpack(ret)
+      end
+      return safe(descriptor, run, element)
+   end
+   return core
 end
 
 -- Loaded as a helper (busted --helper=ljleak.busted, or a .busted file): the running busted's
 -- core instance is the upvalue of the `busted` module's index function.
 local function running_core()
-  local ok, api = pcall(require, "busted")
-  local mt = ok and type(api) == "table" and getmetatable(api)
-  local index = mt and mt.__index
-  if type(index) ~= "function" then return nil end
-  for i = 1, 20 do
-    local name, value = debug.getupvalue(index, i)
-    if not name then break end
-    if name == "busted" and type(value) == "table" and value.safe then return value end
-  end
+   local ok, api = pcall(require, "busted")
+   local mt = ok and type(api) == "table" and getmetatable(api)
+   local index = mt and mt.__index
+   if type(index) ~= "function" then return nil end
+   for i = 1, 20 do
+      local name, value = debug.getupvalue(index, i)
+      if not name then break end
+      if name == "busted" and type(value) == "table" and value.safe then return value end
+   end
 end
 
 local core = running_core()

@@ -12,18 +12,18 @@ local M = {}
 
 -- The function a memoizing wrapper forwards to (busted/luajit.lua keeps it as `original`).
 local function unwrapped(fn)
-  for _ = 1, 4 do
-    if type(fn) ~= "function" or not debug.getinfo(fn, "S").what:match("Lua") then return fn end
-    local inner
-    for i = 1, 16 do
-      local name, v = debug.getupvalue(fn, i)
-      if not name then break end
-      if name == "original" and type(v) == "function" then inner = v end
-    end
-    if not inner then return fn end
-    fn = inner
-  end
-  return fn
+   for _ = 1, 4 do
+      if type(fn) ~= "function" or not debug.getinfo(fn, "S").what:match("Lua") then return fn end
+      local inner
+      for i = 1, 16 do
+         local name, v = debug.getupvalue(fn, i)
+         if not name then break end
+         if name == "original" and type(v) == "function" then inner = v end
+      end
+      if not inner then return fn end
+      fn = inner
+   end
+   return fn
 end
 
 M.require = require
@@ -70,20 +70,20 @@ local C = ffi.C
 M.raw_out = ffi.new("char *[1]")
 local tostr = M.ffi.string
 function M.raw_text(n)
-  local p = M.raw_out[0]
-  if p == nil then error("ljleak: the tracker could not get memory for its report", 2) end
-  local text = tostr(p, n)
-  C.ljleak_raw_free(p)
-  return text
+   local p = M.raw_out[0]
+   if p == nil then error("ljleak: the tracker could not get memory for its report", 2) end
+   local text = tostr(p, n)
+   C.ljleak_raw_free(p)
+   return text
 end
 
 local function tracker_loaded()
-  return (pcall(function() return C.ljleak_tracker_active end))
+   return (pcall(function() return C.ljleak_tracker_active end))
 end
 
 --- Whether allocations are being tracked.
 function M.active()
-  return tracker_loaded() and C.ljleak_tracker_active() ~= 0
+   return tracker_loaded() and C.ljleak_tracker_active() ~= 0
 end
 
 -- Tell the tracker where each JIT trace starts: allocations made by compiled code get that
@@ -91,55 +91,55 @@ end
 local funcinfo = jit and require("jit.util").funcinfo
 
 local function trace_event(what, tr, func, pc)
-  if what == "start" then
-    local info = funcinfo(func, pc)
-    local src = info.source and info.source:gsub("^[@=]", "") or "?"
-    C.ljleak_trace_start(tr, src, info.currentline or -1, info.name or "?")
-  elseif what == "flush" then
-    C.ljleak_trace_flush()
-  end
+   if what == "start" then
+      local info = funcinfo(func, pc)
+      local src = info.source and info.source:gsub("^[@=]", "") or "?"
+      C.ljleak_trace_start(tr, src, info.currentline or -1, info.name or "?")
+   elseif what == "flush" then
+      C.ljleak_trace_flush()
+   end
 end
 
 local attached = false
 
 --- Whether allocations get Lua frames (the tracker recognised this LuaJIT).
 function M.lua_frames()
-  return attached
+   return attached
 end
 
 -- Calls fn(address of the running lua_State) inside a new coroutine; its result, or false.
 local function in_coroutine(fn)
-  local ok, res = coroutine.resume(coroutine.create(function()
-    local addr = tostring(coroutine.running()):match("0x(%x+)")
-    return addr and fn(ffi.cast("uintptr_t", tonumber(addr, 16)))
-  end))
-  return ok and res or false
+   local ok, res = coroutine.resume(coroutine.create(function()
+      local addr = tostring(coroutine.running()):match("0x(%x+)")
+      return addr and fn(ffi.cast("uintptr_t", tonumber(addr, 16)))
+   end))
+   return ok and res or false
 end
 
 -- The tracker learns where this LuaJIT keeps the VM's state from three calls made from three
 -- coroutines (the only word of global_State that follows all of them is cur_L), then attaches.
 local function attach()
-  local depth = tonumber(os.getenv("LJLEAK_LUA_DEPTH")) or 6
-  in_coroutine(function(L) return C.ljleak_lua_probe(L, 1) end)
-  in_coroutine(function(L) return C.ljleak_lua_probe(L, 2) end)
-  attached = in_coroutine(function(L) return C.ljleak_lua_attach(L, depth) ~= 0 end)
-  if attached and M.active() and jit and jit.attach then jit.attach(trace_event, "trace") end
+   local depth = tonumber(os.getenv("LJLEAK_LUA_DEPTH")) or 6
+   in_coroutine(function(L) return C.ljleak_lua_probe(L, 1) end)
+   in_coroutine(function(L) return C.ljleak_lua_probe(L, 2) end)
+   attached = in_coroutine(function(L) return C.ljleak_lua_attach(L, depth) ~= 0 end)
+   if attached and M.active() and jit and jit.attach then jit.attach(trace_event, "trace") end
 end
 
 -- busted: hook each busted core as it is made, to tag allocations with the running test.
 local function busted_loader(name)
-  if name ~= "busted.core" then return nil end
-  for _, loader in ipairs(package.loaders) do
-    if loader ~= busted_loader then
-      local f = loader(name)
-      if type(f) == "function" then
-        return function(...)
-          local new = f(...)
-          return function(...) return M.require("ljleak.busted").install(new(...)) end
-        end
+   if name ~= "busted.core" then return nil end
+   for _, loader in ipairs(package.loaders) do
+      if loader ~= busted_loader then
+         local f = loader(name)
+         if type(f) == "function" then
+            return function(...)
+               local new = f(...)
+               return function(...) return M.require("ljleak.busted").install(new(...)) end
+            end
+         end
       end
-    end
-  end
+   end
 end
 
 -- -- Under Valgrind (--engine=valgrind preloads libljleak_vg.so) ------------------------------
@@ -148,13 +148,13 @@ local vg_ms   -- the state's allocator, lj_alloc's malloc_state
 
 --- Whether the program runs under Valgrind with ljleak's client requests available.
 function M.valgrind()
-  local ok, running = pcall(function() return C.ljleak_vg_running() end)
-  return ok and running ~= 0
+   local ok, running = pcall(function() return C.ljleak_vg_running() end)
+   return ok and running ~= 0
 end
 
 --- A line in Valgrind's XML output (a <clientmsg>): ljleak's own markers.
 function M.vg_mark(text)
-  C.ljleak_vg_mark((text:gsub("[%c]", " ")))
+   C.ljleak_vg_mark((text:gsub("[%c]", " ")))
 end
 
 local vg_out = ffi.new("unsigned long[4]")
@@ -162,25 +162,25 @@ local vg_out = ffi.new("unsigned long[4]")
 --- A Valgrind leak check of what was lost since the last one (memcheck writes its records);
 --- returns the bytes definitely lost in all, possibly lost in all.
 function M.vg_leak_check()
-  C.ljleak_vg_leak_check(vg_ms, vg_out)
-  return tonumber(vg_out[0]), tonumber(vg_out[1])
+   C.ljleak_vg_leak_check(vg_ms, vg_out)
+   return tonumber(vg_out[0]), tonumber(vg_out[1])
 end
 
 local function vg_attach()
-  local ud = ffi.new("void *[1]")
-  coroutine.resume(coroutine.create(function()
-    local addr = tostring(coroutine.running()):match("0x(%x+)")
-    if addr then C.lua_getallocf(ffi.cast("void *", tonumber(addr, 16)), ud) end
-  end))
-  vg_ms = ud[0]
+   local ud = ffi.new("void *[1]")
+   coroutine.resume(coroutine.create(function()
+      local addr = tostring(coroutine.running()):match("0x(%x+)")
+      if addr then C.lua_getallocf(ffi.cast("void *", tonumber(addr, 16)), ud) end
+   end))
+   vg_ms = ud[0]
 end
 
 if M.active() or M.valgrind() then
-  attach()   -- Lua frames (under Valgrind, libljleak_vg.so gives them through trampolines)
-  if not M.active() then vg_attach() end
-  table.insert(package.loaders, 2, busted_loader)
-  -- At lua_close: stop looking at the VM before it is freed.
-  M._closer = ffi.gc(ffi.new("char[1]"), function() C.ljleak_lua_detach() end)
+   attach()   -- Lua frames (under Valgrind, libljleak_vg.so gives them through trampolines)
+   if not M.active() then vg_attach() end
+   table.insert(package.loaders, 2, busted_loader)
+   -- At lua_close: stop looking at the VM before it is freed.
+   M._closer = ffi.gc(ffi.new("char[1]"), function() C.ljleak_lua_detach() end)
 end
 
 return M

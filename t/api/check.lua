@@ -7,24 +7,24 @@ ffi.cdef [[ void *malloc(size_t); void free(void *); ]]
 local C = ffi.C
 
 local function summary(recs)
-  local out = {}
-  for _, r in ipairs(recs) do
-    out[#out + 1] = {kind = r.kind, blocks = r.blocks, bytes = r.bytes,
-                     line = r.lua[1] and r.lua[1].line, fn = r.frames[1]["function"]}
-  end
-  return out
+   local out = {}
+   for _, r in ipairs(recs) do
+      out[#out + 1] = {kind = r.kind, blocks = r.blocks, bytes = r.bytes,
+                       line = r.lua[1] and r.lua[1].line, fn = r.frames[1]["function"]}
+   end
+   return out
 end
 
 local holder = {}
 local held = ljleak.check(function()
-  holder.p = C.malloc(48)           -- kept in a live cdata: reachable
+   holder.p = C.malloc(48)           -- kept in a live cdata: reachable
 end)
 local dropped = ljleak.check(function()
-  local p = C.malloc(48)            -- line 23: dropped, and the cdata is collected
-  p = nil                           -- luacheck: ignore 311
+   local p = C.malloc(48)            -- line 23: dropped, and the cdata is collected
+   p = nil                           -- luacheck: ignore 311
 end)
 local freed = ljleak.check(function()
-  C.free(C.malloc(48))
+   C.free(C.malloc(48))
 end)
 io.write(cjson.encode({held = summary(held), dropped = summary(dropped), freed = summary(freed)}), "\n")
 C.free(holder.p)

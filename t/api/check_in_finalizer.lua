@@ -8,12 +8,12 @@ local C = ffi.C
 
 local result
 local function finalize(p)
-  local recs = ljleak.check(function()
-    local q = C.malloc(33)          -- line 12: dropped
-    q = nil
-  end)
-  result = {n = #recs, bytes = recs[1] and recs[1].bytes, line = recs[1] and recs[1].lua[1].line}
-  C.free(p)
+   local recs = ljleak.check(function()
+      local q = C.malloc(33)          -- line 12: dropped
+      q = nil
+   end)
+   result = {n = #recs, bytes = recs[1] and recs[1].bytes, line = recs[1] and recs[1].lua[1].line}
+   C.free(p)
 end
 
 local x = ffi.gc(C.malloc(16), finalize)

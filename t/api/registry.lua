@@ -31,9 +31,9 @@ local ok = pcall(collectgarbage)
 collectgarbage()
 local out = {problems = {}, retained = {}, gc_error = not ok}
 for _, p in ipairs(ljleak.problems()) do
-  out.problems[#out.problems + 1] = {kind = p.kind, line = p.lua[1] and p.lua[1].line}
+   out.problems[#out.problems + 1] = {kind = p.kind, line = p.lua[1] and p.lua[1].line}
 end
 for _, r in ipairs(ljleak.retained()) do
-  out.retained[#out.retained + 1] = {kind = r.kind, line = r.lua[1].line, ctype = r.ctype}
+   out.retained[#out.retained + 1] = {kind = r.kind, line = r.lua[1].line, ctype = r.ctype}
 end
 io.write(cjson.encode(out), "\n")

@@ -1,4 +1,4 @@
 -- A spec file that does not load: busted reports its own error.
 describe("broken", function()
-  it("never runs", function() end)
+   it("never runs", function() end)
 end

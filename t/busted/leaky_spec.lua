@@ -8,31 +8,31 @@ local file_level = C.malloc(11)   -- line 7: attributed to the file
 file_level = nil  -- luacheck: ignore 311
 
 describe("parser", function()
-  it("parses small input", function()
-    C.free(C.malloc(100))
-  end)
+   it("parses small input", function()
+      C.free(C.malloc(100))
+   end)
 
-  it("handles huge input", function()
-    local buf = C.malloc(4096)      -- line 16: dropped
-    assert.is_not_nil(buf)
-  end)
+   it("handles huge input", function()
+      local buf = C.malloc(4096)      -- line 16: dropped
+      assert.is_not_nil(buf)
+   end)
 
-  describe("with a cache", function()
-    local cache
-    before_each(function()
-      cache = C.malloc(300)         -- line 23: leaks for every test of this describe
-      cache = nil  -- luacheck: ignore 311
-    end)
+   describe("with a cache", function()
+      local cache
+      before_each(function()
+         cache = C.malloc(300)         -- line 23: leaks for every test of this describe
+         cache = nil  -- luacheck: ignore 311
+      end)
 
-    it("hits", function()
-      assert.are.equal(1, 1)
-    end)
-  end)
+      it("hits", function()
+         assert.are.equal(1, 1)
+      end)
+   end)
 
-  it("leaks and fails", function()
-    C.malloc(77)                    -- line 33
-    assert.are.equal(1, 2)
-  end)
+   it("leaks and fails", function()
+      C.malloc(77)                    -- line 33
+      assert.are.equal(1, 2)
+   end)
 
-  pending("is not written yet")
+   pending("is not written yet")
 end)

@@ -11,22 +11,22 @@ local C = ffi.C
 local mode = arg[1]
 
 local function leak()
-  for _ = 1, 100 do
-    local p = C.malloc(77)   -- line 15
-    p = nil
-  end
-  collectgarbage()
-  collectgarbage()
+   for _ = 1, 100 do
+      local p = C.malloc(77)   -- line 15
+      p = nil
+   end
+   collectgarbage()
+   collectgarbage()
 end
 
 if mode == "fork" then
-  local pid = C.fork()
-  if pid == 0 then
-    leak()
-    os.exit(0)
-  end
-  C.waitpid(pid, nil, 0)
-  return
+   local pid = C.fork()
+   if pid == 0 then
+      leak()
+      os.exit(0)
+   end
+   C.waitpid(pid, nil, 0)
+   return
 end
 leak()
 if mode == "close" then os.exit(0, true)

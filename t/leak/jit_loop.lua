@@ -7,7 +7,7 @@ dofile((arg[0]:match("^(.-)[^/]+$")) .. "leaky.lua")
 local C = ffi.C
 assert(jit.status(), "the JIT must be on")
 for i = 1, 3000 do
-  local p = C.malloc(24)
-  if i % 3 == 0 then C.free(p) end
+   local p = C.malloc(24)
+   if i % 3 == 0 then C.free(p) end
 end
 assert(require("jit.util").traceinfo(1), "the loop must have been compiled")

@@ -9,8 +9,8 @@ local sum = 0
 for _ = 1, 3 do sum = sum + p[1] end
 C.free(p)
 if os.getenv("VG_ERRORS_KILL") then
-  -- Killed from another process before Valgrind can finish its report (a kill() of itself would
-  -- go through Valgrind, which would write its report first).
-  ffi.cdef "int getpid(void);"
-  os.execute(("kill -KILL %d"):format(C.getpid()))
+   -- Killed from another process before Valgrind can finish its report (a kill() of itself would
+   -- go through Valgrind, which would write its report first).
+   ffi.cdef "int getpid(void);"
+   os.execute(("kill -KILL %d"):format(C.getpid()))
 end

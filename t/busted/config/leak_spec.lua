@@ -3,5 +3,5 @@ local ffi = require "ffi"
 ffi.cdef [[ void *malloc(size_t); ]]
 
 describe("configured", function()
-  it("leaks", function() ffi.C.malloc(64) end)
+   it("leaks", function() ffi.C.malloc(64) end)
 end)
