@@ -37,6 +37,7 @@
 #define LK_ENV_MAX_SITES "LJLEAK_MAX_SITES"
 #define LK_ENV_KEEP_MODULES "LJLEAK_KEEP_MODULES"
 #define LK_ENV_EXPLAIN "LJLEAK_EXPLAIN"
+#define LK_ENV_VG_ID "LJLEAK_VG_ID"      /* libljleak_vg.so: names the process's XML file */
 
 #define LK_DEPTH_DEFAULT 16      /* C frames kept per stack (LJLEAK_DEPTH) */
 #define LK_MAXDEPTH 64           /* ... at most */

@@ -14,9 +14,9 @@
 #include <valgrind/valgrind.h>
 
 #include "ljleak.h"
+#include "lk_def.h"
 #include "lk_ljalloc.h"
 
-#define LK_EXPORT __attribute__((visibility("default")))
 
 extern char **environ;
 
@@ -29,7 +29,7 @@ extern char **environ;
 ** keeps its pid and its file). Valgrind refuses to start a process whose environment lacks the
 ** variable, so the exec functions put it back into an environment that lost it (env -i). */
 
-#define LK_ID_VAR "LJLEAK_VG_ID="
+#define LK_ID_VAR LK_ENV_VG_ID "="
 #define LK_ID_PREFIX (sizeof(LK_ID_VAR) - 1)
 #define LK_ID_LEN 16
 

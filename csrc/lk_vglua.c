@@ -2,6 +2,7 @@
 ** calls C goes through a small trampoline of its own Lua stack, so Valgrind's stack holds an address
 ** that names it; at exit the process writes which address stands for which Lua frames. */
 #include "ljleak.h"
+#include "lk_def.h"
 #include "lk_luaread.h"
 
 #include <dlfcn.h>
@@ -14,7 +15,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define LK_EXPORT __attribute__((visibility("default")))
 
 extern void *__libc_malloc(size_t);
 extern void *__libc_calloc(size_t, size_t);
@@ -24,7 +24,7 @@ extern int __cxa_atexit(void (*)(void *), void *, void *);
 
 static __thread char *lk_vm_g;   /* the attached VM's global_State, on the thread that runs it */
 static __thread int lk_inside;   /* this thread is in the code below: no trampoline */
-static int lk_lua_depth = 6;
+static int lk_lua_depth = LK_LUA_DEPTH_DEFAULT;
 
 /* -- Trampolines --------------------------------------------------------------
 ** push rbp; mov rbp, rsp; and rsp, -16; call *r11; mov rsp, rbp; pop rbp; ret. Valgrind unwinds
@@ -209,7 +209,7 @@ LK_EXPORT int ljleak_lua_attach(uintptr_t L, int depth)
 {
   char *g = NULL;
   if (lk_luaread_attach(L, &g)) return 0;
-  if (depth > 0) lk_lua_depth = depth > 16 ? 16 : depth;
+  if (depth > 0) lk_lua_depth = depth > LK_LUA_DEPTH_MAX ? LK_LUA_DEPTH_MAX : depth;
   lk_vm_g = g;
   return 1;
 }
@@ -317,7 +317,7 @@ static void lk_dump(void *unused)
 /* The file's name for this process: its pid and ID now (a fork child has both new). */
 static void lk_name_output(void)
 {
-  const char *dir = getenv("LJLEAK_DIR"), *id = getenv("LJLEAK_VG_ID");
+  const char *dir = getenv(LK_ENV_DIR), *id = getenv(LK_ENV_VG_ID);
   char pid[24];
   int i = 23;
   long v = (long)getpid();

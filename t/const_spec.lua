@@ -50,13 +50,31 @@ describe("constants shared by C and Lua", function()
       assert.is_true(n >= 6)
    end)
 
-   it("are the only spelling of those variables in the C sources", function()
+   it("are the only spelling of those variables in the C sources and the Lua modules", function()
       local lfs = require "lfs"
       for name in lfs.dir(h.ROOT .. "/csrc") do
-         if name:match("^lk_.*%.c$") and name ~= "lk_vg.c" and name ~= "lk_vglua.c" then
+         if name:match("^lk_.*%.c$") then
             local src = assert(h.read_file(h.ROOT .. "/csrc/" .. name))
             assert.is_nil(src:match('getenv%("LJLEAK_[%w_]+"%)'), name)
+            assert.is_nil(src:match('"LJLEAK_[%w_]+=?"'), name)
          end
       end
+      local function lua_dir(dir)
+         for name in lfs.dir(dir) do
+            local path = dir .. "/" .. name
+            if name:match("%.lua$") and name ~= "const.lua" then
+               -- (LJLEAK_SAVED_NAME: the launcher's copies of the user's LUA_* variables)
+               local src = assert(h.read_file(path)):gsub('"LJLEAK_SAVED_"', "")
+               assert.is_nil(src:match('"LJLEAK_[%w_]*"'), path)
+            elseif not name:match("^%.") and lfs.attributes(path, "mode") == "directory" then
+               lua_dir(path)
+            end
+         end
+      end
+      lua_dir(h.ROOT .. "/lua/ljleak")
+   end)
+
+   it("have every Lua name of an environment variable spelt as its key", function()
+      for key, name in pairs(const.ENV) do assert.are.equal("LJLEAK_" .. key, name) end
    end)
 end)

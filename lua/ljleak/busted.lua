@@ -8,11 +8,13 @@
 local ljleak = require "ljleak"
 local vm = require "ljleak.vm"
 
+local ENV = vm.require("ljleak.const").ENV
+
 local M = {}
 
 local KIND_SET = {}
-for k in (os.getenv("LJLEAK_FAIL_ON") or "definite"):gmatch("[^,]+") do KIND_SET[k] = true end
-local PER_TEST = os.getenv("LJLEAK_PER_TEST") ~= "0"
+for k in (os.getenv(ENV.FAIL_ON) or "definite"):gmatch("[^,]+") do KIND_SET[k] = true end
+local PER_TEST = os.getenv(ENV.PER_TEST) ~= "0"
 
 -- "outer describe > inner describe > test", without the file.
 local function full_name(core, element)

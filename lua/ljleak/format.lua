@@ -137,7 +137,9 @@ function M.formatters.html(report, opts, sink)
    b:put(("<h1>ljleak: %s</h1>\n"):format(xml(table.concat(report.command or {}, " "))))
    b:put(("<p>engine %s, exit status %s</p>\n"):format(xml(report.engine or "?"), xml(tostring(report.exit_status))))
    b:put("<table><tr><th>kind</th><th>blocks</th><th>bytes</th></tr>\n")
-   for _, k in ipairs {"definite", "indirect", "possible", "reachable", "suppressed"} do
+   local kinds = {unpack(model.KINDS)}
+   kinds[#kinds + 1] = "suppressed"
+   for _, k in ipairs(kinds) do
       local t = summary[k] or {blocks = 0, bytes = 0}
       b:put(('<tr><td class="%s">%s</td><td>%d</td><td>%d</td></tr>\n'):format(k, k, t.blocks, t.bytes))
    end

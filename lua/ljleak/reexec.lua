@@ -2,6 +2,8 @@
 -- `ljleak run`, which preloads it (the launcher next to the modules, in PATH, or LJLEAK_BIN).
 local ffi = require "ffi"
 
+local ENV = require("ljleak.const").ENV
+
 local M = {}
 
 local function read_cmdline()
@@ -23,7 +25,7 @@ end
 -- The launcher next to this module in a checkout, or `ljleak` in PATH.
 local function find_launcher()
    local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$")
-   local env = os.getenv("LJLEAK_BIN")
+   local env = os.getenv(ENV.BIN)
    if env then return env end
    if here and file_exists(here .. "/../../bin/ljleak") then return here .. "/../../bin/ljleak" end
    for dir in (os.getenv("PATH") or ""):gmatch("[^:]+") do
@@ -40,7 +42,7 @@ local function reexec()
   ]]
    local argv = read_cmdline()
    local launcher = find_launcher()
-   if os.getenv("LJLEAK_REEXEC") then
+   if os.getenv(ENV.REEXEC) then
       error("ljleak: the tracker is still not loaded after re-running under `ljleak run`", 0)
    end
    if not argv or not launcher then
@@ -55,7 +57,7 @@ local function reexec()
       keep[i] = ffi.new("char[?]", #a + 1, a)
       cargv[i - 1] = keep[i]
    end
-   ffi.C.setenv("LJLEAK_REEXEC", "1", 1)
+   ffi.C.setenv(ENV.REEXEC, "1", 1)
    io.stdout:flush()
    io.stderr:flush()
    ffi.C.execv(launcher, cargv)
@@ -66,7 +68,7 @@ end
 -- Re-run under the tracker if this process was started as `luajit -lljleak ...` (and is not
 -- already under an ljleak run); else nothing.
 function M.if_asked()
-   local cmd = not os.getenv("LJLEAK_DIR") and read_cmdline() or {}
+   local cmd = not os.getenv(ENV.DIR) and read_cmdline() or {}
    local i = 2
    while cmd[i] and cmd[i]:sub(1, 1) == "-" do  -- luajit's options, up to the script
       local a = cmd[i]

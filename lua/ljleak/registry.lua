@@ -8,6 +8,7 @@ local vm = require "ljleak.vm"
 
 -- Loaded now, through the require captured at start-up (a spec may mock require).
 local json = vm.require "ljleak.json"
+local ENV = vm.require("ljleak.const").ENV
 local model = vm.require "ljleak.model"
 local raw = vm.require "ljleak.raw"
 
@@ -70,7 +71,7 @@ local function problem(kind, message, frames, extra)
    for k, v in pairs(extra or {}) do p[k] = v end
    p.epoch = ctx.epoch  -- in this process only: which check it belongs to
    problems[#problems + 1] = p
-   local dir = getenv("LJLEAK_DIR")
+   local dir = getenv(ENV.DIR)
    if dir then
       local f = io_open(("%s/lua.%d.jsonl"):format(dir, C.getpid()), "ab")
       if f then
@@ -250,7 +251,7 @@ end
 -- Wrap ffi.gc (unless LJLEAK_REGISTRY=0). CONTEXT: the API's {epoch, tag}, kept up to date by it.
 function M.install(context)
    ctx = context
-   if getenv("LJLEAK_REGISTRY") ~= "0" then ffi.gc = gc_wrapper end
+   if getenv(ENV.REGISTRY) ~= "0" then ffi.gc = gc_wrapper end
 end
 
 return M

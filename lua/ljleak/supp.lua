@@ -17,16 +17,18 @@
 -- In `lua`, `path` says that SOURCE has a "/" (matched against the whole source, else against its
 -- file name), `hash` that the line was written `#lua:`, `bare` that a "..." was written without
 -- `lua:` (after a Lua line).
--- A record (report.lua) has `kind` (a leak kind) or, for an error, `supp_tool`, `supp_kind` and
+-- A record (ljleak.model's) has `kind` (a leak kind) or, for an error, `supp_tool`, `supp_kind` and
 -- maybe `supp_extra`; `frames` ({function, mangled, object, file, line} or {address}); and `lua`
 -- ({source, line, function}, innermost first).
-local util = require "ljleak.util"
 local lfs = require "lfs"
 local stdlib = require "posix.stdlib"
 
+local const = require "ljleak.const"
+local util = require "ljleak.util"
+
 local M = {}
 
-M.LEAK_KINDS = {"definite", "indirect", "possible", "reachable"}
+M.LEAK_KINDS = const.KINDS
 local is_leak_kind = {}
 for _, k in ipairs(M.LEAK_KINDS) do is_leak_kind[k] = true end
 
@@ -259,7 +261,7 @@ end
 -- The folder of the curated default suppression files: $LJLEAK_SUPPRESSIONS_DIR, or next to
 -- this module once installed (ljleak/suppressions/), or the checkout's suppressions/. Nil if none.
 function M.default_dir()
-   local env = os.getenv("LJLEAK_SUPPRESSIONS_DIR")
+   local env = os.getenv(const.ENV.SUPPRESSIONS_DIR)
    if env and env ~= "" then return env end
    local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
    for _, dir in ipairs({here .. "/suppressions", here .. "/../../suppressions"}) do

@@ -3,6 +3,8 @@
 -- The API (`require "ljleak"`) builds on it; only that one wraps ffi.gc.
 local ffi = require "ffi"
 
+local const = require "ljleak.const"
+
 local M = {}
 
 -- -- What the in-process side calls, captured when it loads -----------------------------------
@@ -119,7 +121,7 @@ end
 -- The tracker learns where this LuaJIT keeps the VM's state from three calls made from three
 -- coroutines (the only word of global_State that follows all of them is cur_L), then attaches.
 local function attach()
-   local depth = tonumber(os.getenv("LJLEAK_LUA_DEPTH")) or 6
+   local depth = tonumber(os.getenv(const.ENV.LUA_DEPTH)) or const.LUA_DEPTH_DEFAULT
    in_coroutine(function(L) return C.ljleak_lua_probe(L, 1) end)
    in_coroutine(function(L) return C.ljleak_lua_probe(L, 2) end)
    attached = in_coroutine(function(L) return C.ljleak_lua_attach(L, depth) ~= 0 end)

@@ -4,7 +4,7 @@
 -- engine.prepare(args) -> state         before anything runs: checks the engine's own options
 -- engine.check(state, path)             fails if the engine cannot run the program at PATH
 -- engine.command(state, command, path, run_dir) -> path, argv, env   what to spawn, env added
--- engine.ticker(state, run_dir) -> function or nil   a status line's update while it runs
+-- engine.ticker(state, run_dir, status_line) -> function or nil   updates STATUS_LINE while it runs
 -- engine.after(state, run_dir, interrupted) -> signal or nil   waits for processes that outlive it
 -- engine.collect(state, run_dir, result) -> procs, problems, errors, unchecked   (ljleak.raw's shape)
 -- engine.depth(state) -> frames kept per stack (suppression entries are cut to as many lines)
@@ -12,6 +12,7 @@
 local stdlib = require "posix.stdlib"
 local lfs = require "lfs"
 
+local const = require "ljleak.const"
 local util = require "ljleak.util"
 
 local M = {}
@@ -91,7 +92,7 @@ end
 
 -- Absolute path of the tracker, libljleak.so: $LJLEAK_PRELOAD, or next to the ljleak.core module.
 function M.tracker_library()
-   local path = os.getenv("LJLEAK_PRELOAD")
+   local path = os.getenv(const.ENV.PRELOAD)
    if not path or path == "" then
       local core_path = package.searchpath("ljleak.core", package.cpath)
       if not core_path then

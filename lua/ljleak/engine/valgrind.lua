@@ -5,6 +5,7 @@ local lfs = require "lfs"
 local lxp = require "lxp"
 local ptime = require "posix.time"
 
+local const = require "ljleak.const"
 local engines = require "ljleak.engine"
 local process = require "ljleak.process"
 local progress = require "ljleak.progress"
@@ -56,10 +57,10 @@ end
 
 -- The valgrind program: $LJLEAK_VALGRIND, or `valgrind` on PATH. Nil and a message if missing.
 function M.find()
-   local path = os.getenv("LJLEAK_VALGRIND")
+   local path = os.getenv(const.ENV.VALGRIND)
    if path and path ~= "" then
       if lfs.attributes(path, "mode") == "file" then return path end
-      return nil, ("LJLEAK_VALGRIND=%s: no such file"):format(path)
+      return nil, ("%s=%s: no such file"):format(const.ENV.VALGRIND, path)
    end
    for dir in ((os.getenv("PATH") or "/usr/bin:/bin") .. ":"):gmatch("([^:]*):") do
       local candidate = (dir == "" and "." or dir) .. "/valgrind"
@@ -97,7 +98,7 @@ end
 -- %n (a count that starts again at 1 in each process) and %q{VAR} (VAR's value: a process whose
 -- environment lacks VAR does not start). libljleak_vg.so gives each forked child a new value
 -- (pthread_atfork) and puts the variable back into an environment given to exec without it.
-M.ID_VAR = "LJLEAK_VG_ID"
+M.ID_VAR = const.ENV.VG_ID
 
 -- The first process's value; 16 hex digits, as libljleak_vg.so writes them.
 M.FIRST_ID = "0000000000000000"
