@@ -226,19 +226,26 @@ local function unescape(s)
 end
 
 -- lua ID LINE FLAGS NAME SOURCE: one Lua frame of an interned Lua stack, innermost first.
+-- The Lua frame of the fields of a lua line (LINE FLAGS NAME SOURCE, as text), as the proc shape
+-- has it. Also the Valgrind engine's (vglua files, ljleak.vgxml), whose lines name an address.
+function M.lua_frame(line, flags, name, source)
+   line = tonumber(line)
+   return {
+      source = source, line = line >= 0 and line or nil,
+      ["function"] = name ~= "?" and unescape(name) or nil,
+      approximate = number(flags) % 2 == 1 or nil,
+   }
+end
+
 function handlers.lua(proc, rest)
    local id, line, flags, name, source = rest:match("^(%d+) (%-?%d+) (%d+) (%S+) (.*)$")
    if not id then
       return "bad lua line (want: lua ID LINE FLAGS NAME SOURCE)"
    end
-   id, line = number(id), tonumber(line)
+   id = number(id)
    local frames = proc.lua[id] or {}
    proc.lua[id] = frames
-   frames[#frames + 1] = {
-      source = source, line = line >= 0 and line or nil,
-      ["function"] = name ~= "?" and unescape(name) or nil,
-      approximate = number(flags) % 2 == 1 or nil,
-   }
+   frames[#frames + 1] = M.lua_frame(line, flags, name, source)
 end
 
 -- ctx ID EPOCH TAG NOTE: the tag (test name...), snapshot epoch and note ("finalizer detached

@@ -176,21 +176,10 @@ end
 local function finish(engine, state, run_dir, res, command, args, opts)
    local EXIT = opts.exit
    local interrupted = res.interrupted or (res.late_signal and {signal = res.late_signal, by = "signal"})
-   local child_pid, how, status = res.pid, res.how, res.status
+   local how, status = res.how, res.status
    local exit_status = how == "killed" and EXIT.signal_base + status or status
 
    local procs, problems, errors, unchecked = engine.collect(state, run_dir, res)
-   local pids = {}
-   for _, proc in ipairs(procs) do pids[proc.pid or -1] = true end
-   if engine.name == "valgrind" and not pids[child_pid] then
-      if how == "killed" then
-         warn("%s (pid %d) was killed by %s and left no leak report%s", command[1], child_pid,
-            signal_name(status), #procs > 0 and "; reporting its other processes" or "")
-      else
-         warn("%s (pid %d) left no leak report: Valgrind could not run it (see its message above)", command[1],
-            child_pid)
-      end
-   end
 
    local rep = model.build(procs, {engine = engine.name, command = command, exit_status = exit_status,
                                    version = version(), errors = errors,

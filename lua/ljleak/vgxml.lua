@@ -5,6 +5,7 @@
 local lfs = require "lfs"
 local lxp = require "lxp"
 
+local raw = require "ljleak.raw"
 local symbolize = require "ljleak.symbolize"
 local util = require "ljleak.util"
 
@@ -80,10 +81,6 @@ end
 -- stack (32-byte aligned): Valgrind's stack then holds its address, and at exit the process writes
 -- vglua.PID.ID beside its XML: "lua 0xADDR LINE FLAGS NAME SOURCE" lines, innermost first.
 
-local function unescape(s)
-   return (s:gsub("%%(%x%x)", function(x) return string.char(tonumber(x, 16)) end))
-end
-
 -- The trampolines of one process: address -> Lua frames ({source, line, function}), or nil.
 function M.read_lua_frames(path)
    local text = util.read_file(path)
@@ -93,10 +90,7 @@ function M.read_lua_frames(path)
       local a = tonumber(addr, 16)
       map[a] = map[a] or {}
       local frames = map[a]
-      line = tonumber(line)
-      frames[#frames + 1] = {source = source, line = line >= 0 and line or nil,
-                             ["function"] = name ~= "?" and unescape(name) or nil,
-                             approximate = tonumber(flags) % 2 == 1 or nil}
+      frames[#frames + 1] = raw.lua_frame(line, flags, name, source)
    end
    return map
 end

@@ -147,6 +147,7 @@ function M.check() end   -- Valgrind runs static and setuid programs too
 -- preloaded (client requests, dlclose kept a no-op), the ljleak module in every LuaJIT process
 -- (busted's tests become Valgrind contexts), the JIT off unless --jit=on.
 function M.command(state, command, _, run_dir)
+   state.command = command
    local argv = M.command_line({valgrind = state.valgrind, dir = run_dir, extra = state.extra})
    for _, a in ipairs(command) do argv[#argv + 1] = a end
    local env = engines.with_user_env({LUA_INIT = engines.lua_init(), LJLEAK_DIR = run_dir})
@@ -178,8 +179,22 @@ function M.after(_, run_dir, interrupted)
    end
 end
 
-function M.collect(_, run_dir)
+-- The processes of RUN_DIR's XML files. The command's own process (RESULT: process.run's) that
+-- left none is said on stderr: killed, or Valgrind could not run it.
+function M.collect(state, run_dir, result)
    local procs, problems = vgxml.collect(run_dir)
+   local found = false
+   for _, proc in ipairs(procs) do found = found or proc.pid == result.pid end
+   if not found then
+      local name = state.command[1]
+      if result.how == "killed" then
+         io.stderr:write(("ljleak: %s (pid %d) was killed by %s and left no leak report%s\n"):format(name, result.pid,
+            process.signal_name(result.status), #procs > 0 and "; reporting its other processes" or ""))
+      else
+         io.stderr:write(("ljleak: %s (pid %d) left no leak report: Valgrind could not run it (see its message "
+            .. "above)\n"):format(name, result.pid))
+      end
+   end
    return procs, problems, {}, {}
 end
 
