@@ -5,6 +5,7 @@
 #include "lk_ctx.h"
 #include "lk_lock.h"
 #include "lk_maps.h"
+#include "lk_mmap.h"
 #include "lk_report.h"
 #include "lk_scan.h"
 #include "lk_stack.h"
@@ -24,7 +25,11 @@ LK_EXPORT uint32_t ljleak_ctx_make(uint32_t epoch, const char *tag, const char *
   return lk_ctx_make(epoch, tag, note);
 }
 
-LK_EXPORT void ljleak_ctx_set(uint32_t ctx) { lk_ctx = ctx; }
+LK_EXPORT void ljleak_ctx_set(uint32_t ctx)
+{
+  lk_ctx = ctx;
+  __atomic_add_fetch(&lk_jit_gen, 1, __ATOMIC_RELEASE);  /* sites lk_site_fast remembers are stale */
+}
 
 /* Stop (on != 0) or resume recording this thread's allocations: ljleak's own reporting work.
 ** Mappings made meanwhile are still the program's (LuaJIT's heap grows): lk_paused says so. */

@@ -3,12 +3,7 @@
 #include "lk_classify.h"
 #include "lk_sys.h"
 
-#include <fcntl.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/syscall.h>
-#include <sys/sysinfo.h>
-#include <unistd.h>
 
 /* -- Block lookup ------------------------------------------------------- */
 
@@ -109,24 +104,9 @@ static void lk_scan_words(lk_scanner *s, uintptr_t lo, uintptr_t hi)
 
 /* -- Resident pages only ----------------------------------------------------
 ** A huge mapping the program never touched (a MAP_NORESERVE reservation) holds only zeros: read
-** only the pages that are in memory, or in swap (pagemap tells), never the rest. */
+** only the pages in use (lk_pages_in_use), never the rest. */
 
 #define LK_BIG ((uintptr_t)1 << 20)
-static int lk_pagemap_fd = -2;
-
-static int lk_page_swapped(uintptr_t page)
-{
-  uint64_t e = 0;
-  if (lk_pagemap_fd == -2) {
-    struct sysinfo si;
-    lk_pagemap_fd = -1;
-    if (sysinfo(&si) == 0 && si.totalswap > 0)
-      lk_pagemap_fd = (int)syscall(SYS_open, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-  }
-  if (lk_pagemap_fd < 0) return 0;
-  if (syscall(SYS_pread64, lk_pagemap_fd, &e, 8, (page >> 12) * 8) != 8) return 1;  /* unknown: read it */
-  return (e >> 62) & 1;
-}
 
 static void lk_scan_counted(lk_scanner *s, uintptr_t lo, uintptr_t hi)
 {
@@ -143,9 +123,9 @@ static void lk_scan_resident(lk_scanner *s, uintptr_t lo, uintptr_t hi,
   for (w = lo & ~(uintptr_t)4095; w < hi; w += LK_BIG) {
     uintptr_t we = w + LK_BIG < hi ? w + LK_BIG : hi, run = 0, p;
     size_t np = (we - w + 4095) / 4096, k;
-    if (syscall(SYS_mincore, w, we - w, vec) != 0) { scan(s, w > lo ? w : lo, we); continue; }
+    if (!lk_pages_in_use(w, np, vec)) { scan(s, w > lo ? w : lo, we); continue; }
     for (k = 0; k <= np; k++) {
-      int in = k < np && ((vec[k] & 1) || lk_page_swapped(w + k * 4096));
+      int in = k < np && vec[k];
       p = w + k * 4096;
       if (in && !run) run = p;
       if (!in && run) {

@@ -156,18 +156,20 @@ found:
 /* Called from JIT code (LuaJIT's machine code lives in mappings the program made)? Then no
 ** unwinder can go further than that one frame, so do not ask one. One cached range per thread. */
 static LK_TLS uintptr_t lk_jit_lo, lk_jit_hi;
-static LK_TLS unsigned lk_jit_gen;
+static LK_TLS unsigned lk_jit_seen;   /* lk_jit_gen when that range was found */
 
-static inline int lk_ip_in_jit(uintptr_t ip)
+static inline int lk_ip_in_jit(uintptr_t ip, unsigned gen)
 {
   uintptr_t lo, hi;
-  if (ip >= lk_jit_lo && ip < lk_jit_hi && lk_jit_gen == lk_fm_gen) return 1;
+  if (ip >= lk_jit_lo && ip < lk_jit_hi && lk_jit_seen == gen) return 1;
   if (!lk_foreign_find(ip, &lo, &hi)) return 0;
-  lk_jit_gen = lk_fm_gen;
+  lk_jit_seen = gen;
   lk_jit_lo = lo;
   lk_jit_hi = hi;
   return 1;
 }
+
+LK_TLS lk_site_memo lk_smemo;
 
 /* Capture the caller's stack (frames inside the tracker dropped) and intern it.
 ** Returns 0 only when the site arena is exhausted. */
@@ -176,10 +178,20 @@ uint32_t lk_site_capture(int fn, uintptr_t ra)
   void *buf[LK_MAXDEPTH + 8];
   uintptr_t ips[LK_MAXDEPTH];
   int n = 0, i = 0, k = 0;
-  uint32_t lua = lk_lua_capture();
-  if (lk_ip_in_jit(ra)) {
+  unsigned gen = __atomic_load_n(&lk_jit_gen, __ATOMIC_ACQUIRE);  /* before what it guards */
+  int32_t vmstate = lk_lua_vmstate();
+  uint32_t lua = lk_lua_capture(), ctx = lk_ctx, id;
+  if (lk_ip_in_jit(ra, gen)) {
     ips[0] = ra;
-    return lk_site_intern(ips, 1, fn, lk_ctx, lua);
+    id = lk_site_intern(ips, 1, fn, ctx, lua);
+    if (id > LK_SITE_INTERNAL && vmstate >= 0) {  /* the same again for this caller: lk_site_fast */
+      lk_smemo.ra = ra;
+      lk_smemo.fn = fn;
+      lk_smemo.vmstate = vmstate;
+      lk_smemo.gen = gen;
+      lk_smemo.site = id;
+    }
+    return id;
   }
   if (LIKELY(lk_unw_backtrace != NULL)) {
     n = lk_unw_backtrace(buf, lk_depth + 6);
@@ -189,7 +201,7 @@ uint32_t lk_site_capture(int fn, uintptr_t ra)
   }
   for (; i < n && k < lk_depth; i++)  /* the tracker's frames (hooks, main wrapper) are noise */
     if (!lk_ip_in_self((uintptr_t)buf[i])) ips[k++] = (uintptr_t)buf[i];
-  return lk_site_intern(ips, k, fn, lk_ctx, lua);
+  return lk_site_intern(ips, k, fn, ctx, lua);
 }
 
 uint32_t lk_site_with_ctx(uint32_t id, uint32_t ctx)

@@ -4,6 +4,8 @@
 #define LK_STACK_H
 
 #include "lk_def.h"
+#include "lk_luavm.h"
+#include "lk_mmap.h"
 
 typedef struct lk_site {
   uint32_t next;     /* hash chain (site id) */
@@ -24,5 +26,26 @@ const lk_site *lk_site_get(uint32_t id);
 int lk_site_stamp(uint32_t id, uint32_t serial);  /* set; 1 if it had it already */
 uint32_t lk_site_with_ctx(uint32_t site, uint32_t ctx);  /* same stack, another context */
 extern volatile uint64_t lk_sites_dropped;  /* allocations recorded under site 0 */
+
+/* -- The hot path --------------------------------------------------------------------------
+** JIT code that allocates in a loop makes the same site again and again: its stack is its one
+** frame, and its Lua stack follows from the trace that runs. lk_site_capture remembers, per thread,
+** the last such site and what it depended on; lk_site_fast gives it back (in *site, returning 1)
+** while all of that is unchanged (0: capture). */
+typedef struct lk_site_memo {
+  uintptr_t ra;        /* the return address, in JIT code */
+  uint32_t site;
+  int32_t vmstate;     /* lk_lua_vmstate(): a trace's number, or 0 (no VM) */
+  unsigned gen;        /* lk_jit_gen */
+  int fn;
+} lk_site_memo;
+extern LK_TLS lk_site_memo lk_smemo;
+
+static inline int lk_site_fast(int fn, uintptr_t ra, uint32_t *site)
+{
+  const lk_site_memo *m = &lk_smemo;
+  *site = m->site;
+  return ra == m->ra && fn == m->fn && m->gen == lk_jit_gen && m->vmstate == lk_lua_vmstate();
+}
 
 #endif

@@ -1,7 +1,9 @@
 /* Unit test of the live-block table (csrc/lk_table.c) on synthetic addresses: set, take, the
-** sorted collection, the size cap, the 16-byte half of a granule, refusals. TAP output. */
+** sorted collection, the size cap, the 16-byte half of a granule, refusals, the fast forms in the
+** last leaf used, and a collection that reads only the pages written. TAP output. */
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "../../csrc/lk_table.h"
 #include "../../csrc/lk_sys.h"
@@ -46,6 +48,39 @@ int main(void)
     lk_block gone = b[0];
     gone.size = 25;
     ok(!lk_table_still(&gone), "a block with another size is not the one collected");
+  }
+  if (b) lk_sysunmap(b, n * sizeof(lk_block));
+
+  /* The fast forms work in the leaf used last, and only there. */
+  lk_table_set((void *)(base + 0x2000), 40, 20);          /* the leaf of base is the last used */
+  ok(lk_table_set_fast((void *)(base + 0x3010), 50, 21), "a fast set in the leaf used last");
+  ok(!lk_table_set_fast((void *)(base + 0x80000000), 60, 22), "no fast set in another leaf");
+  ok(lk_table_take((void *)(base + 0x3010), &size, &site) && size == 50 && site == 21,
+     "the fast set recorded size and site (and the 16-byte half)");
+  lk_table_set((void *)(base + 0x3010), 50, 21);
+  ok(lk_table_take_fast((void *)(base + 0x3010)), "a fast take finds it");
+  ok(!lk_table_take_fast((void *)(base + 0x3010)), "a second fast take finds nothing");
+  ok(!lk_table_take((void *)(base + 0x3010), NULL, NULL), "nor does the full take: it was cleared");
+  lk_table_set((void *)(base + 0x40000000 + 0x100), 70, 23);  /* now the other leaf is the last */
+  ok(!lk_table_take_fast((void *)(base + 0x2000)), "no fast take outside the leaf used last");
+  ok(lk_table_take((void *)(base + 0x2000), &size, &site) && size == 40 && site == 20,
+     "where the full take finds the block");
+
+  /* A collection reads only a leaf's pages that were written: the rest stay out of memory. */
+  {
+    uintptr_t far = (uintptr_t)0x7e0000000000;
+    unsigned char vec[64];
+    int written = 0, k;
+    lk_table_set((void *)(far + 0x10), 16, 30);             /* the first page of a new leaf */
+    lk_table_set((void *)(far + 0xfff00), 16, 31);          /* its last page */
+    n = lk_table_collect(&b, &want);
+    ok(n >= 2 && b[0].addr == far + 0x10 && b[1].addr == far + 0xfff00 && b[1].site == 31,
+       "both blocks of the new leaf collected, first (the lowest addresses)");
+    if (b) lk_sysunmap(b, n * sizeof(lk_block));
+    lk_table_set_fast((void *)(far + 0x20), 16, 32);        /* the leaf's address is now known */
+    if (mincore((void *)((uintptr_t)lk_lmemo.slots), 64 * 4096, vec) == 0)
+      for (k = 0; k < 64; k++) written += vec[k] & 1;
+    ok(written == 2, "the leaf's other 62 pages were never read");
   }
   return done();
 }
