@@ -34,16 +34,22 @@ static lk_sym *sym_checkopen(lua_State *L)
   return u->sym;
 }
 
+/* The offset argument of a lookup: a file vaddr (already minus 1). */
+static uint64_t sym_checkoffset(lua_State *L)
+{
+  lua_Number n = luaL_checknumber(L, 2);
+  if (!(n >= 0 && n < 18446744073709551616.0 && (lua_Number)(uint64_t)n == n))
+    luaL_argerror(L, 2, "offset must be a non-negative integer");
+  return (uint64_t)n;
+}
+
 /* symbolizer:lookup(offset) -> function, file, line, offset_in_function, column
 ** Any of them nil where unknown. OFFSET is a file vaddr (already minus 1). */
 static int sym_lookup(lua_State *L)
 {
   lk_sym *s = sym_checkopen(L);
-  lua_Number n = luaL_checknumber(L, 2);
   lk_sym_info info;
-  if (!(n >= 0 && n < 18446744073709551616.0 && (lua_Number)(uint64_t)n == n))
-    luaL_argerror(L, 2, "offset must be a non-negative integer");
-  lk_sym_lookup(s, (uint64_t)n, &info);
+  lk_sym_lookup(s, sym_checkoffset(L), &info);
   if (info.func != NULL) lua_pushstring(L, info.func); else lua_pushnil(L);
   if (info.file != NULL) lua_pushstring(L, info.file); else lua_pushnil(L);
   if (info.line > 0) lua_pushinteger(L, info.line); else lua_pushnil(L);
@@ -51,6 +57,19 @@ static int sym_lookup(lua_State *L)
   else lua_pushnil(L);
   if (info.column > 0) lua_pushinteger(L, info.column); else lua_pushnil(L);
   return 5;
+}
+
+/* symbolizer:name(offset) -> function, offset_in_function: the same from the symbol table only,
+** without reading DWARF (nil, nil where no symbol covers OFFSET). */
+static int sym_name(lua_State *L)
+{
+  lk_sym *s = sym_checkopen(L);
+  lk_sym_info info;
+  lk_sym_name(s, sym_checkoffset(L), &info);
+  if (info.func == NULL) return 0;
+  lua_pushstring(L, info.func);
+  lua_pushnumber(L, (lua_Number)info.func_off);
+  return 2;
 }
 
 /* symbolizer:path() -> the path it was opened for */
@@ -81,6 +100,7 @@ static int sym_tostring(lua_State *L)
 
 static const luaL_Reg sym_methods[] = {
   { "lookup", sym_lookup },
+  { "name", sym_name },
   { "path", sym_path },
   { "close", sym_close },
   { NULL, NULL }
@@ -151,6 +171,17 @@ static int core_demangle(lua_State *L)
 
 /* -- Module functions ----------------------------------------------------- */
 
+/* core.cache_key(path) -> the key a disk cache of lookups in the object at PATH is valid under
+** (its build ID, then the state of the places its debug information may come from) | nil */
+static int core_cache_key(lua_State *L)
+{
+  const char *path = luaL_checkstring(L, 1);
+  char key[8192];
+  if (!lk_sym_cache_key(path, key, sizeof(key))) return 0;
+  lua_pushstring(L, key);
+  return 1;
+}
+
 /* core.symbolizer(path) -> symbolizer | nil, message */
 static int core_symbolizer(lua_State *L)
 {
@@ -172,6 +203,7 @@ static int core_symbolizer(lua_State *L)
 static const luaL_Reg core_funcs[] = {
   { "symbolizer", core_symbolizer },
   { "demangle", core_demangle },
+  { "cache_key", core_cache_key },
   { NULL, NULL }
 };
 

@@ -171,15 +171,7 @@ function Lists:ranks()
    return rank
 end
 
--- T[K], made a table if it was not.
-local function sub(t, k)
-   local s = t[k]
-   if not s then
-      s = {}
-      t[k] = s
-   end
-   return s
-end
+local sub = require("ljleak.util").sub
 
 -- One number for a pair of list numbers.
 local function pair(a, b)
