@@ -76,17 +76,16 @@ static NOINLINE void lk_record_internal(void *p, size_t n)
   if (lk_busy == lk_paused) lk_table_set(p, n, LK_SITE_INTERNAL);
 }
 
-/* The same site as this thread's last allocation from JIT code, in the leaf it used last: done
-** here (lk_stack.h, lk_table.h); anything else in lk_record. */
+/* The same site as this thread's last allocation from JIT code (lk_stack.h; it is forgotten
+** whenever lk_on changes): recorded here, in the leaf it used last (lk_table.h) or through the
+** radix map; anything else in lk_record. */
 #define LK_RECORD(p, n, fn) \
   do { \
-    int on_ = lk_on; \
     uintptr_t ra_ = (uintptr_t)__builtin_return_address(0); \
     uint32_t site_; \
-    if (LIKELY(on_ == LK_ON_RECORD) && LIKELY((p) != NULL) && LIKELY(!lk_busy) && \
-        LIKELY(lk_site_fast((fn), ra_, &site_)) && LIKELY(lk_table_set_fast((p), (n), site_))) \
-      break; \
-    if (LIKELY((p) != NULL) && LIKELY(on_)) { \
+    if (LIKELY((p) != NULL) && LIKELY(!lk_busy) && LIKELY(lk_site_fast((fn), ra_, &site_))) { \
+      if (UNLIKELY(!lk_table_set_fast((p), (n), site_))) lk_table_set((p), (n), site_); \
+    } else if (LIKELY((p) != NULL) && LIKELY(lk_on)) { \
       if (UNLIKELY(lk_busy)) lk_record_internal((p), (n)); \
       else lk_record((p), (n), (fn), ra_); \
     } \

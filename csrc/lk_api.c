@@ -5,7 +5,6 @@
 #include "lk_ctx.h"
 #include "lk_lock.h"
 #include "lk_maps.h"
-#include "lk_mmap.h"
 #include "lk_report.h"
 #include "lk_scan.h"
 #include "lk_stack.h"
@@ -28,7 +27,7 @@ LK_EXPORT uint32_t ljleak_ctx_make(uint32_t epoch, const char *tag, const char *
 LK_EXPORT void ljleak_ctx_set(uint32_t ctx)
 {
   lk_ctx = ctx;
-  __atomic_add_fetch(&lk_jit_gen, 1, __ATOMIC_RELEASE);  /* sites lk_site_fast remembers are stale */
+  lk_hot_stale();   /* the sites lk_site_fast remembers carry the old one */
 }
 
 /* Stop (on != 0) or resume recording this thread's allocations: ljleak's own reporting work.
@@ -139,10 +138,10 @@ static void lk_check_scan(void *arg)
   lk_result r;
   lk_maps_snapshot();
   lk_maps_load();
-  __atomic_store_n(&lk_on, LK_ON_GATE, __ATOMIC_RELEASE);
+  lk_set_on(LK_ON_GATE);
   lk_threads_park();
   lk_scan(&r, &a->from);
-  __atomic_store_n(&lk_on, LK_ON_RECORD, __ATOMIC_RELEASE);
+  lk_set_on(LK_ON_RECORD);
   lk_threads_unpark();
   a->len = lk_report_raw(&r, &a->f, a->raw);
   lk_result_free(&r);

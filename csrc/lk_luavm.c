@@ -60,13 +60,13 @@ LK_EXPORT void ljleak_trace_start(int tr, const char *src, int line, const char 
   lk_lbuf_init(&lb);
   lk_lbuf_frame(&lb, line, LK_LUA_APPROX, name, src);
   lk_trace_loc[tr] = lk_intern(&lk_lstacks, lb.b, lb.n, (uint16_t)lb.nframes);
-  __atomic_add_fetch(&lk_jit_gen, 1, __ATOMIC_RELEASE);
+  lk_hot_stale();
 }
 
 LK_EXPORT void ljleak_trace_flush(void)
 {
   if (lk_trace_loc) memset(lk_trace_loc, 0, LK_MAXTRACES * sizeof(uint32_t));
-  __atomic_add_fetch(&lk_jit_gen, 1, __ATOMIC_RELEASE);
+  lk_hot_stale();
 }
 
 /* -- Capture ------------------------------------------------------------------ */
@@ -182,7 +182,7 @@ LK_EXPORT int ljleak_lua_attach(uintptr_t Laddr, int depth)
   if (depth > 0) lk_lua_depth = depth > LK_LUA_DEPTH_MAX ? LK_LUA_DEPTH_MAX : depth;
   lk_vm_g = g;
   lk_vm_state = lk_luaread_vmstate(g);
-  __atomic_add_fetch(&lk_jit_gen, 1, __ATOMIC_RELEASE);
+  lk_hot_stale();
   lk_lua_state = 1;
   lk_vm_why = NULL;
   {
@@ -201,7 +201,7 @@ LK_EXPORT void ljleak_lua_detach(void)
 {
   lk_vm_g = NULL;
   lk_vm_state = NULL;
-  __atomic_add_fetch(&lk_jit_gen, 1, __ATOMIC_RELEASE);
+  lk_hot_stale();
   lk_lua_state = 2;
   lk_mstate = NULL;
 }

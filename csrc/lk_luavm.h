@@ -12,7 +12,7 @@ uint32_t lk_lua_capture(void);           /* Lua stack of the current allocation,
 
 /* What the VM attached on this thread runs: a JIT trace's number (above 0), another state (below
 ** 0), or 0 when there is none. When it is not below 0, lk_lua_capture's answer depends on nothing
-** else until lk_jit_gen (lk_mmap.h) changes. */
+** else until lk_hot_gen (lk_state.h) changes. */
 extern LK_TLS volatile int32_t *lk_vm_state;
 static inline int32_t lk_lua_vmstate(void)
 {

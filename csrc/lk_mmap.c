@@ -60,7 +60,7 @@ static size_t lk_fm_find(uintptr_t lo) { return lk_fm_find_in(lk_fm, lk_nfm, lo)
 static void lk_fm_remove_locked(uintptr_t lo, uintptr_t hi)
 {
   size_t i = lk_fm_find(lo);
-  if (i < lk_nfm && lk_fm[i].lo < hi) __atomic_add_fetch(&lk_jit_gen, 1, __ATOMIC_RELEASE);
+  if (i < lk_nfm && lk_fm[i].lo < hi) lk_hot_stale();  /* JIT code may be gone */
   while (i < lk_nfm && lk_fm[i].lo < hi) {
     lk_range r = lk_fm[i];
     if (r.lo < lo && r.hi > hi) {  /* hole in the middle: split */
@@ -106,8 +106,6 @@ static void lk_fm_remove(uintptr_t lo, uintptr_t hi)
   lk_fm_write_end();
   lk_spin_unlock(&lk_fm_lock);
 }
-
-volatile unsigned lk_jit_gen;
 
 static int lk_foreign_lookup(const lk_range *fm, size_t n, uintptr_t a, lk_range *out)
 {

@@ -6,10 +6,6 @@
 #include "lk_def.h"
 
 void lk_mmap_init(void);
-/* Bumped whenever the site an allocation from JIT code gets may have changed for the same return
-** address (lk_site_fast): a foreign mapping went away, a trace started or traces were flushed, a
-** Lua state attached or detached, the context changed. */
-extern volatile unsigned lk_jit_gen;
 int lk_foreign_find(uintptr_t a, uintptr_t *lo, uintptr_t *hi);
 int lk_foreign_find_stopped(uintptr_t a);  /* no lock: the world is stopped */
 void lk_maps_foreach_foreign(lk_range_fn fn, void *ud);

@@ -156,7 +156,7 @@ found:
 /* Called from JIT code (LuaJIT's machine code lives in mappings the program made)? Then no
 ** unwinder can go further than that one frame, so do not ask one. One cached range per thread. */
 static LK_TLS uintptr_t lk_jit_lo, lk_jit_hi;
-static LK_TLS unsigned lk_jit_seen;   /* lk_jit_gen when that range was found */
+static LK_TLS unsigned lk_jit_seen;   /* lk_hot_gen when that range was found */
 
 static inline int lk_ip_in_jit(uintptr_t ip, unsigned gen)
 {
@@ -169,7 +169,7 @@ static inline int lk_ip_in_jit(uintptr_t ip, unsigned gen)
   return 1;
 }
 
-LK_TLS lk_site_memo lk_smemo;
+static const volatile int32_t lk_no_vmstate;   /* what lk_self.site.vmp points to without a VM */
 
 /* Capture the caller's stack (frames inside the tracker dropped) and intern it.
 ** Returns 0 only when the site arena is exhausted. */
@@ -178,18 +178,18 @@ uint32_t lk_site_capture(int fn, uintptr_t ra)
   void *buf[LK_MAXDEPTH + 8];
   uintptr_t ips[LK_MAXDEPTH];
   int n = 0, i = 0, k = 0;
-  unsigned gen = __atomic_load_n(&lk_jit_gen, __ATOMIC_ACQUIRE);  /* before what it guards */
+  unsigned gen = __atomic_load_n(&lk_hot_gen, __ATOMIC_ACQUIRE);  /* before what it guards */
   int32_t vmstate = lk_lua_vmstate();
   uint32_t lua = lk_lua_capture(), ctx = lk_ctx, id;
   if (lk_ip_in_jit(ra, gen)) {
     ips[0] = ra;
     id = lk_site_intern(ips, 1, fn, ctx, lua);
     if (id > LK_SITE_INTERNAL && vmstate >= 0) {  /* the same again for this caller: lk_site_fast */
-      lk_smemo.ra = ra;
-      lk_smemo.fn = fn;
-      lk_smemo.vmstate = vmstate;
-      lk_smemo.gen = gen;
-      lk_smemo.site = id;
+      lk_self.site.key = lk_site_key(fn, ra);
+      lk_self.site.vmstate = vmstate;
+      lk_self.site.vmp = lk_vm_state ? lk_vm_state : &lk_no_vmstate;
+      lk_self.site.gen = gen;
+      lk_self.site.site = id;
     }
     return id;
   }

@@ -4,8 +4,7 @@
 #define LK_STACK_H
 
 #include "lk_def.h"
-#include "lk_luavm.h"
-#include "lk_mmap.h"
+#include "lk_state.h"
 
 typedef struct lk_site {
   uint32_t next;     /* hash chain (site id) */
@@ -30,22 +29,18 @@ extern volatile uint64_t lk_sites_dropped;  /* allocations recorded under site 0
 /* -- The hot path --------------------------------------------------------------------------
 ** JIT code that allocates in a loop makes the same site again and again: its stack is its one
 ** frame, and its Lua stack follows from the trace that runs. lk_site_capture remembers, per thread,
-** the last such site and what it depended on; lk_site_fast gives it back (in *site, returning 1)
-** while all of that is unchanged (0: capture). */
-typedef struct lk_site_memo {
-  uintptr_t ra;        /* the return address, in JIT code */
-  uint32_t site;
-  int32_t vmstate;     /* lk_lua_vmstate(): a trace's number, or 0 (no VM) */
-  unsigned gen;        /* lk_jit_gen */
-  int fn;
-} lk_site_memo;
-extern LK_TLS lk_site_memo lk_smemo;
+** the last such site (lk_self.site) and what it depended on: key, the return address (in JIT
+** code) with the allocation function in bits 48 and up; vmstate, the trace that ran (0: no VM),
+** read at vmp (in the VM's global_State, or a zero); gen, lk_hot_gen, while which vmp stays valid.
+** lk_site_fast gives it back (in *site, returning 1) while all of that is unchanged (0: capture). */
+
+static inline uintptr_t lk_site_key(int fn, uintptr_t ra) { return ra | (uintptr_t)fn << 48; }
 
 static inline int lk_site_fast(int fn, uintptr_t ra, uint32_t *site)
 {
-  const lk_site_memo *m = &lk_smemo;
-  *site = m->site;
-  return ra == m->ra && fn == m->fn && m->gen == lk_jit_gen && m->vmstate == lk_lua_vmstate();
+  const lk_thread_state *t = &lk_self;
+  *site = t->site.site;
+  return t->site.key == lk_site_key(fn, ra) && t->site.gen == lk_hot_gen && *t->site.vmp == t->site.vmstate;
 }
 
 #endif

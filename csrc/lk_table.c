@@ -19,7 +19,6 @@
 #define LK_LEAF_BYTES (LK_LEAF_SLOTS * sizeof(uint64_t))
 #define LK_LEAF_PAGES (LK_LEAF_BYTES / 4096)
 
-LK_TLS lk_leaf_memo lk_lmemo;   /* the leaf this thread used last */
 
 static uint64_t **lk_top[(size_t)1 << LK_TOP_BITS];  /* mids, made on demand */
 static uint32_t *lk_leaves;        /* (top << LK_MID_BITS | mid) of every leaf made */
@@ -75,8 +74,8 @@ static inline uint64_t *lk_slot(uintptr_t a, int make)
     leaf = lk_leaf_make(ti, mi);
     if (!leaf) return NULL;
   }
-  lk_lmemo.key = (a >> LK_LEAF_SHIFT) + 1;  /* for the next lk_table_set_fast, lk_table_take_fast */
-  lk_lmemo.slots = leaf;
+  lk_self.leaf.key = (a >> LK_LEAF_SHIFT) + 1;  /* for the next lk_table_set_fast, lk_table_take_fast */
+  lk_self.leaf.slots = leaf;
   return &leaf[j];
 }
 

@@ -4,6 +4,7 @@
 #define LK_TABLE_H
 
 #include "lk_def.h"
+#include "lk_state.h"
 
 typedef struct lk_block {
   uintptr_t addr;
@@ -37,34 +38,30 @@ size_t lk_table_collect(lk_block **out, size_t *want);  /* live blocks, sorted b
 int lk_table_still(const lk_block *b);   /* still live with the same size and site? */
 
 /* -- The hot path -------------------------------------------------------------------------
-** The leaf this thread used last: most blocks a thread allocates and frees lie in the same MiB.
-** The fast forms do what lk_table_set and lk_table_take do, in that leaf only; 0: not done (another
-** leaf, or for take, no block there), call the full form. */
-typedef struct lk_leaf_memo {
-  uintptr_t key;     /* (address >> LK_LEAF_SHIFT) + 1 of that leaf, 0: none */
-  uint64_t *slots;
-} lk_leaf_memo;
-extern LK_TLS lk_leaf_memo lk_lmemo;
+** The leaf this thread used last (lk_self.leaf: key, (address >> LK_LEAF_SHIFT) + 1 of that leaf,
+** 0 for none; slots): most blocks a thread allocates and frees lie in the same MiB. The fast forms
+** do what lk_table_set and lk_table_take do, in that leaf only; 0: not done (another leaf, or for
+** take, no block there), call the full form. */
 
 /* P: 16-byte aligned (glibc's blocks are); SITE below 2^28. */
 static inline int lk_table_set_fast(void *p, size_t size, uint32_t site)
 {
-  const lk_leaf_memo *m = &lk_lmemo;
+  lk_thread_state *t = &lk_self;
   uintptr_t a = (uintptr_t)p;
   uint64_t sz = size > LK_SLOT_SIZE_MAX ? LK_SLOT_SIZE_MAX : size;
-  if (UNLIKELY((a >> LK_LEAF_SHIFT) + 1 != m->key)) return 0;
-  __atomic_store_n(&m->slots[(a >> LK_GRAN_SHIFT) & (LK_LEAF_SLOTS - 1)],
+  if (UNLIKELY((a >> LK_LEAF_SHIFT) + 1 != t->leaf.key)) return 0;
+  __atomic_store_n(&t->leaf.slots[(a >> LK_GRAN_SHIFT) & (LK_LEAF_SLOTS - 1)],
                    (sz << LK_SIZE_SHIFT) | (((a >> 4) & 1) << LK_SITE_BITS) | site, __ATOMIC_RELAXED);
   return 1;
 }
 
 static inline int lk_table_take_fast(void *p)
 {
-  const lk_leaf_memo *m = &lk_lmemo;
+  lk_thread_state *t = &lk_self;
   uintptr_t a = (uintptr_t)p;
   uint64_t *s;
-  if (UNLIKELY((a >> LK_LEAF_SHIFT) + 1 != m->key)) return 0;
-  s = &m->slots[(a >> LK_GRAN_SHIFT) & (LK_LEAF_SLOTS - 1)];
+  if (UNLIKELY((a >> LK_LEAF_SHIFT) + 1 != t->leaf.key)) return 0;
+  s = &t->leaf.slots[(a >> LK_GRAN_SHIFT) & (LK_LEAF_SLOTS - 1)];
   if (UNLIKELY(!__atomic_load_n(s, __ATOMIC_RELAXED))) return 0;
   __atomic_store_n(s, 0, __ATOMIC_RELAXED);
   return 1;

@@ -128,6 +128,7 @@ describe("collecting a tracker run directory", function()
       write_file(dir .. "/proc.4244.raw", GOOD:gsub("pid 4242", "pid 4244"):gsub("leak reachable.*$", ""))
       write_file(dir .. "/proc.4245.raw.tmp", "ljleak-raw 1\n")
       write_file(dir .. "/proc.4246.live", "")
+      write_file(dir .. "/proc.99999999.live", "ljleak-raw 1\npid 99999999\n")   -- cut while written into
       write_file(dir .. "/proc.4246.exec",
          "exec'd /bin/static, which is statically linked: LD_PRELOAD cannot load the tracker into it\n")
       write_file(dir .. "/lua.4242.jsonl", '{"kind": "bad_free", "message": "m", "pid": 4242}\nnot json\n')
@@ -139,10 +140,12 @@ describe("collecting a tracker run directory", function()
       local said = {}
       for _, p in ipairs(problems) do said[#said + 1] = p.message end
       table.sort(said)
-      assert.are.equal(4, #said)
+      assert.are.equal(5, #said)
       assert.matches("proc.4243.raw:%d+: leak of site 99, which is not defined", table.concat(said, "\n"))
       assert.matches("proc.4244.raw: truncated", table.concat(said, "\n"), 1, true)
       assert.matches("process 4245 died while writing its report", table.concat(said, "\n"), 1, true)
+      assert.matches("process 99999999 died while writing its report (" .. dir .. "/proc.99999999.live)",
+                     table.concat(said, "\n"), 1, true)
       assert.matches("lua.4242.jsonl:2: not an error record", table.concat(said, "\n"), 1, true)
       assert.are.equal(1, #errors)
       assert.are.same({{pid = 4246, reason = "exec'd /bin/static, which is statically linked: LD_PRELOAD cannot "

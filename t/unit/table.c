@@ -78,7 +78,7 @@ int main(void)
        "both blocks of the new leaf collected, first (the lowest addresses)");
     if (b) lk_sysunmap(b, n * sizeof(lk_block));
     lk_table_set_fast((void *)(far + 0x20), 16, 32);        /* the leaf's address is now known */
-    if (mincore((void *)((uintptr_t)lk_lmemo.slots), 64 * 4096, vec) == 0)
+    if (mincore((void *)((uintptr_t)lk_self.leaf.slots), 64 * 4096, vec) == 0)
       for (k = 0; k < 64; k++) written += vec[k] & 1;
     ok(written == 2, "the leaf's other 62 pages were never read");
   }
