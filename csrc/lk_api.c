@@ -88,7 +88,7 @@ LK_EXPORT uint64_t ljleak_live_blocks(uint32_t lo, uint32_t hi)
   size_t n, i;
   uint64_t count = 0;
   lk_busy++;
-  n = lk_table_collect(&b, NULL);
+  n = lk_table_collect(&b, NULL, 0);
   for (i = 0; i < n; i++)
     if (b[i].site != LK_SITE_INTERNAL && lk_epoch_in(b[i].site, lo, hi)) count++;
   if (b) lk_sysunmap(b, n * sizeof(lk_block));
@@ -107,7 +107,7 @@ LK_EXPORT size_t ljleak_live(uint32_t lo, uint32_t hi, char **raw)
   lk_busy++;
   lk_spin_lock(&lk_check_lock);
   lk_maps_snapshot();  /* modules loaded since the last look: their frames */
-  r.n = r.cap = lk_table_collect(&r.blocks, NULL);
+  r.n = r.cap = lk_table_collect(&r.blocks, NULL, 0);
   len = lk_report_raw(&r, &f, raw);
   lk_result_free(&r);
   lk_spin_unlock(&lk_check_lock);

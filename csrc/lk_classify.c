@@ -7,12 +7,30 @@
 
 /* -- Block lookup ------------------------------------------------------- */
 
+/* The address of every LK_SAMPLE-th block, searched first: a search then reads a small array
+** (n / 64 words) and one run of 64 blocks, not the whole list, whose lower levels miss the cache
+** at every step (ten million blocks: 1.9 s for the exit scan, 200 ns a block). */
+#define LK_SAMPLE 64
+
 /* Index of the block holding address w, or -1; *start says whether w is its first byte. */
 static long lk_find(const lk_scanner *s, uintptr_t w, int *start)
 {
   size_t a = 0, z = s->n;
   const lk_block *b;
+  long near;
   if (w < s->lo || w >= s->hi) return -1;
+  if (s->indexed && (near = lk_table_nearest(w)) >= 0 && (size_t)near < s->n && s->b[near].addr <= w) {
+    a = (size_t)near;   /* the last block with addr <= w, read from the table */
+    z = a + 1;
+  } else if (s->sample) {  /* the run of LK_SAMPLE blocks that holds the last block with addr <= w */
+    size_t sa = 0, sz = s->nsample;
+    while (sz - sa > 1) {
+      size_t m = (sa + sz) / 2;
+      if (s->sample[m] <= w) sa = m; else sz = m;
+    }
+    a = sa * LK_SAMPLE;
+    z = a + LK_SAMPLE < s->n ? a + LK_SAMPLE : s->n;
+  }
   while (z - a > 1) {  /* last block with addr <= w */
     size_t m = (a + z) / 2;
     if (s->b[m].addr <= w) a = m; else z = m;
@@ -167,6 +185,15 @@ void lk_classify_begin(lk_scanner *s, lk_block *b, size_t n, uint32_t *work, int
   for (i = 0; i < n; i++)
     if (b[i].addr + b[i].size > s->hi) s->hi = b[i].addr + b[i].size;
   if (s->hi == s->lo) s->hi++;  /* all zero-sized */
+  s->nsample = (n + LK_SAMPLE - 1) / LK_SAMPLE;
+  s->sample = n > LK_SAMPLE ? lk_sysmap(s->nsample * sizeof(uintptr_t)) : NULL;
+  for (i = 0; s->sample && i < s->nsample; i++) s->sample[i] = b[i * LK_SAMPLE].addr;
+}
+
+void lk_classify_end(lk_scanner *s)
+{
+  if (s->sample) lk_sysunmap(s->sample, s->nsample * sizeof(uintptr_t));
+  s->sample = NULL;
 }
 
 void lk_classify_held(lk_scanner *s, size_t i)

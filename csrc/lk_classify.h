@@ -28,6 +28,9 @@ typedef struct lk_scanner {
   long cur_block;          /* the block being scanned, or -1 when a root is */
   int root;                /* the caller's index of the root being scanned (for why) */
   lk_why *why;             /* per block, when explaining */
+  uintptr_t *sample;       /* the address of every LK_SAMPLE-th block (lk_find), or NULL */
+  size_t nsample;
+  int indexed;             /* the table's slots hold block indexes (lk_table_nearest) */
 } lk_scanner;
 
 
@@ -39,5 +42,6 @@ void lk_classify_begin(lk_scanner *s, lk_block *b, size_t n, uint32_t *work, int
 void lk_classify_held(lk_scanner *s, size_t i);          /* block I is a root (ld.so's own) */
 void lk_classify_root(lk_scanner *s, uintptr_t lo, uintptr_t hi);  /* words of [lo, hi) are roots */
 void lk_classify_finish(lk_scanner *s);  /* lost blocks: definite and indirect; freed ones gone */
+void lk_classify_end(lk_scanner *s);     /* the scanner's own memory given back */
 
 #endif

@@ -120,26 +120,48 @@ static int lk_wanted(const lk_block *b, const lk_report_filter *f, uint32_t *kin
   return 1;
 }
 
+/* The entry of (site, kind) in the open-addressing table T of N entries (a power of 2). */
+static lk_agg *lk_agg_slot(lk_agg *t, size_t n, uint32_t site, uint32_t kind)
+{
+  size_t k = ((site * 2654435761u) ^ kind) & (n - 1);
+  while (t[k].blocks && (t[k].site != site || t[k].kind != kind)) k = (k + 1) & (n - 1);
+  return &t[k];
+}
+
+/* The table of (site, kind) -> blocks, bytes of R's blocks that F asks for: sized by the number of
+** distinct entries (it doubles when half full), not by the number of blocks. */
 static size_t lk_aggregate(const lk_result *r, const lk_report_filter *f, lk_agg **out, size_t *cap)
 {
-  size_t n = 1, i, used = 0;
-  lk_agg *t;
-  while (n < 2 * r->n + 2) n <<= 1;
-  t = lk_sysmap(n * sizeof(lk_agg));
+  size_t n = 1024, i, j, used = 0;
+  lk_agg *t = lk_sysmap(n * sizeof(lk_agg));
   *out = t;
   *cap = n;
   if (!t) return 0;
   for (i = 0; i < r->n; i++) {
     const lk_block *b = &r->blocks[i];
-    uint32_t kind, h;
-    size_t k;
+    uint32_t kind;
+    lk_agg *e;
     if (!lk_wanted(b, f, &kind)) continue;
-    h = (b->site * 2654435761u) ^ kind;
-    k = h & (n - 1);
-    while (t[k].blocks && (t[k].site != b->site || t[k].kind != kind)) k = (k + 1) & (n - 1);
-    if (!t[k].blocks) { t[k].site = b->site; t[k].kind = kind; used++; }
-    t[k].blocks++;
-    t[k].bytes += b->size;
+    e = lk_agg_slot(t, n, b->site, kind);
+    if (!e->blocks) {
+      if (2 * (used + 1) > n) {  /* grow, and find the entry again */
+        lk_agg *g = lk_sysmap(2 * n * sizeof(lk_agg));
+        if (!g && used + 1 < n) goto fill;   /* no memory: fuller */
+        if (!g) continue;                   /* ... full: the block is left out */
+        for (j = 0; j < n; j++)
+          if (t[j].blocks) *lk_agg_slot(g, 2 * n, t[j].site, t[j].kind) = t[j];
+        lk_sysunmap(t, n * sizeof(lk_agg));
+        *out = t = g;
+        *cap = n = 2 * n;
+        e = lk_agg_slot(t, n, b->site, kind);
+      }
+    fill:
+      e->site = b->site;
+      e->kind = kind;
+      used++;
+    }
+    e->blocks++;
+    e->bytes += b->size;
   }
   return used;
 }
@@ -305,6 +327,8 @@ static void lk_write_raw(lk_out *o, const lk_result *r, lk_agg *t, size_t cap)
   lk_putu(o, bytes);
   lk_puts(o, " roots_bytes=");
   lk_putu(o, r->roots_bytes);
+  lk_puts(o, " scan_us=");
+  lk_putu(o, r->scan_us);
   if (lk_nomem) { lk_puts(o, " unrecorded=");  lk_putu(o, lk_nomem); }
   if (lk_sites_dropped) { lk_puts(o, " stacks_dropped="); lk_putu(o, lk_sites_dropped); }
   if (r->nomem) { lk_puts(o, " unclassified="); lk_putu(o, r->nomem); }

@@ -9,6 +9,7 @@ typedef struct lk_result {
   lk_block *blocks;
   size_t n, cap;
   size_t roots_bytes;
+  uint64_t scan_us;          /* time the scan took (collection and classification), microseconds */
   uint32_t *work;
   size_t nomem;          /* live blocks that could not be classified for want of memory */
   int unsafe;            /* a thread ran on and its memory was read directly */

@@ -32,6 +32,7 @@ void lk_stack_init(void)
   if ((e = getenv(LK_ENV_MAX_SITES)) && *e) lk_max_sites = strtoull(e, NULL, 10);
   e = getenv(LK_ENV_DEPTH);
   lk_sites.used = 8 * (LK_SITE_INTERNAL + 1);  /* ids 0 and 1 are reserved */
+  lk_sites.max = ((size_t)LK_ARENA_CHUNKS << LK_CHUNK_BITS) - 8;  /* and the last: lk_table.c's mark */
   if (e && *e) {
     int d = atoi(e);
     lk_depth = d < 1 ? 1 : d > LK_MAXDEPTH ? LK_MAXDEPTH : d;

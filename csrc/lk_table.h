@@ -34,8 +34,14 @@ static inline uint64_t lk_slot_value(const void *p, size_t size, uint32_t site)
 void lk_table_init(void);
 void lk_table_set(void *p, size_t size, uint32_t site);
 int lk_table_take(void *p, uint64_t *size, uint32_t *site);  /* clear; 1 if tracked */
-size_t lk_table_collect(lk_block **out, size_t *want);  /* live blocks, sorted by address */
+size_t lk_table_collect(lk_block **out, size_t *want, int index);  /* live blocks, sorted by address */
 int lk_table_still(const lk_block *b);   /* still live with the same size and site? */
+
+/* With INDEX, lk_table_collect leaves in each collected block's slot its index in the collection
+** (the world stopped: nothing else reads the table) until lk_table_restore puts the blocks back:
+** meanwhile lk_table_nearest finds the block at an address in a few reads. */
+long lk_table_nearest(uintptr_t w);      /* last collected block starting at or before w; -1: unknown */
+void lk_table_restore(const lk_block *b, size_t n);
 
 /* -- The hot path -------------------------------------------------------------------------
 ** The leaf this thread used last (lk_self.leaf: key, (address >> LK_LEAF_SHIFT) + 1 of that leaf,
