@@ -318,6 +318,43 @@ describe("ljleak run command line", function()
       assert.matches("definite: 300 bytes in 3 blocks, pid 4242", out, 1, true)
       assert.matches("LEAK SUMMARY:", out, 1, true)
    end)
+
+   -- A tree of the launcher, a copy of the sources and of their bytecode (build/lua), the
+   -- checkout's libraries: the program's LUA_INIT names the bootstrap the CLI found.
+   it("runs the bytecode that make built, and the sources once one of them is newer", function()
+      local lfs = require "lfs"
+      local tree = h.tmpdir()
+      local function copy(from, to)
+         if lfs.attributes(from, "mode") == "directory" then
+            assert(lfs.mkdir(to))
+            for name in lfs.dir(from) do
+               if name ~= "." and name ~= ".." then copy(from .. "/" .. name, to .. "/" .. name) end
+            end
+         else
+            write_file(to, read_file(from))
+            assert(lfs.touch(to, lfs.attributes(from, "modification")))
+         end
+      end
+      copy(ROOT .. "/bin", tree .. "/bin")
+      assert.equal(0, require("posix.sys.stat").chmod(tree .. "/bin/ljleak", 493))
+      copy(ROOT .. "/lua", tree .. "/lua")
+      assert(lfs.mkdir(tree .. "/build"))
+      copy(ROOT .. "/build/lua", tree .. "/build/lua")
+      assert(lfs.mkdir(tree .. "/build/ljleak"))
+      copy(ROOT .. "/suppressions", tree .. "/suppressions")
+      for _, lib in ipairs({"core.so", "libljleak.so"}) do
+         assert(require("posix.unistd").link(ROOT .. "/build/ljleak/" .. lib, tree .. "/build/ljleak/" .. lib, true))
+      end
+      local function boot()
+         local code, out = h.run({tree .. "/bin/ljleak", "run", "--", "luajit", "-e", "io.write(os.getenv'LUA_INIT')"})
+         assert.equal(0, code)
+         return out:match("loadfile%(\"(.-)\"%)")
+      end
+      assert.equal(tree .. "/bin/../build/lua/ljleak/engine/boot.lua", boot())
+      assert(lfs.touch(tree .. "/lua/ljleak/util.lua", os.time() + 10))
+      assert.equal(tree .. "/bin/../lua/ljleak/engine/boot.lua", boot())
+      h.rmtree(tree)
+   end)
 end)
 
 describe("ljleak run with the tracker", function()
