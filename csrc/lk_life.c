@@ -73,6 +73,7 @@ static void lk_check_exit(uintptr_t fallback_sp)
   lk_busy++;
   from.tid = (long)syscall(SYS_gettid);
   from.regs = NULL;
+  from.c_only = 0;
   if (lk_exit_regs.sp) {               /* exit(), _exit(), quick_exit() */
     from.sp = lk_exit_regs.sp;
     from.regs = lk_exit_regs.r;

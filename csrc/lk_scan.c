@@ -199,7 +199,7 @@ static void lk_scan_blocks(lk_result *r, const lk_scan_from *from, int indexed)
   work = lk_sysmap((2 * n + 1) * sizeof(uint32_t));
   r->work = work;
   if (!work) { r->nomem = n; return; }
-  if (lk_nexplain) {
+  if (lk_nexplain && !(from && from->c_only)) {
     why = lk_sysmap(n * sizeof(lk_why));
     for (i = 0; why && i < n; i++) why[i].block = why[i].root = -1;
   }
@@ -215,7 +215,7 @@ static void lk_scan_blocks(lk_result *r, const lk_scan_from *from, int indexed)
     if (site && site->depth && lk_ip_in_ldso(site->ips[0])) lk_classify_held(&s, i);
   }
   lk_roots_modules(&s);
-  {
+  if (!from || !from->c_only) {
     lk_rootctx lc = { &s, "LuaJIT's heap (a live Lua object)", NULL, -1 };
     lk_rootctx fc = { &s, "memory the program mapped", NULL, -1 };
     if (lk_lua_arena_foreach(lk_root_range, &lc)) lk_maps_foreach_foreign(lk_root_foreign, &fc);
