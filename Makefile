@@ -18,7 +18,8 @@ SUPPDIR ?= $(LUADIR)/ljleak/suppressions
 
 B = build
 TRACKER_SRC = csrc/lk_alloc.c csrc/lk_life.c csrc/lk_sys.c csrc/lk_table.c csrc/lk_stack.c csrc/lk_scan.c csrc/lk_report.c \
-              csrc/lk_thread.c csrc/lk_maps.c csrc/lk_luavm.c csrc/lk_luaread.c csrc/lk_intern.c csrc/lk_api.c
+              csrc/lk_thread.c csrc/lk_maps.c csrc/lk_luavm.c csrc/lk_luaread.c csrc/lk_intern.c csrc/lk_api.c \
+              csrc/lk_luaboot.c
 TRACKER_HDR = $(wildcard csrc/*.h)
 CORE_SRC    = csrc/lk_lua.c csrc/lk_sym.c csrc/lk_proc.c
 
@@ -29,7 +30,7 @@ VGLIB   = $(B)/ljleak/libljleak_vg.so
 all: $(TRACKER) $(CORE) $(VGLIB) fixtures programs unit
 
 # Preloaded under --engine=valgrind: client requests for Lua code, dlclose kept a no-op.
-VG_SRC = csrc/lk_vg.c csrc/lk_vglua.c csrc/lk_luaread.c
+VG_SRC = csrc/lk_vg.c csrc/lk_vglua.c csrc/lk_luaread.c csrc/lk_luaboot.c
 $(VGLIB): $(VG_SRC) csrc/lk_ljalloc.h csrc/lk_luaread.h csrc/lk_vmlayout.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(WARN) $(PICFLAGS) -mno-red-zone -D_GNU_SOURCE -shared -o $@ $(VG_SRC) -ldl -lpthread
