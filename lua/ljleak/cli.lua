@@ -121,6 +121,12 @@ local function build_parser(state)
       .. "per-test check fails a leaking test in busted's output).")
    busted:argument("paths", "Spec files or folders (also accepted after `--`)."):args("*")
 
+   local tn = parser:command("test-nginx", "Run a Test::Nginx suite (prove) with every nginx it starts "
+      .. "under the engine: every leak names its test block, and a leak fails the run.")
+   tn:usage("Usage: ljleak test-nginx [options] -- prove [prove options and paths]")
+   add_run_options(tn)
+   tn:argument("stray"):args("*"):hidden(true)
+
    local sup = parser:command("suppressions", "Work on Valgrind-format suppression files.")
    add_help(sup, state)
    sup:command_target("suppressions_command")
@@ -405,10 +411,11 @@ local function with_user_env(env)
    return env
 end
 
-local function lua_init()
+-- WITHOUT_USER: ljleak's part only (for the Lua states of a program that does not read LUA_INIT).
+local function lua_init(without_user)
    local module = package.searchpath("ljleak", package.path)
    local core = package.searchpath("ljleak.core", package.cpath)
-   local user = user_env("LUA_INIT")
+   local user = not without_user and user_env("LUA_INIT")
    local code = module and core and LUA_INIT_CODE:format(module:match("^(.*)/ljleak/[^/]*$"), core) or ""
    if user and user ~= "" then
       code = code .. "\n" .. (user:sub(1, 1) == "@" and ("dofile(%q)"):format(user:sub(2)) or user)
@@ -587,6 +594,21 @@ function commands.run(args, command)
    return run_command(args, command, {})
 end
 
+-- A Test::Nginx suite: the command runs with nothing preloaded; ljleak.testnginx reaches each nginx.
+commands["test-nginx"] = function(args, command)
+   if #args.stray > 0 then
+      fail(EXIT.usage, "test-nginx: unexpected argument '%s'; put '--' before the command: "
+         .. "ljleak test-nginx [options] -- prove [ARGS...]", args.stray[1])
+   end
+   if not command or #command == 0 then
+      fail(EXIT.usage, "test-nginx: missing '--' and the command to run: "
+         .. "ljleak test-nginx [options] -- prove [ARGS...]")
+   end
+   local mode, err = require("ljleak.testnginx").mode(args)
+   if not mode then fail(EXIT.usage, "test-nginx: %s", err) end
+   return run_command(args, command, {}, mode)
+end
+
 -- busted's script has a `lua` shebang: run it under luajit, with the busted integration on.
 function commands.busted(args, rest)
    local script = os.getenv("LJLEAK_BUSTED") or resolve_command("busted")
@@ -613,7 +635,13 @@ local function warn_unchecked(unchecked, limit)
    end
 end
 
-function run_command(args, command, extra_env)
+-- MODE (optional): how a command other than the program under test reaches it (test-nginx):
+-- MODE.spawn(ctx) runs the command instead (returns what spawn_and_wait returns and a signal that
+-- came while waiting for stragglers); MODE.collect(run_dir, vg) reads the reports instead (returns
+-- procs, problems, errors, unchecked); MODE.cases() the JUnit test cases; MODE.nothing: why no
+-- process could have been checked.
+function run_command(args, command, extra_env, mode)
+   mode = mode or {}
    local fail_on = parse_fail_on(args.fail_on)
    local error_exitcode = parse_exitcode(args.error_exitcode)
    local timeout = parse_timeout(args.timeout)
@@ -633,7 +661,12 @@ function run_command(args, command, extra_env)
 
    local ok, result = xpcall(function()
       local res, late_signal
-      if vg then
+      if mode.spawn then
+         res, late_signal = mode.spawn({
+            run_dir = run_dir, command = command, path = path, tracker = tracker, vg = vg, jit = args.jit,
+            timeout = timeout, env = with_user_env({}), lua_init = lua_init(true), spawn = spawn_and_wait,
+            stragglers = tracker_stragglers})
+      elseif vg then
          -- ljleak's small Valgrind library (client requests, dlclose kept a no-op), and the
          -- ljleak module in every LuaJIT process (busted's tests become Valgrind contexts).
          local env = with_user_env({LUA_INIT = lua_init(), LJLEAK_DIR = run_dir})
@@ -658,7 +691,9 @@ function run_command(args, command, extra_env)
       local exit_status = how == "killed" and EXIT.signal_base + status or status
 
       local procs, problems, errors, unchecked
-      if vg then
+      if mode.collect then
+         procs, problems, errors, unchecked = mode.collect(run_dir, vg)
+      elseif vg then
          procs, problems = valgrind.collect(run_dir)
          unchecked = {}
       else
@@ -667,7 +702,7 @@ function run_command(args, command, extra_env)
       end
       local pids = {}
       for _, proc in ipairs(procs) do pids[proc.pid or -1] = true end
-      if vg and not pids[child_pid] then
+      if vg and not mode.spawn and not pids[child_pid] then
          if how == "killed" then
             warn("%s (pid %d) was killed by %s and left no leak report%s", command[1], child_pid,
                signal_name(status), #procs > 0 and "; reporting its other processes" or "")
@@ -709,7 +744,8 @@ function run_command(args, command, extra_env)
       -- A killed program exits 128+N whatever was found (a SIGSEGV's invalid write is still listed).
       if how ~= "killed" and error_exitcode ~= 0 and report.failing(rep, fail_on) > 0 then code = error_exitcode end
       if how ~= "killed" and error_exitcode ~= 0 and fail_on.unchecked and #unchecked > 0 then code = error_exitcode end
-      if not write_outputs(outputs, rep, {show_reachable = args.show_reachable, fail_on = fail_on}) then
+      if not write_outputs(outputs, rep, {show_reachable = args.show_reachable, fail_on = fail_on,
+                                          cases = mode.cases and mode.cases()}) then
          code = EXIT.failure
       end
       io.stderr:write(("%s: leak check of %d process%s%s\n"):format(PROG, #procs, #procs == 1 and "" or "es",
@@ -721,7 +757,7 @@ function run_command(args, command, extra_env)
          code = interrupted.by == "timeout" and EXIT.timeout or EXIT.signal_base + interrupted.signal
       elseif #procs == 0 and how ~= "killed" then
          warn("no process was checked%s", #unchecked > 0 and " (see above)" or
-            ": the command ran no program the tracker could enter")
+            (": " .. (mode.nothing or "the command ran no program the tracker could enter")))
          code = EXIT.failure
       end
       return code
@@ -805,7 +841,7 @@ local function main(argv)
       return EXIT.ok
    end
    if not args.command then
-      fail(EXIT.usage, "a command is required (run, busted, report or suppressions; see ljleak --help)")
+      fail(EXIT.usage, "a command is required (run, busted, test-nginx, report or suppressions; see ljleak --help)")
    end
    return commands[args.command](args, command)
 end

@@ -263,9 +263,13 @@ function M.user_frames(frames)
    return #out > 0 and out or frames
 end
 
--- "file.lua:12 (name)", and what an approximate location means.
+-- "file.lua:12 (name)", and what an approximate location means; "[t/foo.t:57]": the line of the
+-- test file it came from (test-nginx: a handler's line in its Test::Nginx block).
 function M.lua_frame_text(f)
    local where = f.line and ("%s:%d"):format(f.source or "?", f.line) or (f.source or "?")
+   if f.test_file and f.test_file ~= M.null and f.test_line and f.test_line ~= M.null then
+      where = ("%s [%s:%d]"):format(where, f.test_file, f.test_line)
+   end
    local what = f["function"] and f["function"] ~= M.null and f["function"] or nil
    if f.approximate and f.approximate ~= M.null then
       return ("%s (%sstart of the JIT trace that ran: the exact line is not known)"):format(
@@ -672,22 +676,57 @@ local function record_text(leak)
 end
 
 -- JUnit XML: one test case per unsuppressed record of a failing kind (opts.fail_on, default
--- definite) and per error, each a failure; one passing case when there is none.
+-- definite) and per error, each a failure; one passing case when there is none. With opts.cases
+-- ({test, class, name} each: test-nginx's blocks), one test case per case instead, failing with
+-- the records and errors whose `test` it is; the others keep a test case each.
 function M.formatters.junit(report, opts, sink)
    local fail_on = (opts and opts.fail_on) or {definite = true}
    local function failing(r) return fail_on[r.kind] and not is_suppressed(r) end
+   local cases, of_case = opts and opts.cases or {}, {}
+   for _, c in ipairs(cases) do of_case[c.test] = {texts = {}, blocks = 0, bytes = 0, errors = 0} end
    local failures = 0
+   -- A failing record or error R: true if it has no case (a test case of its own), else put into its case's.
+   local function count(r, is_error)
+      local mine = of_case[r.test]
+      if not mine or #mine.texts == 0 then failures = failures + 1 end
+      if not mine then return true end
+      if is_error then
+         mine.errors = mine.errors + 1
+         mine.texts[#mine.texts + 1] = text_summary({errors = {r}}, {brief = true})
+      else
+         mine.blocks, mine.bytes = mine.blocks + r.blocks, mine.bytes + r.bytes
+         mine.texts[#mine.texts + 1] = record_text(r)
+      end
+      return false
+   end
+   local own = {}
    for _, leak in ipairs(report.leaks or {}) do
-      if failing(leak) then failures = failures + 1 end
+      if failing(leak) then own[leak] = count(leak, false) end
    end
    for _, e in ipairs(report.errors or {}) do
-      if not is_suppressed(e) then failures = failures + 1 end
+      if not is_suppressed(e) then own[e] = count(e, true) end
    end
    local b = sink.b
+   local loose = failures
+   for _, c in ipairs(cases) do loose = loose - (#of_case[c.test].texts > 0 and 1 or 0) end
    b:put('<?xml version="1.0" encoding="UTF-8"?>\n<testsuites>\n', ('  <testsuite name="ljleak" tests="%d" '
-      .. 'failures="%d" errors="0">\n'):format(math.max(failures, 1), failures))
+      .. 'failures="%d" errors="0">\n'):format(math.max(loose + #cases, 1), failures))
+   for _, c in ipairs(cases) do
+      local mine = of_case[c.test]
+      if #mine.texts == 0 then
+         b:put(('    <testcase classname="%s" name="%s"/>\n'):format(xml(c.class), xml(c.name)))
+      else
+         local what = {}
+         if mine.blocks > 0 then what[1] = "lost " .. amount(mine) end
+         if mine.errors > 0 then what[#what + 1] = plural(mine.errors, "error") end
+         b:put(('    <testcase classname="%s" name="%s">\n      <failure type="%s" message="%s">%s</failure>\n'
+            .. '    </testcase>\n'):format(xml(c.class), xml(c.name), mine.blocks > 0 and "leak" or "error",
+            xml(table.concat(what, ", ")), xml(table.concat(mine.texts, "\n"))))
+      end
+      json.drain(sink)
+   end
    for _, leak in ipairs(report.leaks or {}) do
-      if failing(leak) then
+      if own[leak] then
          local test = leak.test ~= M.null and leak.test or nil
          local where = leak.lua and leak.lua[1] and ("%s:%s"):format(leak.lua[1].source, leak.lua[1].line or "?")
             or symbolize.frame_text(leak.frames and leak.frames[2] or leak.frames[1] or {})
@@ -700,13 +739,13 @@ function M.formatters.junit(report, opts, sink)
       end
    end
    for _, e in ipairs(report.errors or {}) do
-      if not is_suppressed(e) then
+      if own[e] then
          b:put(('    <testcase classname="ljleak.errors" name="%s">\n      <failure type="%s" '
             .. 'message="%s">%s</failure>\n    </testcase>\n'):format(xml(e.kind .. ": " .. e.message), xml(e.kind),
             xml(e.message), xml(e.message)))
       end
    end
-   if failures == 0 then b:put('    <testcase classname="ljleak" name="no leaks"/>\n') end
+   if failures == 0 and #cases == 0 then b:put('    <testcase classname="ljleak" name="no leaks"/>\n') end
    b:put("  </testsuite>\n</testsuites>\n")
 end
 
@@ -850,7 +889,8 @@ local function object(fields, required) return {what = "an object", fields = fie
 
 local C_FRAME = object({["function"] = STRING, file = STRING, dir = STRING, line = INTEGER, object = STRING,
                         offset = STRING, address = STRING})
-local LUA_FRAME = object({source = STRING, line = INTEGER, ["function"] = STRING, approximate = BOOLEAN})
+local LUA_FRAME = object({source = STRING, line = INTEGER, ["function"] = STRING, approximate = BOOLEAN,
+                          test_file = STRING, test_line = INTEGER})
 local AMOUNT = object({blocks = COUNT, bytes = COUNT}, {"blocks", "bytes"})
 local REPORT = object({
    schema = INTEGER, tool = STRING, version = STRING, engine = STRING, command = array_of(STRING),
