@@ -19,8 +19,8 @@ SUPPDIR ?= $(LUADIR)/ljleak/suppressions
 B = build
 # The tracker's parts, lowest first (each uses only parts before it: t/dag_spec.lua checks it).
 TRACKER_PARTS = lk_state lk_lock lk_luaread lk_sys lk_intern lk_table lk_classify lk_maps lk_mmap lk_ctx lk_luavm \
-                lk_stack lk_thread lk_alloc lk_scan lk_report lk_api lk_life
-VG_PARTS      = lk_luaread lk_vglua lk_vg
+                lk_stack lk_thread lk_alloc lk_scan lk_report lk_api lk_life lk_luaboot
+VG_PARTS      = lk_luaread lk_vglua lk_vg lk_luaboot
 CORE_PARTS    = lk_sym lk_proc lk_lua
 HEADERS       = $(wildcard csrc/*.h)
 

@@ -90,6 +90,12 @@ local function build_parser(state)
       .. "per-test check fails a leaking test in busted's output).")
    busted:argument("paths", "Spec files or folders (also accepted after `--`)."):args("*")
 
+   local tn = parser:command("test-nginx", "Run a Test::Nginx suite (prove) with every nginx it starts "
+      .. "under the engine: every leak names its test block, and a leak fails the run.")
+   tn:usage("Usage: ljleak test-nginx [options] -- prove [prove options and paths]")
+   add_run_options(tn)
+   tn:argument("stray"):args("*"):hidden(true)
+
    local sup = parser:command("suppressions", "Work on Valgrind-format suppression files.")
    add_help(sup, state)
    sup:command_target("suppressions_command")
@@ -126,6 +132,19 @@ function commands.run(args, command)
       fail("usage", "run: missing '--' and the command to run: ljleak run [options] -- CMD [ARGS...]")
    end
    return run.run(args, command, {}, EXIT)
+end
+
+-- A Test::Nginx suite: the command runs with nothing preloaded; ljleak.testnginx's engine reaches
+-- each nginx it starts.
+commands["test-nginx"] = function(args, command)
+   if #args.stray > 0 then
+      fail("usage", "test-nginx: unexpected argument '%s'; put '--' before the command: "
+         .. "ljleak test-nginx [options] -- prove [ARGS...]", args.stray[1])
+   end
+   if not command or #command == 0 then
+      fail("usage", "test-nginx: missing '--' and the command to run: ljleak test-nginx [options] -- prove [ARGS...]")
+   end
+   return run.run(args, command, {}, EXIT, require("ljleak.testnginx").engine)
 end
 
 -- busted's script has a `lua` shebang: run it under luajit, with the busted integration on.
@@ -213,7 +232,7 @@ local function main(argv)
       return EXIT.ok
    end
    if not args.command then
-      fail("usage", "a command is required (run, busted, report or suppressions; see ljleak --help)")
+      fail("usage", "a command is required (run, busted, test-nginx, report or suppressions; see ljleak --help)")
    end
    return commands[args.command](args, command)
 end

@@ -11,6 +11,7 @@ local text = require "ljleak.text"
 local M = {}
 
 local null, is_suppressed, plural, record_text = model.null, model.is_suppressed, text.plural, text.record_text
+local amount = text.amount
 local frame_text = model.frame_text
 local EMPTY = json.array()
 local TOP_DEFAULTS = {command = EMPTY, exit_status = null, leaks = EMPTY, errors = EMPTY, problems = EMPTY}
@@ -88,22 +89,57 @@ end
 
 -- One record as readable text (its kind, size, test, Lua and C frames).
 -- JUnit XML: one test case per unsuppressed record of a failing kind (opts.fail_on, default
--- definite) and per error, each a failure; one passing case when there is none.
+-- definite) and per error, each a failure; one passing case when there is none. With opts.cases
+-- ({test, class, name} each: test-nginx's blocks), one test case per case instead, failing with
+-- the records and errors whose `test` it is; the others keep a test case each.
 function M.formatters.junit(report, opts, sink)
    local fail_on = (opts and opts.fail_on) or {definite = true}
    local function failing(r) return fail_on[r.kind] and not is_suppressed(r) end
+   local cases, of_case = opts and opts.cases or {}, {}
+   for _, c in ipairs(cases) do of_case[c.test] = {texts = {}, blocks = 0, bytes = 0, errors = 0} end
    local failures = 0
+   -- A failing record or error R: true if it has no case (a test case of its own), else put into its case's.
+   local function count(r, is_error)
+      local mine = of_case[r.test]
+      if not mine or #mine.texts == 0 then failures = failures + 1 end
+      if not mine then return true end
+      if is_error then
+         mine.errors = mine.errors + 1
+         mine.texts[#mine.texts + 1] = text.render({errors = {r}}, {brief = true})
+      else
+         mine.blocks, mine.bytes = mine.blocks + r.blocks, mine.bytes + r.bytes
+         mine.texts[#mine.texts + 1] = record_text(r)
+      end
+      return false
+   end
+   local own = {}
    for _, leak in ipairs(report.leaks or {}) do
-      if failing(leak) then failures = failures + 1 end
+      if failing(leak) then own[leak] = count(leak, false) end
    end
    for _, e in ipairs(report.errors or {}) do
-      if not is_suppressed(e) then failures = failures + 1 end
+      if not is_suppressed(e) then own[e] = count(e, true) end
    end
    local b = sink.b
+   local loose = failures
+   for _, c in ipairs(cases) do loose = loose - (#of_case[c.test].texts > 0 and 1 or 0) end
    b:put('<?xml version="1.0" encoding="UTF-8"?>\n<testsuites>\n', ('  <testsuite name="ljleak" tests="%d" '
-      .. 'failures="%d" errors="0">\n'):format(math.max(failures, 1), failures))
+      .. 'failures="%d" errors="0">\n'):format(math.max(loose + #cases, 1), failures))
+   for _, c in ipairs(cases) do
+      local mine = of_case[c.test]
+      if #mine.texts == 0 then
+         b:put(('    <testcase classname="%s" name="%s"/>\n'):format(xml(c.class), xml(c.name)))
+      else
+         local what = {}
+         if mine.blocks > 0 then what[1] = "lost " .. amount(mine) end
+         if mine.errors > 0 then what[#what + 1] = plural(mine.errors, "error") end
+         b:put(('    <testcase classname="%s" name="%s">\n      <failure type="%s" message="%s">%s</failure>\n'
+            .. '    </testcase>\n'):format(xml(c.class), xml(c.name), mine.blocks > 0 and "leak" or "error",
+            xml(table.concat(what, ", ")), xml(table.concat(mine.texts, "\n"))))
+      end
+      json.drain(sink)
+   end
    for _, leak in ipairs(report.leaks or {}) do
-      if failing(leak) then
+      if own[leak] then
          local test = leak.test ~= null and leak.test or nil
          local where = leak.lua and leak.lua[1] and ("%s:%s"):format(leak.lua[1].source, leak.lua[1].line or "?")
             or symbolize.frame_text(leak.frames and leak.frames[2] or leak.frames[1] or {})
@@ -116,13 +152,13 @@ function M.formatters.junit(report, opts, sink)
       end
    end
    for _, e in ipairs(report.errors or {}) do
-      if not is_suppressed(e) then
+      if own[e] then
          b:put(('    <testcase classname="ljleak.errors" name="%s">\n      <failure type="%s" '
             .. 'message="%s">%s</failure>\n    </testcase>\n'):format(xml(e.kind .. ": " .. e.message), xml(e.kind),
             xml(e.message), xml(e.message)))
       end
    end
-   if failures == 0 then b:put('    <testcase classname="ljleak" name="no leaks"/>\n') end
+   if failures == 0 and #cases == 0 then b:put('    <testcase classname="ljleak" name="no leaks"/>\n') end
    b:put("  </testsuite>\n</testsuites>\n")
 end
 

@@ -355,7 +355,8 @@ local function object(fields, required) return {what = "an object", fields = fie
 
 local C_FRAME = object({["function"] = STRING, file = STRING, dir = STRING, line = INTEGER, object = STRING,
                         offset = STRING, address = STRING})
-local LUA_FRAME = object({source = STRING, line = INTEGER, ["function"] = STRING, approximate = BOOLEAN})
+local LUA_FRAME = object({source = STRING, line = INTEGER, ["function"] = STRING, approximate = BOOLEAN,
+                          test_file = STRING, test_line = INTEGER})
 local AMOUNT = object({blocks = COUNT, bytes = COUNT}, {"blocks", "bytes"})
 local REPORT = object({
    schema = INTEGER, tool = STRING, version = STRING, engine = STRING, command = array_of(STRING),

@@ -208,7 +208,8 @@ local function finish(engine, state, run_dir, res, command, args, opts)
    local fail_on, error_exitcode = opts.fail_on, opts.error_exitcode
    if how ~= "killed" and error_exitcode ~= 0 and model.failing(rep, fail_on) > 0 then code = error_exitcode end
    if how ~= "killed" and error_exitcode ~= 0 and fail_on.unchecked and #unchecked > 0 then code = error_exitcode end
-   if not M.write_outputs(opts.outputs, rep, {show_reachable = args.show_reachable, fail_on = fail_on}) then
+   if not M.write_outputs(opts.outputs, rep, {show_reachable = args.show_reachable, fail_on = fail_on,
+                                              cases = engine.cases and engine.cases(state)}) then
       code = EXIT.failure
    end
    io.stderr:write(("ljleak: leak check of %d process%s%s\n"):format(#procs, #procs == 1 and "" or "es",
@@ -220,23 +221,24 @@ local function finish(engine, state, run_dir, res, command, args, opts)
       code = interrupted.by == "timeout" and EXIT.timeout or EXIT.signal_base + interrupted.signal
    elseif #procs == 0 and how ~= "killed" then
       warn("no process was checked%s", #unchecked > 0 and " (see above)" or
-         ": the command ran no program the tracker could enter")
+         (": " .. (engine.nothing or "the command ran no program the tracker could enter")))
       code = EXIT.failure
    end
    return code
 end
 
 -- Run COMMAND (argv) as ARGS (the parsed options) say, with EXTRA_ENV added to its environment.
--- EXIT: ljleak.cli's exit-code table. Returns the exit code; an expected failure is raised.
-function M.run(args, command, extra_env, EXIT)
+-- EXIT: ljleak.cli's exit-code table. ENGINE_OF (optional): the engine of a name (default
+-- ljleak.engine.get; test-nginx wraps it). Returns the exit code; an expected failure is raised.
+function M.run(args, command, extra_env, EXIT, engine_of)
    local opts = {exit = EXIT}
    opts.fail_on = parse_fail_on(args.fail_on)
    opts.error_exitcode = parse_exitcode(args.error_exitcode)
    local timeout = parse_timeout(args.timeout)
    opts.outputs = M.check_outputs(args)
+   local engine = (engine_of or engines.get)(args.engine)
+   local state = engine.prepare(args)   -- may add to ARGS's suppressions (test-nginx)
    opts.supp_entries = load_suppressions(args)
-   local engine = engines.get(args.engine)
-   local state = engine.prepare(args)
 
    local path = preflight.resolve_command(command[1])
    if not path then
@@ -253,7 +255,8 @@ function M.run(args, command, extra_env, EXIT)
       for k, v in pairs(extra_env) do env[k] = v end
       local status_line = progress.new()
       local res = {pcall(spawn_and_wait, exe, argv, env,
-                         {timeout = timeout, tick = engine.ticker(state, run_dir, status_line)})}
+                         {timeout = timeout, tick = engine.ticker(state, run_dir, status_line),
+                          interval = engine.interval})}
       status_line:clear()
       if not res[1] then error(res[2], 0) end
       res = res[2]

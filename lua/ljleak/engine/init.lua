@@ -5,10 +5,13 @@
 -- engine.check(state, path)             fails if the engine cannot run the program at PATH
 -- engine.command(state, command, path, run_dir) -> path, argv, env   what to spawn, env added
 -- engine.ticker(state, run_dir, status_line) -> function or nil   updates STATUS_LINE while it runs
--- engine.after(state, run_dir, interrupted) -> signal or nil   waits for processes that outlive it
+-- engine.after(state, run_dir, interrupted, seconds) -> signal or nil   waits (at most SECONDS: by
+--                                      default 10, 1 when INTERRUPTED) for processes that outlive it
 -- engine.collect(state, run_dir, result) -> procs, problems, errors, unchecked   (ljleak.raw's shape)
 -- engine.depth(state) -> frames kept per stack (suppression entries are cut to as many lines)
 -- engine.builtin_suppressions(procs) -> the engine's own suppressions used ({name, count...})
+-- Optional: engine.interval (seconds between ticks, default 0.25); engine.cases(state) -> JUnit
+-- test cases ({test, class, name}); engine.nothing: why no process could have been checked.
 local stdlib = require "posix.stdlib"
 local lfs = require "lfs"
 
@@ -51,12 +54,16 @@ local BOOT = [[
 local boot = loadfile(%q) if boot then boot(%q, %q) end]]
 
 -- LUA_INIT for the command: every LuaJIT process runs ljleak's bootstrap first (engine/boot.lua,
--- found where this CLI found its modules), then the user's own LUA_INIT. Nil when there is none.
-function M.lua_init()
+-- found where this CLI found its modules), then the user's own LUA_INIT (unless WITHOUT_USER: for
+-- the Lua states of a program that reads no LUA_INIT). Nil when there is none.
+function M.lua_init(without_user)
    local module = package.searchpath("ljleak", package.path)
    local core = package.searchpath("ljleak.core", package.cpath)
-   local user = M.user_env("LUA_INIT")
+   local user = not without_user and M.user_env("LUA_INIT")
+   -- absolute: a process may start in another directory (nginx, a test that changes directory)
    local dir = module and module:match("^(.*)/ljleak/[^/]*$")
+   dir = dir and (stdlib.realpath(dir) or dir)
+   core = core and (stdlib.realpath(core) or core)
    local code = dir and core and BOOT:format(dir .. "/ljleak/engine/boot.lua", dir, core) or ""
    if user and user ~= "" then
       code = code .. "\n" .. (user:sub(1, 1) == "@" and ("dofile(%q)"):format(user:sub(2)) or user)
