@@ -48,8 +48,7 @@ local function folded_line(leak)
    local frames, names = leak.frames or EMPTY, {leak.kind}
    local vm = #frames + 1  -- the innermost frame in LuaJIT's VM
    for i, f in ipairs(frames) do
-      local obj = f.object ~= null and f.object or ""
-      if obj:match("/luajit[^/]*$") or obj:match("libluajit") then
+      if model.vm_frame(f) then
          vm = i
          break
       end
