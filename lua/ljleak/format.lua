@@ -5,7 +5,6 @@ local cjson = require "cjson"
 local json = require "ljleak.json"
 local model = require "ljleak.model"
 local outfile = require "ljleak.outfile"
-local symbolize = require "ljleak.symbolize"
 local text = require "ljleak.text"
 
 local M = {}
@@ -85,44 +84,12 @@ local function xml(s)
    return (json.fix_utf8(s, json.latin1))
 end
 
--- One record as readable text (its kind, size, test, Lua and C frames).
--- JUnit XML: one test case per unsuppressed record of a failing kind (opts.fail_on, default
--- definite) and per error, each a failure; one passing case when there is none.
+M.xml = xml
+
+-- JUnit XML (ljleak.junit): a test case per test or per leak site. OPTS: fail_on, strict.
 function M.formatters.junit(report, opts, sink)
-   local fail_on = (opts and opts.fail_on) or {definite = true}
-   local function failing(r) return fail_on[r.kind] and not is_suppressed(r) end
-   local failures = 0
-   for _, leak in ipairs(report.leaks or {}) do
-      if failing(leak) then failures = failures + 1 end
-   end
-   for _, e in ipairs(report.errors or {}) do
-      if not is_suppressed(e) then failures = failures + 1 end
-   end
-   local b = sink.b
-   b:put('<?xml version="1.0" encoding="UTF-8"?>\n<testsuites>\n', ('  <testsuite name="ljleak" tests="%d" '
-      .. 'failures="%d" errors="0">\n'):format(math.max(failures, 1), failures))
-   for _, leak in ipairs(report.leaks or {}) do
-      if failing(leak) then
-         local test = leak.test ~= null and leak.test or nil
-         local where = leak.lua and leak.lua[1] and ("%s:%s"):format(leak.lua[1].source, leak.lua[1].line or "?")
-            or symbolize.frame_text(leak.frames and leak.frames[2] or leak.frames[1] or {})
-         local name = ("%s: %s in %s block%s at %s"):format(leak.kind, plural(leak.bytes, "byte"),
-            leak.blocks, leak.blocks == 1 and "" or "s", where)
-         b:put(('    <testcase classname="%s" name="%s">\n      <failure type="%s" '
-            .. 'message="%s">%s</failure>\n    </testcase>\n'):format(xml("ljleak." .. (test or "leaks")), xml(name),
-            xml(leak.kind), xml(name), xml(record_text(leak))))
-         json.drain(sink)
-      end
-   end
-   for _, e in ipairs(report.errors or {}) do
-      if not is_suppressed(e) then
-         b:put(('    <testcase classname="ljleak.errors" name="%s">\n      <failure type="%s" '
-            .. 'message="%s">%s</failure>\n    </testcase>\n'):format(xml(e.kind .. ": " .. e.message), xml(e.kind),
-            xml(e.message), xml(e.message)))
-      end
-   end
-   if failures == 0 then b:put('    <testcase classname="ljleak" name="no leaks"/>\n') end
-   b:put("  </testsuite>\n</testsuites>\n")
+   local o = {xml = xml, drain = json.drain, fail_on = opts and opts.fail_on, strict = opts and opts.strict}
+   require("ljleak.junit").write(report, o, sink)
 end
 
 -- A self-contained HTML page: the summary, then each unsuppressed record with its frames.
