@@ -223,6 +223,13 @@ local function running_core()
 end
 
 local core = running_core()
-if core then M.install(core) end
+if core then
+   if not ljleak.active() and not vm.valgrind() then
+      io.stderr:write("ljleak.busted: no leak checker in this process (the tracker is not preloaded, and this is "
+         .. "not Valgrind): no test is checked for leaks. Run the suite with `ljleak busted`, or "
+         .. "`ljleak run -- busted ...`\n")
+   end
+   M.install(core)
+end
 
 return M
