@@ -5,13 +5,8 @@
 local cjson = require "cjson"
 local h = require "t.helper"
 
-local LEAKY = h.ROOT .. "/build/t/leak/libleaky.so"
-
-local dir
-before_each(function()
-   dir = h.tmpdir()
-   h.write_file(dir .. "/sites.lua", h.read_file(h.ROOT .. "/t/ci/sites.lua"))
-end)
+local dir, env
+before_each(function() dir, env = h.sites_dir() end)
 after_each(function() h.rmtree(dir) end)
 
 -- `ljleak ARGS... -- luajit sites.lua ACTIONS...` in DIR (t/ci/sites.lua copied there):
@@ -24,7 +19,7 @@ local function sites(args, actions)
    argv[#argv + 1] = "sites.lua"
    for _, a in ipairs(actions) do argv[#argv + 1] = a end
    os.remove(dir .. "/r.json")
-   local code, _, err = h.run(argv, {cwd = dir, env = {LJLEAK_LEAKY_LIB = LEAKY}})
+   local code, _, err = h.run(argv, {cwd = dir, env = env})
    local text = h.read_file(dir .. "/r.json")
    return code, err, text and cjson.decode(text)
 end

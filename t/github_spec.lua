@@ -3,12 +3,9 @@
 -- Run from the checkout: luajit /usr/bin/busted t/github_spec.lua
 local h = require "t.helper"
 
-local LEAKY = h.ROOT .. "/build/t/leak/libleaky.so"
-
-local dir
+local dir, sites_env
 before_each(function()
-   dir = h.tmpdir()
-   h.write_file(dir .. "/sites.lua", h.read_file(h.ROOT .. "/t/ci/sites.lua"))
+   dir, sites_env = h.sites_dir()
    assert(require("lfs").mkdir(dir .. "/sub"))
 end)
 after_each(function() h.rmtree(dir) end)
@@ -18,7 +15,7 @@ local function step(args, cwd, env)
    local argv = {h.BIN}
    for _, a in ipairs(args) do argv[#argv + 1] = a end
    local e = {GITHUB_ACTIONS = "true", GITHUB_WORKSPACE = dir, GITHUB_STEP_SUMMARY = dir .. "/summary.md",
-              LJLEAK_LEAKY_LIB = LEAKY}
+              LJLEAK_LEAKY_LIB = sites_env.LJLEAK_LEAKY_LIB}
    for k, v in pairs(env or {}) do e[k] = v end
    return h.run(argv, {cwd = cwd or dir, env = e})
 end
