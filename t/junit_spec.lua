@@ -185,6 +185,29 @@ describe("JUnit XML", function()
       assert.are.equal(tail, list[1].failure.text:sub(-#tail))
    end)
 
+   it("gives the errors of one site one case, with at most 10 of them in its failure", function()
+      local json = dir .. "/r.json"
+      assert.are.equal(0, (ljleak({"run", "--json=" .. json, "--", "luajit", "-e", "require 'ffi'"})))
+      local data = require("cjson").decode(h.read_file(json))
+      data.errors = {}
+      for i = 1, 12 do
+         data.errors[i] = {kind = "bad_free", message = ("free of 0x%x that malloc never returned"):format(4096 * i),
+                           pid = 7, lua = {{source = "app.lua", line = 30 + i, ["function"] = "close"}}}
+      end
+      h.write_file(json, require("cjson").encode(data))
+      local path = dir .. "/errors.xml"
+      assert.are.equal(42, (ljleak({"report", json, "--junit=" .. path})))
+      local list = cases(path)
+      assert.are.equal(1, #list)
+      assert.are.same({"ljleak.errors", "bad_free at app.lua:close", "app.lua", 31},
+                      {list[1].classname, list[1].name, list[1].file, list[1].line})
+      local n = 0
+      for _ in list[1].failure.text:gmatch("error: bad_free, pid 7\n") do n = n + 1 end
+      assert.are.equal(10, n)
+      assert.matches("\n... and 2 more errors; see the JSON report\n$", list[1].failure.text)
+      assert.matches("; and 2 more errors$", list[1].failure.message)
+   end)
+
    it("has a test case per busted test, with its file, line and time, and one per site of no test", function()
       local path = dir .. "/busted.xml"
       local code = ljleak({"busted", "--junit=" .. path, "--", "t/busted/leaky_spec.lua"})

@@ -58,7 +58,12 @@ local function failure(records, errors)
    local message = {}
    for _, k in ipairs(kinds) do message[#message + 1] = ("%s leak: %s"):format(k, amount(by_kind[k].blocks,
       by_kind[k].bytes)) end
-   for _, e in ipairs(errors) do
+   for i, e in ipairs(errors) do   -- (at most 10, as records)
+      if i > 10 then
+         message[#message + 1] = ("and %d more errors"):format(#errors - 10)
+         body[#body + 1] = ("... and %d more errors; see the JSON report\n"):format(#errors - 10)
+         break
+      end
       message[#message + 1] = ("%s: %s"):format(e.kind, e.message)
       body[#body + 1] = ("error: %s, pid %s\n    %s\n"):format(e.kind, tostring(e.pid), e.message)
    end
