@@ -108,10 +108,13 @@ describe("ljleak test-nginx", function()
       local pids, unchecked = checked_pids(r.report)
       assert.are.same({2, 0}, {#pids, #unchecked})   -- one nginx per block
       -- JUnit: one test case per block, failing when that block leaked.
-      assert.matches('<testsuite name="ljleak" tests="2" failures="1" errors="0">', r.junit, 1, true)
-      assert.matches('<testcase classname="t/testnginx/leaky.t" name="TEST 1: clean handler"/>', r.junit, 1, true)
-      assert.matches('<testcase classname="t/testnginx/leaky.t" name="TEST 2: leaky handler">\n      <failure '
-         .. 'type="leak" message="lost 300 bytes in 3 blocks">definite: 300 bytes in 3 blocks', r.junit, 1, true)
+      assert.matches('<testsuite name="ljleak" tests="2" failures="1" errors="0" skipped="0" ', r.junit, 1, true)
+      assert.matches('<testcase classname="t/testnginx/leaky.t" name="TEST 1: clean handler" time="0.000" '
+         .. 'file="t/testnginx/leaky.t" line="' .. line_of("leaky.t", "=== TEST 1") .. '"/>', r.junit, 1, true)
+      assert.matches('<testcase classname="t/testnginx/leaky.t" name="TEST 2: leaky handler" time="0.000" '
+         .. 'file="t/testnginx/leaky.t" line="' .. line_of("leaky.t", "=== TEST 2") .. '">\n      <failure '
+         .. 'type="definite" message="definite leak: 300 bytes in 3 blocks">definite: 300 bytes in 3 blocks', r.junit,
+         1, true)
    end)
 
    it("gives each phase's leak its block and Lua line: init, init_worker, access, log, a timer, a file", function()
@@ -196,7 +199,8 @@ describe("ljleak test-nginx", function()
       local clean = suite({"fails.t"})
       assert.are.equal(1, clean.code, clean.err)
       assert.are.same({}, unsuppressed(clean.report))
-      assert.matches('<testcase classname="t/testnginx/fails.t" name="TEST 1: wrong body"/>', clean.junit, 1, true)
+      assert.matches('<testcase classname="t/testnginx/fails.t" name="TEST 1: wrong body" time="0.000" '
+         .. 'file="t/testnginx/fails.t" line="' .. line_of("fails.t", "=== TEST 1") .. '"/>', clean.junit, 1, true)
       local leaky = suite({"leaky.t", "fails.t"}, {"--error-exitcode=7"})
       assert.are.equal(7, leaky.code, leaky.err)
    end)
@@ -309,7 +313,8 @@ describe("ljleak test-nginx --engine=valgrind", function()
       assert.are.same({"t/testnginx/phases.t TEST 1: init_by_lua", line_of("phases.t", "ffi.C.malloc(11)")},
                       {init.test, init.lua[1].test_line})
       assert.are.same({blocks = 9, bytes = 531}, r.report.summary.definite)
-      assert.matches('<testcase classname="t/testnginx/leaky.t" name="TEST 2: leaky handler">', r.junit, 1, true)
+      assert.matches('<testcase classname="t/testnginx/leaky.t" name="TEST 2: leaky handler" [^>]*>\n      '
+         .. '<failure type="definite" message="definite leak: 300 bytes in 3 blocks">', r.junit)
       local pids, unchecked = checked_pids(r.report)
       assert.are.same({7, 0}, {#pids, #unchecked})
    end)

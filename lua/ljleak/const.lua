@@ -21,4 +21,8 @@ M.ENV = {
    BUSTED = "LJLEAK_BUSTED", BIN = "LJLEAK_BIN", REEXEC = "LJLEAK_REEXEC", SUPPRESSIONS_DIR = "LJLEAK_SUPPRESSIONS_DIR",
 }
 
+-- The run directory's file (under LJLEAK_DIR) where a test runner's integration in the program lists
+-- the tests it ran, one JSON object a line (lua/ljleak/busted.lua writes it, ljleak.engine reads it).
+M.TESTS_FILE = "tests.%d.jsonl"
+
 return M

@@ -5,13 +5,11 @@ local cjson = require "cjson"
 local json = require "ljleak.json"
 local model = require "ljleak.model"
 local outfile = require "ljleak.outfile"
-local symbolize = require "ljleak.symbolize"
 local text = require "ljleak.text"
 
 local M = {}
 
 local null, is_suppressed, plural, record_text = model.null, model.is_suppressed, text.plural, text.record_text
-local amount = text.amount
 local frame_text = model.frame_text
 local EMPTY = json.array()
 local TOP_DEFAULTS = {command = EMPTY, exit_status = null, leaks = EMPTY, errors = EMPTY, problems = EMPTY}
@@ -49,8 +47,7 @@ local function folded_line(leak)
    local frames, names = leak.frames or EMPTY, {leak.kind}
    local vm = #frames + 1  -- the innermost frame in LuaJIT's VM
    for i, f in ipairs(frames) do
-      local obj = f.object ~= null and f.object or ""
-      if obj:match("/luajit[^/]*$") or obj:match("libluajit") then
+      if model.vm_frame(f) then
          vm = i
          break
       end
@@ -87,79 +84,12 @@ local function xml(s)
    return (json.fix_utf8(s, json.latin1))
 end
 
--- One record as readable text (its kind, size, test, Lua and C frames).
--- JUnit XML: one test case per unsuppressed record of a failing kind (opts.fail_on, default
--- definite) and per error, each a failure; one passing case when there is none. With opts.cases
--- ({test, class, name} each: test-nginx's blocks), one test case per case instead, failing with
--- the records and errors whose `test` it is; the others keep a test case each.
+M.xml = xml
+
+-- JUnit XML (ljleak.junit): a test case per test or per leak site. OPTS: fail_on, strict.
 function M.formatters.junit(report, opts, sink)
-   local fail_on = (opts and opts.fail_on) or {definite = true}
-   local function failing(r) return fail_on[r.kind] and not is_suppressed(r) end
-   local cases, of_case = opts and opts.cases or {}, {}
-   for _, c in ipairs(cases) do of_case[c.test] = {texts = {}, blocks = 0, bytes = 0, errors = 0} end
-   local failures = 0
-   -- A failing record or error R: true if it has no case (a test case of its own), else put into its case's.
-   local function count(r, is_error)
-      local mine = of_case[r.test]
-      if not mine or #mine.texts == 0 then failures = failures + 1 end
-      if not mine then return true end
-      if is_error then
-         mine.errors = mine.errors + 1
-         mine.texts[#mine.texts + 1] = text.render({errors = {r}}, {brief = true})
-      else
-         mine.blocks, mine.bytes = mine.blocks + r.blocks, mine.bytes + r.bytes
-         mine.texts[#mine.texts + 1] = record_text(r)
-      end
-      return false
-   end
-   local own = {}
-   for _, leak in ipairs(report.leaks or {}) do
-      if failing(leak) then own[leak] = count(leak, false) end
-   end
-   for _, e in ipairs(report.errors or {}) do
-      if not is_suppressed(e) then own[e] = count(e, true) end
-   end
-   local b = sink.b
-   local loose = failures
-   for _, c in ipairs(cases) do loose = loose - (#of_case[c.test].texts > 0 and 1 or 0) end
-   b:put('<?xml version="1.0" encoding="UTF-8"?>\n<testsuites>\n', ('  <testsuite name="ljleak" tests="%d" '
-      .. 'failures="%d" errors="0">\n'):format(math.max(loose + #cases, 1), failures))
-   for _, c in ipairs(cases) do
-      local mine = of_case[c.test]
-      if #mine.texts == 0 then
-         b:put(('    <testcase classname="%s" name="%s"/>\n'):format(xml(c.class), xml(c.name)))
-      else
-         local what = {}
-         if mine.blocks > 0 then what[1] = "lost " .. amount(mine) end
-         if mine.errors > 0 then what[#what + 1] = plural(mine.errors, "error") end
-         b:put(('    <testcase classname="%s" name="%s">\n      <failure type="%s" message="%s">%s</failure>\n'
-            .. '    </testcase>\n'):format(xml(c.class), xml(c.name), mine.blocks > 0 and "leak" or "error",
-            xml(table.concat(what, ", ")), xml(table.concat(mine.texts, "\n"))))
-      end
-      json.drain(sink)
-   end
-   for _, leak in ipairs(report.leaks or {}) do
-      if own[leak] then
-         local test = leak.test ~= null and leak.test or nil
-         local where = leak.lua and leak.lua[1] and ("%s:%s"):format(leak.lua[1].source, leak.lua[1].line or "?")
-            or symbolize.frame_text(leak.frames and leak.frames[2] or leak.frames[1] or {})
-         local name = ("%s: %s in %s block%s at %s"):format(leak.kind, plural(leak.bytes, "byte"),
-            leak.blocks, leak.blocks == 1 and "" or "s", where)
-         b:put(('    <testcase classname="%s" name="%s">\n      <failure type="%s" '
-            .. 'message="%s">%s</failure>\n    </testcase>\n'):format(xml("ljleak." .. (test or "leaks")), xml(name),
-            xml(leak.kind), xml(name), xml(record_text(leak))))
-         json.drain(sink)
-      end
-   end
-   for _, e in ipairs(report.errors or {}) do
-      if own[e] then
-         b:put(('    <testcase classname="ljleak.errors" name="%s">\n      <failure type="%s" '
-            .. 'message="%s">%s</failure>\n    </testcase>\n'):format(xml(e.kind .. ": " .. e.message), xml(e.kind),
-            xml(e.message), xml(e.message)))
-      end
-   end
-   if failures == 0 and #cases == 0 then b:put('    <testcase classname="ljleak" name="no leaks"/>\n') end
-   b:put("  </testsuite>\n</testsuites>\n")
+   local o = {xml = xml, drain = json.drain, fail_on = opts and opts.fail_on, strict = opts and opts.strict}
+   require("ljleak.junit").write(report, o, sink)
 end
 
 -- A self-contained HTML page: the summary, then each unsuppressed record with its frames.
@@ -260,26 +190,22 @@ end
 -- The report files asked for (--json, --junit, --html, --folded), by format name.
 M.OUTPUTS = {"json", "junit", "html", "folded"}
 
--- Check ARGS' output files (outfile's rules) before anything runs: the report formats, and
--- --gen-suppressions (OWNS_SUPP: is an existing file one ljleak wrote?). Returns the targets by
--- argument name (json, ..., gen_suppressions), or nil and a message.
-function M.check_outputs(args, owns_supp)
-   local specs, names = {}, {}
+-- Check ARGS' output files (outfile's rules) before anything runs: the report formats, and EXTRA
+-- (more specs for outfile.check, each with the `name` its target gets: --gen-suppressions, the
+-- baseline that --update-baseline rewrites). Returns the targets by name (json, ...,
+-- gen_suppressions, baseline), or nil and a message.
+function M.check_outputs(args, extra)
+   local specs = {}
    for _, name in ipairs(M.OUTPUTS) do
       if args[name] then
-         specs[#specs + 1] = {option = "--" .. name, path = args[name], owns = M.owns[name]}
-         names[#specs] = name
+         specs[#specs + 1] = {name = name, option = "--" .. name, path = args[name], owns = M.owns[name]}
       end
    end
-   if args.gen_suppressions then
-      specs[#specs + 1] = {option = "--gen-suppressions", path = args.gen_suppressions, owns = owns_supp,
-                           what = "a suppression file generated by ljleak"}
-      names[#specs] = "gen_suppressions"
-   end
+   for _, spec in ipairs(extra or {}) do specs[#specs + 1] = spec end
    local targets, err = outfile.check(specs)
    if not targets then return nil, err end
    local by_name = {}
-   for i, t in ipairs(targets) do by_name[names[i]] = t end
+   for i, t in ipairs(targets) do by_name[specs[i].name] = t end
    return by_name
 end
 

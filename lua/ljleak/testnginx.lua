@@ -543,16 +543,19 @@ function Suite:collect(vg)
    return procs, problems, errors, unchecked
 end
 
--- JUnit test cases: every block an nginx ran for (started, or reloaded to), in order.
-function Suite:cases()
-   local cases, seen = {}, {}
+-- The tests the suite ran (the report's `tests`): every block an nginx ran for (started, or
+-- reloaded to), in order; `name` is its records' `test`, and JUnit's case is `class` (the .t file as
+-- prove named it) and `case` (the block's name).
+function Suite:tests()
+   local tests, seen = {}, {}
    for _, ev in ipairs(self.events) do
       if ev.name and ev.file and not seen[ev.test] then
          seen[ev.test] = true
-         cases[#cases + 1] = {test = ev.test, class = ev.file, name = ev.name}
+         tests[#tests + 1] = {name = ev.test, file = ev.file, line = ev.block and ev.block.line, class = ev.file,
+                              case = ev.name}
       end
    end
-   return cases
+   return tests
 end
 
 -- -- The engine ---------------------------------------------------------------------------------
@@ -593,7 +596,7 @@ local function take_settings(args)
    end
 end
 
--- The engine of `ljleak test-nginx` (ljleak.engine's interface, and its optional interval, cases
+-- The engine of `ljleak test-nginx` (ljleak.engine's interface, and its optional interval, tests
 -- and nothing): the engine NAME, reached through the stand-in; prove itself runs without it.
 function M.engine(name)
    local inner = engines.get(name)
@@ -614,7 +617,7 @@ function M.engine(name)
    function E.collect(state) return state.suite:collect(name == "valgrind") end
    function E.depth(state) return inner.depth(state.inner) end
    E.builtin_suppressions = inner.builtin_suppressions
-   function E.cases(state) return state.suite:cases() end
+   function E.tests(state) return state.suite:tests() end
    return E
 end
 

@@ -216,11 +216,15 @@ local function text_summary(report, opts)
       line("Reachable blocks are not listed; rerun with --show-reachable to see where they were allocated.")
    end
    suppressions_table(line, report.suppressions)
+   local b = report.baseline
+   if b then
+      line(("BASELINE: %d new, %d fixed, %d known (%s%s)"):format(b.new, b.fixed, b.known, b.file,
+         b.updated and ", rewritten" or ""))
+   end
    return table.concat(out, "\n") .. "\n"
 end
 
 M.plural = plural
-M.amount = amount
 M.frame_lines = frame_lines
 
 -- The text of REPORT (OPTS as above).

@@ -10,10 +10,12 @@
 -- engine.collect(state, run_dir, result) -> procs, problems, errors, unchecked   (ljleak.raw's shape)
 -- engine.depth(state) -> frames kept per stack (suppression entries are cut to as many lines)
 -- engine.builtin_suppressions(procs) -> the engine's own suppressions used ({name, count...})
--- Optional: engine.interval (seconds between ticks, default 0.25); engine.cases(state) -> JUnit
--- test cases ({test, class, name}); engine.nothing: why no process could have been checked.
-local stdlib = require "posix.stdlib"
+-- Optional: engine.interval (seconds between ticks, default 0.25); engine.tests(state) -> the
+-- tests the command ran (instead of the run directory's tests files: read_tests' shape);
+-- engine.nothing: why no process could have been checked.
+local cjson = require "cjson"
 local lfs = require "lfs"
+local stdlib = require "posix.stdlib"
 
 local const = require "ljleak.const"
 local util = require "ljleak.util"
@@ -87,6 +89,41 @@ end
 function M.preload(lib)
    local preload = os.getenv("LD_PRELOAD")
    return (preload and preload ~= "") and lib .. ":" .. preload or lib
+end
+
+-- -- The tests the program ran ---------------------------------------------------------------
+-- A test runner's integration in the program (ljleak.busted) appends a JSON object a line to
+-- RUN_DIR/tests.PID.jsonl for each test it ran: {name, file, line, time, status} (both engines).
+
+-- The tests of RUN_DIR's tests.PID.jsonl files (by pid, then in the order they ran), each with its
+-- pid; and problems ({pid, file, message}) for the lines that are not such a record.
+function M.read_tests(run_dir)
+   local tests, problems, files = {}, {}, {}
+   local ok, iter, dir_obj = pcall(lfs.dir, run_dir)
+   if not ok then return tests, problems end
+   for name in iter, dir_obj do
+      local pid = tonumber(name:match("^" .. const.TESTS_FILE:gsub("%.", "%%."):gsub("%%d", "(%%d+)") .. "$") or "")
+      if pid then files[#files + 1] = pid end
+   end
+   table.sort(files)
+   for _, pid in ipairs(files) do
+      local path = run_dir .. "/" .. const.TESTS_FILE:format(pid)
+      local n = 0
+      for line in io.lines(path) do
+         n = n + 1
+         local dok, t = pcall(cjson.decode, line)
+         if dok and type(t) == "table" and type(t.name) == "string" then
+            for k, v in pairs(t) do
+               if v == cjson.null then t[k] = nil end
+            end
+            t.pid = pid
+            tests[#tests + 1] = t
+         elseif line ~= "" then
+            problems[#problems + 1] = {pid = pid, file = path, message = ("%s:%d: not a test record"):format(path, n)}
+         end
+      end
+   end
+   return tests, problems
 end
 
 -- -- ljleak's libraries -------------------------------------------------------------------------
