@@ -98,16 +98,19 @@ end
 
 -- Keys of these names hold arrays wherever they are (so that an empty one is written as []).
 local ARRAY_KEYS = {command = true, leaks = true, errors = true, processes = true, frames = true, lua = true,
-                    suppressions = true, problems = true, unstopped_threads = true}
+                    suppressions = true, problems = true, unstopped_threads = true, tests = true, shards = true,
+                    sites = true}
 
 -- Keys that a leak record always has: absent ones are written as null.
 local KEY_ORDER = {
-   "schema", "tool", "version", "engine", "command", "exit_status", "interrupted", "summary", "leaks", "errors",
+   "schema", "tool", "version", "engine", "command", "exit_status", "interrupted", "killed", "started", "duration",
+   "hostname", "summary", "leaks", "errors",
    "problems", "processes",
    "definite", "indirect", "possible", "reachable", "suppressed",
    "kind", "blocks", "bytes", "pid", "frames", "lua", "test", "note", "suppressed_by",
    "function", "mangled", "file", "dir", "line", "object", "offset", "address", "source", "message",
    "ppid", "exe", "checked", "reason", "lua_state", "unstopped_threads", "truncated", "stats",
+   "tests", "baseline", "shards",
 }
 local key_rank = {}
 for i, k in ipairs(KEY_ORDER) do key_rank[k] = i end
@@ -180,9 +183,14 @@ end
 -- The keys of object T in schema order, with those of DEFAULTS that T lacks.
 local function sorted_keys(t, defaults)
    local keys = {}
-   for k in pairs(t) do
-      if type(k) ~= "string" then error("cannot encode a table with a " .. type(k) .. " key as a JSON object") end
-      keys[#keys + 1] = k
+   -- next(), not pairs(): LuaJIT 2.1-20230119 (Debian 12) can loop for ever in a compiled pairs()
+   -- loop (ITERN; the trace exits at the same key again), as it did here in a traced busted
+   -- process, where ljleak.busted encodes a line per test.
+   local key = next(t)
+   while key ~= nil do
+      if type(key) ~= "string" then error("cannot encode a table with a " .. type(key) .. " key as a JSON object") end
+      keys[#keys + 1] = key
+      key = next(t, key)
    end
    if defaults then
       for k in pairs(defaults) do
@@ -348,6 +356,7 @@ local function scalar(what, test) return {what = what, test = test} end
 local STRING = scalar("a string", function(v) return type(v) == "string" end)
 local INTEGER = scalar("an integer", is_integer)
 local COUNT = scalar("a count (an integer >= 0)", function(v) return is_integer(v) and v >= 0 end)
+local SECONDS = scalar("a number of seconds (>= 0)", function(v) return type(v) == "number" and v >= 0 and v < 2^53 end)
 local BOOLEAN = scalar("true or false", function(v) return type(v) == "boolean" end)
 local KIND = scalar("a leak kind (" .. table.concat(const.KINDS, ", ") .. ")", function(v) return KINDS_SET[v] end)
 local function array_of(item) return {what = "an array", array = item} end
@@ -355,11 +364,13 @@ local function object(fields, required) return {what = "an object", fields = fie
 
 local C_FRAME = object({["function"] = STRING, file = STRING, dir = STRING, line = INTEGER, object = STRING,
                         offset = STRING, address = STRING})
-local LUA_FRAME = object({source = STRING, line = INTEGER, ["function"] = STRING, approximate = BOOLEAN})
+local LUA_FRAME = object({source = STRING, line = INTEGER, ["function"] = STRING, approximate = BOOLEAN,
+                          test_file = STRING, test_line = INTEGER})
 local AMOUNT = object({blocks = COUNT, bytes = COUNT}, {"blocks", "bytes"})
 local REPORT = object({
    schema = INTEGER, tool = STRING, version = STRING, engine = STRING, command = array_of(STRING),
-   exit_status = INTEGER,
+   exit_status = INTEGER, interrupted = STRING, killed = STRING, started = STRING, duration = SECONDS,
+   hostname = STRING,
    summary = object({definite = AMOUNT, indirect = AMOUNT, possible = AMOUNT, reachable = AMOUNT,
                      suppressed = AMOUNT}),
    leaks = array_of(object({kind = KIND, blocks = COUNT, bytes = COUNT, pid = INTEGER, frames = array_of(C_FRAME),
@@ -369,7 +380,9 @@ local REPORT = object({
                              lua = array_of(LUA_FRAME), frames = array_of(C_FRAME), suppressed_by = STRING,
                              aux = array_of(object({what = STRING, frames = array_of(C_FRAME)}))},
                             {"kind", "message"})),
-   processes = array_of(object({pid = INTEGER, ppid = INTEGER, exe = STRING, lua_state = STRING})),
+   processes = array_of(object({pid = INTEGER, ppid = INTEGER, exe = STRING, lua_state = STRING, checked = BOOLEAN})),
+   tests = array_of(object({name = STRING, file = STRING, line = INTEGER, time = SECONDS, status = STRING,
+                            pid = INTEGER, class = STRING, case = STRING}, {"name"})),
    suppressions = array_of(object({name = STRING, file = STRING, line = INTEGER, records = COUNT, blocks = COUNT,
                                    bytes = COUNT, count = COUNT}, {"name"})),
 }, {"schema", "tool", "leaks"})

@@ -283,6 +283,59 @@ function M.numbering(report)
 end
 M.sub, M.pair, M.sort_by, M.frame_text = sub, pair, sort_by, frame_text
 
+-- LEAKS in report order: by pid, kind, size (biggest first), frames, Lua frames, test and note.
+-- IDS[record]: pair(its frame list's number, its Lua frame list's number) in NUMBERING.
+function M.order(leaks, ids, numbering)
+   local frame_rank, lua_rank = numbering.frames:ranks(), numbering.lua:ranks()
+   return sort_by(leaks, {
+      function(r) return r.pid or 0 end,
+      function(r) return kind_rank[r.kind] or 9 end,   -- (a snapshot's records: "live")
+      function(r) return -r.bytes end,
+      function(r) return frame_rank[math.floor(ids[r] / 2^26)] end,
+      function(r) return lua_rank[ids[r] % 2^26] end,
+      function(r) return r.test or "" end,
+      function(r) return r.note or "" end,
+   })
+end
+
+-- Records merged as they are added: those of one process, kind, test, note, suppression and
+-- stack (frames and Lua frames, numbered by NUMBERING) are one, their blocks and bytes added up.
+-- merger:add(pid, kind, test, note, suppressed_by, frames, lua, blocks, bytes, make) adds to the
+-- record of that key, or makes it with MAKE() (a record with those blocks and bytes);
+-- merger:records() gives them in report order (M.order).
+local Merger = {}
+Merger.__index = Merger
+
+function M.merger(numbering)
+   return setmetatable({numbering = numbering, by_key = {}, leaks = {}, ids = {}}, Merger)
+end
+
+function Merger:add(pid, kind, test, note, suppressed_by, frames, lua, blocks, bytes, make)
+   local id = pair(self.numbering.frames:id(frames), self.numbering.lua:id(lua))
+   local slot = sub(sub(sub(sub(sub(self.by_key, pid or false), kind), test or false), note or false),
+                    suppressed_by or false)
+   local rec = slot[id]
+   if rec then
+      rec.blocks, rec.bytes = rec.blocks + blocks, rec.bytes + bytes
+   else
+      rec = make()
+      slot[id] = rec
+      self.ids[rec] = id
+      self.leaks[#self.leaks + 1] = rec
+   end
+   return rec
+end
+
+function Merger:records()
+   return M.order(self.leaks, self.ids, self.numbering)
+end
+
+-- Is frame F in LuaJIT's VM (the luajit executable, or libluajit)?
+function M.vm_frame(f)
+   local obj = f.object
+   return type(obj) == "string" and (obj:match("/luajit[^/]*$") or obj:match("libluajit")) ~= nil
+end
+
 -- -- Building records ------------------------------------------------------------------------
 
 -- Build the report from PROCS (ljleak.raw's proc shape, from either engine's reader). OPTS: engine,
@@ -294,9 +347,9 @@ function M.build(procs, opts)
    opts = opts or {}
    local sym = opts.symbolizer or symbolize.new({tracker = opts.tracker})
    local processes = {}
-   local frame_lists, lua_lists = lists(frame_text), lists(lua_frame_key)
+   local numbering = {frames = lists(frame_text), lua = lists(lua_frame_key)}
+   local merger = M.merger(numbering)
    local frames_of, lua_of = {}, {}   -- per site, per interned Lua stack
-   local leaks, by_key, ids = {}, {}, {}
    local no_lua = {}
    local proc_errors = {}   -- the processes' own (Valgrind's): by pid, biggest count first
    for _, proc in ipairs(procs) do
@@ -328,32 +381,13 @@ function M.build(procs, opts)
          if site.dropped then
             note = "the stack was not recorded: the tracker's site table was full (LJLEAK_MAX_SITES)"
          end
-         local fid, lid = frame_lists:id(frames), lua_lists:id(lua)
-         local slot = sub(sub(sub(sub(by_key, proc.pid or false), leak.kind), test or false), note or false)
-         local rec = slot[pair(fid, lid)]
-         if rec then
-            rec.blocks = rec.blocks + leak.blocks
-            rec.bytes = rec.bytes + leak.bytes
-         else
-            rec = {kind = leak.kind, blocks = leak.blocks, bytes = leak.bytes, pid = proc.pid,
-                   frames = frames, lua = lua, test = test, note = note, suppressed_by = nil}
-            slot[pair(fid, lid)] = rec
-            ids[rec] = pair(fid, lid)
-            leaks[#leaks + 1] = rec
-         end
+         merger:add(proc.pid, leak.kind, test, note, nil, frames, lua, leak.blocks, leak.bytes, function()
+            return {kind = leak.kind, blocks = leak.blocks, bytes = leak.bytes, pid = proc.pid,
+                    frames = frames, lua = lua, test = test, note = note, suppressed_by = nil}
+         end)
       end
    end
-   -- By pid, kind, size (biggest first), frames, Lua frames, test and note.
-   local frame_rank, lua_rank = frame_lists:ranks(), lua_lists:ranks()
-   leaks = sort_by(leaks, {
-      function(r) return r.pid or 0 end,
-      function(r) return kind_rank[r.kind] or 9 end,   -- (a snapshot's records: "live")
-      function(r) return -r.bytes end,
-      function(r) return frame_rank[math.floor(ids[r] / 2^26)] end,
-      function(r) return lua_rank[ids[r] % 2^26] end,
-      function(r) return r.test or "" end,
-      function(r) return r.note or "" end,
-   })
+   local leaks = merger:records()
    table.sort(proc_errors, function(a, b)
       if a.pid ~= b.pid then return (a.pid or 0) < (b.pid or 0) end
       return a.count > b.count
@@ -366,17 +400,21 @@ function M.build(procs, opts)
       command = opts.command or {}, exit_status = opts.exit_status,
       summary = M.summarize(leaks), leaks = leaks, processes = processes, errors = errors,
    }
-   numbering_of[report] = {frames = frame_lists, lua = lua_lists}
+   numbering_of[report] = numbering
    return report
 end
 
--- Number of unsuppressed leak records whose kind is in KINDS (a set: {definite = true, ...}).
+-- Does leak record R fail a run whose --fail-on kinds are KINDS (a set: {definite = true, ...})?
+-- Not when it is suppressed, or of a site a baseline accepts (R.baseline == "known").
+function M.fails(r, kinds)
+   return kinds[r.kind] and (r.suppressed_by == nil or r.suppressed_by == M.null) and r.baseline ~= "known" or false
+end
+
+-- Number of leak records that fail the run (M.fails), and of unsuppressed errors.
 function M.failing(report, kinds)
    local n = 0
    for _, leak in ipairs(report.leaks or {}) do
-      if kinds[leak.kind] and (leak.suppressed_by == nil or leak.suppressed_by == M.null) then
-         n = n + 1
-      end
+      if M.fails(leak, kinds) then n = n + 1 end
    end
    for _, e in ipairs(report.errors or {}) do  -- errors always fail the run
       if e.suppressed_by == nil or e.suppressed_by == M.null then n = n + 1 end

@@ -33,10 +33,10 @@ end
 function M.ticker() return nil end
 
 -- Under the tracker each process holds proc.PID.live in RUN_DIR from its start (or its fork) until
--- it writes its report. After the command ended, wait up to 10 seconds (1 when INTERRUPTED) for
--- those still running (children that outlive it); a signal to ljleak ends the wait, and is passed
--- on to them. Returns that signal.
-function M.after(_, run_dir, interrupted)
+-- it writes its report. After the command ended, wait up to SECONDS (default 10, 1 when
+-- INTERRUPTED) for those still running (children that outlive it); a signal to ljleak ends the
+-- wait, and is passed on to them. Returns that signal.
+function M.after(_, run_dir, interrupted, seconds)
    local running
    local function still()
       running = {}
@@ -48,7 +48,7 @@ function M.after(_, run_dir, interrupted)
       end
       return #running > 0
    end
-   local _, sig, from_terminal = process.wait_while(still, interrupted and 1 or 10)
+   local _, sig, from_terminal = process.wait_while(still, seconds or (interrupted and 1 or 10))
    if sig and not from_terminal then
       for _, pid in ipairs(running) do psignal.kill(pid, sig) end
    end
