@@ -38,7 +38,8 @@ lib: $(TRACKER) $(CORE) $(VGLIB)
 
 # The Lua modules as LuaJIT bytecode, with their debug information and named after their sources
 # (-F): the CLI and every LuaJIT process it traces load them without parsing (5398 lines: 5-10 ms).
-# bin/ljleak uses them while none of the sources is newer than the stamp.
+# bin/ljleak uses them while none of the sources is newer than the stamp. Not installed: a module
+# finds files beside it by its chunk name, and luarocks installs from a folder it then moves.
 LUA_SRC  = $(wildcard lua/ljleak/*.lua lua/ljleak/engine/*.lua)
 LUA_BC   = $(patsubst lua/%,$(B)/lua/%,$(LUA_SRC))
 bytecode: $(B)/lua/.stamp
@@ -147,9 +148,6 @@ install: lib
 	sed -e 's|@LUADIR@|$(LUADIR)|' -e 's|@LIBDIR@|$(LIBDIR)|' bin/ljleak > $(DESTDIR)$(BINDIR)/ljleak
 	chmod 0755 $(DESTDIR)$(BINDIR)/ljleak
 	install -m 0644 suppressions/*.supp $(DESTDIR)$(SUPPDIR)/
-	for f in $(LUA_SRC); do m=$${f#lua/}; install -d "$(DESTDIR)$(LIBDIR)/ljleak/lua/$${m%/*}" && \
-	  $(LUAJIT) -b -g -t raw -F "$(LUADIR)/$$m" "$$f" "$(DESTDIR)$(LIBDIR)/ljleak/lua/$$m" || exit 1; done
-	touch $(DESTDIR)$(LIBDIR)/ljleak/lua/.stamp
 
 # A source tarball of the files git tracks, as they are in the working tree (`git stash create`
 # makes a commit of them without touching anything; HEAD when nothing changed), and the source
