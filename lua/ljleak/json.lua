@@ -302,6 +302,14 @@ function M.write(v, sink, defaults)
    M.drain(sink, true)
 end
 
+-- JSON text for the scalar V (a string, number, boolean, nil or M.null), as M.write writes it:
+-- for a line of a few known fields, without a writer's tables and buffers.
+local scalar_buf = buffer.new()
+function M.scalar(v)
+   put_scalar(scalar_buf, v)
+   return scalar_buf:get()
+end
+
 -- JSON text for V (as M.write writes it).
 function M.encode(v)
    local sink = M.sink()
