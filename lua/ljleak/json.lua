@@ -106,7 +106,7 @@ local KEY_ORDER = {
    "problems", "processes",
    "definite", "indirect", "possible", "reachable", "suppressed",
    "kind", "blocks", "bytes", "pid", "frames", "lua", "test", "note", "suppressed_by",
-   "function", "mangled", "file", "dir", "line", "object", "offset", "address", "source", "message",
+   "function", "mangled", "file", "dir", "line", "object", "offset", "address", "inlined", "source", "message",
    "ppid", "exe", "checked", "reason", "lua_state", "unstopped_threads", "truncated", "stats",
 }
 local key_rank = {}
@@ -353,8 +353,8 @@ local KIND = scalar("a leak kind (" .. table.concat(const.KINDS, ", ") .. ")", f
 local function array_of(item) return {what = "an array", array = item} end
 local function object(fields, required) return {what = "an object", fields = fields, required = required or {}} end
 
-local C_FRAME = object({["function"] = STRING, file = STRING, dir = STRING, line = INTEGER, object = STRING,
-                        offset = STRING, address = STRING})
+local C_FRAME = object({["function"] = STRING, mangled = STRING, file = STRING, dir = STRING, line = INTEGER,
+                        object = STRING, offset = STRING, address = STRING, inlined = BOOLEAN})
 local LUA_FRAME = object({source = STRING, line = INTEGER, ["function"] = STRING, approximate = BOOLEAN})
 local AMOUNT = object({blocks = COUNT, bytes = COUNT}, {"blocks", "bytes"})
 local REPORT = object({

@@ -6,6 +6,7 @@ local table_new = require "table.new"
 local const = require "ljleak.const"
 local json = require "ljleak.json"
 local symbolize = require "ljleak.symbolize"
+local sub = require("ljleak.util").sub
 
 local M = {}
 
@@ -171,15 +172,6 @@ function Lists:ranks()
    return rank
 end
 
--- T[K], made a table if it was not.
-local function sub(t, k)
-   local s = t[k]
-   if not s then
-      s = {}
-      t[k] = s
-   end
-   return s
-end
 
 -- One number for a pair of list numbers.
 local function pair(a, b)

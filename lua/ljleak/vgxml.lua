@@ -144,17 +144,21 @@ end
 
 -- A <stack> as frames: {function, mangled, file, dir, line, object}; a frame with no function also
 -- keeps its address (a frame in no object, e.g. JIT code, has only the address). Memcheck runs with
--- --demangle=no: a C++ name is demangled here, as the tracker's are.
+-- --demangle=no: a C++ name is demangled here, as the tracker's are. A function inlined at a call
+-- is a frame of its own with the same <ip> as the next one (--read-inline-info): `inlined = true`.
 local function frames_of(stack)
-   local frames = {}
+   local frames, ips = {}, {}
    for _, f in ipairs(stack and stack.kids or {}) do
       if f.name == "frame" then
+         local ip = child_text(f, "ip")
          local frame = symbolize.name_frame({
             file = child_text(f, "file"), dir = child_text(f, "dir"),
             line = tonumber(child_text(f, "line") or ""), object = child_text(f, "obj"),
          }, child_text(f, "fn"))
-         if not frame["function"] then frame.address = hex(child_text(f, "ip")) end
+         if not frame["function"] then frame.address = hex(ip) end
+         if ip and ip == ips[#frames] then frames[#frames].inlined = true end
          frames[#frames + 1] = frame
+         ips[#frames] = ip
       end
    end
    return frames
