@@ -193,15 +193,18 @@ end)
 describe("Valgrind command line", function()
    it("is memcheck with a full leak check of every kind, debug info kept, children traced, one XML each", function()
       local argv = valgrind.command_line({valgrind = "/usr/bin/valgrind", dir = "/run/d", extra = {"--num-callers=20"}})
-      -- ljleak's allocation functions run (Lua frames), and add two frames the reader takes out
+      -- ljleak's allocation functions run (Lua frames), and add two frames the reader takes out;
+      -- the heap summary comes from an xtree memory file per process, which -q leaves unannounced
       assert.are.same({"/usr/bin/valgrind", "--tool=memcheck", "--leak-check=full", "--show-leak-kinds=all",
                        "--keep-debuginfo=yes", "--demangle=no", "--trace-children=yes", "--error-limit=no",
-                       "--xml=yes", "--soname-synonyms=somalloc=nouserintercepts", "--num-callers=22",
+                       "--xml=yes", "--soname-synonyms=somalloc=nouserintercepts", "--xtree-memory=full",
+                       "--xtree-memory-file=/run/d/xt.%p.%q{LJLEAK_VG_ID}.kcg", "-q", "--num-callers=22",
                        "--xml-file=/run/d/vg.%p.%q{LJLEAK_VG_ID}.xml"}, argv)
-      assert.are.equal("--num-callers=14", valgrind.command_line({dir = "/d"})[11])
+      assert.are.equal("--num-callers=14", valgrind.command_line({dir = "/d"})[14])
       -- Valgrind expands % in --xml-file: a % of the folder's own is written %%
       argv = valgrind.command_line({dir = "/tmp/a%p%%b"})
       assert.are.equal("--xml-file=/tmp/a%%p%%%%b/vg.%p.%q{LJLEAK_VG_ID}.xml", argv[#argv])
+      assert.are.equal("--xtree-memory-file=/tmp/a%%p%%%%b/xt.%p.%q{LJLEAK_VG_ID}.kcg", argv[12])
    end)
 
    it("takes more options from --valgrind-opts, but not those it sets itself", function()
@@ -443,7 +446,8 @@ describe("ljleak run, bad input", function()
                        "--show-possibly-lost=no", "--errors-for-leak-kinds=all", "--xtree-leak=yes", "--xml-fd=3",
                        "--xml-socket=127.0.0.1", "--log-fd=9", "--log-file=v.log", "--log-socket=127.0.0.1",
                        "--child-silent-after-fork=yes", "--gen-suppressions=all", "--error-exitcode=3",
-                       "--exit-on-first-error=yes", "-h", "--help", "--version", "--soname-synonyms=somalloc=*"}
+                       "--exit-on-first-error=yes", "-h", "--help", "--version", "--soname-synonyms=somalloc=*",
+                       "--xtree-memory=allocs", "--xtree-memory-file=x.kcg"}
       local names = {}
       for name in pairs(valgrind.REFUSED) do names[#names + 1] = name end
       assert.are.equal(#names, #refused)   -- each one is tried here
