@@ -176,7 +176,10 @@ function commands.report(args)
    for _, t in pairs(outputs) do
       if outfile.is_stdout(t) then summary_to = io.stderr end
    end
-   local opts = {show_reachable = args.show_reachable, full = args.file}
+   -- The run's --fail-on kinds are listed, as the run listed them.
+   local fail_on = {}
+   for _, k in ipairs(rep.verdict and rep.verdict.fail_on or {}) do fail_on[k] = true end
+   local opts = {show_reachable = args.show_reachable, full = args.file, fail_on = fail_on}
    summary_to:write(text.render(rep, opts))
    if not run.write_outputs(outputs, rep, opts) then return EXIT.failure end
    return EXIT.ok

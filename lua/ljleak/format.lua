@@ -42,25 +42,28 @@ local function folded_name(f)
    return name
 end
 
--- A record's folded line: its kind, then its frames outermost first: C frames down to LuaJIT's
--- VM, the Lua frames it ran, then the C frames Lua called (the allocation function last).
+-- A Lua frame's name in folded stacks: "function (source:line)", as C frames read.
+local function folded_lua_name(f)
+   local where = f.line and ("%s:%s"):format(f.source or "?", f.line) or (f.source or "?")
+   local fn = f["function"] ~= null and f["function"] or nil
+   local name = fn and ("%s (%s)"):format(fn, where) or where
+   return (name:gsub(";", ","):gsub("%s+$", ""))
+end
+
+-- A record's stack as the names of folded stacks, outermost first: its kind (the root), then,
+-- when it has Lua frames and runs in LuaJIT's VM, the Lua frames and the C frames they called
+-- down to the allocation function (the VM and what runs it are left out, as the text report
+-- folds them); else its C frames from main down.
+function M.folded_names(leak)
+   local frames, lua, names = leak.frames or EMPTY, leak.lua or EMPTY, {leak.kind}
+   local vm = #lua > 0 and model.first_vm_frame(frames)
+   for i = #lua, 1, -1 do names[#names + 1] = folded_lua_name(lua[i]) end
+   for i = (vm or #frames + 1) - 1, 1, -1 do names[#names + 1] = folded_name(frames[i]) end
+   return names
+end
+
 local function folded_line(leak)
-   local frames, names = leak.frames or EMPTY, {leak.kind}
-   local vm = #frames + 1  -- the innermost frame in LuaJIT's VM
-   for i, f in ipairs(frames) do
-      local obj = f.object ~= null and f.object or ""
-      if obj:match("/luajit[^/]*$") or obj:match("libluajit") then
-         vm = i
-         break
-      end
-   end
-   for i = #frames, vm, -1 do names[#names + 1] = folded_name(frames[i]) end
-   for i = #(leak.lua or EMPTY), 1, -1 do
-      local f = leak.lua[i]
-      names[#names + 1] = ("%s:%s"):format(f.source or "?", f.line or "?"):gsub(";", ","):gsub("%s+$", "")
-   end
-   for i = math.min(vm - 1, #frames), 1, -1 do names[#names + 1] = folded_name(frames[i]) end
-   return table.concat(names, ";") .. " " .. leak.bytes
+   return table.concat(M.folded_names(leak), ";") .. " " .. leak.bytes
 end
 
 -- Folded stacks (Brendan Gregg's flamegraph.pl, speedscope): "frame;frame;frame BYTES" per

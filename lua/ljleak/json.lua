@@ -98,14 +98,15 @@ end
 
 -- Keys of these names hold arrays wherever they are (so that an empty one is written as []).
 local ARRAY_KEYS = {command = true, leaks = true, errors = true, processes = true, frames = true, lua = true,
-                    suppressions = true, problems = true, unstopped_threads = true}
+                    suppressions = true, problems = true, unstopped_threads = true, fail_on = true}
 
 -- Keys that a leak record always has: absent ones are written as null.
 local KEY_ORDER = {
-   "schema", "tool", "version", "engine", "command", "exit_status", "interrupted", "summary", "leaks", "errors",
-   "problems", "processes",
-   "definite", "indirect", "possible", "reachable", "suppressed",
-   "kind", "blocks", "bytes", "pid", "frames", "lua", "test", "note", "suppressed_by",
+   "schema", "tool", "version", "engine", "command", "exit_status", "interrupted", "verdict", "summary", "heap",
+   "leaks", "errors", "problems", "processes",
+   "definite", "indirect", "possible", "reachable", "suppressed", "error_totals", "in_use", "allocs", "frees",
+   "allocated", "exit_code", "why", "fail_on",
+   "id", "kind", "blocks", "bytes", "pid", "frames", "lua", "test", "note", "owner", "suppressed_by",
    "function", "mangled", "file", "dir", "line", "object", "offset", "address", "inlined", "source", "message",
    "ppid", "exe", "checked", "reason", "lua_state", "unstopped_threads", "truncated", "stats",
 }
@@ -357,19 +358,25 @@ local C_FRAME = object({["function"] = STRING, mangled = STRING, file = STRING, 
                         object = STRING, offset = STRING, address = STRING, inlined = BOOLEAN})
 local LUA_FRAME = object({source = STRING, line = INTEGER, ["function"] = STRING, approximate = BOOLEAN})
 local AMOUNT = object({blocks = COUNT, bytes = COUNT}, {"blocks", "bytes"})
+local HEAP = object({in_use = AMOUNT, allocs = COUNT, frees = COUNT, allocated = COUNT},
+                    {"in_use", "allocs", "frees", "allocated"})
 local REPORT = object({
    schema = INTEGER, tool = STRING, version = STRING, engine = STRING, command = array_of(STRING),
    exit_status = INTEGER,
+   verdict = object({exit_code = INTEGER, why = STRING, fail_on = array_of(STRING)}, {"exit_code"}),
    summary = object({definite = AMOUNT, indirect = AMOUNT, possible = AMOUNT, reachable = AMOUNT,
-                     suppressed = AMOUNT}),
-   leaks = array_of(object({kind = KIND, blocks = COUNT, bytes = COUNT, pid = INTEGER, frames = array_of(C_FRAME),
-                            lua = array_of(LUA_FRAME), test = STRING, note = STRING, suppressed_by = STRING},
+                     suppressed = AMOUNT, error_totals = object({records = COUNT, count = COUNT})}),
+   heap = HEAP,
+   leaks = array_of(object({id = COUNT, kind = KIND, blocks = COUNT, bytes = COUNT, pid = INTEGER,
+                            frames = array_of(C_FRAME), lua = array_of(LUA_FRAME), test = STRING, note = STRING,
+                            owner = COUNT, suppressed_by = STRING},
                            {"kind", "blocks", "bytes"})),
    errors = array_of(object({kind = STRING, message = STRING, pid = INTEGER, count = COUNT, test = STRING,
                              lua = array_of(LUA_FRAME), frames = array_of(C_FRAME), suppressed_by = STRING,
                              aux = array_of(object({what = STRING, frames = array_of(C_FRAME)}))},
                             {"kind", "message"})),
-   processes = array_of(object({pid = INTEGER, ppid = INTEGER, exe = STRING, lua_state = STRING})),
+   processes = array_of(object({pid = INTEGER, ppid = INTEGER, exe = STRING, command = array_of(STRING),
+                                lua_state = STRING, heap = HEAP})),
    suppressions = array_of(object({name = STRING, file = STRING, line = INTEGER, records = COUNT, blocks = COUNT,
                                    bytes = COUNT, count = COUNT}, {"name"})),
 }, {"schema", "tool", "leaks"})

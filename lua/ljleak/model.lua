@@ -259,8 +259,10 @@ local function zero_summary()
    return s
 end
 
--- Totals per kind over LEAKS; suppressed records count only under `suppressed`.
-function M.summarize(leaks)
+-- Totals per kind over LEAKS; suppressed records count only under `suppressed`. With ERRORS (the
+-- report's), also `error_totals`: {records = the unsuppressed error records, count = their
+-- occurrences} (Valgrind's "ERROR SUMMARY", leaks not counted).
+function M.summarize(leaks, errors)
    local s = zero_summary()
    for _, leak in ipairs(leaks) do
       local slot = (leak.suppressed_by ~= nil and leak.suppressed_by ~= M.null) and s.suppressed or s[leak.kind]
@@ -269,7 +271,72 @@ function M.summarize(leaks)
          slot.bytes = slot.bytes + leak.bytes
       end
    end
+   if errors then
+      local t = {records = 0, count = 0}
+      for _, e in ipairs(errors) do
+         if not M.is_suppressed(e) then t.records, t.count = t.records + 1, t.count + (e.count or 1) end
+      end
+      s.error_totals = t
+   end
    return s
+end
+
+-- -- Heap totals -----------------------------------------------------------------------------
+-- Valgrind's HEAP SUMMARY: {in_use = {blocks, bytes}, allocs, frees, allocated}: the blocks still
+-- live at exit (every kind, suppressed or not), the allocations made (a realloc is one, and a free
+-- of the old block), the frees, and the bytes allocated in all.
+
+-- PROC's heap totals: Valgrind's (proc.heap, from its xtree file), or the tracker's from its
+-- stats (its frees: the allocations it recorded that are no longer live). Nil if unknown.
+local function proc_heap(proc)
+   if proc.heap then return proc.heap end
+   local st = proc.stats or {}
+   if not st.allocs then return nil end
+   return {in_use = {blocks = st.live_blocks or 0, bytes = st.live_bytes or 0}, allocs = st.allocs,
+           frees = math.max(0, st.allocs - (st.live_blocks or 0)), allocated = st.allocated or 0}
+end
+
+-- The heap totals of PROCESSES (the report's) added up, or nil when none has any.
+function M.heap_totals(processes)
+   local t
+   for _, p in ipairs(processes or {}) do
+      local h = p.heap
+      if h then
+         t = t or {in_use = {blocks = 0, bytes = 0}, allocs = 0, frees = 0, allocated = 0}
+         t.in_use.blocks, t.in_use.bytes = t.in_use.blocks + h.in_use.blocks, t.in_use.bytes + h.in_use.bytes
+         t.allocs, t.frees, t.allocated = t.allocs + h.allocs, t.frees + h.frees, t.allocated + h.allocated
+      end
+   end
+   return t
+end
+
+-- -- Order -----------------------------------------------------------------------------------
+-- Definite records first, each followed by the indirect records it holds (as Valgrind's loss
+-- records and LeakSanitizer's direct and indirect leaks read), then the indirect records whose
+-- owner is not known (Valgrind does not say it) or not listed, then possible, then reachable;
+-- biggest first within a kind.
+
+-- ITEMS (already sorted by kind and size) with each item that OWNER(item) names moved right after
+-- that owner (the owned ones in their order). An owner not among ITEMS leaves its items in place.
+function M.after_owners(items, owner)
+   local present, owned = {}, {}
+   for _, it in ipairs(items) do present[it] = true end
+   for _, it in ipairs(items) do
+      local o = owner(it)
+      if o and present[o] then
+         local list = sub(owned, o)
+         list[#list + 1] = it
+      end
+   end
+   local out = {}
+   for _, it in ipairs(items) do
+      local o = owner(it)
+      if not (o and present[o]) then
+         out[#out + 1] = it
+         for _, x in ipairs(owned[it] or {}) do out[#out + 1] = x end
+      end
+   end
+   return out
 end
 
 -- The numbering of frame lists and Lua frame lists that M.build made for a report (the text
@@ -297,6 +364,7 @@ function M.build(procs, opts)
    local frame_lists, lua_lists = lists(frame_text), lists(lua_frame_key)
    local frames_of, lua_of = {}, {}   -- per site, per interned Lua stack
    local leaks, by_key, ids = {}, {}, {}
+   local owner_of, definite_of = {}, {}   -- an indirect record's owner; a site's definite record
    local no_lua = {}
    local proc_errors = {}   -- the processes' own (Valgrind's): by pid, biggest count first
    for _, proc in ipairs(procs) do
@@ -304,12 +372,20 @@ function M.build(procs, opts)
                                    truncated = proc.truncated or nil, stats = proc.stats, checked = true,
                                    lua = proc.lua_vm and "unavailable: " .. proc.lua_vm or nil,
                                    unstopped_threads = proc.unstopped, command = proc.command,
-                                   fatal_signal = proc.fatal_signal}
+                                   fatal_signal = proc.fatal_signal, heap = proc_heap(proc)}
       for _, rec in ipairs(proc.errors or {}) do
          rec.pid = proc.pid
          proc_errors[#proc_errors + 1] = rec
       end
+      -- Indirect records last: the definite records that hold them exist by then.
+      local ordered = {}
       for _, leak in ipairs(proc.leaks) do
+         if leak.kind ~= "indirect" then ordered[#ordered + 1] = leak end
+      end
+      for _, leak in ipairs(proc.leaks) do
+         if leak.kind == "indirect" then ordered[#ordered + 1] = leak end
+      end
+      for _, leak in ipairs(ordered) do
          local site = proc.sites[leak.site]
          local frames = frames_of[site]
          if not frames then
@@ -328,8 +404,10 @@ function M.build(procs, opts)
          if site.dropped then
             note = "the stack was not recorded: the tracker's site table was full (LJLEAK_MAX_SITES)"
          end
+         local owner = leak.owner and proc.sites[leak.owner] and definite_of[proc.sites[leak.owner]]
          local fid, lid = frame_lists:id(frames), lua_lists:id(lua)
-         local slot = sub(sub(sub(sub(by_key, proc.pid or false), leak.kind), test or false), note or false)
+         local slot = sub(sub(sub(sub(sub(by_key, proc.pid or false), leak.kind), test or false), note or false),
+                          owner or false)
          local rec = slot[pair(fid, lid)]
          if rec then
             rec.blocks = rec.blocks + leak.blocks
@@ -338,22 +416,28 @@ function M.build(procs, opts)
             rec = {kind = leak.kind, blocks = leak.blocks, bytes = leak.bytes, pid = proc.pid,
                    frames = frames, lua = lua, test = test, note = note, suppressed_by = nil}
             slot[pair(fid, lid)] = rec
-            ids[rec] = pair(fid, lid)
+            ids[rec], owner_of[rec] = pair(fid, lid), owner
             leaks[#leaks + 1] = rec
          end
+         if leak.kind == "definite" then definite_of[site] = rec end
       end
    end
-   -- By pid, kind, size (biggest first), frames, Lua frames, test and note.
+   -- By kind, size (biggest first), pid, frames, Lua frames, test and note; the indirect records
+   -- after the definite ones that hold them. Then each has its number (`id`, from 1), and an
+   -- indirect one the number of its owner (`owner`).
    local frame_rank, lua_rank = frame_lists:ranks(), lua_lists:ranks()
    leaks = sort_by(leaks, {
-      function(r) return r.pid or 0 end,
       function(r) return kind_rank[r.kind] or 9 end,   -- (a snapshot's records: "live")
       function(r) return -r.bytes end,
+      function(r) return r.pid or 0 end,
       function(r) return frame_rank[math.floor(ids[r] / 2^26)] end,
       function(r) return lua_rank[ids[r] % 2^26] end,
       function(r) return r.test or "" end,
       function(r) return r.note or "" end,
    })
+   leaks = M.after_owners(leaks, function(r) return owner_of[r] end)
+   for i, r in ipairs(leaks) do r.id = i end
+   for _, r in ipairs(leaks) do r.owner = owner_of[r] and owner_of[r].id end
    table.sort(proc_errors, function(a, b)
       if a.pid ~= b.pid then return (a.pid or 0) < (b.pid or 0) end
       return a.count > b.count
@@ -364,24 +448,26 @@ function M.build(procs, opts)
    local report = {
       schema = M.SCHEMA, tool = "ljleak", version = opts.version or "scm", engine = opts.engine or "tracker",
       command = opts.command or {}, exit_status = opts.exit_status,
-      summary = M.summarize(leaks), leaks = leaks, processes = processes, errors = errors,
+      summary = M.summarize(leaks, errors), heap = M.heap_totals(processes), leaks = leaks, processes = processes,
+      errors = errors,
    }
    numbering_of[report] = {frames = frame_lists, lua = lua_lists}
    return report
 end
 
--- Number of unsuppressed leak records whose kind is in KINDS (a set: {definite = true, ...}).
-function M.failing(report, kinds)
-   local n = 0
-   for _, leak in ipairs(report.leaks or {}) do
-      if kinds[leak.kind] and (leak.suppressed_by == nil or leak.suppressed_by == M.null) then
-         n = n + 1
+-- The position in FRAMES of the first frame in LuaJIT's VM (in an object named luajit* or
+-- libluajit*, or in JIT code: an address in no object), or nil. The frames before it are the C
+-- code that Lua called; the Lua frames say where that call was made.
+function M.first_vm_frame(frames)
+   for i, f in ipairs(frames) do
+      local obj = f.object ~= M.null and f.object or nil
+      if obj then
+         local base = obj:match("[^/]*$")
+         if base:match("^luajit") or base:match("^libluajit") then return i end
+      elseif i > 1 and f.address and f.address ~= M.null and not f["function"] then
+         return i
       end
    end
-   for _, e in ipairs(report.errors or {}) do  -- errors always fail the run
-      if e.suppressed_by == nil or e.suppressed_by == M.null then n = n + 1 end
-   end
-   return n
 end
 
 -- Is record R suppressed?

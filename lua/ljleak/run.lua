@@ -104,7 +104,7 @@ local function suppress(rep, entries, args, outputs, depth, builtin)
    supp.apply(rep, entries, {depth = depth})
    for _, u in ipairs(builtin or {}) do rep.suppressions[#rep.suppressions + 1] = u end
    rep.suppressions = require("ljleak.json").array(rep.suppressions)
-   rep.summary = model.summarize(rep.leaks)
+   rep.summary = model.summarize(rep.leaks, rep.errors)
    if not args.gen_suppressions then return true end
    local generated = supp.generate(rep)
    local ok, err = outfile.write(outputs.gen_suppressions, function(write)
@@ -171,6 +171,64 @@ local function warn_unchecked(unchecked, limit)
    end
 end
 
+-- The kinds of the set KINDS (leak kinds and unchecked), in the order of const.KINDS, as a list.
+local function kinds_list(kinds)
+   local list = {}
+   for _, k in ipairs(const.KINDS) do
+      if kinds[k] then list[#list + 1] = k end
+   end
+   if kinds.unchecked then list[#list + 1] = "unchecked" end
+   return list
+end
+
+local function kinds_text(kinds)
+   return table.concat(kinds_list(kinds), ",")
+end
+
+-- ljleak's exit code for report REP and why ({exit_code, why, fail_on}: the report's `verdict`;
+-- fail_on: the --fail-on kinds, which `ljleak report` lists as the run did), before its files are
+-- written. RUN: {how, exit_status (CMD's, 128+N when killed), interrupted, procs
+-- (checked), unchecked, name (CMD's)}; OPTS: the run's (fail_on, error_exitcode, exit).
+function M.verdict(rep, run, opts)
+   local EXIT, fail_on = opts.exit, opts.fail_on
+   local function v(code, fmt, ...) return {exit_code = code, why = fmt:format(...), fail_on = kinds_list(fail_on)} end
+   if run.interrupted then
+      return v(run.interrupted.by == "timeout" and EXIT.timeout or EXIT.signal_base + run.interrupted.signal,
+               "interrupted (%s): the report covers only the processes that finished", rep.interrupted)
+   end
+   if run.how == "killed" then
+      return v(run.exit_status, "%s was killed by %s", run.name, signal_name(run.exit_status - EXIT.signal_base))
+   end
+   if run.procs == 0 then return v(EXIT.failure, "no process was checked") end
+   local why = {}
+   local failing = {records = 0, blocks = 0, bytes = 0}
+   for _, leak in ipairs(rep.leaks) do
+      if fail_on[leak.kind] and not model.is_suppressed(leak) then
+         failing.records, failing.blocks, failing.bytes = failing.records + 1, failing.blocks + leak.blocks,
+            failing.bytes + leak.bytes
+      end
+   end
+   if failing.records > 0 then
+      why[#why + 1] = ("%s of a --fail-on kind (%s): %s in %s"):format(text.plural(failing.records, "record"),
+         kinds_text(fail_on), text.plural(failing.bytes, "byte"), text.plural(failing.blocks, "block"))
+   end
+   local errors = rep.summary.error_totals or {records = 0}
+   if errors.records > 0 then
+      why[#why + 1] = ("%s (Valgrind's or the ffi.gc registry's)"):format(text.plural(errors.records, "error"))
+   end
+   if fail_on.unchecked and run.unchecked > 0 then
+      why[#why + 1] = ("%s not checked (--fail-on=unchecked)"):format(text.plural(run.unchecked, "process"))
+   end
+   if #why > 0 and opts.error_exitcode ~= 0 then
+      return v(opts.error_exitcode, "%s (--error-exitcode)", table.concat(why, "; "))
+   end
+   if #why > 0 then
+      return v(run.exit_status, "%s, but --error-exitcode=0: %s's own exit status", table.concat(why, "; "), run.name)
+   end
+   return v(run.exit_status, "nothing of a --fail-on kind (%s) found: %s's own exit status",
+            kinds_text(fail_on), run.name)
+end
+
 -- What the engine found, as a report: built, said about (Lua frames, threads, unchecked
 -- processes, interruption), suppressed, written, and summed up on stderr. Returns the exit code.
 local function finish(engine, state, run_dir, res, command, args, opts)
@@ -199,29 +257,26 @@ local function finish(engine, state, run_dir, res, command, args, opts)
          or signal_name(interrupted.signal)
    end
    rep.problems = problems   -- listed in the summary
-   local code = exit_status
-   if not suppress(rep, opts.supp_entries, args, opts.outputs, engine.depth(state),
-                   engine.builtin_suppressions(procs)) then
-      code = EXIT.failure
-   end
+   local written = suppress(rep, opts.supp_entries, args, opts.outputs, engine.depth(state),
+                            engine.builtin_suppressions(procs))
    -- A killed program exits 128+N whatever was found (a SIGSEGV's invalid write is still listed).
-   local fail_on, error_exitcode = opts.fail_on, opts.error_exitcode
-   if how ~= "killed" and error_exitcode ~= 0 and model.failing(rep, fail_on) > 0 then code = error_exitcode end
-   if how ~= "killed" and error_exitcode ~= 0 and fail_on.unchecked and #unchecked > 0 then code = error_exitcode end
-   if not M.write_outputs(opts.outputs, rep, {show_reachable = args.show_reachable, fail_on = fail_on}) then
-      code = EXIT.failure
-   end
+   rep.verdict = M.verdict(rep, {how = how, exit_status = exit_status, interrupted = interrupted, procs = #procs,
+                                 unchecked = #unchecked, name = command[1]}, opts)
+   local fail_on = opts.fail_on
+   local render_opts = {show_reachable = args.show_reachable, fail_on = fail_on}
+   written = M.write_outputs(opts.outputs, rep, render_opts) and written
    io.stderr:write(("ljleak: leak check of %d process%s%s\n"):format(#procs, #procs == 1 and "" or "es",
       #unchecked > 0 and (", %d not checked"):format(#unchecked) or ""))
    warn_unchecked(unchecked, 20)
-   io.stderr:write(text.render(rep, {show_reachable = args.show_reachable}))
+   io.stderr:write(text.render(rep, render_opts))
+   local code = rep.verdict.exit_code
    if interrupted then
       warn("interrupted (%s): the report covers only the processes that finished", rep.interrupted)
-      code = interrupted.by == "timeout" and EXIT.timeout or EXIT.signal_base + interrupted.signal
    elseif #procs == 0 and how ~= "killed" then
       warn("no process was checked%s", #unchecked > 0 and " (see above)" or
          ": the command ran no program the tracker could enter")
-      code = EXIT.failure
+   elseif not written then
+      code = EXIT.failure   -- a report file could not be written (said above)
    end
    return code
 end
