@@ -85,6 +85,15 @@ function M.latin1(c)
    return string.char(0xC0 + math.floor(c / 64), 0x80 + c % 64)
 end
 
+local markup_escapes = {["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&apos;"}
+
+-- Text for XML and HTML (elements and attributes): markup characters escaped, control characters
+-- as '?', and a byte that is not UTF-8 as the character of its number (U+0080 to U+00FF).
+function M.markup(s)
+   s = tostring(s):gsub("[&<>\"']", markup_escapes):gsub("[%z\1-\8\11\12\14-\31]", "?")
+   return (M.fix_utf8(s, M.latin1))
+end
+
 -- -- Encoding --------------------------------------------------------------------------------------
 -- cjson 2.1.0 encodes an empty table as {} (no array_mt yet), escapes "/" and orders keys at
 -- random; this encoder marks arrays explicitly and writes keys in schema order.

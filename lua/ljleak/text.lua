@@ -149,6 +149,38 @@ local function stack_lines(line, frames, lua, indent)
    end
 end
 
+-- -- Stacks as names (flame graphs, folded stacks) ------------------------------------------
+
+local frame_name_of = setmetatable({}, {__mode = "k"})
+
+-- A C frame's short name: its text without the object ("make_thing (thing.c:12)").
+function M.frame_name(f)
+   local name = frame_name_of[f]
+   if not name then
+      name = model.frame_text(f):gsub(" %[[^%]]*%]$", ""):gsub("%s+$", "")
+      frame_name_of[f] = name
+   end
+   return name
+end
+
+-- A Lua frame's short name, as C frames read: "function (source:line)".
+function M.lua_frame_name(f)
+   local where = f.line and f.line ~= null and ("%s:%s"):format(f.source or "?", f.line) or (f.source or "?")
+   local fn = f["function"] ~= null and f["function"] or nil
+   return ((fn and ("%s (%s)"):format(fn, where) or where):gsub("%s+$", ""))
+end
+
+-- The names of a stack (C FRAMES, LUA frames), innermost first: with Lua frames and a frame in
+-- LuaJIT's VM, the C frames from the allocation function down to the VM, then the Lua frames (the
+-- VM and what runs it left out, as the text report folds them); else every C frame, then the Lua
+-- frames.
+function M.stack_names(frames, lua)
+   local names, vm = {}, #lua > 0 and model.first_vm_frame(frames)
+   for i = 1, (vm or #frames + 1) - 1 do names[#names + 1] = M.frame_name(frames[i]) end
+   for i = 1, #lua do names[#names + 1] = M.lua_frame_name(lua[i]) end
+   return names
+end
+
 -- -- Summaries -------------------------------------------------------------------------------
 
 -- The suppressions used, as LeakSanitizer's "Suppressions used" table: how many records (errors:
@@ -206,6 +238,29 @@ local function heap_summary(line, report, limit)
       line(("  pid %d: %s%s"):format(p.pid, cmd, heap))
    end
    line("")
+end
+
+-- What each test (or tag) lost, biggest first: {name, blocks, bytes} of its unsuppressed records
+-- other than reachable.
+function M.lost_by_test(report)
+   local by_test, tests = {}, {}
+   for _, leak in ipairs(report.leaks or {}) do
+      local test = leak.test ~= null and leak.test or nil
+      if test and leak.kind ~= "reachable" and not is_suppressed(leak) then
+         local t = by_test[test]
+         if not t then
+            t = {name = test, blocks = 0, bytes = 0}
+            by_test[test] = t
+            tests[#tests + 1] = t
+         end
+         t.blocks, t.bytes = t.blocks + leak.blocks, t.bytes + leak.bytes
+      end
+   end
+   table.sort(tests, function(a, b)
+      if a.bytes ~= b.bytes then return a.bytes > b.bytes end
+      return a.name < b.name
+   end)
+   return tests
 end
 
 -- -- The report ------------------------------------------------------------------------------
@@ -266,25 +321,8 @@ local function text_summary(report, opts)
    if opts.brief then  -- the records only (a test's failure message)
       return table.concat(out, "\n") .. "\n"
    end
-   -- Leaks by test (or tag): what each test lost, biggest first.
-   local by_test, tests = {}, {}
-   for _, leak in ipairs(report.leaks or {}) do
-      local test = leak.test ~= null and leak.test or nil
-      if test and leak.kind ~= "reachable" and not is_suppressed(leak) then
-         local t = by_test[test]
-         if not t then
-            t = {name = test, blocks = 0, bytes = 0}
-            by_test[test] = t
-            tests[#tests + 1] = t
-         end
-         t.blocks, t.bytes = t.blocks + leak.blocks, t.bytes + leak.bytes
-      end
-   end
+   local tests = M.lost_by_test(report)
    if #tests > 0 then
-      table.sort(tests, function(a, b)
-         if a.bytes ~= b.bytes then return a.bytes > b.bytes end
-         return a.name < b.name
-      end)
       line("LOST BY TEST:")
       local rest = {blocks = 0, bytes = 0}
       for i, t in ipairs(tests) do
@@ -329,6 +367,9 @@ end
 
 M.plural = plural
 M.frame_lines = frame_lines
+M.stack_lines = stack_lines
+M.listed_kinds = listed_kinds
+M.heap_text = heap_text
 
 -- The text of REPORT (OPTS as above).
 M.render = text_summary
