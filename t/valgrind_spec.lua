@@ -281,8 +281,9 @@ describe("ljleak run --engine=valgrind", function()
       -- name: libljleak_vg.so puts it back (env execs luajit with an empty environment).
       env_i = job({"--engine=valgrind", "--", "env", "-i", "luajit", "t/leak/malloc_dropped.lua"}),
       namespaces = can_unshare and job({"--engine=valgrind", "--", "sh", "t/leak/vg_pid_namespaces.sh"}) or nil,
-      -- On a terminal (script(1) gives it one): the status line while Valgrind runs.
-      terminal = {argv = {"script", "-qefc", "bin/ljleak run --engine=valgrind -- luajit -e "
+      -- On a terminal (script(1) gives it one, of 24 rows): the status line while Valgrind runs
+      -- (t/progress_spec.lua reads such a terminal back).
+      terminal = {argv = {"script", "-qefc", "stty rows 24 cols 100; bin/ljleak run --engine=valgrind -- luajit -e "
          .. "'local t = os.clock() while os.clock() - t < 1.5 do end'", "/dev/null"}},
    }
    setup(function() run_all(jobs) end)
@@ -397,8 +398,11 @@ describe("ljleak run --engine=valgrind", function()
    it("shows a live status line on a terminal, and nothing extra when stderr is not one", function()
       local out = jobs.terminal.stdout
       assert.are.equal(0, jobs.terminal.code, out)
-      assert.matches("\rljleak: valgrind 0:0%d elapsed, 1 process running, 0 records so far\27%[K", out)
-      assert.matches("\r\27%[Kljleak: leak check of 1 process", out)
+      -- drawn on the last row (the cursor saved and restored around it), then erased, the whole
+      -- screen given back, before the report
+      assert.matches("\0277\27%[24;1H\27%[2Kljleak: valgrind 0:0%d elapsed, 1 process running, 0 records so far\0278",
+                     out)
+      assert.matches("\0277\27%[r\27%[24;1H\27%[2K\0278ljleak: leak check of 1 process", out)
       for name, j in pairs(jobs) do
          if name ~= "terminal" then
             assert.is_nil(j.stderr:find("so far", 1, true), name)
