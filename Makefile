@@ -19,8 +19,8 @@ SUPPDIR ?= $(LUADIR)/ljleak/suppressions
 B = build
 # The tracker's parts, lowest first (each uses only parts before it: t/dag_spec.lua checks it).
 TRACKER_PARTS = lk_state lk_lock lk_luaread lk_sys lk_intern lk_table lk_classify lk_maps lk_mmap lk_ctx lk_luavm \
-                lk_stack lk_thread lk_alloc lk_scan lk_report lk_api lk_life
-VG_PARTS      = lk_luaread lk_vglua lk_vg
+                lk_stack lk_thread lk_alloc lk_scan lk_report lk_api lk_life lk_luaboot
+VG_PARTS      = lk_luaread lk_vglua lk_vg lk_luaboot
 CORE_PARTS    = lk_sym lk_proc lk_lua
 HEADERS       = $(wildcard csrc/*.h)
 
@@ -31,7 +31,10 @@ TRACKER_OBJ = $(patsubst %,$(B)/obj/tracker/%.o,$(TRACKER_PARTS))
 VG_OBJ      = $(patsubst %,$(B)/obj/vg/%.o,$(VG_PARTS))
 CORE_OBJ    = $(patsubst %,$(B)/obj/core/%.o,$(CORE_PARTS))
 
-all: $(TRACKER) $(CORE) $(VGLIB) fixtures programs unit
+all: lib fixtures programs unit
+
+# What an install needs (luarocks builds this target).
+lib: $(TRACKER) $(CORE) $(VGLIB)
 
 $(B)/obj/tracker/%.o: csrc/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -121,15 +124,30 @@ bench: deps all
 lint:
 	luacheck lua t bench examples
 
-install: all
+# The launcher and `luajit -lljleak` (ljleak.reexec) get the install's paths; both also find a tree
+# laid out as PREFIX/bin, PREFIX/share/lua/5.1 and PREFIX/lib/lua/5.1 wherever it is moved.
+install: lib
 	install -d $(DESTDIR)$(LUADIR)/ljleak $(DESTDIR)$(LIBDIR)/ljleak $(DESTDIR)$(BINDIR) $(DESTDIR)$(SUPPDIR)
 	cp -R lua/ljleak/. $(DESTDIR)$(LUADIR)/ljleak/
+	sed -e 's|@BINDIR@|$(BINDIR)|' lua/ljleak/reexec.lua > $(DESTDIR)$(LUADIR)/ljleak/reexec.lua
 	install -m 0755 $(TRACKER) $(CORE) $(VGLIB) $(DESTDIR)$(LIBDIR)/ljleak/
 	sed -e 's|@LUADIR@|$(LUADIR)|' -e 's|@LIBDIR@|$(LIBDIR)|' bin/ljleak > $(DESTDIR)$(BINDIR)/ljleak
 	chmod 0755 $(DESTDIR)$(BINDIR)/ljleak
 	install -m 0644 suppressions/*.supp $(DESTDIR)$(SUPPDIR)/
 
+# A source tarball of the files git tracks, as they are in the working tree (`git stash create`
+# makes a commit of them without touching anything; HEAD when nothing changed), and the source
+# rock `luarocks pack` makes of it: the rockspec's source.url names the tarball, made absolute
+# here (luarocks fetches it from a folder of its own).
+VERSION = scm-1
+dist:
+	@mkdir -p $(B)
+	tree=$$(git stash create); git archive --format=tar.gz --prefix=ljleak/ -o $(B)/ljleak-$(VERSION).tar.gz $${tree:-HEAD}
+rock: dist
+	sed -e 's|file://build/|file://$(CURDIR)/$(B)/|' rockspec/ljleak-$(VERSION).rockspec > $(B)/ljleak-$(VERSION).rockspec
+	cd $(B) && luarocks pack ljleak-$(VERSION).rockspec
+
 clean:
 	rm -rf $(B)
 
-.PHONY: all fixtures programs unit clang deps test demo bench lint install clean
+.PHONY: all lib fixtures programs unit clang deps test demo bench lint install dist rock clean

@@ -4,14 +4,16 @@
 # libc6-dbg: names for glibc's and ld.so's internal functions, which the default suppressions
 # match by name (both engines); time: GNU time, for make bench; lua5.1 and its headers: the Lua
 # luarocks builds and runs for (the launcher then re-runs itself under luajit); clang: make test
-# builds ljleak and its fixtures with it too. chromium (headless): the HTML report's tests render
-# the page in it; they are pending, saying so, if it cannot be installed (a failure to install it
-# alone is said and does not stop the rest).
+# builds ljleak and its fixtures with it too; perl: prove, which runs the Test::Nginx-like suites
+# of t/testnginx/; libxml2-utils: xmllint, which checks the JUnit XML against Jenkins' and Ant's
+# schemas (t/junit_spec.lua). chromium (headless): the HTML report's tests render the page in it;
+# they are pending, saying so, if it cannot be installed (a failure to install it alone is said
+# and does not stop the rest).
 set -eu
 PKGS="gcc clang make libc6-dev luajit2 libluajit2-5.1-dev libunwind8 libdw-dev libelf-dev
       lua-cjson lua-argparse lua-filesystem lua-posix lua-expat lua-busted lua-luassert
       lua-check luarocks valgrind lua-socket nginx libnginx-mod-http-ndk libnginx-mod-http-lua
-      lua-resty-core libc6-dbg time lua5.1 liblua5.1-0-dev"
+      lua-resty-core lua-resty-lrucache perl libc6-dbg time lua5.1 liblua5.1-0-dev libxml2-utils"
 OPTIONAL="chromium"
 installed() {
   case "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" in *"install ok installed"*) return 0 ;; esac

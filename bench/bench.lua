@@ -5,10 +5,11 @@
 -- prints median wall time, peak RSS of the program under test, and the ratios to plain.
 -- Then the report step at scale: `ljleak run --json` on t/leak/stacks, a C program whose every
 -- leaked block has its own stack (1e4 stacks; 1e5 stacks of 64 frames), with the whole command's
--- wall time and peak RSS.
+-- wall time and peak RSS. Then `ljleak test-nginx` on the suites of t/testnginx/ (12 nginx
+-- instances) against the same `prove` alone.
 -- Environment: BENCH_RUNS (default 3), BENCH_VALGRIND_RUNS (default 1: a Valgrind run takes
--- 20 to 100 times as long), BENCH_VALGRIND=0 to skip Valgrind, BENCH_ONLY=name (a workload, or
--- "report").
+-- 20 to 100 times as long), BENCH_VALGRIND=0 to skip Valgrind, BENCH_ONLY=name (a workload,
+-- "report" or "testnginx").
 local stdlib = require "posix.stdlib"
 local time = require "posix.time"
 local unistd = require "posix.unistd"
@@ -111,7 +112,7 @@ if VALGRIND then
 end
 
 local ONLY = os.getenv("BENCH_ONLY")
-if not ONLY or ONLY ~= "report" then
+if not ONLY or (ONLY ~= "report" and ONLY ~= "testnginx") then
    print(("ljleak bench: %d runs each (Valgrind: %d), median wall time and peak RSS of the program under test")
       :format(RUNS, VALGRIND_RUNS))
    print("wall: the whole command (ljleak's own work included); prog: the program under test alone")
@@ -177,5 +178,57 @@ if not ONLY or ONLY == "report" then
       print(("%-13d %8.2f %9.1f %9.1f"):format(r.n, median(wall), (median(rss) or 0) / 1024, size / 2^20))
    end
    os.remove(json)
+end
+
+-- test-nginx: the Test::Nginx-like suites of t/testnginx/ (12 nginx instances, each started and
+-- stopped), under prove alone in Test::Nginx's own mode (nginx daemonized), under prove in the mode
+-- ljleak uses (a non-numeric TEST_NGINX_USE_VALGRIND: `daemon off`, nginx run by `valgrind` from
+-- PATH; here a pass-through one, so nothing checks it), and under `ljleak test-nginx`.
+if (not ONLY or ONLY == "testnginx") and unistd.access("/usr/lib/nginx/modules/ngx_http_lua_module.so", "r") == 0 then
+   local tmp = assert(stdlib.mkdtemp("/tmp/ljleak-bench-XXXXXX"))
+   local f = assert(io.open(tmp .. "/valgrind", "w"))
+   f:write('#!/bin/sh\nwhile [ $# -gt 0 ]; do case $1 in -*) shift ;; *) break ;; esac; done\nexec "$@"\n')
+   f:close()
+   require("posix.sys.stat").chmod(tmp .. "/valgrind", tonumber("755", 8))
+   local files = {"t/testnginx/leaky.t", "t/testnginx/phases.t", "t/testnginx/jit.t", "t/testnginx/clean.t"}
+   local function suite(prefix, runs)
+      return {runs = runs, argv = function()
+         local a = {"env", "TEST_NGINX_SERVROOT=" .. tmp .. "/servroot", "TEST_NGINX_PORT=19849",
+                    "TEST_NGINX_LOAD_MODULES=/usr/lib/nginx/modules/ndk_http_module.so "
+                    .. "/usr/lib/nginx/modules/ngx_http_lua_module.so"}
+         for _, x in ipairs(prefix) do a[#a + 1] = x end
+         a[#a + 1] = "prove"
+         for _, x in ipairs(files) do a[#a + 1] = ROOT .. "/" .. x end
+         return a
+      end}
+   end
+   local rows = {
+      {"prove", suite({})},
+      {"prove vg-mode", suite({"PATH=" .. tmp .. ":" .. os.getenv("PATH"), "TEST_NGINX_USE_VALGRIND=--pass"})},
+      {"test-nginx", suite({ROOT .. "/bin/ljleak", "test-nginx", "--"})},
+   }
+   if VALGRIND then
+      rows[#rows + 1] = {"tn valgrind", suite({ROOT .. "/bin/ljleak", "test-nginx", "--engine=valgrind", "--"},
+                                               VALGRIND_RUNS)}
+   end
+   local walls = {}
+   for i = 1, RUNS do
+      for _, r in ipairs(rows) do
+         if i <= (r[2].runs or RUNS) then
+            local wall, code = run(r[2].argv())
+            if code ~= 0 and code ~= 42 then io.stderr:write(("bench: %s exited with %d\n"):format(r[1], code)) end
+            walls[r[1]] = walls[r[1]] or {}
+            table.insert(walls[r[1]], wall)
+         end
+      end
+   end
+   print(("test-nginx: prove on t/testnginx/ (12 nginx instances), %d runs each, median wall time"):format(RUNS))
+   print(("%-15s %8s %10s %16s"):format("command", "wall s", "x prove", "x prove vg-mode"))
+   local base, vgmode = median(walls.prove), median(walls["prove vg-mode"])
+   for _, r in ipairs(rows) do
+      local m = median(walls[r[1]])
+      print(("%-15s %8.2f %9.2fx %15.2fx"):format(r[1], m, m / base, m / vgmode))
+   end
+   run({"rm", "-rf", "--", tmp})
 end
 os.remove(rssfile)

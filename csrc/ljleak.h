@@ -12,6 +12,7 @@ int ljleak_tracker_active(void);
 int ljleak_lua_probe(uintptr_t L, int step);
 int ljleak_lua_attach(uintptr_t L, int depth);
 void ljleak_lua_detach(void);
+uintptr_t ljleak_lua_attached(void);
 void ljleak_trace_start(int tr, const char *src, int line, const char *name);
 void ljleak_trace_flush(void);
 uint32_t ljleak_ctx_make(uint32_t epoch, const char *tag, const char *note);

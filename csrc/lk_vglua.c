@@ -214,6 +214,12 @@ LK_EXPORT int ljleak_lua_attach(uintptr_t L, int depth)
   return 1;
 }
 
+/* The global_State attached on this thread, or 0 (vm.lua: does a state that ends still have it?). */
+LK_EXPORT uintptr_t ljleak_lua_attached(void)
+{
+  return (uintptr_t)lk_vm_g;
+}
+
 LK_EXPORT void ljleak_lua_detach(void)
 {
   lk_vm_g = NULL;

@@ -127,6 +127,14 @@ function M.ljleak_busted(busted_args, extra)
    return text and cjson.decode(text), code, out, err
 end
 
+-- A new temporary folder holding a copy of t/ci/sites.lua (the CI specs' program, run from there
+-- as `luajit sites.lua`), and the environment it needs there (where libleaky.so is).
+function M.sites_dir()
+   local dir = M.tmpdir()
+   M.write_file(dir .. "/sites.lua", M.read_file(M.ROOT .. "/t/ci/sites.lua"))
+   return dir, {LJLEAK_LEAKY_LIB = M.ROOT .. "/build/t/leak/libleaky.so"}
+end
+
 -- The fixture t/leak/NAME.lua under the tracker (opts.args: its arguments).
 function M.fixture(name, extra, opts)
    local cmd = {"luajit", "t/leak/" .. name .. ".lua"}

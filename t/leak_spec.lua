@@ -24,8 +24,10 @@ describe("report files", function()
                                           "--folded=" .. dir .. "/r.folded"})
       assert.are.equal(42, code)
       local xml = h.read_file(dir .. "/r.xml")
-      assert.matches('<testsuite name="ljleak" tests="1" failures="1" errors="0">', xml, 1, true)
-      assert.matches('name="definite: 32 bytes in 1 block at t/leak/chain.lua:4"', xml, 1, true)
+      assert.matches('<testsuite name="ljleak" tests="1" failures="1" errors="0" skipped="0" ', xml, 1, true)
+      assert.matches('<testcase classname="ljleak.definite" name="malloc &lt; leak_chain &lt; t/leak/chain.lua:main '
+         .. 'chunk" time="0.000" file="t/leak/chain.lua" line="4">', xml, 1, true)
+      assert.matches('<failure type="definite" message="definite leak: 32 bytes in 1 block">', xml, 1, true)
       local html = h.read_file(dir .. "/r.html")
       assert.are.equal(require("ljleak.html").HEAD, html:sub(1, #require("ljleak.html").HEAD))
       assert.matches('<tr data-kind="definite"><td class="kind k-definite">definite</td><td class="num blocks">1</td>'

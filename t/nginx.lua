@@ -68,7 +68,7 @@ local function sleep(seconds)
 end
 
 -- A TCP port on 127.0.0.1 that nothing listens on now.
-local function free_port()
+function M.free_port()
    local s = assert(socket.bind("127.0.0.1", 0))
    local _, port = s:getsockname()
    s:close()
@@ -103,7 +103,7 @@ function M.run(extra, paths, opts)
    local dir = h.tmpdir()
    assert(require("lfs").mkdir(dir .. "/logs"))
    require("posix.sys.stat").chmod(dir, tonumber("755", 8))   -- a worker running as nobody reads its prefix
-   local port = free_port()
+   local port = M.free_port()
    h.write_file(dir .. "/nginx.conf", CONF:format(M.MODULES, M.MODULES, MODES[opts and opts.mode or "single"], port))
    local json, err_file = dir .. "/report.json", dir .. "/ljleak.err"
    local argv = {h.BIN, "run", "--json=" .. json}

@@ -512,9 +512,11 @@ describe("suppressions on both engines", function()
       for k, v in pairs(again) do jobs[k] = v end
       if nginx.available() then
          for _, engine in ipairs({"tracker", "valgrind"}) do
-            local j = {}
-            j.report, j.code, j.stderr, j.bodies = nginx.run({"--engine=" .. engine})
-            jobs[engine .. " nginx"] = j
+            for _, mode in ipairs({"single", "workers"}) do   -- one process; a master and a worker
+               local j = {}
+               j.report, j.code, j.stderr, j.bodies = nginx.run({"--engine=" .. engine}, nil, {mode = mode})
+               jobs[engine .. " nginx " .. mode] = j
+            end
          end
       end
    end)
@@ -533,16 +535,18 @@ describe("suppressions on both engines", function()
       end
    end)
 
-   it("leave no unsuppressed record of nginx serving Lua, under both engines", function()
+   it("leave no unsuppressed record of nginx serving Lua (one process; master and worker), both engines", function()
       if not nginx.available() then
          pending("needs nginx with the Lua module (make deps)")
          return
       end
       for _, engine in ipairs({"tracker", "valgrind"}) do
-         local j = jobs[engine .. " nginx"]
-         assert.are.same({"hello /a\n", "hello /b\n", "hello /c\n"}, j.bodies, j.stderr)
-         assert.are.equal(0, j.code, j.stderr)
-         assert.are.same({}, unsuppressed(j.report), engine)
+         for _, mode in ipairs({"single", "workers"}) do
+            local j = jobs[engine .. " nginx " .. mode]
+            assert.are.same({"hello /a\n", "hello /b\n", "hello /c\n"}, j.bodies, j.stderr)
+            assert.are.equal(0, j.code, j.stderr)
+            assert.are.same({}, unsuppressed(j.report), engine .. " " .. mode)
+         end
       end
    end)
 

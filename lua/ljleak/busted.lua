@@ -8,7 +8,11 @@
 local ljleak = require "ljleak"
 local vm = require "ljleak.vm"
 
-local ENV = vm.require("ljleak.const").ENV
+local const = vm.require("ljleak.const")
+local json = vm.require("ljleak.json")
+
+local ENV = const.ENV
+local io_open, getenv, getpid = io.open, vm.getenv, vm.ffi.C.getpid
 
 local M = {}
 
@@ -107,6 +111,22 @@ local function leak_text(element, leaks)
    return text
 end
 
+-- Add the test ELEMENT that just ended with STATUS to the run's list of tests (under `ljleak run`,
+-- LJLEAK_DIR/tests.PID.jsonl), for the JUnit report's test cases.
+local function list_test(core, element, status)
+   local dir = getenv(ENV.DIR)
+   if not dir then return end
+   local trace = element.trace
+   local line = json.encode({name = full_name(core, element), file = file_name(core, element)
+                                or (trace and trace.short_src), line = trace and trace.currentline,
+                             time = element.duration, status = status})
+   local f = io_open(dir .. "/" .. const.TESTS_FILE:format(getpid()), "ab")
+   if f then
+      f:write((line:gsub("\n%s*", " ")), "\n")
+      f:close()
+   end
+end
+
 --- Hooks a busted core instance (from busted.core's constructor). Idempotent.
 function M.install(core)
    local engine = (ljleak.active() and tracker) or (vm.valgrind() and valgrind) or nil
@@ -155,7 +175,12 @@ function M.install(core)
             end
          end
       end
-      for _, e in ipairs(events) do publish(e.channel, element, unpack(e, 1, e.n)) end
+      local status
+      for _, e in ipairs(events) do
+         publish(e.channel, element, unpack(e, 1, e.n))
+         if e.channel[1] == "test" then status = e[2] end
+      end
+      list_test(core, element, status)
    end
 
    core.safe = function(descriptor, run, element)
@@ -198,6 +223,13 @@ local function running_core()
 end
 
 local core = running_core()
-if core then M.install(core) end
+if core then
+   if not ljleak.active() and not vm.valgrind() then
+      io.stderr:write("ljleak.busted: no leak checker in this process (the tracker is not preloaded, and this is "
+         .. "not Valgrind): no test is checked for leaks. Run the suite with `ljleak busted`, or "
+         .. "`ljleak run -- busted ...`\n")
+   end
+   M.install(core)
+end
 
 return M

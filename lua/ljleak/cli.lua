@@ -4,7 +4,10 @@
 local argparse = require "argparse"
 
 local const = require "ljleak.const"
+local format = require "ljleak.format"
+local gate = require "ljleak.gate"
 local json = require "ljleak.json"
+local merge = require "ljleak.merge"
 local outfile = require "ljleak.outfile"
 local preflight = require "ljleak.preflight"
 local run = require "ljleak.run"
@@ -28,6 +31,7 @@ local EXIT = {
 M.EXIT = EXIT
 
 local PROG = "ljleak"
+local MERGE = "report-merge"   -- `report merge`, as the parser knows it
 local fail = util.fail
 
 -- -- Command line parser ---------------------------------------------------------------------
@@ -46,20 +50,31 @@ local function build_parser(state)
    add_help(parser, state)
    parser:flag("--version", "Show the version and exit.")
 
+   -- The verdict's options: `run`, `busted`, and `report` re-gating a saved report.
+   local function add_gate_options(cmd)
+      cmd:option("--fail-on", "Leak kinds that make the run fail: a comma-separated list of "
+         .. "definite, indirect, possible, reachable, and unchecked (a process that was not checked).",
+         "definite"):argname("KINDS")
+      cmd:option("--error-exitcode", "Exit code when a leak of a --fail-on kind is found (0: keep CMD's).",
+         tostring(EXIT.leaks)):argname("N")
+      cmd:option("--baseline", "Fail only on leak sites not in the baseline FILE (a JSON report, or a list "
+         .. "written by --update-baseline), or grown beyond it."):argname("FILE")
+      cmd:flag("--update-baseline", "Rewrite the --baseline FILE with this run's leak sites.")
+   end
+
    -- Options shared by every command that runs something under an engine.
    local function add_run_options(cmd)
       add_help(cmd, state)
       cmd:option("--engine", "Leak checker: the in-process tracker (default) or Valgrind memcheck.", "tracker")
          :choices({"tracker", "valgrind"})
       cmd:option("--json", "Write the leak report as JSON (schema 1) to FILE."):argname("FILE")
-      cmd:option("--junit", "Write the leaks as JUnit XML (a failing test case each) to FILE."):argname("FILE")
+      cmd:option("--junit", "Write JUnit XML to FILE: a test case per test (busted), else per leak site.")
+         :argname("FILE")
+      cmd:flag("--junit-strict", "Leave out the test cases' file and line attributes (valid for Jenkins' "
+         .. "junit-10.xsd).")
       cmd:option("--html", "Write the report as a self-contained HTML page to FILE."):argname("FILE")
       cmd:option("--folded", "Write the leaks as folded stacks (flame graphs) to FILE."):argname("FILE")
-      cmd:option("--fail-on", "Leak kinds that make the run fail: a comma-separated list of "
-         .. "definite, indirect, possible, reachable, and unchecked (a process that was not checked).",
-         "definite"):argname("KINDS")
-      cmd:option("--error-exitcode", "Exit code when a leak of a --fail-on kind is found (0: keep CMD's).",
-         tostring(EXIT.leaks)):argname("N")
+      add_gate_options(cmd)
       cmd:flag("--show-reachable", "List reachable blocks too (always counted in the summary).")
       cmd:flag("--keep-run-dir", "Keep the run directory with the raw per-process reports.")
       cmd:option("--suppressions", "Also suppress what the Valgrind-format suppression FILE matches "
@@ -90,21 +105,39 @@ local function build_parser(state)
       .. "per-test check fails a leaking test in busted's output).")
    busted:argument("paths", "Spec files or folders (also accepted after `--`)."):args("*")
 
+   local tn = parser:command("test-nginx", "Run a Test::Nginx suite (prove) with every nginx it starts "
+      .. "under the engine: every leak names its test block, and a leak fails the run.")
+   tn:usage("Usage: ljleak test-nginx [options] -- prove [prove options and paths]")
+   add_run_options(tn)
+   tn:argument("stray"):args("*"):hidden(true)
+
    local sup = parser:command("suppressions", "Work on Valgrind-format suppression files.")
    add_help(sup, state)
    sup:command_target("suppressions_command")
-   local merge = sup:command("merge", "Merge suppression files into one, without duplicate entries.")
-   add_help(merge, state)
-   merge:argument("files", "Suppression files."):args("+"):argname("FILE")
-   merge:option("-o --output", "Write the result to FILE instead of standard output."):argname("FILE")
+   local smerge = sup:command("merge", "Merge suppression files into one, without duplicate entries.")
+   add_help(smerge, state)
+   smerge:argument("files", "Suppression files."):args("+"):argname("FILE")
+   smerge:option("-o --output", "Write the result to FILE instead of standard output."):argname("FILE")
 
-   local rep = parser:command("report", "Print the summary of a saved JSON report.")
+   local rep = parser:command("report", "Print the summary of a saved JSON report and judge it as `run` "
+      .. "would (its exit code); or merge the reports of a suite's shards into one.")
+   rep:usage("Usage: ljleak report [options] FILE.json\n       ljleak report merge FILE.json... [-o FILE]")
    add_help(rep, state)
    rep:argument("file", "A JSON report written by `ljleak run --json=FILE`."):argname("FILE.json")
    rep:flag("--show-reachable", "List reachable blocks too.")
-   rep:option("--junit", "Also write the leaks as JUnit XML to FILE."):argname("FILE")
+   add_gate_options(rep)
+   rep:option("--junit", "Also write JUnit XML to FILE."):argname("FILE")
+   rep:flag("--junit-strict", "Leave out the test cases' file and line attributes.")
    rep:option("--html", "Also write the report as an HTML page to FILE."):argname("FILE")
    rep:option("--folded", "Also write the leaks as folded stacks to FILE."):argname("FILE")
+
+   -- `ljleak report merge ...` (main() turns it into this hidden command).
+   local rmerge = parser:command(MERGE, "Merge the JSON reports of a suite's shards into one report.")
+      :hidden(true)
+   rmerge:usage("Usage: ljleak report merge FILE.json... [-o FILE]")
+   add_help(rmerge, state)
+   rmerge:argument("files", "JSON reports written by `ljleak run --json=FILE`."):args("+"):argname("FILE.json")
+   rmerge:option("-o --output", "Write the merged report to FILE instead of standard output."):argname("FILE")
    return parser
 end
 
@@ -128,6 +161,19 @@ function commands.run(args, command)
    return run.run(args, command, {}, EXIT)
 end
 
+-- A Test::Nginx suite: the command runs with nothing preloaded; ljleak.testnginx's engine reaches
+-- each nginx it starts.
+commands["test-nginx"] = function(args, command)
+   if #args.stray > 0 then
+      fail("usage", "test-nginx: unexpected argument '%s'; put '--' before the command: "
+         .. "ljleak test-nginx [options] -- prove [ARGS...]", args.stray[1])
+   end
+   if not command or #command == 0 then
+      fail("usage", "test-nginx: missing '--' and the command to run: ljleak test-nginx [options] -- prove [ARGS...]")
+   end
+   return run.run(args, command, {}, EXIT, require("ljleak.testnginx").engine)
+end
+
 -- busted's script has a `lua` shebang: run it under luajit, with the busted integration on.
 function commands.busted(args, rest)
    local script = os.getenv(const.ENV.BUSTED) or preflight.resolve_command("busted")
@@ -137,8 +183,9 @@ function commands.busted(args, rest)
    local command = {"luajit", script}
    for _, a in ipairs(args.paths) do command[#command + 1] = a end
    for _, a in ipairs(rest or {}) do command[#command + 1] = a end
+   -- With a baseline, the verdict is the whole run's: a test is not failed in busted for a known leak.
    return run.run(args, command, {
-      [const.ENV.PER_TEST] = args.no_per_test and "0" or "1",
+      [const.ENV.PER_TEST] = (args.no_per_test or args.baseline) and "0" or "1",
       [const.ENV.FAIL_ON] = args.fail_on,
    }, EXIT)
 end
@@ -167,21 +214,49 @@ function commands.suppressions(args)
    return EXIT.ok
 end
 
+-- `ljleak report FILE.json`: its text report, its files, and its verdict (the exit code `run` gave,
+-- by this command line's --fail-on, --error-exitcode and --baseline).
 function commands.report(args)
+   local gate_opts = gate.options(args)
    local rep, err = json.read(args.file)
    if not rep then fail("usage", "%s", err) end
-   local outputs = run.check_outputs(args)
+   local outputs = run.check_outputs(args, gate_opts)
+   local written = gate.judge(rep, gate_opts, outputs.baseline)
    -- With a report file on standard output, the summary goes to standard error.
-   local summary_to = io.stdout
-   for _, t in pairs(outputs) do
-      if outfile.is_stdout(t) then summary_to = io.stderr end
-   end
-   -- The run's --fail-on kinds are listed, as the run listed them.
-   local fail_on = {}
-   for _, k in ipairs(rep.verdict and rep.verdict.fail_on or {}) do fail_on[k] = true end
-   local opts = {show_reachable = args.show_reachable, full = args.file, fail_on = fail_on}
+   local summary_to = run.free_stream(outputs, io.stdout)
+   rep.verdict = gate.verdict(rep, gate_opts, EXIT, rep.command and rep.command[1] or "the command")
+   local code = rep.verdict.exit_code
+   local opts = {show_reachable = args.show_reachable, full = args.file, fail_on = gate_opts.fail_on,
+                 strict = args.junit_strict}
    summary_to:write(text.render(rep, opts))
-   if not run.write_outputs(outputs, rep, opts) then return EXIT.failure end
+   gate.tell(rep, gate_opts, summary_to, summary_to)
+   written = run.write_outputs(outputs, rep, opts) and written
+   return written and code or EXIT.failure
+end
+
+-- `ljleak report merge A.json B.json ... [-o FILE]`: one report of all of them.
+commands[MERGE] = function(args)
+   local target
+   if args.output then
+      local targets, err = outfile.check({{option = "--output", path = args.output, owns = format.owns.json}})
+      if not targets then fail("usage", "%s", err) end
+      target = targets[1]
+   end
+   local reports = {}
+   for i, file in ipairs(args.files) do
+      local rep, err = json.read(file)
+      if not rep then fail("usage", "%s", err) end
+      reports[i] = rep
+   end
+   local merged = merge.merge(reports, args.files)
+   if target then
+      local ok, err = format.write_to(target, merged, "json")
+      if not ok then fail("failure", "%s", err) end
+      io.stderr:write(("ljleak: merged %d reports into %s: %d records, %d processes\n"):format(#reports,
+         args.output, #merged.leaks, #merged.processes))
+   else
+      io.stdout:write(format.format(merged, "json"))
+   end
    return EXIT.ok
 end
 
@@ -203,6 +278,10 @@ end
 
 local function main(argv)
    local before, command = split_at_dashdash(argv)
+   if before[1] == "report" and before[2] == "merge" then
+      table.remove(before, 1)
+      before[1] = MERGE
+   end
    local state = {}
    local parser = build_parser(state)
    local ok, args = parser:pparse(before)
@@ -216,7 +295,7 @@ local function main(argv)
       return EXIT.ok
    end
    if not args.command then
-      fail("usage", "a command is required (run, busted, report or suppressions; see ljleak --help)")
+      fail("usage", "a command is required (run, busted, test-nginx, report or suppressions; see ljleak --help)")
    end
    return commands[args.command](args, command)
 end

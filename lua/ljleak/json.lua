@@ -107,17 +107,19 @@ end
 
 -- Keys of these names hold arrays wherever they are (so that an empty one is written as []).
 local ARRAY_KEYS = {command = true, leaks = true, errors = true, processes = true, frames = true, lua = true,
-                    suppressions = true, problems = true, unstopped_threads = true, fail_on = true}
+                    suppressions = true, problems = true, unstopped_threads = true, fail_on = true, tests = true,
+                    shards = true, sites = true}
 
 -- Keys that a leak record always has: absent ones are written as null.
 local KEY_ORDER = {
-   "schema", "tool", "version", "engine", "command", "exit_status", "interrupted", "verdict", "summary", "heap",
-   "leaks", "errors", "problems", "processes",
+   "schema", "tool", "version", "engine", "command", "exit_status", "interrupted", "killed", "started", "duration",
+   "hostname", "verdict", "summary", "heap", "leaks", "errors", "problems", "processes",
    "definite", "indirect", "possible", "reachable", "suppressed", "error_totals", "in_use", "allocs", "frees",
    "allocated", "exit_code", "why", "fail_on",
    "id", "kind", "blocks", "bytes", "pid", "frames", "lua", "test", "note", "owner", "suppressed_by",
    "function", "mangled", "file", "dir", "line", "object", "offset", "address", "inlined", "source", "message",
    "ppid", "exe", "checked", "reason", "lua_state", "unstopped_threads", "truncated", "stats",
+   "tests", "baseline", "shards",
 }
 local key_rank = {}
 for i, k in ipairs(KEY_ORDER) do key_rank[k] = i end
@@ -358,6 +360,7 @@ local function scalar(what, test) return {what = what, test = test} end
 local STRING = scalar("a string", function(v) return type(v) == "string" end)
 local INTEGER = scalar("an integer", is_integer)
 local COUNT = scalar("a count (an integer >= 0)", function(v) return is_integer(v) and v >= 0 end)
+local SECONDS = scalar("a number of seconds (>= 0)", function(v) return type(v) == "number" and v >= 0 and v < 2^53 end)
 local BOOLEAN = scalar("true or false", function(v) return type(v) == "boolean" end)
 local KIND = scalar("a leak kind (" .. table.concat(const.KINDS, ", ") .. ")", function(v) return KINDS_SET[v] end)
 local function array_of(item) return {what = "an array", array = item} end
@@ -365,13 +368,15 @@ local function object(fields, required) return {what = "an object", fields = fie
 
 local C_FRAME = object({["function"] = STRING, mangled = STRING, file = STRING, dir = STRING, line = INTEGER,
                         object = STRING, offset = STRING, address = STRING, inlined = BOOLEAN})
-local LUA_FRAME = object({source = STRING, line = INTEGER, ["function"] = STRING, approximate = BOOLEAN})
+local LUA_FRAME = object({source = STRING, line = INTEGER, ["function"] = STRING, approximate = BOOLEAN,
+                          test_file = STRING, test_line = INTEGER})
 local AMOUNT = object({blocks = COUNT, bytes = COUNT}, {"blocks", "bytes"})
 local HEAP = object({in_use = AMOUNT, allocs = COUNT, frees = COUNT, allocated = COUNT},
                     {"in_use", "allocs", "frees", "allocated"})
 local REPORT = object({
    schema = INTEGER, tool = STRING, version = STRING, engine = STRING, command = array_of(STRING),
-   exit_status = INTEGER,
+   exit_status = INTEGER, interrupted = STRING, killed = STRING, started = STRING, duration = SECONDS,
+   hostname = STRING,
    verdict = object({exit_code = INTEGER, why = STRING, fail_on = array_of(STRING)}, {"exit_code"}),
    summary = object({definite = AMOUNT, indirect = AMOUNT, possible = AMOUNT, reachable = AMOUNT,
                      suppressed = AMOUNT, error_totals = object({records = COUNT, count = COUNT})}),
@@ -385,7 +390,9 @@ local REPORT = object({
                              aux = array_of(object({what = STRING, frames = array_of(C_FRAME)}))},
                             {"kind", "message"})),
    processes = array_of(object({pid = INTEGER, ppid = INTEGER, exe = STRING, command = array_of(STRING),
-                                lua_state = STRING, heap = HEAP})),
+                                lua_state = STRING, checked = BOOLEAN, heap = HEAP})),
+   tests = array_of(object({name = STRING, file = STRING, line = INTEGER, time = SECONDS, status = STRING,
+                            pid = INTEGER, class = STRING, case = STRING}, {"name"})),
    suppressions = array_of(object({name = STRING, file = STRING, line = INTEGER, records = COUNT, blocks = COUNT,
                                    bytes = COUNT, count = COUNT}, {"name"})),
 }, {"schema", "tool", "leaks"})

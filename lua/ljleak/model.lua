@@ -350,6 +350,69 @@ function M.numbering(report)
 end
 M.sub, M.pair, M.sort_by, M.frame_text = sub, pair, sort_by, frame_text
 
+-- LEAKS in report order: by kind, size (biggest first), pid, frames, Lua frames, test and note;
+-- then each indirect record right after the definite one that holds it (OWNER_OF[record]).
+-- IDS[record]: pair(its frame list's number, its Lua frame list's number) in NUMBERING. Each
+-- record then has its number (`id`, from 1), and an indirect one the number of its owner (`owner`).
+function M.order(leaks, ids, numbering, owner_of)
+   local frame_rank, lua_rank = numbering.frames:ranks(), numbering.lua:ranks()
+   local sorted = sort_by(leaks, {
+      function(r) return kind_rank[r.kind] or 9 end,   -- (a snapshot's records: "live")
+      function(r) return -r.bytes end,
+      function(r) return r.pid or 0 end,
+      function(r) return frame_rank[math.floor(ids[r] / 2^26)] end,
+      function(r) return lua_rank[ids[r] % 2^26] end,
+      function(r) return r.test or "" end,
+      function(r) return r.note or "" end,
+   })
+   owner_of = owner_of or {}
+   sorted = M.after_owners(sorted, function(r) return owner_of[r] end)
+   for i, r in ipairs(sorted) do r.id = i end
+   for _, r in ipairs(sorted) do r.owner = owner_of[r] and owner_of[r].id or nil end
+   return sorted
+end
+
+-- Records merged as they are added: those of one process, kind, test, note, suppression, owner
+-- and stack (frames and Lua frames, numbered by NUMBERING) are one, their blocks and bytes added
+-- up. merger:add(pid, kind, test, note, suppressed_by, frames, lua, blocks, bytes, make, owner)
+-- adds to the record of that key, or makes it with MAKE() (a record with those blocks and bytes);
+-- OWNER: the definite record (one this merger made) that holds an indirect one. Owners are added
+-- before what they hold. merger:records() gives them in report order (M.order), numbered.
+local Merger = {}
+Merger.__index = Merger
+
+function M.merger(numbering)
+   return setmetatable({numbering = numbering, by_key = {}, leaks = {}, ids = {}, owner_of = {}}, Merger)
+end
+
+function Merger:add(pid, kind, test, note, suppressed_by, frames, lua, blocks, bytes, make, owner)
+   local id = pair(self.numbering.frames:id(frames), self.numbering.lua:id(lua))
+   local slot = sub(sub(sub(sub(sub(sub(self.by_key, pid or false), kind), test or false), note or false),
+                        suppressed_by or false), owner or false)
+   local rec = slot[id]
+   if rec then
+      rec.blocks, rec.bytes = rec.blocks + blocks, rec.bytes + bytes
+   else
+      rec = make()
+      slot[id] = rec
+      self.ids[rec], self.owner_of[rec] = id, owner
+      self.leaks[#self.leaks + 1] = rec
+   end
+   return rec
+end
+
+function Merger:records()
+   return M.order(self.leaks, self.ids, self.numbering, self.owner_of)
+end
+
+-- Is frame F in LuaJIT's VM (an object named luajit* or libluajit*)?
+function M.vm_frame(f)
+   local obj = f.object
+   if type(obj) ~= "string" then return false end
+   local base = obj:match("[^/]*$")
+   return base:match("^luajit") ~= nil or base:match("^libluajit") ~= nil
+end
+
 -- -- Building records ------------------------------------------------------------------------
 
 -- Build the report from PROCS (ljleak.raw's proc shape, from either engine's reader). OPTS: engine,
@@ -361,10 +424,10 @@ function M.build(procs, opts)
    opts = opts or {}
    local sym = opts.symbolizer or symbolize.new({tracker = opts.tracker})
    local processes = {}
-   local frame_lists, lua_lists = lists(frame_text), lists(lua_frame_key)
+   local numbering = {frames = lists(frame_text), lua = lists(lua_frame_key)}
+   local merger = M.merger(numbering)
    local frames_of, lua_of = {}, {}   -- per site, per interned Lua stack
-   local leaks, by_key, ids = {}, {}, {}
-   local owner_of, definite_of = {}, {}   -- an indirect record's owner; a site's definite record
+   local definite_of = {}   -- a site's definite record (the owner of indirect ones)
    local no_lua = {}
    local proc_errors = {}   -- the processes' own (Valgrind's): by pid, biggest count first
    for _, proc in ipairs(procs) do
@@ -405,39 +468,14 @@ function M.build(procs, opts)
             note = "the stack was not recorded: the tracker's site table was full (LJLEAK_MAX_SITES)"
          end
          local owner = leak.owner and proc.sites[leak.owner] and definite_of[proc.sites[leak.owner]]
-         local fid, lid = frame_lists:id(frames), lua_lists:id(lua)
-         local slot = sub(sub(sub(sub(sub(by_key, proc.pid or false), leak.kind), test or false), note or false),
-                          owner or false)
-         local rec = slot[pair(fid, lid)]
-         if rec then
-            rec.blocks = rec.blocks + leak.blocks
-            rec.bytes = rec.bytes + leak.bytes
-         else
-            rec = {kind = leak.kind, blocks = leak.blocks, bytes = leak.bytes, pid = proc.pid,
-                   frames = frames, lua = lua, test = test, note = note, suppressed_by = nil}
-            slot[pair(fid, lid)] = rec
-            ids[rec], owner_of[rec] = pair(fid, lid), owner
-            leaks[#leaks + 1] = rec
-         end
+         local rec = merger:add(proc.pid, leak.kind, test, note, nil, frames, lua, leak.blocks, leak.bytes, function()
+            return {kind = leak.kind, blocks = leak.blocks, bytes = leak.bytes, pid = proc.pid,
+                    frames = frames, lua = lua, test = test, note = note, suppressed_by = nil}
+         end, owner)
          if leak.kind == "definite" then definite_of[site] = rec end
       end
    end
-   -- By kind, size (biggest first), pid, frames, Lua frames, test and note; the indirect records
-   -- after the definite ones that hold them. Then each has its number (`id`, from 1), and an
-   -- indirect one the number of its owner (`owner`).
-   local frame_rank, lua_rank = frame_lists:ranks(), lua_lists:ranks()
-   leaks = sort_by(leaks, {
-      function(r) return kind_rank[r.kind] or 9 end,   -- (a snapshot's records: "live")
-      function(r) return -r.bytes end,
-      function(r) return r.pid or 0 end,
-      function(r) return frame_rank[math.floor(ids[r] / 2^26)] end,
-      function(r) return lua_rank[ids[r] % 2^26] end,
-      function(r) return r.test or "" end,
-      function(r) return r.note or "" end,
-   })
-   leaks = M.after_owners(leaks, function(r) return owner_of[r] end)
-   for i, r in ipairs(leaks) do r.id = i end
-   for _, r in ipairs(leaks) do r.owner = owner_of[r] and owner_of[r].id end
+   local leaks = merger:records()
    table.sort(proc_errors, function(a, b)
       if a.pid ~= b.pid then return (a.pid or 0) < (b.pid or 0) end
       return a.count > b.count
@@ -451,7 +489,7 @@ function M.build(procs, opts)
       summary = M.summarize(leaks, errors), heap = M.heap_totals(processes), leaks = leaks, processes = processes,
       errors = errors,
    }
-   numbering_of[report] = {frames = frame_lists, lua = lua_lists}
+   numbering_of[report] = numbering
    return report
 end
 
@@ -460,14 +498,30 @@ end
 -- code that Lua called; the Lua frames say where that call was made.
 function M.first_vm_frame(frames)
    for i, f in ipairs(frames) do
-      local obj = f.object ~= M.null and f.object or nil
-      if obj then
-         local base = obj:match("[^/]*$")
-         if base:match("^luajit") or base:match("^libluajit") then return i end
+      if type(f.object) == "string" then
+         if M.vm_frame(f) then return i end
       elseif i > 1 and f.address and f.address ~= M.null and not f["function"] then
          return i
       end
    end
+end
+
+-- Does leak record R fail a run whose --fail-on kinds are KINDS (a set: {definite = true, ...})?
+-- Not when it is suppressed, or of a site a baseline accepts (R.baseline == "known").
+function M.fails(r, kinds)
+   return kinds[r.kind] and (r.suppressed_by == nil or r.suppressed_by == M.null) and r.baseline ~= "known" or false
+end
+
+-- Number of leak records that fail the run (M.fails), and of unsuppressed errors.
+function M.failing(report, kinds)
+   local n = 0
+   for _, leak in ipairs(report.leaks or {}) do
+      if M.fails(leak, kinds) then n = n + 1 end
+   end
+   for _, e in ipairs(report.errors or {}) do  -- errors always fail the run
+      if e.suppressed_by == nil or e.suppressed_by == M.null then n = n + 1 end
+   end
+   return n
 end
 
 -- Is record R suppressed?

@@ -25,7 +25,8 @@ function M.signal_name(sig)
 end
 
 -- Run PATH with ARGV (argv[1]: the name it sees) and ENV (NAME = value, or false to remove it).
--- OPTS.timeout: seconds; OPTS.tick(): called about four times a second while it runs.
+-- OPTS.timeout: seconds; OPTS.tick(): called about four times a second while it runs (every
+-- OPTS.interval seconds, if given).
 -- Returns {pid, how = "exited"|"killed", status, interrupted = nil | {signal, by = "signal"|"timeout"}},
 -- or nil, message, errno when it could not be started.
 function M.run(path, argv, env, opts)
@@ -42,7 +43,7 @@ function M.run(path, argv, env, opts)
       local wait = nil
       if deadline then wait = math.max(0, deadline - t) end
       if kill_at then wait = math.max(0, math.min(wait or math.huge, kill_at - t)) end
-      if opts.tick then wait = math.min(wait or 0.25, 0.25) end
+      if opts.tick then wait = math.min(wait or opts.interval or 0.25, opts.interval or 0.25) end
       local what, a, from_terminal = core.wait(pid, wait)
       if what == "exited" or what == "killed" then
          return {pid = pid, how = what, status = a, interrupted = interrupted}

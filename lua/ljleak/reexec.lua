@@ -22,14 +22,25 @@ local function file_exists(path)
    return f ~= nil
 end
 
--- The launcher next to this module in a checkout, or `ljleak` in PATH.
+-- Where `make install` put the launcher (it writes the path over the @...@ line).
+local INSTALLED_BINDIR = "@BINDIR@"
+
+-- The launcher: $LJLEAK_BIN; the one of this module's checkout (lua/ljleak -> bin); the one of
+-- this module's tree (PREFIX/share/lua/5.1/ljleak -> PREFIX/bin, as `make install PREFIX=...` and
+-- a luarocks tree lay them out); where `make install` put it (BINDIR=...); else `ljleak` in PATH.
 local function find_launcher()
-   local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$")
    local env = os.getenv(ENV.BIN)
    if env then return env end
-   if here and file_exists(here .. "/../../bin/ljleak") then return here .. "/../../bin/ljleak" end
-   for dir in (os.getenv("PATH") or ""):gmatch("[^:]+") do
-      if file_exists(dir .. "/ljleak") then return dir .. "/ljleak" end
+   local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$")
+   local candidates = {}
+   if here then
+      candidates[1] = here .. "/../../bin/ljleak"
+      candidates[2] = here .. "/../../../../bin/ljleak"
+   end
+   candidates[#candidates + 1] = INSTALLED_BINDIR .. "/ljleak"
+   for dir in (os.getenv("PATH") or ""):gmatch("[^:]+") do candidates[#candidates + 1] = dir .. "/ljleak" end
+   for _, path in ipairs(candidates) do
+      if file_exists(path) then return path end
    end
 end
 

@@ -12,9 +12,13 @@ local sub, pair, sort_by = model.sub, model.pair, model.sort_by
 local is_suppressed = model.is_suppressed
 local EMPTY = require("ljleak.json").array()
 
--- "file.lua:12 (name)", and what an approximate location means.
+-- "file.lua:12 (name)", and what an approximate location means; "[t/foo.t:57]": the line of the
+-- test file it came from (test-nginx: a handler's line in its Test::Nginx block).
 function M.lua_frame_text(f)
    local where = f.line and ("%s:%d"):format(f.source or "?", f.line) or (f.source or "?")
+   if f.test_file and f.test_file ~= null and f.test_line and f.test_line ~= null then
+      where = ("%s [%s:%d]"):format(where, f.test_file, f.test_line)
+   end
    local what = f["function"] and f["function"] ~= null and f["function"] or nil
    if f.approximate and f.approximate ~= null then
       return ("%s (%sstart of the JIT trace that ran: the exact line is not known)"):format(
@@ -362,6 +366,11 @@ local function text_summary(report, opts)
    line(("ERROR SUMMARY: %s%s"):format(plural(errors.count, "error"),
       errors.records > 0 and (" from %s"):format(plural(errors.records, "record")) or ""))
    suppressions_table(line, report.suppressions)
+   local b = report.baseline
+   if b then
+      line(("BASELINE: %d new, %d fixed, %d known (%s%s)"):format(b.new, b.fixed, b.known, b.file,
+         b.updated and ", rewritten" or ""))
+   end
    return table.concat(out, "\n") .. "\n"
 end
 

@@ -28,8 +28,9 @@ end
 function M.read_file(path)
    local f, err = io.open(path, "rb")
    if not f then return nil, err end
-   local text = f:read("*a")
+   local text, rerr = f:read("*a")
    f:close()
+   if not text then return nil, rerr end
    return text
 end
 

@@ -41,6 +41,7 @@ int ljleak_tracker_active(void);
 int ljleak_lua_probe(uintptr_t L, int step);
 int ljleak_lua_attach(uintptr_t L, int depth);
 void ljleak_lua_detach(void);
+uintptr_t ljleak_lua_attached(void);
 void ljleak_trace_start(int tr, const char *src, int line, const char *name);
 void ljleak_trace_flush(void);
 uint32_t ljleak_ctx_make(uint32_t epoch, const char *tag, const char *note);
@@ -181,8 +182,12 @@ if M.active() or M.valgrind() then
    attach()   -- Lua frames (under Valgrind, libljleak_vg.so gives them through trampolines)
    if not M.active() then vg_attach() end
    table.insert(package.loaders, 2, busted_loader)
-   -- At lua_close: stop looking at the VM before it is freed.
-   M._closer = ffi.gc(ffi.new("char[1]"), function() C.ljleak_lua_detach() end)
+   -- At lua_close: stop looking at the VM before it is freed, if it is still the one attached (a
+   -- program may have opened another since: nginx opens one per configuration it loads).
+   local mine = C.ljleak_lua_attached()
+   M._closer = ffi.gc(ffi.new("char[1]"), function()
+      if C.ljleak_lua_attached() == mine then C.ljleak_lua_detach() end
+   end)
 end
 
 return M

@@ -5,12 +5,17 @@
 -- engine.check(state, path)             fails if the engine cannot run the program at PATH
 -- engine.command(state, command, path, run_dir) -> path, argv, env   what to spawn, env added
 -- engine.ticker(state, run_dir, status_line) -> function or nil   updates STATUS_LINE while it runs
--- engine.after(state, run_dir, interrupted) -> signal or nil   waits for processes that outlive it
+-- engine.after(state, run_dir, interrupted, seconds) -> signal or nil   waits (at most SECONDS: by
+--                                      default 10, 1 when INTERRUPTED) for processes that outlive it
 -- engine.collect(state, run_dir, result) -> procs, problems, errors, unchecked   (ljleak.raw's shape)
 -- engine.depth(state) -> frames kept per stack (suppression entries are cut to as many lines)
 -- engine.builtin_suppressions(procs) -> the engine's own suppressions used ({name, count...})
-local stdlib = require "posix.stdlib"
+-- Optional: engine.interval (seconds between ticks, default 0.25); engine.tests(state) -> the
+-- tests the command ran (instead of the run directory's tests files: read_tests' shape);
+-- engine.nothing: why no process could have been checked.
+local cjson = require "cjson"
 local lfs = require "lfs"
+local stdlib = require "posix.stdlib"
 
 local const = require "ljleak.const"
 local util = require "ljleak.util"
@@ -51,12 +56,16 @@ local BOOT = [[
 local boot = loadfile(%q) if boot then boot(%q, %q) end]]
 
 -- LUA_INIT for the command: every LuaJIT process runs ljleak's bootstrap first (engine/boot.lua,
--- found where this CLI found its modules), then the user's own LUA_INIT. Nil when there is none.
-function M.lua_init()
+-- found where this CLI found its modules), then the user's own LUA_INIT (unless WITHOUT_USER: for
+-- the Lua states of a program that reads no LUA_INIT). Nil when there is none.
+function M.lua_init(without_user)
    local module = package.searchpath("ljleak", package.path)
    local core = package.searchpath("ljleak.core", package.cpath)
-   local user = M.user_env("LUA_INIT")
+   local user = not without_user and M.user_env("LUA_INIT")
+   -- absolute: a process may start in another directory (nginx, a test that changes directory)
    local dir = module and module:match("^(.*)/ljleak/[^/]*$")
+   dir = dir and (stdlib.realpath(dir) or dir)
+   core = core and (stdlib.realpath(core) or core)
    local code = dir and core and BOOT:format(dir .. "/ljleak/engine/boot.lua", dir, core) or ""
    if user and user ~= "" then
       code = code .. "\n" .. (user:sub(1, 1) == "@" and ("dofile(%q)"):format(user:sub(2)) or user)
@@ -80,6 +89,41 @@ end
 function M.preload(lib)
    local preload = os.getenv("LD_PRELOAD")
    return (preload and preload ~= "") and lib .. ":" .. preload or lib
+end
+
+-- -- The tests the program ran ---------------------------------------------------------------
+-- A test runner's integration in the program (ljleak.busted) appends a JSON object a line to
+-- RUN_DIR/tests.PID.jsonl for each test it ran: {name, file, line, time, status} (both engines).
+
+-- The tests of RUN_DIR's tests.PID.jsonl files (by pid, then in the order they ran), each with its
+-- pid; and problems ({pid, file, message}) for the lines that are not such a record.
+function M.read_tests(run_dir)
+   local tests, problems, files = {}, {}, {}
+   local ok, iter, dir_obj = pcall(lfs.dir, run_dir)
+   if not ok then return tests, problems end
+   for name in iter, dir_obj do
+      local pid = tonumber(name:match("^" .. const.TESTS_FILE:gsub("%.", "%%."):gsub("%%d", "(%%d+)") .. "$") or "")
+      if pid then files[#files + 1] = pid end
+   end
+   table.sort(files)
+   for _, pid in ipairs(files) do
+      local path = run_dir .. "/" .. const.TESTS_FILE:format(pid)
+      local n = 0
+      for line in io.lines(path) do
+         n = n + 1
+         local dok, t = pcall(cjson.decode, line)
+         if dok and type(t) == "table" and type(t.name) == "string" then
+            for k, v in pairs(t) do
+               if v == cjson.null then t[k] = nil end
+            end
+            t.pid = pid
+            tests[#tests + 1] = t
+         elseif line ~= "" then
+            problems[#problems + 1] = {pid = pid, file = path, message = ("%s:%d: not a test record"):format(path, n)}
+         end
+      end
+   end
+   return tests, problems
 end
 
 -- -- ljleak's libraries -------------------------------------------------------------------------

@@ -63,16 +63,16 @@ function M.ticker(_, run_dir, status_line)
    end
 end
 
--- After the command ended, wait up to 10 seconds (1 when INTERRUPTED) for the processes still
--- running (children that outlive it); a signal to ljleak ends the wait, and is passed on to them.
--- Returns that signal.
-function M.after(_, run_dir, interrupted)
+-- After the command ended, wait up to SECONDS (default 10, 1 when INTERRUPTED) for the processes
+-- still running (children that outlive it); a signal to ljleak ends the wait, and is passed on to
+-- them. Returns that signal.
+function M.after(_, run_dir, interrupted, seconds)
    local running
    local function still()
       running = processes(run_dir)
       return #running > 0
    end
-   local _, sig, from_terminal = process.wait_while(still, interrupted and 1 or 10)
+   local _, sig, from_terminal = process.wait_while(still, seconds or (interrupted and 1 or 10))
    if sig and not from_terminal then
       for _, pid in ipairs(running) do psignal.kill(pid, sig) end
    end

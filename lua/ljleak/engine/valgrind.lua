@@ -178,9 +178,10 @@ function M.ticker(_, run_dir, status_line)
    end
 end
 
--- Processes that outlive the command may still be writing their report: wait for them.
-function M.after(_, run_dir, interrupted)
-   for _, pid in ipairs(M.wait_for_stragglers(run_dir, interrupted and 1 or 10)) do
+-- Processes that outlive the command may still be writing their report: wait for them (at most
+-- SECONDS: default 10, 1 when INTERRUPTED).
+function M.after(_, run_dir, interrupted, seconds)
+   for _, pid in ipairs(M.wait_for_stragglers(run_dir, seconds or (interrupted and 1 or 10))) do
       io.stderr:write(("ljleak: process %d is still running; its report is not complete\n"):format(pid))
    end
 end
