@@ -261,15 +261,25 @@ describe("the HTML report in Chromium", function()
       assert.is_nil(html:find("<b>bold</b>", 1, true))
    end)
 
-   it("says when the report does not have its verdict (ljleak report of an older file)", function()
+   it("shows `ljleak report`'s own verdict for a report that has none (an older file)", function()
       local r = report(dir, {"luajit", "examples/app.lua"})
       r.verdict = nil
       h.write_file(dir .. "/old.json", cjson.encode(r))
       local code, _, err = h.run({h.BIN, "report", dir .. "/old.json", "--html=" .. dir .. "/old.html"})
-      assert.are.equal(0, code, err)
+      assert.are.equal(42, code, err)
       local html = dom(dir .. "/old.html")
-      assert.matches('<div id="verdict" class="verdict unknown">', html, 1, true)
+      assert.matches('<div id="verdict" class="verdict failed" data-exit-code="42">', html, 1, true)
+      assert.matches("2 records of a --fail-on kind (definite): 300 bytes in 10 blocks (--error-exitcode)", html, 1, true)
       assert.are.equal(2, #rows(html))
+   end)
+
+   it("says when a report does not have its verdict (one written by the Lua API)", function()
+      local r = report(dir, {"luajit", "examples/app.lua"})
+      r.verdict = nil
+      local page = dir .. "/api.html"
+      assert(require("ljleak.format").write(r, page, "html"))
+      local html = dom(page)
+      assert.matches('<div id="verdict" class="verdict unknown">', html, 1, true)
    end)
 
    it("stays usable with 10,000 records: a page of rows, the frames at least a pixel wide", function()
