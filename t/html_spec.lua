@@ -269,7 +269,8 @@ describe("the HTML report in Chromium", function()
       assert.are.equal(42, code, err)
       local html = dom(dir .. "/old.html")
       assert.matches('<div id="verdict" class="verdict failed" data-exit-code="42">', html, 1, true)
-      assert.matches("2 records of a --fail-on kind (definite): 300 bytes in 10 blocks (--error-exitcode)", html, 1, true)
+      assert.matches("2 records of a --fail-on kind (definite): 300 bytes in 10 blocks (--error-exitcode)", html, 1,
+                     true)
       assert.are.equal(2, #rows(html))
    end)
 
