@@ -108,7 +108,8 @@ describe("ljleak test-nginx", function()
       assert.are.same({"t/testnginx/leaky.t", line_of("leaky.t", "ffi.C.malloc(100)", "TEST 2")},
                       {rec.lua[1].test_file, rec.lua[1].test_line})
       assert.are.same({blocks = 3, bytes = 300}, r.report.summary.definite)
-      assert.matches("in test t/testnginx/leaky.t TEST 2: leaky handler %(loss record 1 of 1%)\n    at malloc %[[^\n]*\n"
+      assert.matches("in test t/testnginx/leaky.t TEST 2: leaky handler %(loss record 1 of 1%)\n"
+         .. "    at malloc %[[^\n]*\n"
          .. "    in Lua content_by_lua%(nginx%.conf:%d+%):4 %[t/testnginx/leaky%.t:" .. rec.lua[1].test_line
          .. "%] %(main chunk%)", r.err)
       local pids, unchecked = checked_pids(r.report)
