@@ -34,12 +34,12 @@ static lk_sym *sym_checkopen(lua_State *L)
   return u->sym;
 }
 
-/* The offset argument of a lookup: a file vaddr (already minus 1). */
-static uint64_t sym_checkoffset(lua_State *L)
+/* Argument ARG: an offset, a file vaddr (a non-negative integer). */
+static uint64_t sym_checkoffset(lua_State *L, int arg)
 {
-  lua_Number n = luaL_checknumber(L, 2);
+  lua_Number n = luaL_checknumber(L, arg);
   if (!(n >= 0 && n < 18446744073709551616.0 && (lua_Number)(uint64_t)n == n))
-    luaL_argerror(L, 2, "offset must be a non-negative integer");
+    luaL_argerror(L, arg, "offset must be a non-negative integer");
   return (uint64_t)n;
 }
 
@@ -49,7 +49,7 @@ static int sym_lookup(lua_State *L)
 {
   lk_sym *s = sym_checkopen(L);
   lk_sym_info info;
-  lk_sym_lookup(s, sym_checkoffset(L), &info);
+  lk_sym_lookup(s, sym_checkoffset(L, 2), &info);
   if (info.func != NULL) lua_pushstring(L, info.func); else lua_pushnil(L);
   if (info.file != NULL) lua_pushstring(L, info.file); else lua_pushnil(L);
   if (info.line > 0) lua_pushinteger(L, info.line); else lua_pushnil(L);
@@ -65,11 +65,44 @@ static int sym_name(lua_State *L)
 {
   lk_sym *s = sym_checkopen(L);
   lk_sym_info info;
-  lk_sym_name(s, sym_checkoffset(L), &info);
+  lk_sym_name(s, sym_checkoffset(L, 2), &info);
   if (info.func == NULL) return 0;
   lua_pushstring(L, info.func);
   lua_pushnumber(L, (lua_Number)info.func_off);
   return 2;
+}
+
+/* symbolizer:inlines(offset) -> nil | { {function}, {function, file, line}, ... }
+** The inlined calls at OFFSET (lk_sym_inlines): the innermost inlined function first (its file
+** and line are lookup's), then each function that inlined the one before, with where it calls
+** it, down to the out-of-line function. nil when OFFSET is in no inlined code. */
+static int sym_inlines(lua_State *L)
+{
+  lk_sym *s = sym_checkopen(L);
+  lk_sym_frame frames[64];
+  int count = lk_sym_inlines(s, sym_checkoffset(L, 2), frames, 64), i;
+  if (count == 0) {
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_createtable(L, count, 0);
+  for (i = 0; i < count; i++) {
+    lua_createtable(L, 0, 3);
+    if (frames[i].func != NULL) {
+      lua_pushstring(L, frames[i].func);
+      lua_setfield(L, -2, "function");
+    }
+    if (frames[i].file != NULL) {
+      lua_pushstring(L, frames[i].file);
+      lua_setfield(L, -2, "file");
+    }
+    if (frames[i].line > 0) {
+      lua_pushinteger(L, frames[i].line);
+      lua_setfield(L, -2, "line");
+    }
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 1;
 }
 
 /* symbolizer:path() -> the path it was opened for */
@@ -101,6 +134,7 @@ static int sym_tostring(lua_State *L)
 static const luaL_Reg sym_methods[] = {
   { "lookup", sym_lookup },
   { "name", sym_name },
+  { "inlines", sym_inlines },
   { "path", sym_path },
   { "close", sym_close },
   { NULL, NULL }

@@ -11,6 +11,7 @@ typedef struct lk_result {
   size_t roots_bytes;
   uint64_t scan_us;          /* time the scan took (collection and classification), microseconds */
   uint32_t *work;
+  uint32_t *owner;       /* per block (in work's memory): an indirect block's definite owner */
   size_t nomem;          /* live blocks that could not be classified for want of memory */
   int unsafe;            /* a thread ran on and its memory was read directly */
 } lk_result;

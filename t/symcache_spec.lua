@@ -96,6 +96,33 @@ describe("the symbolizer's disk cache", function()
       assert.is_nil(lfs.attributes(cache))
       assert.are.same({}, files(dir))
    end)
+
+   it("keeps the inlined calls of an address: a later run shows the very inlined frames", function()
+      local cache = dir .. "/cache"
+      local function inlined()
+         local r, code, err = h.fixture("inlined", nil, {env = {LJLEAK_CACHE = cache}})
+         assert.are.equal(42, code, err)
+         for _, rec in ipairs(r.leaks) do
+            if rec.kind == "definite" then
+               local fs = {}
+               for i = 2, 4 do
+                  local f = rec.frames[i]
+                  fs[#fs + 1] = {f["function"], f.line, f.inlined or false}
+               end
+               return fs
+            end
+         end
+      end
+      local cold = inlined()
+      assert.are.same({{"inline_make", 11, true}, {"inline_middle", 16, true}, {"leak_inlined", 22, false}}, cold)
+      assert.are.same(cold, inlined())
+      -- read from the cache: the line of inline_middle's call, doctored there, shows
+      local path = cache .. "/" .. build_id(h.ROOT .. "/build/t/leak/libinline.so")
+      local doctored, n = assert(h.read_file(path)):gsub('("line":)16([,}])', "%14216%2")
+      assert.are.equal(1, n)
+      h.write_file(path, doctored)
+      assert.are.same({"inline_middle", 4216, true}, inlined()[2])
+   end)
 end)
 
 describe("the symbolizer and debuginfod", function()

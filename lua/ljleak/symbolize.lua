@@ -6,8 +6,11 @@
 --           object = "/path/libthing.so", offset = "0x1167"}        -- fields nil where unknown;
 -- or, for an address in no loaded object (JIT code or unknown): {address = "0x7f1c2e0010a0"}.
 -- `offset` is the return address's offset from the object's load bias, as in the raw file.
+-- A function inlined at a call is a frame of its own, with `inlined = true` (Symbolizer:frames_at).
 -- A C++ function has its demangled name in `function` and its linkage name in `mangled`.
 -- Stacks end at `main`, as Valgrind shows them: the frames of the C runtime below it are dropped.
+local sub = require("ljleak.util").sub
+
 local M = {}
 
 -- ljleak.core, or false when it cannot be loaded.
@@ -55,8 +58,6 @@ local function hex(n)
 end
 M.hex = hex
 
-local sub = require("ljleak.util").sub
-
 -- opts.core: the ljleak.core module (default: require it; without it frames stay unnamed).
 -- opts.tracker: path of the tracker library, the object of the synthetic allocation frame.
 -- opts.cache: a directory where answers are kept from one run to the next (M.cache_dir()); save
@@ -75,7 +76,8 @@ function M.new(opts)
       answers = {},       -- path -> offset -> info
       names = {},         -- path -> offset -> function name from the symbol table, or false
       frame_of_info = {}, -- lookup's answer -> its frame
-      frame_tables = {},  -- address -> frame; allocation function -> frame
+      inlined = {},       -- path -> offset -> frames_at's list
+      frame_tables = {},  -- address -> {its frame}; allocation function -> frame
       of_raw = setmetatable({}, {__mode = "k"}),   -- raw frame (raw.parse) -> frame
       tracker_paths = {}, -- path -> is it the tracker's library?
    }, Symbolizer)
@@ -100,6 +102,15 @@ function Symbolizer:open(path)
    return s or nil
 end
 
+-- T with T.dir and T.file set from the path FILE (nil: neither). Returns T.
+local function set_file(t, file)
+   if file then
+      t.dir, t.file = file:match("^(.*)/([^/]*)$")
+      if not t.file then t.file = file end
+   end
+   return t
+end
+
 -- What is known about OFFSET (a return address's offset) in the object at PATH:
 -- {["function"], file, dir, line, symbol_offset}, each possibly nil.
 function Symbolizer:lookup(path, offset)
@@ -118,10 +129,7 @@ function Symbolizer:lookup(path, offset)
       -- Step back from the return address into the call instruction.
       local fn, file, line, symoff = s:lookup(offset - 1)
       info["function"], info.line, info.symbol_offset = fn, line, symoff
-      if file then
-         info.dir, info.file = file:match("^(.*)/([^/]*)$")
-         if not info.file then info.file = file end
-      end
+      set_file(info, file)
    end
    per_path[offset] = info
    if disk and s then disk.new_info[offset] = info end
@@ -176,6 +184,51 @@ function Symbolizer:frame(path, offset)
       self.frame_of_info[info] = frame
    end
    return frame
+end
+
+-- -- Inlined calls ---------------------------------------------------------------------------
+-- A call made in inlined code is one return address but several functions: the innermost inlined
+-- one, each function that inlined the one before, and the out-of-line function (the one the
+-- symbol table names). As Valgrind does, each is a frame: all but the last have `inlined = true`;
+-- the first has the address's own line, each other the line where it calls the one before.
+
+-- The inlined calls at OFFSET (a return address's offset) in the object at PATH, as the core
+-- symbolizer's inlines gives them ({function, file, line}..., innermost first), or nil when the
+-- call is in no inlined code; from the disk cache when it has them.
+function Symbolizer:inline_chain(path, offset)
+   local disk = self:disk_file(path)
+   local chain = disk and disk.inlines[offset]
+   if chain == nil then
+      local s = offset > 0 and self:open(path)
+      chain = s and s.inlines and s:inlines(offset - 1) or false
+      if disk and s then disk.new_inlines[offset] = chain end
+   end
+   return chain or nil
+end
+
+-- The frames of the return address at OFFSET in the object at PATH: {Symbolizer:frame(...)} when
+-- the call is in no inlined code, else one frame per function as above (the last one named as
+-- Symbolizer:frame names it). One list per address, shared by every stack that has it.
+function Symbolizer:frames_at(path, offset)
+   local per_path = sub(self.inlined, path)
+   local list = per_path[offset]
+   if list then return list end
+   local frame = self:frame(path, offset)
+   local chain = self:inline_chain(path, offset)
+   if not chain then
+      list = {frame}
+   else
+      list = {}
+      for i, c in ipairs(chain) do
+         local last = i == #chain
+         local f = i == 1 and {file = frame.file, dir = frame.dir, line = frame.line}
+            or set_file({line = c.line}, c.file)
+         f.object, f.offset, f.inlined = path, frame.offset, not last or nil
+         list[i] = M.name_frame(f, last and (frame.mangled or frame["function"]) or c["function"])
+      end
+   end
+   per_path[offset] = list
+   return list
 end
 
 -- The C runtime's functions that call main: Valgrind's "below main" (coregrind's
@@ -237,24 +290,24 @@ function Symbolizer:frames(proc, site)
    local frames = {alloc}
    for i = first, first + last - 2 do
       local raw = raws[i]
-      local frame = of_raw[raw]
-      if not frame then
+      local list = of_raw[raw]
+      if not list then
          if raw.module then
-            frame = self:frame(modules[raw.module].path, raw.offset)
+            list = self:frames_at(modules[raw.module].path, raw.offset)
          elseif raw.address then
-            frame = self.frame_tables[raw.address]
-            if not frame then
-               frame = {address = hex(raw.address)}
-               self.frame_tables[raw.address] = frame
+            list = self.frame_tables[raw.address]
+            if not list then
+               list = {{address = hex(raw.address)}}
+               self.frame_tables[raw.address] = list
             end
          else
-            frame = {}   -- lost in a truncated file
+            list = {{}}   -- lost in a truncated file
          end
-         of_raw[raw] = frame
+         of_raw[raw] = list
       end
-      frames[#frames + 1] = frame
+      for k = 1, #list do frames[#frames + 1] = list[k] end
    end
-   if below then M.name_frame(frames[last], "(below main)") end
+   if below then M.name_frame(frames[#frames], "(below main)") end   -- (raw LAST's out-of-line frame)
    return frames
 end
 
@@ -266,11 +319,12 @@ end
 -- ID is not cached. A file: "ljleak-symcache VERSION KEY", then one answer a line:
 --   i OFFSET JSON      what lookup gives (JSON of its info table)
 --   n OFFSET NAME      what function_name gives, "" for none
+--   l OFFSET JSON      what inline_chain gives (JSON of its list; false: no inlined code)
 -- (OFFSET in hexadecimal). Files are replaced whole (a temporary file renamed): runs at the same
 -- time may each lose the other's new answers, never corrupt them. A line that cannot be read is
--- skipped. Bump VERSION whenever what lookup gives changes.
+-- skipped. Bump VERSION whenever what lookup gives changes (2: the inlined calls).
 
-local CACHE_VERSION = 1
+local CACHE_VERSION = 2
 
 -- The directory for the disk cache: $LJLEAK_CACHE ("0" or empty: no cache), else
 -- $XDG_CACHE_HOME/ljleak, else ~/.cache/ljleak; nil for none.
@@ -284,7 +338,8 @@ function M.cache_dir(getenv)
 end
 
 -- The answers on disk for the object at PATH: {key, file, info = {offset -> info},
--- names = {offset -> name or false}, new_info, new_names}, or false (no cache for it).
+-- names = {offset -> name or false}, inlines = {offset -> chain or false}, new_info, new_names,
+-- new_inlines}, or false (no cache for it).
 function Symbolizer:disk_file(path)
    local disk = self.disk[path]
    if disk ~= nil then return disk end
@@ -292,18 +347,21 @@ function Symbolizer:disk_file(path)
    local key = self.cache_dir and self.core and self.core.cache_key and self.core.cache_key(path)
    if key and not key:find("\n", 1, true) then
       disk = {key = key, file = ("%s/%s"):format(self.cache_dir, key:match("^%x+")), info = {}, names = {},
-              new_info = {}, new_names = {}}
+              inlines = {}, new_info = {}, new_names = {}, new_inlines = {}}
       local f = io.open(disk.file, "rb")
       if f and f:read("*l") == ("ljleak-symcache %d %s"):format(CACHE_VERSION, key) then
          local decode = require("cjson").decode
          for line in f:lines() do
-            local what, off, rest = line:match("^([in]) (%x+) (.*)$")
+            local what, off, rest = line:match("^([inl]) (%x+) (.*)$")
             off = off and tonumber(off, 16)
             if what == "i" then
                local ok, info = pcall(decode, rest)
                if ok and type(info) == "table" then disk.info[off] = info end
             elseif what == "n" then
                disk.names[off] = rest ~= "" and rest or false
+            elseif what == "l" then
+               local ok, chain = pcall(decode, rest)
+               if ok and (chain == false or type(chain) == "table") then disk.inlines[off] = chain end
             end
          end
       end
@@ -317,7 +375,7 @@ end
 -- the cache only saves time.
 function Symbolizer:save()
    for _, disk in pairs(self.disk) do
-      if disk and (next(disk.new_info) or next(disk.new_names)) then
+      if disk and (next(disk.new_info) or next(disk.new_names) or next(disk.new_inlines)) then
          local encode, lines = require("cjson").encode, {("ljleak-symcache %d %s"):format(CACHE_VERSION, disk.key)}
          for off, info in pairs(disk.info) do
             if not disk.new_info[off] then lines[#lines + 1] = ("i %x %s"):format(off, encode(info)) end
@@ -333,6 +391,10 @@ function Symbolizer:save()
                lines[#lines + 1] = ("n %x %s"):format(off, name or "")
             end
          end
+         for off, chain in pairs(disk.inlines) do
+            if disk.new_inlines[off] == nil then lines[#lines + 1] = ("l %x %s"):format(off, encode(chain)) end
+         end
+         for off, chain in pairs(disk.new_inlines) do lines[#lines + 1] = ("l %x %s"):format(off, encode(chain)) end
          lines[#lines + 1] = ""
          local lfs = require "lfs"
          lfs.mkdir((self.cache_dir:gsub("/[^/]*$", "")))   -- ~/.cache, when it is not there yet
@@ -344,7 +406,7 @@ function Symbolizer:save()
             ok = f:close() and ok
             if not (ok and os.rename(tmp, disk.file)) then os.remove(tmp) end
          end
-         disk.new_info, disk.new_names = {}, {}
+         disk.new_info, disk.new_names, disk.new_inlines = {}, {}, {}
       end
    end
 end
