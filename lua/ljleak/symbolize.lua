@@ -197,7 +197,8 @@ end
 -- call is in no inlined code; from the disk cache when it has them.
 function Symbolizer:inline_chain(path, offset)
    local disk = self:disk_file(path)
-   local chain = disk and disk.inlines[offset]
+   local chain
+   if disk then chain = disk.inlines[offset] end
    if chain == nil then
       local s = offset > 0 and self:open(path)
       chain = s and s.inlines and s:inlines(offset - 1) or false
@@ -233,7 +234,9 @@ end
 
 -- The C runtime's functions that call main: Valgrind's "below main" (coregrind's
 -- VG_(get_fnname_kind)).
-local BELOW_MAIN = {__libc_start_main = true, __libc_start_call_main = true, generic_start_main = true}
+-- ("(below main)": such a frame, named so by an earlier stack that shares it.)
+local BELOW_MAIN = {__libc_start_main = true, __libc_start_call_main = true, generic_start_main = true,
+                    ["(below main)"] = true}
 
 -- Where a stack of N frames ends, by Valgrind's rule, when NAME(i) is the function of frame i:
 -- at `main` (the outermost), else at the innermost function below main (true: it is that one), else
@@ -281,8 +284,8 @@ function Symbolizer:frames(proc, site)
    local last, below = main_cut(n, function(i)
       if i == 1 then return site.fn end
       local raw = raws[first + i - 2]
-      local frame = of_raw[raw]
-      if frame then return frame["function"] end
+      local list = of_raw[raw]   -- its frames, named already: the out-of-line function is the last
+      if list then return list[#list]["function"] end
       if not raw.module then return nil end
       local name = self:function_name(modules[raw.module].path, raw.offset)
       return name and (M.demangle(name) or name)
