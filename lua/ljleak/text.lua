@@ -235,4 +235,25 @@ function M.record_text(leak)
    return text_summary({leaks = {leak}}, {brief = true, show_reachable = true})
 end
 
+-- -- Growth ------------------------------------------------------------------------------------------
+
+-- A growing site (ljleak.stable's, or a growth record of `ljleak soak`): how fast it grows, how
+-- well a line fits, what each iteration keeps, where it was allocated.
+function M.growth_text(g)
+   local out = {}
+   local function line(s) out[#out + 1] = s end
+   local fit = tonumber(g.fit) or 0
+   line(("growth: %.1f bytes in %.2f blocks per iteration (fit %.2f), %s live now%s")
+      :format(g.bytes_per_iteration, g.blocks_per_iteration, fit, amount(g),
+              g.test and g.test ~= null and (", in test " .. g.test) or ""))
+   local gen = g.generations
+   if gen and gen ~= null then
+      line(("    each iteration keeps %.2f blocks to the end%s"):format(gen.persistent,
+         (gen.released or 0) > 0 and (", and %.2f more for a while"):format(gen.released) or ""))
+   end
+   for _, lf in ipairs(g.lua or {}) do line("    in Lua " .. M.lua_frame_text(lf)) end
+   frame_lines(line, g.frames or {}, "    ")
+   return table.concat(out, "\n") .. "\n"
+end
+
 return M
