@@ -42,6 +42,24 @@ describe("ljleak.stable", function()
    end)
 end)
 
+describe("memory kept by the allocator", function()
+   it("is told apart from a leak: RSS grows, live bytes stay one block", function()
+      local f = printed("t/growth/fragment.lua")
+      assert.is_true(f.ok)
+      assert.are.equal(0, f.n)
+      assert.are.equal("allocator", f.verdict)
+      assert.are.equal(3000, f.live)
+      assert.are.equal(0, f.live_growth)
+      assert.is_true(f.rss_growth >= 6 * 1024 * 1024, tostring(f.rss_growth))   -- 128 KiB an iteration
+      assert.is_true(f.fordblks >= 6 * 1024 * 1024, tostring(f.fordblks))       -- free, kept in the arena
+      assert.matches("while live tracked bytes stayed at 3000 bytes (+0): not a leak, memory kept by the "
+         .. "allocator (arena ", f.message, 1, true)
+      assert.matches("malloc_trim(0)", f.message, 1, true)
+      assert.matches("M_MMAP_THRESHOLD", f.message, 1, true)
+      assert.matches("M_ARENA_MAX", f.message, 1, true)
+   end)
+end)
+
 describe("assert.stable", function()
    it("fails a growing cache with the site's line and slope, passes a loop that frees", function()
       local _, _, out, err = h.ljleak_busted({"-o", "TAP", "t/growth/assert_spec.lua"})

@@ -70,6 +70,8 @@ local MiB = 1024 * 1024
 M.RSS_MIN_GROWTH = 4 * MiB   -- RSS growing by less over the window is noise, not retention
 
 local function mib(n)
+   if math.abs(n) < 10240 then return ("%d bytes"):format(n) end
+   if math.abs(n) < MiB then return ("%.1f KiB"):format(n / 1024) end
    return ("%.1f MiB"):format(n / MiB)
 end
 
@@ -96,7 +98,7 @@ function M.memory(mem, warmup, growing)
    out.verdict = "allocator"
    local figures = ("arena %s, mmapped %s, in use %s, free in the arena %s")
       :format(mib(mem.arena[last]), mib(mem.hblkhd[last]), mib(mem.uordblks[last]), mib(mem.fordblks[last]))
-   out.message = ("RSS grew by %s over %d iterations while live tracked bytes stayed at %s (%+d bytes): "
+   out.message = ("RSS grew by %s over %d iterations while live tracked bytes stayed at %s (%+d): "
       .. "not a leak, memory kept by the allocator (%s). To try: malloc_trim(0) after the work, "
       .. "mallopt(M_MMAP_THRESHOLD, ...) so that big blocks are mmapped and given back, "
       .. "M_ARENA_MAX (MALLOC_ARENA_MAX=2) with threads, and for Lua objects LuaJIT's own arena "
