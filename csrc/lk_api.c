@@ -13,9 +13,13 @@
 #include "lk_table.h"
 #include "lk_thread.h"
 
+#include <dlfcn.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 /* -- Contexts and recording ------------------------------------------------- */
@@ -67,9 +71,13 @@ LK_EXPORT int ljleak_annotate(void *p, const char *note)
 
 static volatile int lk_check_lock;   /* one mid-run report at a time: they share the stamps */
 
+typedef int (*lk_epoll_wait_f)(int, struct epoll_event *, int, int);
+static lk_epoll_wait_f lk_real_epoll_wait;
+
 void lk_api_init(void)
 {
   lk_lock_register(&lk_check_lock);
+  lk_real_epoll_wait = (lk_epoll_wait_f)dlsym(RTLD_NEXT, "epoll_wait");
 }
 
 static int lk_epoch_in(uint32_t site, uint32_t lo, uint32_t hi)
@@ -299,6 +307,49 @@ LK_EXPORT int ljleak_memstat(uint64_t *out)
   out[4] = mi.fordblks;
   lk_busy--;
   return ret;
+}
+
+/* -- Soak: a sample asked for from outside -------------------------------------------
+** `ljleak soak --url` asks a server (nginx) for a growth sample after each request: a signal
+** (ljleak_soak_on's number) only marks it asked; the sample (the Lua callback: a full collection,
+** the counts) runs when the server next waits for events, in epoll_wait, where no Lua code and
+** no allocation is under way. */
+
+static void (*volatile lk_soak_cb)(void);
+static volatile sig_atomic_t lk_soak_asked;
+
+static void lk_soak_signal(int sig)
+{
+  (void)sig;
+  lk_soak_asked = 1;
+}
+
+/* Call cb when a sample is asked for; returns the signal that asks (0 if it cannot be set up). */
+LK_EXPORT int ljleak_soak_on(void (*cb)(void))
+{
+  struct sigaction sa;
+  int sig = SIGRTMIN + 6;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = lk_soak_signal;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(sig, &sa, NULL) != 0) return 0;
+  lk_soak_cb = cb;
+  return sig;
+}
+
+LK_EXPORT int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
+{
+  void (*cb)(void) = lk_soak_cb;
+  if (UNLIKELY(lk_soak_asked) && cb) {
+    lk_soak_asked = 0;
+    cb();
+    /* A signal the server caught meanwhile (nginx's SIGQUIT) would find it about to wait with no
+    ** timeout: back to its loop first, as after any signal. */
+    errno = EINTR;
+    return -1;
+  }
+  if (UNLIKELY(!lk_real_epoll_wait)) lk_real_epoll_wait = (lk_epoll_wait_f)dlsym(RTLD_NEXT, "epoll_wait");
+  return lk_real_epoll_wait(epfd, events, maxevents, timeout);
 }
 
 /* -- Finalizers ------------------------------------------------------------------

@@ -71,3 +71,93 @@ describe("assert.stable", function()
       assert.matches("in Lua t/growth/assert_spec.lua:11", msg, 1, true)
    end)
 end)
+
+-- `ljleak soak --json=F ARGS...`: the decoded report (or nil), the exit code, stderr.
+local function soak(args)
+   local dir = h.tmpdir()
+   local argv = {h.BIN, "soak", "--json=" .. dir .. "/report.json"}
+   for _, a in ipairs(args) do argv[#argv + 1] = a end
+   local code, _, err = h.run(argv)
+   local text = h.read_file(dir .. "/report.json")
+   h.rmtree(dir)
+   return text and cjson.decode(text), code, err
+end
+
+describe("ljleak soak --lua", function()
+   it("fails on a function that keeps a block per call, with a growth record at its line", function()
+      local r, code = soak({"--lua=t.growth.app.handle"})
+      assert.are.equal(42, code)
+      assert.are.equal(1, #r.growth)
+      local g = r.growth[1]
+      assert.are.equal("growth", g.kind)
+      assert.are.equal(200, g.blocks)
+      assert.are.equal(19200, g.bytes)
+      assert.are.same({source = "./t/growth/app.lua", line = 9}, {source = g.lua[1].source, line = g.lua[1].line})
+      assert.is_true(math.abs(g.bytes_per_iteration - 96) <= 96 * 0.05)
+      assert.are.equal("malloc", g.frames[1]["function"])
+      assert.are.same({target = "t.growth.app.handle", iterations = 200, warmup = 20},
+         {target = r.soak.target, iterations = r.soak.iterations, warmup = r.soak.warmup})
+      assert.are.equal(200, #r.soak.processes[1].memory.live)
+      assert.are.equal(0, r.summary.definite.blocks)
+   end)
+
+   it("passes a function that frees what it allocates; growth can be left out of --fail-on", function()
+      local r, code = soak({"--lua=t.growth.app.quiet", "--iterations=50"})
+      assert.are.equal(0, code)
+      assert.are.same({}, r.growth)
+      local _, code2 = soak({"--lua=t.growth.app.handle", "--iterations=50", "--fail-on=definite"})
+      assert.are.equal(0, code2)
+   end)
+
+   it("refuses bad options with one line and exit 2", function()
+      for _, case in ipairs {
+         {{"--lua=t.growth.app.handle", "--url=http://127.0.0.1:1/"},
+          "give one of --lua=MODULE.FUNCTION and --url=URL"},
+         {{"--url=http://example.com/", "--", "nginx"}, "only loopback addresses"},
+         {{"--lua=t.growth.app.handle", "--iterations=10"}, "--iterations=10: must be an integer >= 16"},
+         {{"--lua=t.growth.app.handle", "--warmup=195"}, "--warmup=195 leaves fewer than 8 of the 200 iterations"},
+         {{"--lua=nodots"}, "--lua=nodots: expected MODULE.FUNCTION"},
+      } do
+         local argv = {h.BIN, "soak"}
+         for _, a in ipairs(case[1]) do argv[#argv + 1] = a end
+         local code, _, err = h.run(argv)
+         assert.are.equal(2, code, err)
+         assert.matches(case[2], err, 1, true)
+      end
+   end)
+
+   it("says which function is missing, and fails", function()
+      local code, _, err = h.run({h.BIN, "soak", "--lua=t.growth.app.nofn"})
+      assert.are.equal(2, code)
+      assert.matches("ljleak soak: --lua=t.growth.app.nofn: module t.growth.app has no function nofn\n", err, 1, true)
+   end)
+end)
+
+describe("ljleak soak --url", function()
+   local nginx = require "t.nginx"
+   if not nginx.available() then
+      pending("Debian's nginx with the Lua module is not installed")
+      return
+   end
+
+   it("flags a location that appends to a module-level table per request, at the handler's line", function()
+      local r, code, err = nginx.soak("/grow", {"--iterations=100"})
+      assert.are.equal(42, code, err)
+      assert.are.equal(1, #r.growth)
+      local g = r.growth[1]
+      assert.are.equal(100, g.blocks)
+      assert.are.equal(6400, g.bytes)
+      assert.is_true(math.abs(g.bytes_per_iteration - 64) <= 64 * 0.05)
+      assert.are.same({source = h.ROOT .. "/t/growth/nginx_app.lua", line = 11, ["function"] = "grow"}, g.lua[1])
+      assert.are.equal("malloc", g.frames[1]["function"])
+      assert.are.equal(100, #r.soak.processes[1].memory.live)
+      assert.matches("GROWTH: 1 site growing over 100 iterations of http://127.0.0.1:%d+/grow", err)
+   end)
+
+   it("stays quiet on a location that frees what it allocates", function()
+      local r, code, err = nginx.soak("/quiet", {"--iterations=100"})
+      assert.are.equal(0, code, err)
+      assert.are.same({}, r.growth)
+      assert.are.equal(1, #r.soak.processes)
+   end)
+end)

@@ -23,8 +23,8 @@ end
 local function parse_fail_on(option)
    local kinds = {}
    for word in (option .. ","):gmatch("([^,]*),") do
-      if not model.KINDS_SET[word] and word ~= "unchecked" then
-         fail("usage", "--fail-on=%s: unknown leak kind '%s' (use %s, unchecked)", option, word,
+      if not model.KINDS_SET[word] and word ~= "unchecked" and word ~= "growth" then
+         fail("usage", "--fail-on=%s: unknown leak kind '%s' (use %s, unchecked, growth)", option, word,
             table.concat(const.KINDS, ", "))
       end
       kinds[word] = true

@@ -198,7 +198,7 @@ local function site_records(sites)
    return records(function(_, _, out) return C.ljleak_live_sites(ids, #sites, out) end, 0, 0)
 end
 
-local function check_opts(opts)
+function M.stable_options(opts)
    assert(opts == nil or type(opts) == "table", "ljleak.stable: opts must be a table")
    opts = opts or {}
    local n, w = opts.iterations or 200, opts.warmup
@@ -207,6 +207,92 @@ local function check_opts(opts)
    assert(type(w) == "number" and w >= 0 and w % 1 == 0 and n - w >= 8,
       "ljleak.stable: warmup must be an integer >= 0, with at least 8 iterations after it")
    return n, w
+end
+
+-- A series of samples: iteration i's allocations are in an epoch of their own; sample(i), after
+-- the iteration, collects garbage fully and counts the live blocks per stack and the memory.
+local Series = {}
+Series.__index = Series
+
+function M.series(warmup)
+   need_tracker("series")
+   local s = setmetatable({warmup = warmup, stacks = {}, order = {}, mem = {live = {}}, n = 0}, Series)
+   for _, f in ipairs(MEM_FIELDS) do s.mem[f] = {} end
+   s.lo = next_epoch()
+   return s
+end
+
+function Series:sample(i)
+   local e = ctx.epoch
+   collect()
+   collect()
+   local buf, k = site_counts(self.lo, e + 1)
+   local live = 0
+   for j = 0, k - 1 do
+      local c = buf[j]
+      local key = tostring(c.stack)
+      local st = self.stacks[key]
+      if not st then
+         st = {blocks = {}, bytes = {}, sites = {}, born = 0, ids = {}, key = key}
+         self.stacks[key] = st
+         self.order[#self.order + 1] = key
+      end
+      local b, y = tonumber(c.blocks), tonumber(c.bytes)
+      st.blocks[i] = (st.blocks[i] or 0) + b
+      st.bytes[i] = (st.bytes[i] or 0) + y
+      if not st.sites[c.site] then
+         st.sites[c.site] = true
+         st.ids[#st.ids + 1] = c.site
+      end
+      if c.epoch == e and i > self.warmup then st.born = st.born + b end
+      live = live + y
+   end
+   self.mem.live[i] = live
+   C.ljleak_memstat(memstat)
+   for m, f in ipairs(MEM_FIELDS) do self.mem[f][i] = tonumber(memstat[m - 1]) end
+   self.n = i
+   next_epoch()
+end
+
+-- The verdict after the samples: true, {}, memory; or false, sites, memory (as ljleak.stable's).
+function Series:finish()
+   local hi = next_epoch()
+   local n, warmup = self.n, self.warmup
+   local grown = {}
+   for _, key in ipairs(self.order) do
+      local st = self.stacks[key]
+      for i = 1, n do
+         st.blocks[i], st.bytes[i] = st.blocks[i] or 0, st.bytes[i] or 0
+      end
+      local g = growth.judge(st.blocks, st.bytes, warmup)
+      if g then
+         g.stack = st
+         grown[#grown + 1] = g
+      end
+   end
+   local mem = self.mem
+   mem.allocator = growth.memory(mem, warmup, #grown > 0)
+   if #grown == 0 then return true, {}, mem end
+   -- Blocks born after warmup still live now, per epoch: the persistent part of each generation.
+   local buf, k = site_counts(self.lo + warmup, hi)
+   local persistent = {}
+   for j = 0, k - 1 do
+      local key = tostring(buf[j].stack)
+      persistent[key] = (persistent[key] or 0) + tonumber(buf[j].blocks)
+   end
+   local sites = {}
+   for _, g in ipairs(grown) do
+      local rec = site_records(g.stack.ids)[1]
+      if rec then
+         local p = persistent[g.stack.key] or 0
+         rec.blocks_per_iteration, rec.bytes_per_iteration, rec.fit =
+            g.blocks_per_iteration, g.bytes_per_iteration, g.fit
+         rec.generations = {persistent = p / (n - warmup), released = math.max(0, g.stack.born - p) / (n - warmup)}
+         sites[#sites + 1] = rec
+      end
+   end
+   table.sort(sites, function(a, b) return a.bytes_per_iteration > b.bytes_per_iteration end)
+   return #sites == 0, sites, mem
 end
 
 --- Runs fn(i) for i = 1..N (opts.iterations, 200), each followed by a full collection and a count
@@ -220,82 +306,22 @@ end
 function M.stable(fn, opts)
    need_tracker("stable")
    assert(type(fn) == "function", "ljleak.stable: fn must be a function")
-   local n, warmup = check_opts(opts)
+   local n, warmup = M.stable_options(opts)
    local jit_was_on = jit and jit.status()
    if jit_was_on then jit.off() jit.flush() end   -- exact Lua lines: no trace stands for them
-   local lo = ctx.epoch + 1
-   local stacks, order = {}, {}
-   local mem = {live = {}}
-   for _, f in ipairs(MEM_FIELDS) do mem[f] = {} end
+   local series = M.series(warmup)
    local ok, err = true, nil
    for i = 1, n do
-      local e = next_epoch()
       ok, err = pcall_(fn, i)
       if not ok then break end
-      collect()
-      collect()
-      local buf, k = site_counts(lo, e + 1)
-      local live = 0
-      for j = 0, k - 1 do
-         local c = buf[j]
-         local key = tostring(c.stack)
-         local st = stacks[key]
-         if not st then
-            st = {blocks = {}, bytes = {}, sites = {}, born = 0, ids = {}}
-            stacks[key] = st
-            order[#order + 1] = key
-         end
-         local b, y = tonumber(c.blocks), tonumber(c.bytes)
-         st.blocks[i] = (st.blocks[i] or 0) + b
-         st.bytes[i] = (st.bytes[i] or 0) + y
-         if not st.sites[c.site] then
-            st.sites[c.site] = true
-            st.ids[#st.ids + 1] = c.site
-         end
-         if c.epoch == e and i > warmup then st.born = st.born + b end
-         live = live + y
-      end
-      mem.live[i] = live
-      C.ljleak_memstat(memstat)
-      for m, f in ipairs(MEM_FIELDS) do mem[f][i] = tonumber(memstat[m - 1]) end
+      series:sample(i)
    end
-   local hi = next_epoch()
    if jit_was_on then jit.on() end
-   if not ok then error(err, 0) end
-   local grown = {}
-   for _, key in ipairs(order) do
-      local st = stacks[key]
-      for i = 1, n do
-         st.blocks[i], st.bytes[i] = st.blocks[i] or 0, st.bytes[i] or 0
-      end
-      local g = growth.judge(st.blocks, st.bytes, warmup)
-      if g then
-         g.stack, g.key = st, key
-         grown[#grown + 1] = g
-      end
+   if not ok then
+      next_epoch()
+      error(err, 0)
    end
-   mem.allocator = growth.memory(mem, warmup, #grown > 0)
-   if #grown == 0 then return true, {}, mem end
-   -- Blocks born after warmup still live now, per epoch: the persistent part of each generation.
-   local buf, k = site_counts(lo + warmup, hi)
-   local persistent = {}
-   for j = 0, k - 1 do
-      local key = tostring(buf[j].stack)
-      persistent[key] = (persistent[key] or 0) + tonumber(buf[j].blocks)
-   end
-   local sites = {}
-   for _, g in ipairs(grown) do
-      local rec = site_records(g.stack.ids)[1]
-      if rec then
-         local p = persistent[g.key] or 0
-         rec.blocks_per_iteration, rec.bytes_per_iteration, rec.fit =
-            g.blocks_per_iteration, g.bytes_per_iteration, g.fit
-         rec.generations = {persistent = p / (n - warmup), released = math.max(0, g.stack.born - p) / (n - warmup)}
-         sites[#sites + 1] = rec
-      end
-   end
-   table.sort(sites, function(a, b) return a.bytes_per_iteration > b.bytes_per_iteration end)
-   return #sites == 0, sites, mem
+   return series:finish()
 end
 
 --- A readable report of stable's growing sites, and of its memory verdict (the third result).

@@ -99,12 +99,12 @@ end
 -- Keys of these names hold arrays wherever they are (so that an empty one is written as []).
 local ARRAY_KEYS = {command = true, leaks = true, errors = true, processes = true, frames = true, lua = true,
                     suppressions = true, problems = true, unstopped_threads = true, tests = true, shards = true,
-                    sites = true}
+                    sites = true, growth = true}
 
 -- Keys that a leak record always has: absent ones are written as null.
 local KEY_ORDER = {
    "schema", "tool", "version", "engine", "command", "exit_status", "interrupted", "killed", "started", "duration",
-   "hostname", "summary", "leaks", "errors",
+   "hostname", "summary", "leaks", "growth", "errors",
    "problems", "processes",
    "definite", "indirect", "possible", "reachable", "suppressed",
    "kind", "blocks", "bytes", "pid", "frames", "lua", "test", "note", "suppressed_by",

@@ -60,6 +60,7 @@ typedef struct ljleak_live_count {
 int ljleak_site_live(uint32_t lo, uint32_t hi, ljleak_live_count *out, int cap);
 size_t ljleak_live_sites(const uint32_t *sites, int n, char **raw);
 int ljleak_memstat(uint64_t *out);
+int ljleak_soak_on(void (*cb)(void));
 void ljleak_finalizer_enter(void);
 int ljleak_finalizer_leave(uintptr_t *out, int cap);
 uint32_t ljleak_here(void);
