@@ -133,12 +133,22 @@ LK_EXPORT pid_t fork(void)
   return pid;
 }
 
-static void lk_fork_prepare(void) { lk_locks_take_all(); }
-static void lk_fork_parent(void) { lk_locks_release_all(); }
+static void lk_fork_prepare(void)
+{
+  lk_stack_fork_prepare();
+  lk_locks_take_all();
+}
+
+static void lk_fork_parent(void)
+{
+  lk_locks_release_all();
+  lk_stack_fork_done(0);
+}
 
 static void lk_fork_child(void)
 {
   lk_locks_reset_all();
+  lk_stack_fork_done(1);
   lk_state_after_fork();
   lk_report_mark_live(lk_pid);
   lk_thread_after_fork();

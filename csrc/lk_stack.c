@@ -9,6 +9,7 @@
 #include "lk_sys.h"
 
 #include <dlfcn.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -169,6 +170,46 @@ static inline int lk_ip_in_jit(uintptr_t ip)
   return 1;
 }
 
+/* -- Unwinding and fork --------------------------------------------------
+** libunwind takes mutexes of its own while it steps (its memory pools): a thread that forks
+** while another is inside it gives a child whose first unwind waits forever. Before a fork the
+** forking thread waits until no thread is inside libunwind, and keeps new ones out until the
+** fork is done (in parent and child). A thread that forks from inside the unwinder (a signal
+** handler) does not wait for itself. */
+
+static volatile int lk_unw_active;    /* threads inside libunwind */
+static volatile int lk_unw_forking;   /* a fork is being prepared */
+static LK_TLS int lk_unw_mine;        /* this thread is inside libunwind */
+
+static int lk_unwind(void **buf, int depth)
+{
+  int n;
+  for (;;) {
+    __atomic_add_fetch(&lk_unw_active, 1, __ATOMIC_SEQ_CST);
+    if (LIKELY(!__atomic_load_n(&lk_unw_forking, __ATOMIC_SEQ_CST))) break;
+    __atomic_sub_fetch(&lk_unw_active, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&lk_unw_forking, __ATOMIC_ACQUIRE)) sched_yield();
+  }
+  lk_unw_mine = 1;
+  n = lk_unw_backtrace(buf, depth);
+  lk_unw_mine = 0;
+  __atomic_sub_fetch(&lk_unw_active, 1, __ATOMIC_RELEASE);
+  return n;
+}
+
+void lk_stack_fork_prepare(void)
+{
+  int self = lk_unw_mine;
+  __atomic_store_n(&lk_unw_forking, 1, __ATOMIC_SEQ_CST);
+  while (__atomic_load_n(&lk_unw_active, __ATOMIC_SEQ_CST) > self) sched_yield();
+}
+
+void lk_stack_fork_done(int child)
+{
+  if (child) lk_unw_active = lk_unw_mine;
+  __atomic_store_n(&lk_unw_forking, 0, __ATOMIC_RELEASE);
+}
+
 /* Capture the caller's stack (frames inside the tracker dropped) and intern it.
 ** Returns 0 only when the site arena is exhausted. */
 uint32_t lk_site_capture(int fn, uintptr_t ra)
@@ -182,7 +223,7 @@ uint32_t lk_site_capture(int fn, uintptr_t ra)
     return lk_site_intern(ips, 1, fn, lk_ctx, lua);
   }
   if (LIKELY(lk_unw_backtrace != NULL)) {
-    n = lk_unw_backtrace(buf, lk_depth + 6);
+    n = lk_unwind(buf, lk_depth + 6);
   } else {
     buf[0] = (void *)ra;  /* only the allocation's caller: better than nothing */
     n = 1;

@@ -24,5 +24,7 @@ const lk_site *lk_site_get(uint32_t id);
 int lk_site_stamp(uint32_t id, uint32_t serial);  /* set; 1 if it had it already */
 uint32_t lk_site_with_ctx(uint32_t site, uint32_t ctx);  /* same stack, another context */
 extern volatile uint64_t lk_sites_dropped;  /* allocations recorded under site 0 */
+void lk_stack_fork_prepare(void);  /* no thread inside the unwinder from here ... */
+void lk_stack_fork_done(int child);  /* ... to here (in the parent, and in the child) */
 
 #endif
