@@ -133,6 +133,33 @@ describe("ljleak soak --lua", function()
    end)
 end)
 
+describe("the HTML report of a soak", function()
+   it("plots live bytes and RSS per iteration, the growing site highlighted, as well-formed SVG", function()
+      local dir = h.tmpdir()
+      local code = h.run({h.BIN, "soak", "--lua=t.growth.app.handle", "--iterations=40", "--warmup=4",
+                          "--html=" .. dir .. "/r.html"})
+      local page = h.read_file(dir .. "/r.html")
+      h.rmtree(dir)
+      assert.are.equal(42, code)
+      assert.matches("<h2>Growth: t.growth.app.handle, 40 iterations (4 warmup)</h2>", page, 1, true)
+      local svg = assert(page:match('<svg xmlns="http://www.w3.org/2000/svg" class="growth%-plot".-</svg>'))
+      local p = require("lxp").new({})
+      assert.is_truthy(p:parse(svg) and p:parse())   -- well-formed
+      p:close()
+      local lines = {}
+      for class, pts, title in svg:gmatch('<polyline class="(%a+)"[^>]- points="([^"]*)"><title>([^<]*)</title>') do
+         local n = 0
+         for _ in pts:gmatch("%S+") do n = n + 1 end
+         lines[class] = {points = n, title = title}
+      end
+      assert.are.equal(40, lines.live.points)
+      assert.are.equal(40, lines.rss.points)
+      assert.are.same({points = 40, title = "./t/growth/app.lua:9: 96.0 bytes per iteration"}, lines.site)
+      assert.matches('<rect class="warmup"', svg, 1, true)
+      assert.matches("96.0 bytes, 1.00 blocks per iteration (fit 1.00) at ./t/growth/app.lua:9", page, 1, true)
+   end)
+end)
+
 describe("ljleak soak --url", function()
    local nginx = require "t.nginx"
    if not nginx.available() then

@@ -110,6 +110,7 @@ function M.formatters.html(report, opts, sink)
       b:put(('<tr><td class="%s">%s</td><td>%d</td><td>%d</td></tr>\n'):format(k, k, t.blocks, t.bytes))
    end
    b:put("</table>\n")
+   b:put(require("ljleak.growthplot").html(report, xml))   -- `ljleak soak`: the growth plot
    for _, leak in ipairs(report.leaks or {}) do
       if not is_suppressed(leak) and (leak.kind ~= "reachable" or (opts and opts.show_reachable)) then
          b:put(('<h3 class="%s">%s: %s in %d block%s</h3><pre>%s</pre>\n'):format(leak.kind, leak.kind,

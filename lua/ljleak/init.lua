@@ -288,6 +288,7 @@ function Series:finish()
          rec.blocks_per_iteration, rec.bytes_per_iteration, rec.fit =
             g.blocks_per_iteration, g.bytes_per_iteration, g.fit
          rec.generations = {persistent = p / (n - warmup), released = math.max(0, g.stack.born - p) / (n - warmup)}
+         rec.series = g.stack.bytes   -- live bytes after each iteration
          sites[#sites + 1] = rec
       end
    end
@@ -300,7 +301,8 @@ end
 --- bytes keep growing is a growth. Returns true, {}, memory when nothing grows, else false, sites,
 --- memory: each site a live record (frames, lua) with blocks_per_iteration,
 --- bytes_per_iteration, fit (R^2), generations {persistent, released} (blocks per iteration born
---- then and still live at the end, or live after their iteration and freed later); memory: the
+--- then and still live at the end, or live after their iteration and freed later), series (its
+--- live bytes after each iteration); memory: the
 --- series {live, rss, arena, hblkhd, uordblks, fordblks} and `allocator` when RSS grew while
 --- live bytes did not (ljleak.growth.memory: verdict, message).
 function M.stable(fn, opts)
