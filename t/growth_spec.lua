@@ -117,6 +117,7 @@ describe("ljleak soak --lua", function()
          {{"--lua=t.growth.app.handle", "--iterations=10"}, "--iterations=10: must be an integer >= 16"},
          {{"--lua=t.growth.app.handle", "--warmup=195"}, "--warmup=195 leaves fewer than 8 of the 200 iterations"},
          {{"--lua=nodots"}, "--lua=nodots: expected MODULE.FUNCTION"},
+         {{"--lua=t.growth.app.handle", "--engine=valgrind"}, "soak: --engine=valgrind cannot count live blocks"},
       } do
          local argv = {h.BIN, "soak"}
          for _, a in ipairs(case[1]) do argv[#argv + 1] = a end

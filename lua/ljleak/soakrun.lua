@@ -233,6 +233,10 @@ function M.command(args, command, EXIT)
    if (args.lua and args.url) or not (args.lua or args.url) then
       fail("usage", "soak: give one of --lua=MODULE.FUNCTION and --url=URL")
    end
+   if args.engine ~= "tracker" then
+      fail("usage", "soak: --engine=%s cannot count live blocks after each iteration; soak uses the tracker",
+         args.engine)
+   end
    local cfg = {iterations = count_option("iterations", args.iterations, 16)}
    cfg.warmup = args.warmup and count_option("warmup", args.warmup, 0) or math.floor(cfg.iterations / 10)
    if cfg.iterations - cfg.warmup < 8 then
