@@ -59,10 +59,22 @@ static NOINLINE void lk_bad_free(void *p)
 
 /* -- Recording ---------------------------------------------------------- */
 
+/* The heap summary's totals (Valgrind's "total heap usage"): allocations recorded (a realloc is
+** one, and a free of the old block) and their bytes. Frees are the allocations no longer live. */
+static uint64_t lk_allocs, lk_allocated;
+
+void lk_alloc_totals(uint64_t *allocs, uint64_t *bytes)
+{
+  *allocs = __atomic_load_n(&lk_allocs, __ATOMIC_RELAXED);
+  *bytes = __atomic_load_n(&lk_allocated, __ATOMIC_RELAXED);
+}
+
 static NOINLINE void lk_record(void *p, size_t n, int fn, void *ra)
 {
   uint32_t site;
   if (UNLIKELY(lk_on == LK_ON_GATE)) lk_gate_wait(0);
+  __atomic_fetch_add(&lk_allocs, 1, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&lk_allocated, n, __ATOMIC_RELAXED);
   lk_busy++;
   site = lk_site_capture(fn, (uintptr_t)ra);
   lk_table_set(p, n, site);

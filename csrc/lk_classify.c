@@ -49,6 +49,7 @@ static void lk_hit(lk_scanner *s, uintptr_t w, uintptr_t at)
   } else {
     if (b->state != LK_UNREACHED || (uint32_t)i == s->leader) return;
     b->state = LK_INDIRECT;
+    if (s->owner) s->owner[i] = s->leader;
   }
   if (s->why) {
     s->why[i].at = at;
@@ -204,6 +205,23 @@ void lk_classify_root(lk_scanner *s, uintptr_t lo, uintptr_t hi)
   lk_drain(s);
 }
 
+/* An indirect block's owner is the lost block whose flood fill reached it; a later one's fill may
+** have made that one indirect in turn (it held it): follow each chain to the definite block at its
+** end, shortening the chains on the way. */
+static void lk_resolve_owners(lk_scanner *s)
+{
+  size_t i;
+  for (i = 0; i < s->n; i++) {
+    uint32_t end, j, next;
+    if (s->b[i].state != LK_INDIRECT) continue;
+    for (end = s->owner[i]; s->b[end].state == LK_INDIRECT; end = s->owner[end]) ;
+    for (j = (uint32_t)i; s->b[j].state == LK_INDIRECT; j = next) {
+      next = s->owner[j];
+      s->owner[j] = end;
+    }
+  }
+}
+
 /* Lost blocks: the first of each group stays definite, what it holds becomes indirect. */
 void lk_classify_finish(lk_scanner *s)
 {
@@ -218,6 +236,7 @@ void lk_classify_finish(lk_scanner *s)
   }
   for (i = 0; i < s->n; i++)
     if (s->b[i].state == LK_UNREACHED) s->b[i].state = LK_DEFINITE;
+  if (s->owner) lk_resolve_owners(s);
   /* A thread that ran on may have freed blocks meanwhile: those are not leaks. */
   if (s->safe) {
     for (i = 0; i < s->n; i++)

@@ -28,6 +28,8 @@ typedef struct lk_scanner {
   long cur_block;          /* the block being scanned, or -1 when a root is */
   int root;                /* the caller's index of the root being scanned (for why) */
   lk_why *why;             /* per block, when explaining */
+  uint32_t *owner;         /* per block, or NULL (the caller sets it after lk_classify_begin): for an
+                              indirect block, the definite block whose loss makes it lost */
 } lk_scanner;
 
 
@@ -38,6 +40,7 @@ void lk_classify_begin(lk_scanner *s, lk_block *b, size_t n, uint32_t *work, int
                        lk_why *why);
 void lk_classify_held(lk_scanner *s, size_t i);          /* block I is a root (ld.so's own) */
 void lk_classify_root(lk_scanner *s, uintptr_t lo, uintptr_t hi);  /* words of [lo, hi) are roots */
-void lk_classify_finish(lk_scanner *s);  /* lost blocks: definite and indirect; freed ones gone */
+void lk_classify_finish(lk_scanner *s);  /* lost blocks: definite and indirect (and their owners);
+                                            freed ones gone */
 
 #endif

@@ -34,16 +34,22 @@ static lk_sym *sym_checkopen(lua_State *L)
   return u->sym;
 }
 
+/* Argument ARG: an offset, a file vaddr (a non-negative integer). */
+static uint64_t sym_checkoffset(lua_State *L, int arg)
+{
+  lua_Number n = luaL_checknumber(L, arg);
+  if (!(n >= 0 && n < 18446744073709551616.0 && (lua_Number)(uint64_t)n == n))
+    luaL_argerror(L, arg, "offset must be a non-negative integer");
+  return (uint64_t)n;
+}
+
 /* symbolizer:lookup(offset) -> function, file, line, offset_in_function, column
 ** Any of them nil where unknown. OFFSET is a file vaddr (already minus 1). */
 static int sym_lookup(lua_State *L)
 {
   lk_sym *s = sym_checkopen(L);
-  lua_Number n = luaL_checknumber(L, 2);
   lk_sym_info info;
-  if (!(n >= 0 && n < 18446744073709551616.0 && (lua_Number)(uint64_t)n == n))
-    luaL_argerror(L, 2, "offset must be a non-negative integer");
-  lk_sym_lookup(s, (uint64_t)n, &info);
+  lk_sym_lookup(s, sym_checkoffset(L, 2), &info);
   if (info.func != NULL) lua_pushstring(L, info.func); else lua_pushnil(L);
   if (info.file != NULL) lua_pushstring(L, info.file); else lua_pushnil(L);
   if (info.line > 0) lua_pushinteger(L, info.line); else lua_pushnil(L);
@@ -51,6 +57,39 @@ static int sym_lookup(lua_State *L)
   else lua_pushnil(L);
   if (info.column > 0) lua_pushinteger(L, info.column); else lua_pushnil(L);
   return 5;
+}
+
+/* symbolizer:inlines(offset) -> nil | { {function}, {function, file, line}, ... }
+** The inlined calls at OFFSET (lk_sym_inlines): the innermost inlined function first (its file
+** and line are lookup's), then each function that inlined the one before, with where it calls
+** it, down to the out-of-line function. nil when OFFSET is in no inlined code. */
+static int sym_inlines(lua_State *L)
+{
+  lk_sym *s = sym_checkopen(L);
+  lk_sym_frame frames[64];
+  int count = lk_sym_inlines(s, sym_checkoffset(L, 2), frames, 64), i;
+  if (count == 0) {
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_createtable(L, count, 0);
+  for (i = 0; i < count; i++) {
+    lua_createtable(L, 0, 3);
+    if (frames[i].func != NULL) {
+      lua_pushstring(L, frames[i].func);
+      lua_setfield(L, -2, "function");
+    }
+    if (frames[i].file != NULL) {
+      lua_pushstring(L, frames[i].file);
+      lua_setfield(L, -2, "file");
+    }
+    if (frames[i].line > 0) {
+      lua_pushinteger(L, frames[i].line);
+      lua_setfield(L, -2, "line");
+    }
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 1;
 }
 
 /* symbolizer:path() -> the path it was opened for */
@@ -81,6 +120,7 @@ static int sym_tostring(lua_State *L)
 
 static const luaL_Reg sym_methods[] = {
   { "lookup", sym_lookup },
+  { "inlines", sym_inlines },
   { "path", sym_path },
   { "close", sym_close },
   { NULL, NULL }

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -230,10 +231,22 @@ static int proc_pending(lua_State *L)
   return 0;
 }
 
+/* core.winsize(fd) -> rows, columns | nil: the size of the terminal FD is (for the status line). */
+static int proc_winsize(lua_State *L)
+{
+  struct winsize ws;
+  int fd = (int)luaL_checkinteger(L, 1);
+  if (ioctl(fd, TIOCGWINSZ, &ws) != 0 || ws.ws_row == 0 || ws.ws_col == 0) return 0;
+  lua_pushinteger(L, ws.ws_row);
+  lua_pushinteger(L, ws.ws_col);
+  return 2;
+}
+
 static const luaL_Reg proc_funcs[] = {
   { "spawn", proc_spawn },
   { "wait", proc_wait },
   { "pending_signal", proc_pending },
+  { "winsize", proc_winsize },
   { NULL, NULL }
 };
 

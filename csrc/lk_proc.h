@@ -5,7 +5,7 @@
 
 #include <lua.h>
 
-/* Adds spawn, wait and pending_signal to the table on top of L's stack. */
+/* Adds spawn, wait, pending_signal and winsize to the table on top of L's stack. */
 void lk_proc_register(lua_State *L);
 
 #endif

@@ -1,6 +1,7 @@
 /* ljleak tracker: the raw report (doc/raw-format.md), written at exit with write() only, atomically
 ** (temporary file, then rename), and into tracker memory for the mid-run checks of the Lua API. */
 #include "lk_report.h"
+#include "lk_alloc.h"
 #include "lk_ctx.h"
 #include "lk_luavm.h"
 #include "lk_maps.h"
@@ -93,12 +94,22 @@ static void lk_putx(lk_out *o, uint64_t v)
   lk_puts(o, t + i);
 }
 
-/* -- Aggregation: (site, kind) -> blocks, bytes --------------------------- */
+/* -- Aggregation: (site, kind, owner) -> blocks, bytes --------------------- */
 
 typedef struct lk_agg {
   uint32_t site, kind;
+  uint32_t owner;      /* indirect blocks: 1 + the site of the definite block that holds them; or 0 */
   uint64_t blocks, bytes;
 } lk_agg;
+
+/* 1 + the site of the definite block that holds indirect block I of R, or 0. */
+static uint32_t lk_owner_site(const lk_result *r, size_t i)
+{
+  const lk_block *o;
+  if (!r->owner || r->blocks[i].state != LK_INDIRECT) return 0;
+  o = &r->blocks[r->owner[i]];
+  return o->state == LK_DEFINITE && o->site != LK_SITE_INTERNAL ? o->site + 1 : 0;
+}
 
 /* Is block B part of the report that FILTER asks for? Its kind there (LK_LIVE for a snapshot). */
 static int lk_wanted(const lk_block *b, const lk_report_filter *f, uint32_t *kind)
@@ -130,13 +141,15 @@ static size_t lk_aggregate(const lk_result *r, const lk_report_filter *f, lk_agg
   if (!t) return 0;
   for (i = 0; i < r->n; i++) {
     const lk_block *b = &r->blocks[i];
-    uint32_t kind, h;
+    uint32_t kind, h, owner;
     size_t k;
     if (!lk_wanted(b, f, &kind)) continue;
-    h = (b->site * 2654435761u) ^ kind;
+    owner = lk_owner_site(r, i);
+    h = (b->site * 2654435761u) ^ kind ^ (owner * 40503u);
     k = h & (n - 1);
-    while (t[k].blocks && (t[k].site != b->site || t[k].kind != kind)) k = (k + 1) & (n - 1);
-    if (!t[k].blocks) { t[k].site = b->site; t[k].kind = kind; used++; }
+    while (t[k].blocks && (t[k].site != b->site || t[k].kind != kind || t[k].owner != owner))
+      k = (k + 1) & (n - 1);
+    if (!t[k].blocks) { t[k].site = b->site; t[k].kind = kind; t[k].owner = owner; used++; }
     t[k].blocks++;
     t[k].bytes += b->size;
   }
@@ -233,13 +246,50 @@ static void lk_write_site(lk_out *o, uint32_t id, uint32_t serial)
   if (s && s->ctx && !lk_ctx_stamp(s->ctx, serial)) lk_write_ctx(o, s->ctx);
 }
 
+/* Site ID's line, once per report (site 0, which is never stamped: *SITE0 says if it was written). */
+static void lk_site_once(lk_out *o, uint32_t id, uint32_t serial, int *site0)
+{
+  if (id == 0) {
+    if (!*site0) lk_write_site(o, 0, serial);
+    *site0 = 1;
+  } else if (!lk_site_stamp(id, serial)) {
+    lk_write_site(o, id, serial);
+  }
+}
+
+/* cmd ARG...: the process's command line (/proc/self/cmdline, as the program may have rewritten
+** it: nginx's "nginx: worker process"), each argument escaped, "-" when empty; the first
+** LK_CMDLINE_MAX bytes. */
+#define LK_CMDLINE_MAX 4096
+
+static void lk_write_cmdline(lk_out *o)
+{
+  char buf[LK_CMDLINE_MAX + 1];
+  size_t len = 0, i, start = 0;
+  ssize_t n;
+  int fd = (int)syscall(SYS_open, "/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  while (len < LK_CMDLINE_MAX && (n = read(fd, buf + len, LK_CMDLINE_MAX - len)) > 0) len += (size_t)n;
+  syscall(SYS_close, fd);
+  if (len == 0) return;
+  if (buf[len - 1] != 0) buf[len++] = 0;  /* cut: the last argument ends there */
+  lk_puts(o, "cmd");
+  for (i = 0; i < len; i++) {
+    if (buf[i]) continue;
+    lk_puts(o, " ");
+    lk_put_field(o, buf + start);
+    start = i + 1;
+  }
+  lk_puts(o, "\n");
+}
+
 static void lk_write_raw(lk_out *o, const lk_result *r, lk_agg *t, size_t cap)
 {
   uint32_t serial = ++lk_serial;
   char exe[512];
   ssize_t n;
   size_t i;
-  uint64_t bytes = 0;
+  uint64_t blocks = 0, bytes = 0, allocs = 0, allocated = 0;
   int m, site0 = 0;
   pid_t tids[64];
   int nt;
@@ -251,7 +301,9 @@ static void lk_write_raw(lk_out *o, const lk_result *r, lk_agg *t, size_t cap)
   exe[n > 0 ? n : 0] = 0;
   lk_puts(o, "\nexe ");
   lk_puts(o, exe);
-  lk_puts(o, "\nlua_state ");
+  lk_puts(o, "\n");
+  lk_write_cmdline(o);
+  lk_puts(o, "lua_state ");
   lk_puts(o, lk_lua_state == 1 ? "open" : lk_lua_state == 2 ? "closed" : "none");
   lk_puts(o, "\n");
   if (lk_lua_problem()) {
@@ -277,12 +329,8 @@ static void lk_write_raw(lk_out *o, const lk_result *r, lk_agg *t, size_t cap)
   }
   for (i = 0; i < cap; i++) {  /* each site once, even when it has several kinds */
     if (!t[i].blocks) continue;
-    if (t[i].site == 0) {
-      if (!site0) lk_write_site(o, 0, serial);
-      site0 = 1;
-    } else if (!lk_site_stamp(t[i].site, serial)) {
-      lk_write_site(o, t[i].site, serial);
-    }
+    lk_site_once(o, t[i].site, serial, &site0);
+    if (t[i].owner) lk_site_once(o, t[i].owner - 1, serial, &site0);
   }
   for (i = 0; i < cap; i++) {
     if (!t[i].blocks) continue;
@@ -294,14 +342,26 @@ static void lk_write_raw(lk_out *o, const lk_result *r, lk_agg *t, size_t cap)
     lk_putu(o, t[i].blocks);
     lk_puts(o, " ");
     lk_putu(o, t[i].bytes);
+    if (t[i].owner) {
+      lk_puts(o, " owner=");
+      lk_putu(o, t[i].owner - 1);
+    }
     lk_puts(o, "\n");
   }
   for (i = 0; i < r->n; i++)
-    if (r->blocks[i].site != LK_SITE_INTERNAL) bytes += r->blocks[i].size;
+    if (r->blocks[i].site != LK_SITE_INTERNAL) {
+      blocks++;
+      bytes += r->blocks[i].size;
+    }
+  lk_alloc_totals(&allocs, &allocated);
   lk_puts(o, "stats live_blocks=");
-  lk_putu(o, r->n);
+  lk_putu(o, blocks);
   lk_puts(o, " live_bytes=");
   lk_putu(o, bytes);
+  lk_puts(o, " allocs=");
+  lk_putu(o, allocs);
+  lk_puts(o, " allocated=");
+  lk_putu(o, allocated);
   lk_puts(o, " roots_bytes=");
   lk_putu(o, r->roots_bytes);
   if (lk_nomem) { lk_puts(o, " unrecorded=");  lk_putu(o, lk_nomem); }

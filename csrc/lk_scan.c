@@ -175,15 +175,17 @@ void lk_scan(lk_result *r, const lk_scan_from *from)
   r->cap = n;
   if (want && !blocks) { r->nomem = want; return; }
   if (!n) return;
-  work = lk_sysmap((2 * n + 1) * sizeof(uint32_t));
+  work = lk_sysmap((3 * n + 1) * sizeof(uint32_t));  /* the worklist, then the owners */
   r->work = work;
   if (!work) { r->nomem = n; return; }
+  r->owner = work + 2 * n + 1;
   if (lk_nexplain) {
     why = lk_sysmap(n * sizeof(lk_why));
     for (i = 0; why && i < n; i++) why[i].block = why[i].root = -1;
   }
   lk_classify_begin(&s, blocks, n, work, lk_threads_unstopped() > 0 && lk_safe_copy_available(),
                     (lk_usable_f)lk_real_malloc_usable_size(), why);
+  s.owner = r->owner;
 
   /* Blocks the dynamic linker made (DTV, dlopen bookkeeping) are its roots, as LSan says. */
   lk_root_note("allocated by the dynamic linker", NULL, -1, 0, 0);
@@ -217,9 +219,10 @@ void lk_scan(lk_result *r, const lk_scan_from *from)
 void lk_result_free(lk_result *r)
 {
   if (r->blocks) lk_sysunmap(r->blocks, r->cap * sizeof(lk_block));
-  if (r->work) lk_sysunmap(r->work, (2 * r->cap + 1) * sizeof(uint32_t));
+  if (r->work) lk_sysunmap(r->work, (3 * r->cap + 1) * sizeof(uint32_t));
   r->blocks = NULL;
   r->work = NULL;
+  r->owner = NULL;
 }
 
 /* -- Explaining ------------------------------------------------------------- */

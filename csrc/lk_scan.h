@@ -10,6 +10,7 @@ typedef struct lk_result {
   size_t n, cap;
   size_t roots_bytes;
   uint32_t *work;
+  uint32_t *owner;       /* per block (in work's memory): an indirect block's definite owner */
   size_t nomem;          /* live blocks that could not be classified for want of memory */
   int unsafe;            /* a thread ran on and its memory was read directly */
 } lk_result;

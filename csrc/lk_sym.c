@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <dwarf.h>
 #include <elfutils/libdwfl.h>
 
 #include "lk_sym.h"
@@ -199,4 +200,75 @@ int lk_sym_lookup(lk_sym *s, uint64_t off, lk_sym_info *info)
     }
   }
   return 0;
+}
+
+/* -- Inlined calls -------------------------------------------------------- */
+
+/* The compile unit covering OFF, and its bias: through .debug_aranges, else unit by unit. */
+static Dwarf_Die *lk_cu_of(lk_sym *s, Dwarf_Addr off, Dwarf_Addr *bias)
+{
+  Dwarf_Die *cu = dwfl_module_addrdie(s->mod, off, bias);
+  if (cu != NULL) return cu;
+  while ((cu = dwfl_module_nextcu(s->mod, cu, bias)) != NULL)
+    if (off >= *bias && dwarf_haspc(cu, off - *bias) == 1) return cu;
+  return NULL;
+}
+
+/* A function's name as symbols have it: its linkage name (C++), else its name (through
+** DW_AT_abstract_origin and DW_AT_specification). */
+static const char *lk_die_name(Dwarf_Die *die)
+{
+  Dwarf_Attribute attr;
+  const char *name = dwarf_formstring(dwarf_attr_integrate(die, DW_AT_linkage_name, &attr));
+  if (name == NULL) name = dwarf_formstring(dwarf_attr_integrate(die, DW_AT_MIPS_linkage_name, &attr));
+  if (name == NULL) name = dwarf_diename(die);
+  return name;
+}
+
+static int lk_is_function(Dwarf_Die *die)
+{
+  int tag = dwarf_tag(die);
+  return tag == DW_TAG_inlined_subroutine || tag == DW_TAG_subprogram;
+}
+
+int lk_sym_inlines(lk_sym *s, uint64_t off, lk_sym_frame *out, int max)
+{
+  Dwarf_Addr bias = 0, dbias = 0;
+  Dwarf_Die *cu = lk_cu_of(s, (Dwarf_Addr)off, &bias), *scopes = NULL, inner;
+  Dwarf_Files *files = NULL;
+  Dwarf *dw;
+  int n, i, count = 0;
+  if (cu == NULL || max <= 0) return 0;
+  /* The innermost scope at OFF; then its enclosing scopes as the DIE tree nests them (an
+  ** inlined instance inside the function that inlined it), as elfutils' addr2line -i does. */
+  n = dwarf_getscopes(cu, (Dwarf_Addr)off - bias, &scopes);
+  if (n <= 0) { free(scopes); return 0; }
+  dw = dwfl_module_getdwarf(s->mod, &dbias);
+  if (dw == NULL || dwarf_offdie(dw, dwarf_dieoffset(&scopes[0]), &inner) == NULL) { free(scopes); return 0; }
+  free(scopes);
+  scopes = NULL;
+  n = dwarf_getscopes_die(&inner, &scopes);
+  if (n <= 0) { free(scopes); return 0; }
+  for (i = 0; i < n && !lk_is_function(&scopes[i]); i++) ;  /* lexical blocks */
+  if (i == n || dwarf_tag(&scopes[i]) != DW_TAG_inlined_subroutine) { free(scopes); return 0; }
+  if (dwarf_getsrcfiles(cu, &files, NULL) != 0) files = NULL;
+  out[count++] = (lk_sym_frame){ lk_die_name(&scopes[i]), NULL, 0 };
+  while (count < max && dwarf_tag(&scopes[i]) == DW_TAG_inlined_subroutine) {
+    Dwarf_Attribute attr;
+    Dwarf_Word file = 0, line = 0;
+    int j;
+    for (j = i + 1; j < n && !lk_is_function(&scopes[j]); j++) ;
+    if (j == n) break;
+    out[count].func = lk_die_name(&scopes[j]);
+    out[count].file = NULL;
+    out[count].line = 0;
+    if (files != NULL && dwarf_formudata(dwarf_attr(&scopes[i], DW_AT_call_file, &attr), &file) == 0)
+      out[count].file = dwarf_filesrc(files, file, NULL, NULL);
+    if (dwarf_formudata(dwarf_attr(&scopes[i], DW_AT_call_line, &attr), &line) == 0)
+      out[count].line = (int)line;
+    count++;
+    i = j;
+  }
+  free(scopes);
+  return count;
 }

@@ -26,6 +26,20 @@ lk_sym *lk_sym_open(const char *path, const char **err);
 ** return address into the call instruction). Fills *info; returns 0. */
 int lk_sym_lookup(lk_sym *s, uint64_t off, lk_sym_info *info);
 
+/* One frame of a chain of inlined calls (lk_sym_inlines). */
+typedef struct lk_sym_frame {
+  const char *func;	/* the function's linkage name if it has one, else its name; or NULL */
+  const char *file;	/* where it calls the next inner one (DW_AT_call_file), or NULL */
+  int line;		/* and the line of that call, 0 if unknown */
+} lk_sym_frame;
+
+/* The inlined calls at OFF (as for lk_sym_lookup), as Valgrind shows them: OUT[0] the innermost
+** inlined function (its file and line are OFF's own, from the line table: left NULL and 0 here),
+** then each function that inlined the one before it, with the file and line of that call, down
+** to the real (out-of-line) function last. Returns how many frames were written (at most MAX),
+** 0 when OFF is in no inlined code. */
+int lk_sym_inlines(lk_sym *s, uint64_t off, lk_sym_frame *out, int max);
+
 /* The path this symbolizer was opened for. */
 const char *lk_sym_path(const lk_sym *s);
 

@@ -53,6 +53,7 @@ ljleak-raw 1
 pid 4242
 ppid 4241
 exe /usr/bin/luajit
+cmd luajit -e print("a%20b") - %2d
 lua_state closed
 module 0 0x55d0c0a00000 /usr/bin/luajit
 module 1 0x7f1c2d400000 /usr/lib/x86_64-linux-gnu/libc.so.6
@@ -61,6 +62,7 @@ site 9 calloc 1 0:0x10
 future-line-type whatever 1 2 3
 leak definite 7 3 300
 leak reachable 9 1 48
+leak indirect 9 2 64 owner=7
 stats allocs=1234 frees=1200 live_blocks=34
 end
 ]]
@@ -72,12 +74,14 @@ describe("raw report parser", function()
       assert.equal(4242, proc.pid)
       assert.equal(4241, proc.ppid)
       assert.equal("/usr/bin/luajit", proc.exe)
+      assert.same({"luajit", "-e", 'print("a b")', "", "-"}, proc.command)
       assert.equal("closed", proc.lua_state)
       assert.same({index = 1, bias = 0x7f1c2d400000, path = "/usr/lib/x86_64-linux-gnu/libc.so.6"}, proc.modules[1])
       assert.same({id = 7, fn = "malloc", frames = {
          {module = 1, offset = 0x8a2f1}, {module = 0, offset = 1234}, {address = 0x7f1c2e0010a0}}}, proc.sites[7])
       assert.same({{kind = "definite", site = 7, blocks = 3, bytes = 300},
-                    {kind = "reachable", site = 9, blocks = 1, bytes = 48}}, proc.leaks)
+                    {kind = "reachable", site = 9, blocks = 1, bytes = 48},
+                    {kind = "indirect", site = 9, blocks = 2, bytes = 64, owner = 7}}, proc.leaks)
       assert.same({allocs = 1234, frees = 1200, live_blocks = 34}, proc.stats)
    end)
 
@@ -85,7 +89,7 @@ describe("raw report parser", function()
       local text = GOOD:gsub("end\n$", ""):gsub("stats.*$", "leak possible 9 2 9")   -- no newline: cut mid-write
       local proc = assert(raw.parse(text, "proc.4242.raw"))
       assert.is_true(proc.truncated)
-      assert.equal(2, #proc.leaks)
+      assert.equal(3, #proc.leaks)
    end)
 
    it("drops a truncated report's leaks of sites that were cut off", function()
@@ -102,6 +106,7 @@ describe("raw report parser", function()
        "2 frames announced, 1 given"},
       {"bad frame", "ljleak-raw 1\npid 1\nsite 1 malloc 1 0-0x1\nend\n", 3, "bad frame '0%-0x1'"},
       {"unknown kind", "ljleak-raw 1\npid 1\nleak lost 1 1 1\nend\n", 3, "unknown leak kind 'lost'"},
+      {"bad owner", "ljleak-raw 1\npid 1\nleak indirect 1 1 1 owner=x\nend\n", 3, "bad number in leak line"},
       {"undefined site", "ljleak-raw 1\npid 1\nleak definite 8 1 1\nend\n", 3, "site 8, which is not defined"},
       {"undefined module", "ljleak-raw 1\npid 1\nsite 1 malloc 1 3:0x1\nend\n", 3, "module 3, which is not defined"},
       {"bad stats", "ljleak-raw 1\npid 1\nstats allocs=many\nend\n", 3, "bad stats item 'allocs=many'"},
@@ -167,7 +172,11 @@ describe("JSON report", function()
       assert.same({"luajit", "app.lua"}, data.command)
       assert.same({blocks = 3, bytes = 300}, data.summary.definite)
       assert.same({blocks = 1, bytes = 48}, data.summary.reachable)
-      assert.same({blocks = 0, bytes = 0}, data.summary.indirect)
+      assert.same({blocks = 2, bytes = 64}, data.summary.indirect)
+      -- numbered in order: the definite record, the indirect one it holds, then the reachable one
+      local order = {}
+      for _, r in ipairs(data.leaks) do order[#order + 1] = {r.id, r.kind, r.owner} end
+      assert.same({{1, "definite"}, {2, "indirect", 1}, {3, "reachable"}}, order)
       local leak = data.leaks[1]
       assert.equal("definite", leak.kind)
       assert.equal(4242, leak.pid)
@@ -195,11 +204,18 @@ describe("JSON report", function()
       local proc = assert(raw.parse(GOOD, "proc.4242.raw"))
       local rep = model.build({proc}, {symbolizer = sym})
       local plain = format.format(rep, "text")
-      assert.matches("definite: 300 bytes in 3 blocks, pid 4242", plain, 1, true)
+      assert.matches("\ndefinite: 300 bytes in 3 blocks (+64 bytes in 2 blocks indirect, below), pid 4242 "
+                     .. "(loss record 1 of 2)\n", "\n" .. plain, 1, true)
+      assert.matches("\nindirect: 64 bytes in 2 blocks, held by loss record 1, pid 4242 (loss record 2 of 2)\n",
+                     plain, 1, true)
       assert.not_matches("reachable: 48 bytes in 1 block, pid", plain, 1, true)
       assert.matches("reachable: 48 bytes in 1 block\n", plain, 1, true)
       local full = format.format(rep, "text", {show_reachable = true})
-      assert.matches("reachable: 48 bytes in 1 block, pid 4242", full, 1, true)
+      assert.matches("\nreachable: 48 bytes in 1 block, pid 4242 (loss record 3 of 3)\n", full, 1, true)
+      -- a --fail-on kind is always listed: what fails the run is shown
+      local failing = format.format(rep, "text", {fail_on = {reachable = true}})
+      assert.matches("\nreachable: 48 bytes in 1 block, pid 4242 (loss record 3 of 3)\n", failing, 1, true)
+      assert.not_matches("rerun with --show-reachable", failing, 1, true)
    end)
 end)
 
@@ -312,7 +328,8 @@ describe("ljleak run command line", function()
       assert(format.write(model.build({proc}, {symbolizer = symbolize.new({core = false})}), path, "json"))
       local code, out = ljleak({"report", path})
       assert.equal(42, code)
-      assert.matches("definite: 300 bytes in 3 blocks, pid 4242", out, 1, true)
+      assert.matches("definite: 300 bytes in 3 blocks (+64 bytes in 2 blocks indirect, below), pid 4242", out, 1, true)
+      assert.matches("indirect: 64 bytes in 2 blocks, held by loss record 1, pid 4242", out, 1, true)
       assert.matches("LEAK SUMMARY:", out, 1, true)
    end)
 end)

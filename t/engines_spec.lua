@@ -9,7 +9,8 @@
 --   total KIND BLOCKS BYTES  the summary of that kind
 --   one KIND [FN] [KEY=VALUE...]  exactly one record of that kind (naming FN, a pattern), and of it:
 --                            bytes=N, alloc=FN (its first frame), file=PATTERN line=N object=PATTERN
---                            at=N (FN's frame: its file, line, object, position), lua=N (its first
+--                            at=N (FN's frame: its file, line, object, position), inlined=1|0 (FN's
+--                            frame is a function inlined at the call, or not), lua=N (its first
 --                            Lua frame's line), calls=FN (also in its frames), in_child=1 (its
 --                            process is a child of another process of the report)
 --   some KIND [FN] [bytes=N] [alloc=FN] [KEY=VALUE...]  at least one record of that kind with those
@@ -113,13 +114,14 @@ end
 local function check_record(r, rec, fn, keys, what)
    if keys.bytes then assert.are.equal(tonumber(keys.bytes), rec.bytes, what) end
    if keys.alloc then assert.are.equal(keys.alloc, rec.frames[1]["function"], what) end
-   if keys.file or keys.line or keys.object or keys.at then
+   if keys.file or keys.line or keys.object or keys.at or keys.inlined then
       local f, i = frame_of(rec, fn)
       assert.is_truthy(f, what)
       if keys.file then assert.matches(keys.file .. "$", f.file, 1, false, what) end
       if keys.line then assert.are.equal(tonumber(keys.line), f.line, what) end
       if keys.object then assert.matches(keys.object .. "$", f.object, 1, false, what) end
       if keys.at then assert.are.equal(tonumber(keys.at), i, what) end
+      if keys.inlined then assert.are.equal(keys.inlined == "1", f.inlined == true, what) end
    end
    if keys.lua then assert.are.equal(tonumber(keys.lua), (rec.lua[1] or {}).line, what) end
    if keys.calls then assert.is_truthy(frame_of(rec, keys.calls), what) end

@@ -99,6 +99,20 @@ describe("ljleak soak --lua", function()
          {target = r.soak.target, iterations = r.soak.iterations, warmup = r.soak.warmup})
       assert.are.equal(200, #r.soak.processes[1].memory.live)
       assert.are.equal(0, r.summary.definite.blocks)
+      assert.are.same({exit_code = 42, why = "1 site growing with each iteration (soak) (--error-exitcode)",
+                       fail_on = {"definite", "growth"}}, r.verdict)
+   end)
+
+   it("is judged again by `ljleak report` as the run judged it", function()
+      local dir = h.tmpdir()
+      h.run({h.BIN, "soak", "--lua=t.growth.app.handle", "--iterations=40", "--json=" .. dir .. "/r.json"})
+      local code, out = h.run({h.BIN, "report", dir .. "/r.json"})
+      local code2 = h.run({h.BIN, "report", "--fail-on=definite", dir .. "/r.json"})
+      h.rmtree(dir)
+      assert.are.equal(42, code)
+      assert.matches("GROWTH: 1 site growing over 40 iterations of t.growth.app.handle (4 left out as warmup)",
+         out, 1, true)
+      assert.are.equal(0, code2)
    end)
 
    it("passes a function that frees what it allocates; growth can be left out of --fail-on", function()

@@ -163,8 +163,9 @@ describe("JUnit XML", function()
       local render = list[1]   -- the biggest first
       assert.are.same({"ljleak.definite", "t/ci/sites.lua", 16, "definite", "definite leak: 600 bytes in 3 blocks"},
                       {render.classname, render.file, render.line, render.failure.type, render.failure.message})
-      assert.matches("definite: 600 bytes in 3 blocks, pid %d+\n    in Lua t/ci/sites%.lua:16 %(render%)\n"
-         .. "    in Lua t/ci/sites%.lua:%d+ %(main chunk%)\n    at malloc", render.failure.text)
+      assert.matches("definite: 600 bytes in 3 blocks, pid %d+\n    at malloc %[[^\n]*\n"
+         .. "    in Lua t/ci/sites%.lua:16 %(render%)\n    in Lua t/ci/sites%.lua:%d+ %(main chunk%)\n"
+         .. "    %(%d+ frames folded", render.failure.text)
       local cache = list[2]
       assert.are.same({"malloc < leak_malloc < t/ci/sites.lua:cache < t/ci/sites.lua:main chunk", "t/ci/sites.lua", 18},
                       {cache.name, cache.file, cache.line})

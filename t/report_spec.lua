@@ -48,7 +48,10 @@ describe("a run with 10000 distinct leak stacks", function()
          sizes[rec.bytes] = (sizes[rec.bytes] or 0) + 1
       end
       assert.are.equal(78, sizes[1024])   -- i = 127 + 128k < 10000
-      assert.are.equal(50, count_lines(err, "^definite: 1024 bytes in 1 block, pid %d+$"))
+      assert.are.equal(50, count_lines(err, "^definite: 1024 bytes in 1 block, pid %d+ %(loss record %d+ of 10000%)$"))
+      for i = 1, 50 do   -- numbered in order, the biggest first
+         assert.matches(("\ndefinite: 1024 bytes in 1 block, pid %%d+ %%(loss record %d of 10000%%)\n"):format(i), err)
+      end
       assert.are.equal(50, count_lines(err, "^definite: "))
       assert.matches(("\n... and %d more definite records (%d bytes in %d blocks); see --json\n"):format(
          N - 50, total - 50 * 1024, N - 50), err, 1, true)
@@ -56,7 +59,7 @@ describe("a run with 10000 distinct leak stacks", function()
       -- `ljleak report` says the same, pointing at the file, and judges it the same.
       local rcode, out = ljleak({"report", json})
       assert.are.equal(42, rcode)
-      assert.are.equal(50, count_lines(out, "^definite: 1024 bytes in 1 block, pid %d+$"))
+      assert.are.equal(50, count_lines(out, "^definite: 1024 bytes in 1 block, pid %d+ %(loss record %d+ of 10000%)$"))
       assert.matches(("... and %d more definite records (%d bytes in %d blocks); see %s\n"):format(
          N - 50, total - 50 * 1024, N - 50, json), out, 1, true)
    end)

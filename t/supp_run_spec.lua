@@ -193,3 +193,44 @@ describe("a C++ function", function()
       end)
    end
 end)
+
+describe("a function inlined at the call", function()
+   local dir = h.tmpdir()
+   local by_hand = dir .. "/hand.supp"
+   h.write_file(by_hand, "{\n   by-inlined-function\n   Memcheck:Leak\n   fun:malloc\n   fun:inline_make\n"
+      .. "   fun:inline_middle\n   fun:leak_inlined\n}\n")
+   local tracker_gen = dir .. "/tracker.supp"
+   teardown(function() h.rmtree(dir) end)
+
+   for _, engine in ipairs({"tracker", "valgrind"}) do
+      it("is a frame of its own in generated entries and in matching, under the " .. engine, function()
+         if engine == "valgrind" and not have_valgrind then return pending("needs valgrind") end
+         local engine_opt = "--engine=" .. engine
+         local gen = engine == "tracker" and tracker_gen or dir .. "/valgrind.supp"
+         local r, code, err = h.fixture("inlined", {engine_opt, "--gen-suppressions=" .. gen})
+         assert.are.equal(42, code, err)
+         only_definite(r, 1, 40)
+         assert.matches("\n   fun:malloc\n   fun:inline_make\n   fun:inline_middle\n   fun:leak_inlined\n",
+                        h.read_file(gen), 1, true)
+         for _, file in ipairs({by_hand, gen}) do
+            r, code, err = h.fixture("inlined", {engine_opt, "--suppressions=" .. file})
+            assert.are.equal(0, code, err)
+            only_definite(r, 0, 0)
+            assert.are.equal(file == by_hand and "by-inlined-function" or "definite-leak-in-inline_make",
+                             h.record_of_size(r, "definite", 40).suppressed_by)
+         end
+      end)
+   end
+
+   it("is matched the same way by raw Valgrind, with the entry the tracker generated", function()
+      if not have_valgrind then return pending("needs valgrind") end
+      local xml = dir .. "/raw.xml"
+      local code, _, err = h.run({"valgrind", "--tool=memcheck", "--leak-check=full", "--keep-debuginfo=yes",
+                                  "--num-callers=24", "--suppressions=" .. tracker_gen, "--xml=yes",
+                                  "--xml-file=" .. xml, "luajit", "t/leak/inlined.lua"})
+      assert.are.equal(0, code, err)
+      local proc = assert(vgxml.parse(h.read_file(xml), xml))
+      assert.are.same({}, proc.leaks)
+      assert.are.same({{name = "definite-leak-in-inline_make", count = 1}}, proc.suppcounts)
+   end)
+end)

@@ -1,13 +1,15 @@
 -- The symbolizer (ljleak.core's, through libdw) names a frame's function, file and line in an
 -- object whichever compiler built it: with no .debug_aranges (clang writes none by itself),
--- libdw cannot find the compile unit of an address, and the symbolizer searches the units.
+-- libdw cannot find the compile unit of an address, and the symbolizer searches the units. The
+-- same holds for the chain of inlined calls at an address.
 local h = require "t.helper"
 
-local function build(cc, flags, dir)
-   local out = ("%s/libleaky-%s.so"):format(dir, cc)
+local function build(cc, flags, dir, lib)
+   lib = lib or "libleaky"
+   local out = ("%s/%s-%s.so"):format(dir, lib, cc)
    local argv = {cc, "-O0", "-g", "-fPIC", "-shared", "-o", out}
    for _, f in ipairs(flags) do argv[#argv + 1] = f end
-   argv[#argv + 1] = h.ROOT .. "/t/leak/libleaky.c"
+   argv[#argv + 1] = h.ROOT .. "/t/leak/" .. lib .. ".c"
    local code, _, err = h.run(argv, {env = h.UNTRACED})
    assert.are.equal(0, code, err)
    return out
@@ -53,4 +55,29 @@ describe("the symbolizer", function()
       assert.is_true(has_aranges(clang))
       assert.are.equal("libleaky.c", lookup(clang)[17])
    end)
+
+   -- leak_inlined's call to malloc (libinline.c:11) is in inline_make, inlined into inline_middle
+   -- (at line 16), inlined into leak_inlined (at line 22).
+   for _, cc in ipairs({"gcc", "clang"}) do
+      it("gives the inlined calls at an address in a library " .. cc .. " built", function()
+         local path = build(cc, {}, dir, "libinline")
+         assert.are.equal(cc == "gcc", has_aranges(path))
+         local code, out = h.run({"nm", path})
+         assert.are.equal(0, code)
+         local addr = assert(tonumber(out:match("(%x+) T leak_inlined\n"), 16))
+         local sym = assert(require("ljleak.core").symbolizer(path))
+         local found
+         for off = 0, 95 do
+            local chain = sym:inlines(addr + off)
+            if chain and chain[1]["function"] == "inline_make" and (sym:lookup(addr + off)) == "leak_inlined" then
+               found = chain
+               for _, f in ipairs(chain) do f.file = f.file and f.file:match("[^/]*$") end
+            end
+         end
+         assert.are.same({{["function"] = "inline_make"},
+                          {["function"] = "inline_middle", file = "libinline.c", line = 16},
+                          {["function"] = "leak_inlined", file = "libinline.c", line = 22}}, found)
+         assert.is_nil(sym:inlines(addr))   -- leak_inlined's first instruction: no inlined code
+      end)
+   end
 end)

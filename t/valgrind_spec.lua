@@ -193,15 +193,18 @@ end)
 describe("Valgrind command line", function()
    it("is memcheck with a full leak check of every kind, debug info kept, children traced, one XML each", function()
       local argv = valgrind.command_line({valgrind = "/usr/bin/valgrind", dir = "/run/d", extra = {"--num-callers=20"}})
-      -- ljleak's allocation functions run (Lua frames), and add two frames the reader takes out
+      -- ljleak's allocation functions run (Lua frames), and add two frames the reader takes out;
+      -- the heap summary comes from an xtree memory file per process, which -q leaves unannounced
       assert.are.same({"/usr/bin/valgrind", "--tool=memcheck", "--leak-check=full", "--show-leak-kinds=all",
                        "--keep-debuginfo=yes", "--demangle=no", "--trace-children=yes", "--error-limit=no",
-                       "--xml=yes", "--soname-synonyms=somalloc=nouserintercepts", "--num-callers=22",
+                       "--xml=yes", "--soname-synonyms=somalloc=nouserintercepts", "--xtree-memory=full",
+                       "--xtree-memory-file=/run/d/xt.%p.%q{LJLEAK_VG_ID}.kcg", "-q", "--num-callers=22",
                        "--xml-file=/run/d/vg.%p.%q{LJLEAK_VG_ID}.xml"}, argv)
-      assert.are.equal("--num-callers=14", valgrind.command_line({dir = "/d"})[11])
+      assert.are.equal("--num-callers=14", valgrind.command_line({dir = "/d"})[14])
       -- Valgrind expands % in --xml-file: a % of the folder's own is written %%
       argv = valgrind.command_line({dir = "/tmp/a%p%%b"})
       assert.are.equal("--xml-file=/tmp/a%%p%%%%b/vg.%p.%q{LJLEAK_VG_ID}.xml", argv[#argv])
+      assert.are.equal("--xtree-memory-file=/tmp/a%%p%%%%b/xt.%p.%q{LJLEAK_VG_ID}.kcg", argv[12])
    end)
 
    it("takes more options from --valgrind-opts, but not those it sets itself", function()
@@ -278,8 +281,9 @@ describe("ljleak run --engine=valgrind", function()
       -- name: libljleak_vg.so puts it back (env execs luajit with an empty environment).
       env_i = job({"--engine=valgrind", "--", "env", "-i", "luajit", "t/leak/malloc_dropped.lua"}),
       namespaces = can_unshare and job({"--engine=valgrind", "--", "sh", "t/leak/vg_pid_namespaces.sh"}) or nil,
-      -- On a terminal (script(1) gives it one): the status line while Valgrind runs.
-      terminal = {argv = {"script", "-qefc", "bin/ljleak run --engine=valgrind -- luajit -e "
+      -- On a terminal (script(1) gives it one, of 24 rows): the status line while Valgrind runs
+      -- (t/progress_spec.lua reads such a terminal back).
+      terminal = {argv = {"script", "-qefc", "stty rows 24 cols 100; bin/ljleak run --engine=valgrind -- luajit -e "
          .. "'local t = os.clock() while os.clock() - t < 1.5 do end'", "/dev/null"}},
    }
    setup(function() run_all(jobs) end)
@@ -394,8 +398,11 @@ describe("ljleak run --engine=valgrind", function()
    it("shows a live status line on a terminal, and nothing extra when stderr is not one", function()
       local out = jobs.terminal.stdout
       assert.are.equal(0, jobs.terminal.code, out)
-      assert.matches("\rljleak: valgrind 0:0%d elapsed, 1 process running, 0 records so far\27%[K", out)
-      assert.matches("\r\27%[Kljleak: leak check of 1 process", out)
+      -- drawn on the last row (the cursor saved and restored around it), then erased, the whole
+      -- screen given back, before the report
+      assert.matches("\0277\27%[24;1H\27%[2Kljleak: valgrind 0:0%d elapsed, 1 process running, 0 records so far\0278",
+                     out)
+      assert.matches("\0277\27%[r\27%[24;1H\27%[2K\0278ljleak: leak check of 1 process", out)
       for name, j in pairs(jobs) do
          if name ~= "terminal" then
             assert.is_nil(j.stderr:find("so far", 1, true), name)
@@ -443,7 +450,8 @@ describe("ljleak run, bad input", function()
                        "--show-possibly-lost=no", "--errors-for-leak-kinds=all", "--xtree-leak=yes", "--xml-fd=3",
                        "--xml-socket=127.0.0.1", "--log-fd=9", "--log-file=v.log", "--log-socket=127.0.0.1",
                        "--child-silent-after-fork=yes", "--gen-suppressions=all", "--error-exitcode=3",
-                       "--exit-on-first-error=yes", "-h", "--help", "--version", "--soname-synonyms=somalloc=*"}
+                       "--exit-on-first-error=yes", "-h", "--help", "--version", "--soname-synonyms=somalloc=*",
+                       "--xtree-memory=allocs", "--xtree-memory-file=x.kcg"}
       local names = {}
       for name in pairs(valgrind.REFUSED) do names[#names + 1] = name end
       assert.are.equal(#names, #refused)   -- each one is tried here

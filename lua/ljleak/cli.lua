@@ -51,10 +51,12 @@ local function build_parser(state)
    parser:flag("--version", "Show the version and exit.")
 
    -- The verdict's options: `run`, `busted`, and `report` re-gating a saved report.
-   local function add_gate_options(cmd, fail_on)
+   local function add_gate_options(cmd, fail_on_default)
       cmd:option("--fail-on", "Leak kinds that make the run fail: a comma-separated list of "
          .. "definite, indirect, possible, reachable, unchecked (a process that was not checked), and "
-         .. "growth (`soak`).", fail_on or "definite"):argname("KINDS")
+         .. "growth (`soak`)"
+         .. (fail_on_default and "." or "; default: the run's (its verdict's), else definite."),
+         fail_on_default):argname("KINDS")
       cmd:option("--error-exitcode", "Exit code when a leak of a --fail-on kind is found (0: keep CMD's).",
          tostring(EXIT.leaks)):argname("N")
       cmd:option("--baseline", "Fail only on leak sites not in the baseline FILE (a JSON report, or a list "
@@ -74,7 +76,7 @@ local function build_parser(state)
          .. "junit-10.xsd).")
       cmd:option("--html", "Write the report as a self-contained HTML page to FILE."):argname("FILE")
       cmd:option("--folded", "Write the leaks as folded stacks (flame graphs) to FILE."):argname("FILE")
-      add_gate_options(cmd, fail_on)
+      add_gate_options(cmd, fail_on or "definite")
       cmd:flag("--show-reachable", "List reachable blocks too (always counted in the summary).")
       cmd:flag("--keep-run-dir", "Keep the run directory with the raw per-process reports.")
       cmd:option("--suppressions", "Also suppress what the Valgrind-format suppression FILE matches "
@@ -237,14 +239,18 @@ end
 -- `ljleak report FILE.json`: its text report, its files, and its verdict (the exit code `run` gave,
 -- by this command line's --fail-on, --error-exitcode and --baseline).
 function commands.report(args)
-   local gate_opts = gate.options(args)
    local rep, err = json.read(args.file)
    if not rep then fail("usage", "%s", err) end
+   -- Without --fail-on, the kinds the run failed on (a report written by `ljleak run` says them).
+   local ran = type(rep.verdict) == "table" and type(rep.verdict.fail_on) == "table" and rep.verdict.fail_on
+   args.fail_on = args.fail_on or (ran and #ran > 0 and table.concat(ran, ",")) or "definite"
+   local gate_opts = gate.options(args)
    local outputs = run.check_outputs(args, gate_opts)
    local written = gate.judge(rep, gate_opts, outputs.baseline)
-   local code = gate.exit_code(rep, gate_opts, EXIT)
    -- With a report file on standard output, the summary goes to standard error.
    local summary_to = run.free_stream(outputs, io.stdout)
+   rep.verdict = gate.verdict(rep, gate_opts, EXIT, rep.command and rep.command[1] or "the command")
+   local code = rep.verdict.exit_code
    local opts = {show_reachable = args.show_reachable, full = args.file, fail_on = gate_opts.fail_on,
                  strict = args.junit_strict}
    summary_to:write(text.render(rep, opts))

@@ -2,6 +2,7 @@
 -- writing in chunks to a sink, and which existing files ljleak may write over (outfile's rules).
 local cjson = require "cjson"
 
+local html = require "ljleak.html"
 local json = require "ljleak.json"
 local model = require "ljleak.model"
 local outfile = require "ljleak.outfile"
@@ -9,8 +10,7 @@ local text = require "ljleak.text"
 
 local M = {}
 
-local null, is_suppressed, plural, record_text = model.null, model.is_suppressed, text.plural, text.record_text
-local frame_text = model.frame_text
+local null, is_suppressed = model.null, model.is_suppressed
 local EMPTY = json.array()
 local TOP_DEFAULTS = {command = EMPTY, exit_status = null, leaks = EMPTY, errors = EMPTY, problems = EMPTY}
 
@@ -29,36 +29,13 @@ function M.formatters.text(report, opts, sink)
    sink.b:put(text.render(report, opts))
 end
 
--- A frame's name in folded stacks: its text without the object, no ';', no trailing blanks.
-local folded_name_of = setmetatable({}, {__mode = "k"})
-
-local function folded_name(f)
-   local name = folded_name_of[f]
-   if not name then
-      name = frame_text(f):gsub(" %[[^%]]*%]$", ""):gsub(";", ","):gsub("%s+$", "")
-      folded_name_of[f] = name
-   end
-   return name
-end
-
--- A record's folded line: its kind, then its frames outermost first: C frames down to LuaJIT's
--- VM, the Lua frames it ran, then the C frames Lua called (the allocation function last).
+-- A record's folded line: its kind (the root frame), then its stack's names outermost first (as
+-- text.stack_names gives them: the Lua frames and the C frames they called down to the
+-- allocation function, LuaJIT's VM left out), no ';' in them, then its bytes.
 local function folded_line(leak)
-   local frames, names = leak.frames or EMPTY, {leak.kind}
-   local vm = #frames + 1  -- the innermost frame in LuaJIT's VM
-   for i, f in ipairs(frames) do
-      if model.vm_frame(f) then
-         vm = i
-         break
-      end
-   end
-   for i = #frames, vm, -1 do names[#names + 1] = folded_name(frames[i]) end
-   for i = #(leak.lua or EMPTY), 1, -1 do
-      local f = leak.lua[i]
-      names[#names + 1] = ("%s:%s"):format(f.source or "?", f.line or "?"):gsub(";", ","):gsub("%s+$", "")
-   end
-   for i = math.min(vm - 1, #frames), 1, -1 do names[#names + 1] = folded_name(frames[i]) end
-   return table.concat(names, ";") .. " " .. leak.bytes
+   local names, out = text.stack_names(leak.frames or EMPTY, leak.lua or EMPTY), {leak.kind}
+   for i = #names, 1, -1 do out[#out + 1] = (names[i]:gsub(";", ",")) end
+   return table.concat(out, ";") .. " " .. leak.bytes
 end
 
 -- Folded stacks (Brendan Gregg's flamegraph.pl, speedscope): "frame;frame;frame BYTES" per
@@ -75,14 +52,8 @@ function M.formatters.folded(report, _, sink)
    end
 end
 
-local xml_escapes = {["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&apos;"}
-
--- Text for XML and HTML: markup characters escaped, control characters as '?', and a byte that
--- is not UTF-8 as the character of its number (U+0080 to U+00FF).
-local function xml(s)
-   s = tostring(s):gsub("[&<>\"']", xml_escapes):gsub("[%z\1-\8\11\12\14-\31]", "?")
-   return (json.fix_utf8(s, json.latin1))
-end
+-- Text for XML: markup characters escaped, valid UTF-8 (json.markup).
+local xml = json.markup
 
 M.xml = xml
 
@@ -92,36 +63,9 @@ function M.formatters.junit(report, opts, sink)
    require("ljleak.junit").write(report, o, sink)
 end
 
--- A self-contained HTML page: the summary, then each unsuppressed record with its frames.
+-- A self-contained HTML page (ljleak.html).
 function M.formatters.html(report, opts, sink)
-   local b = sink.b
-   local summary = report.summary or model.summarize(report.leaks or {})
-   b:put("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>ljleak report</title>\n<style>\n")
-   b:put("body{font-family:sans-serif;margin:2em} table{border-collapse:collapse} td,th{border:1px solid #ccc;"
-      .. "padding:4px 8px;text-align:right} pre{background:#f6f6f6;padding:8px} .definite{color:#b00}"
-      .. " .indirect{color:#b60} .possible{color:#960} .reachable{color:#666}</style></head><body>\n")
-   b:put(("<h1>ljleak: %s</h1>\n"):format(xml(table.concat(report.command or {}, " "))))
-   b:put(("<p>engine %s, exit status %s</p>\n"):format(xml(report.engine or "?"), xml(tostring(report.exit_status))))
-   b:put("<table><tr><th>kind</th><th>blocks</th><th>bytes</th></tr>\n")
-   local kinds = {unpack(model.KINDS)}
-   kinds[#kinds + 1] = "suppressed"
-   for _, k in ipairs(kinds) do
-      local t = summary[k] or {blocks = 0, bytes = 0}
-      b:put(('<tr><td class="%s">%s</td><td>%d</td><td>%d</td></tr>\n'):format(k, k, t.blocks, t.bytes))
-   end
-   b:put("</table>\n")
-   b:put(require("ljleak.growthplot").html(report, xml))   -- `ljleak soak`: the growth plot
-   for _, leak in ipairs(report.leaks or {}) do
-      if not is_suppressed(leak) and (leak.kind ~= "reachable" or (opts and opts.show_reachable)) then
-         b:put(('<h3 class="%s">%s: %s in %d block%s</h3><pre>%s</pre>\n'):format(leak.kind, leak.kind,
-            plural(leak.bytes, "byte"), leak.blocks, leak.blocks == 1 and "" or "s", xml(record_text(leak))))
-         json.drain(sink)
-      end
-   end
-   for _, e in ipairs(report.errors or {}) do
-      b:put(("<h3 class=\"definite\">error: %s</h3><pre>%s</pre>\n"):format(xml(e.kind), xml(e.message)))
-   end
-   b:put("</body></html>\n")
+   html.write(report, opts, sink)
 end
 
 -- Write REPORT in format NAME to SINK (json.sink), all of it drained. OPTS: the formatter's.
@@ -151,7 +95,7 @@ local function starts_with(prefix)
    end
 end
 
-M.owns.html = starts_with('<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>ljleak report</title>')
+M.owns.html = starts_with(html.HEAD)
 M.owns.junit = starts_with('<?xml version="1.0" encoding="UTF-8"?>\n<testsuites>\n  <testsuite name="ljleak"')
 
 function M.owns.folded(head, complete)

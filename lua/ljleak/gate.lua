@@ -130,6 +130,67 @@ function M.exit_code(report, o, EXIT)
    return code
 end
 
+-- The kinds of the set KINDS (leak kinds and unchecked), in the order of const.KINDS, as a list.
+function M.kinds_list(kinds)
+   local list = {}
+   for _, k in ipairs(const.KINDS) do
+      if kinds[k] then list[#list + 1] = k end
+   end
+   if kinds.unchecked then list[#list + 1] = "unchecked" end
+   if kinds.growth then list[#list + 1] = "growth" end
+   return list
+end
+
+local function plural(n, word)
+   return ("%d %s%s"):format(n, word, n == 1 and "" or (word:match("s$") and "es" or "s"))
+end
+
+-- REPORT's verdict by O (the report's `verdict`): {exit_code (M.exit_code's), why (in words),
+-- fail_on (the --fail-on kinds, which `ljleak report` lists as the run did)}. NAME: the command's.
+function M.verdict(report, o, EXIT, name)
+   local code = M.exit_code(report, o, EXIT)
+   local fail_on = M.kinds_list(o.fail_on)
+   local kinds = table.concat(fail_on, ",")
+   local function v(fmt, ...) return {exit_code = code, why = fmt:format(...), fail_on = fail_on} end
+   if type(report.interrupted) == "string" then
+      return v("interrupted (%s): the report covers only the processes that finished", report.interrupted)
+   end
+   if report.killed then return v("%s was killed by %s", name, report.killed) end
+   local checked, unchecked = count_processes(report)
+   if report.processes and checked == 0 then return v("no process was checked") end
+   local why = {}
+   local failing = {records = 0, blocks = 0, bytes = 0}
+   for _, leak in ipairs(report.leaks or {}) do
+      if model.fails(leak, o.fail_on) then
+         failing.records, failing.blocks, failing.bytes = failing.records + 1, failing.blocks + leak.blocks,
+            failing.bytes + leak.bytes
+      end
+   end
+   if failing.records > 0 then
+      why[#why + 1] = ("%s of a --fail-on kind (%s): %s in %s"):format(plural(failing.records, "record"), kinds,
+         plural(failing.bytes, "byte"), plural(failing.blocks, "block"))
+   end
+   local growing = 0
+   for _, g in ipairs(report.growth or {}) do
+      if model.fails(g, o.fail_on) then growing = growing + 1 end
+   end
+   if growing > 0 then why[#why + 1] = ("%s growing with each iteration (soak)"):format(plural(growing, "site")) end
+   local errors = model.summarize({}, report.errors or {}).error_totals
+   if errors.records > 0 then
+      why[#why + 1] = ("%s (Valgrind's or the ffi.gc registry's)"):format(plural(errors.records, "error"))
+   end
+   if o.fail_on.unchecked and unchecked > 0 then
+      why[#why + 1] = ("%s not checked (--fail-on=unchecked)"):format(plural(unchecked, "process"))
+   end
+   if #why > 0 and o.error_exitcode ~= 0 then
+      return v("%s (--error-exitcode)", table.concat(why, "; "))
+   end
+   if #why > 0 then
+      return v("%s, but --error-exitcode=0: %s's own exit status", table.concat(why, "; "), name)
+   end
+   return v("nothing of a --fail-on kind (%s) found: %s's own exit status", kinds, name)
+end
+
 -- Say, after the text report (on OUT), the baseline's new, grown and fixed sites; under GitHub
 -- Actions, annotate the failing sites (on ANNOTATE_TO) and append the step summary.
 function M.tell(report, o, out, annotate_to)

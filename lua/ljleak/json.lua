@@ -85,6 +85,15 @@ function M.latin1(c)
    return string.char(0xC0 + math.floor(c / 64), 0x80 + c % 64)
 end
 
+local markup_escapes = {["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&apos;"}
+
+-- Text for XML and HTML (elements and attributes): markup characters escaped, control characters
+-- as '?', and a byte that is not UTF-8 as the character of its number (U+0080 to U+00FF).
+function M.markup(s)
+   s = tostring(s):gsub("[&<>\"']", markup_escapes):gsub("[%z\1-\8\11\12\14-\31]", "?")
+   return (M.fix_utf8(s, M.latin1))
+end
+
 -- -- Encoding --------------------------------------------------------------------------------------
 -- cjson 2.1.0 encodes an empty table as {} (no array_mt yet), escapes "/" and orders keys at
 -- random; this encoder marks arrays explicitly and writes keys in schema order.
@@ -98,17 +107,17 @@ end
 
 -- Keys of these names hold arrays wherever they are (so that an empty one is written as []).
 local ARRAY_KEYS = {command = true, leaks = true, errors = true, processes = true, frames = true, lua = true,
-                    suppressions = true, problems = true, unstopped_threads = true, tests = true, shards = true,
-                    sites = true, growth = true}
+                    suppressions = true, problems = true, unstopped_threads = true, fail_on = true, tests = true,
+                    shards = true, sites = true, growth = true}
 
 -- Keys that a leak record always has: absent ones are written as null.
 local KEY_ORDER = {
    "schema", "tool", "version", "engine", "command", "exit_status", "interrupted", "killed", "started", "duration",
-   "hostname", "summary", "leaks", "growth", "errors",
-   "problems", "processes",
-   "definite", "indirect", "possible", "reachable", "suppressed",
-   "kind", "blocks", "bytes", "pid", "frames", "lua", "test", "note", "suppressed_by",
-   "function", "mangled", "file", "dir", "line", "object", "offset", "address", "source", "message",
+   "hostname", "verdict", "summary", "heap", "leaks", "growth", "errors", "problems", "processes",
+   "definite", "indirect", "possible", "reachable", "suppressed", "error_totals", "in_use", "allocs", "frees",
+   "allocated", "exit_code", "why", "fail_on",
+   "id", "kind", "blocks", "bytes", "pid", "frames", "lua", "test", "note", "owner", "suppressed_by",
+   "function", "mangled", "file", "dir", "line", "object", "offset", "address", "inlined", "source", "message",
    "ppid", "exe", "checked", "reason", "lua_state", "unstopped_threads", "truncated", "stats",
    "tests", "baseline", "shards",
 }
@@ -357,25 +366,31 @@ local KIND = scalar("a leak kind (" .. table.concat(const.KINDS, ", ") .. ")", f
 local function array_of(item) return {what = "an array", array = item} end
 local function object(fields, required) return {what = "an object", fields = fields, required = required or {}} end
 
-local C_FRAME = object({["function"] = STRING, file = STRING, dir = STRING, line = INTEGER, object = STRING,
-                        offset = STRING, address = STRING})
+local C_FRAME = object({["function"] = STRING, mangled = STRING, file = STRING, dir = STRING, line = INTEGER,
+                        object = STRING, offset = STRING, address = STRING, inlined = BOOLEAN})
 local LUA_FRAME = object({source = STRING, line = INTEGER, ["function"] = STRING, approximate = BOOLEAN,
                           test_file = STRING, test_line = INTEGER})
 local AMOUNT = object({blocks = COUNT, bytes = COUNT}, {"blocks", "bytes"})
+local HEAP = object({in_use = AMOUNT, allocs = COUNT, frees = COUNT, allocated = COUNT},
+                    {"in_use", "allocs", "frees", "allocated"})
 local REPORT = object({
    schema = INTEGER, tool = STRING, version = STRING, engine = STRING, command = array_of(STRING),
    exit_status = INTEGER, interrupted = STRING, killed = STRING, started = STRING, duration = SECONDS,
    hostname = STRING,
+   verdict = object({exit_code = INTEGER, why = STRING, fail_on = array_of(STRING)}, {"exit_code"}),
    summary = object({definite = AMOUNT, indirect = AMOUNT, possible = AMOUNT, reachable = AMOUNT,
-                     suppressed = AMOUNT}),
-   leaks = array_of(object({kind = KIND, blocks = COUNT, bytes = COUNT, pid = INTEGER, frames = array_of(C_FRAME),
-                            lua = array_of(LUA_FRAME), test = STRING, note = STRING, suppressed_by = STRING},
+                     suppressed = AMOUNT, error_totals = object({records = COUNT, count = COUNT})}),
+   heap = HEAP,
+   leaks = array_of(object({id = COUNT, kind = KIND, blocks = COUNT, bytes = COUNT, pid = INTEGER,
+                            frames = array_of(C_FRAME), lua = array_of(LUA_FRAME), test = STRING, note = STRING,
+                            owner = COUNT, suppressed_by = STRING},
                            {"kind", "blocks", "bytes"})),
    errors = array_of(object({kind = STRING, message = STRING, pid = INTEGER, count = COUNT, test = STRING,
                              lua = array_of(LUA_FRAME), frames = array_of(C_FRAME), suppressed_by = STRING,
                              aux = array_of(object({what = STRING, frames = array_of(C_FRAME)}))},
                             {"kind", "message"})),
-   processes = array_of(object({pid = INTEGER, ppid = INTEGER, exe = STRING, lua_state = STRING, checked = BOOLEAN})),
+   processes = array_of(object({pid = INTEGER, ppid = INTEGER, exe = STRING, command = array_of(STRING),
+                                lua_state = STRING, checked = BOOLEAN, heap = HEAP})),
    tests = array_of(object({name = STRING, file = STRING, line = INTEGER, time = SECONDS, status = STRING,
                             pid = INTEGER, class = STRING, case = STRING}, {"name"})),
    suppressions = array_of(object({name = STRING, file = STRING, line = INTEGER, records = COUNT, blocks = COUNT,

@@ -34,13 +34,17 @@ end
 local function merge_leaks(reports)
    local merger = model.merger(model.numbering({}))
    for _, rep in ipairs(reports) do
+      local merged_of = {}   -- a record's number in REP: its merged record (owners come first)
       for _, r in ipairs(rep.leaks or {}) do
          local frames, lua = json.array(r.frames or {}), json.array(r.lua or {})
-         merger:add(r.pid, r.kind, r.test, r.note, r.suppressed_by, frames, lua, r.blocks, r.bytes, function()
-            local rec = copy(r)
-            rec.frames, rec.lua, rec.baseline = frames, lua, nil
-            return rec
-         end)
+         local owner = r.owner and r.owner ~= json.null and merged_of[r.owner] or nil
+         local rec = merger:add(r.pid, r.kind, r.test, r.note, r.suppressed_by, frames, lua, r.blocks, r.bytes,
+            function()
+               local rec = copy(r)
+               rec.frames, rec.lua, rec.baseline, rec.id, rec.owner = frames, lua, nil, nil, nil
+               return rec
+            end, owner)
+         if r.id and r.id ~= json.null then merged_of[r.id] = rec end
       end
    end
    return merger:records()
@@ -96,7 +100,8 @@ function M.merge(reports, files)
    end
    merged.duration = duration
    if #tests > 0 then merged.tests = json.array(tests) end
-   merged.summary = model.summarize(merged.leaks)
+   merged.summary = model.summarize(merged.leaks, merged.errors)
+   merged.heap = model.heap_totals(merged.processes)
    return merged
 end
 

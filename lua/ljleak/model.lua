@@ -6,6 +6,7 @@ local table_new = require "table.new"
 local const = require "ljleak.const"
 local json = require "ljleak.json"
 local symbolize = require "ljleak.symbolize"
+local sub = require("ljleak.util").sub
 
 local M = {}
 
@@ -171,15 +172,6 @@ function Lists:ranks()
    return rank
 end
 
--- T[K], made a table if it was not.
-local function sub(t, k)
-   local s = t[k]
-   if not s then
-      s = {}
-      t[k] = s
-   end
-   return s
-end
 
 -- One number for a pair of list numbers.
 local function pair(a, b)
@@ -267,8 +259,10 @@ local function zero_summary()
    return s
 end
 
--- Totals per kind over LEAKS; suppressed records count only under `suppressed`.
-function M.summarize(leaks)
+-- Totals per kind over LEAKS; suppressed records count only under `suppressed`. With ERRORS (the
+-- report's), also `error_totals`: {records = the unsuppressed error records, count = their
+-- occurrences} (Valgrind's "ERROR SUMMARY", leaks not counted).
+function M.summarize(leaks, errors)
    local s = zero_summary()
    for _, leak in ipairs(leaks) do
       local slot = (leak.suppressed_by ~= nil and leak.suppressed_by ~= M.null) and s.suppressed or s[leak.kind]
@@ -277,7 +271,72 @@ function M.summarize(leaks)
          slot.bytes = slot.bytes + leak.bytes
       end
    end
+   if errors then
+      local t = {records = 0, count = 0}
+      for _, e in ipairs(errors) do
+         if not M.is_suppressed(e) then t.records, t.count = t.records + 1, t.count + (e.count or 1) end
+      end
+      s.error_totals = t
+   end
    return s
+end
+
+-- -- Heap totals -----------------------------------------------------------------------------
+-- Valgrind's HEAP SUMMARY: {in_use = {blocks, bytes}, allocs, frees, allocated}: the blocks still
+-- live at exit (every kind, suppressed or not), the allocations made (a realloc is one, and a free
+-- of the old block), the frees, and the bytes allocated in all.
+
+-- PROC's heap totals: Valgrind's (proc.heap, from its xtree file), or the tracker's from its
+-- stats (its frees: the allocations it recorded that are no longer live). Nil if unknown.
+local function proc_heap(proc)
+   if proc.heap then return proc.heap end
+   local st = proc.stats or {}
+   if not st.allocs then return nil end
+   return {in_use = {blocks = st.live_blocks or 0, bytes = st.live_bytes or 0}, allocs = st.allocs,
+           frees = math.max(0, st.allocs - (st.live_blocks or 0)), allocated = st.allocated or 0}
+end
+
+-- The heap totals of PROCESSES (the report's) added up, or nil when none has any.
+function M.heap_totals(processes)
+   local t
+   for _, p in ipairs(processes or {}) do
+      local h = p.heap
+      if h then
+         t = t or {in_use = {blocks = 0, bytes = 0}, allocs = 0, frees = 0, allocated = 0}
+         t.in_use.blocks, t.in_use.bytes = t.in_use.blocks + h.in_use.blocks, t.in_use.bytes + h.in_use.bytes
+         t.allocs, t.frees, t.allocated = t.allocs + h.allocs, t.frees + h.frees, t.allocated + h.allocated
+      end
+   end
+   return t
+end
+
+-- -- Order -----------------------------------------------------------------------------------
+-- Definite records first, each followed by the indirect records it holds (as Valgrind's loss
+-- records and LeakSanitizer's direct and indirect leaks read), then the indirect records whose
+-- owner is not known (Valgrind does not say it) or not listed, then possible, then reachable;
+-- biggest first within a kind.
+
+-- ITEMS (already sorted by kind and size) with each item that OWNER(item) names moved right after
+-- that owner (the owned ones in their order). An owner not among ITEMS leaves its items in place.
+function M.after_owners(items, owner)
+   local present, owned = {}, {}
+   for _, it in ipairs(items) do present[it] = true end
+   for _, it in ipairs(items) do
+      local o = owner(it)
+      if o and present[o] then
+         local list = sub(owned, o)
+         list[#list + 1] = it
+      end
+   end
+   local out = {}
+   for _, it in ipairs(items) do
+      local o = owner(it)
+      if not (o and present[o]) then
+         out[#out + 1] = it
+         for _, x in ipairs(owned[it] or {}) do out[#out + 1] = x end
+      end
+   end
+   return out
 end
 
 -- The numbering of frame lists and Lua frame lists that M.build made for a report (the text
@@ -291,57 +350,67 @@ function M.numbering(report)
 end
 M.sub, M.pair, M.sort_by, M.frame_text = sub, pair, sort_by, frame_text
 
--- LEAKS in report order: by pid, kind, size (biggest first), frames, Lua frames, test and note.
--- IDS[record]: pair(its frame list's number, its Lua frame list's number) in NUMBERING.
-function M.order(leaks, ids, numbering)
+-- LEAKS in report order: by kind, size (biggest first), pid, frames, Lua frames, test and note;
+-- then each indirect record right after the definite one that holds it (OWNER_OF[record]).
+-- IDS[record]: pair(its frame list's number, its Lua frame list's number) in NUMBERING. Each
+-- record then has its number (`id`, from 1), and an indirect one the number of its owner (`owner`).
+function M.order(leaks, ids, numbering, owner_of)
    local frame_rank, lua_rank = numbering.frames:ranks(), numbering.lua:ranks()
-   return sort_by(leaks, {
-      function(r) return r.pid or 0 end,
+   local sorted = sort_by(leaks, {
       function(r) return kind_rank[r.kind] or 9 end,   -- (a snapshot's records: "live")
       function(r) return -r.bytes end,
+      function(r) return r.pid or 0 end,
       function(r) return frame_rank[math.floor(ids[r] / 2^26)] end,
       function(r) return lua_rank[ids[r] % 2^26] end,
       function(r) return r.test or "" end,
       function(r) return r.note or "" end,
    })
+   owner_of = owner_of or {}
+   sorted = M.after_owners(sorted, function(r) return owner_of[r] end)
+   for i, r in ipairs(sorted) do r.id = i end
+   for _, r in ipairs(sorted) do r.owner = owner_of[r] and owner_of[r].id or nil end
+   return sorted
 end
 
--- Records merged as they are added: those of one process, kind, test, note, suppression and
--- stack (frames and Lua frames, numbered by NUMBERING) are one, their blocks and bytes added up.
--- merger:add(pid, kind, test, note, suppressed_by, frames, lua, blocks, bytes, make) adds to the
--- record of that key, or makes it with MAKE() (a record with those blocks and bytes);
--- merger:records() gives them in report order (M.order).
+-- Records merged as they are added: those of one process, kind, test, note, suppression, owner
+-- and stack (frames and Lua frames, numbered by NUMBERING) are one, their blocks and bytes added
+-- up. merger:add(pid, kind, test, note, suppressed_by, frames, lua, blocks, bytes, make, owner)
+-- adds to the record of that key, or makes it with MAKE() (a record with those blocks and bytes);
+-- OWNER: the definite record (one this merger made) that holds an indirect one. Owners are added
+-- before what they hold. merger:records() gives them in report order (M.order), numbered.
 local Merger = {}
 Merger.__index = Merger
 
 function M.merger(numbering)
-   return setmetatable({numbering = numbering, by_key = {}, leaks = {}, ids = {}}, Merger)
+   return setmetatable({numbering = numbering, by_key = {}, leaks = {}, ids = {}, owner_of = {}}, Merger)
 end
 
-function Merger:add(pid, kind, test, note, suppressed_by, frames, lua, blocks, bytes, make)
+function Merger:add(pid, kind, test, note, suppressed_by, frames, lua, blocks, bytes, make, owner)
    local id = pair(self.numbering.frames:id(frames), self.numbering.lua:id(lua))
-   local slot = sub(sub(sub(sub(sub(self.by_key, pid or false), kind), test or false), note or false),
-                    suppressed_by or false)
+   local slot = sub(sub(sub(sub(sub(sub(self.by_key, pid or false), kind), test or false), note or false),
+                        suppressed_by or false), owner or false)
    local rec = slot[id]
    if rec then
       rec.blocks, rec.bytes = rec.blocks + blocks, rec.bytes + bytes
    else
       rec = make()
       slot[id] = rec
-      self.ids[rec] = id
+      self.ids[rec], self.owner_of[rec] = id, owner
       self.leaks[#self.leaks + 1] = rec
    end
    return rec
 end
 
 function Merger:records()
-   return M.order(self.leaks, self.ids, self.numbering)
+   return M.order(self.leaks, self.ids, self.numbering, self.owner_of)
 end
 
--- Is frame F in LuaJIT's VM (the luajit executable, or libluajit)?
+-- Is frame F in LuaJIT's VM (an object named luajit* or libluajit*)?
 function M.vm_frame(f)
    local obj = f.object
-   return type(obj) == "string" and (obj:match("/luajit[^/]*$") or obj:match("libluajit")) ~= nil
+   if type(obj) ~= "string" then return false end
+   local base = obj:match("[^/]*$")
+   return base:match("^luajit") ~= nil or base:match("^libluajit") ~= nil
 end
 
 -- -- Building records ------------------------------------------------------------------------
@@ -358,6 +427,7 @@ function M.build(procs, opts)
    local numbering = {frames = lists(frame_text), lua = lists(lua_frame_key)}
    local merger = M.merger(numbering)
    local frames_of, lua_of = {}, {}   -- per site, per interned Lua stack
+   local definite_of = {}   -- a site's definite record (the owner of indirect ones)
    local no_lua = {}
    local proc_errors = {}   -- the processes' own (Valgrind's): by pid, biggest count first
    for _, proc in ipairs(procs) do
@@ -365,12 +435,20 @@ function M.build(procs, opts)
                                    truncated = proc.truncated or nil, stats = proc.stats, checked = true,
                                    lua = proc.lua_vm and "unavailable: " .. proc.lua_vm or nil,
                                    unstopped_threads = proc.unstopped, command = proc.command,
-                                   fatal_signal = proc.fatal_signal}
+                                   fatal_signal = proc.fatal_signal, heap = proc_heap(proc)}
       for _, rec in ipairs(proc.errors or {}) do
          rec.pid = proc.pid
          proc_errors[#proc_errors + 1] = rec
       end
+      -- Indirect records last: the definite records that hold them exist by then.
+      local ordered = {}
       for _, leak in ipairs(proc.leaks) do
+         if leak.kind ~= "indirect" then ordered[#ordered + 1] = leak end
+      end
+      for _, leak in ipairs(proc.leaks) do
+         if leak.kind == "indirect" then ordered[#ordered + 1] = leak end
+      end
+      for _, leak in ipairs(ordered) do
          local site = proc.sites[leak.site]
          local frames = frames_of[site]
          if not frames then
@@ -389,10 +467,12 @@ function M.build(procs, opts)
          if site.dropped then
             note = "the stack was not recorded: the tracker's site table was full (LJLEAK_MAX_SITES)"
          end
-         merger:add(proc.pid, leak.kind, test, note, nil, frames, lua, leak.blocks, leak.bytes, function()
+         local owner = leak.owner and proc.sites[leak.owner] and definite_of[proc.sites[leak.owner]]
+         local rec = merger:add(proc.pid, leak.kind, test, note, nil, frames, lua, leak.blocks, leak.bytes, function()
             return {kind = leak.kind, blocks = leak.blocks, bytes = leak.bytes, pid = proc.pid,
                     frames = frames, lua = lua, test = test, note = note, suppressed_by = nil}
-         end)
+         end, owner)
+         if leak.kind == "definite" then definite_of[site] = rec end
       end
    end
    local leaks = merger:records()
@@ -406,10 +486,24 @@ function M.build(procs, opts)
    local report = {
       schema = M.SCHEMA, tool = "ljleak", version = opts.version or "scm", engine = opts.engine or "tracker",
       command = opts.command or {}, exit_status = opts.exit_status,
-      summary = M.summarize(leaks), leaks = leaks, processes = processes, errors = errors,
+      summary = M.summarize(leaks, errors), heap = M.heap_totals(processes), leaks = leaks, processes = processes,
+      errors = errors,
    }
    numbering_of[report] = numbering
    return report
+end
+
+-- The position in FRAMES of the first frame in LuaJIT's VM (in an object named luajit* or
+-- libluajit*, or in JIT code: an address in no object), or nil. The frames before it are the C
+-- code that Lua called; the Lua frames say where that call was made.
+function M.first_vm_frame(frames)
+   for i, f in ipairs(frames) do
+      if type(f.object) == "string" then
+         if M.vm_frame(f) then return i end
+      elseif i > 1 and f.address and f.address ~= M.null and not f["function"] then
+         return i
+      end
+   end
 end
 
 -- Does leak record R fail a run whose --fail-on kinds are KINDS (a set: {definite = true, ...})?

@@ -5,15 +5,17 @@
 --
 -- proc = {
 --   name = "…/proc.4242.raw", version = 1, pid = 4242, ppid = 4241, exe = "/usr/bin/luajit",
+--   command = {"luajit", "app.lua"} | nil,  -- the process's command line, as it had it at the end
 --   lua_state = "open"|"closed"|"none"|nil, lua_vm = "why Lua frames are unavailable" | nil,
 --   unstopped = {tid, ...} | nil,          -- threads that could not be stopped for the check
 --   modules = { [index] = {index = 0, bias = 0x55d0c0a00000, path = "/usr/bin/luajit"} },
 --   sites = { [id] = {id = 7, fn = "malloc", frames = { {module = 1, offset = 0x8a2f1}, {address = 0x7f1c...} },
 --                     lua = ID | nil, ctx = ID | nil, dropped = true | nil} },
---   leaks = { {kind = "definite", site = 7, blocks = 3, bytes = 300}, ... },   -- file order
+--   leaks = { {kind = "definite", site = 7, blocks = 3, bytes = 300}, ... },   -- file order; an indirect
+--             one may have owner = SITE: the site of the definite blocks that hold its blocks
 --   lua = { [id] = { {source = "app.lua", line = 12, ["function"] = "f", approximate = true|nil}, ... } },
 --   ctx = { [id] = {epoch = 2, tag = "a test's name" | nil, note = "ffi.gc finalizer detached at ..." | nil} },
---   stats = { live_blocks = 1234, ... },
+--   stats = { live_blocks = 1234, live_bytes = 5000, allocs = 2000, allocated = 90000, ... },
 --   truncated = true when the file has no `end` line (the process died while writing it),
 --   -- Valgrind's processes (ljleak.vgxml) also have: symbolized = true (their sites' frames are
 --   -- named already: {function, file, line, object...}), errors, suppcounts, command, protocol,
@@ -63,6 +65,17 @@ end
 
 function handlers.exe(proc, rest)
    proc.exe = rest
+end
+
+local function unescape(s)
+   return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+-- cmd ARG...: the command line, each argument escaped ("-" for an empty one).
+function handlers.cmd(proc, rest)
+   local command = {}
+   for arg in rest:gmatch("[^ ]+") do command[#command + 1] = arg ~= "-" and unescape(arg) or "" end
+   proc.command = command
 end
 
 -- lua_vm unavailable REASON: the tracker could not read this LuaJIT's state (no Lua frames), or
@@ -221,10 +234,6 @@ function handlers.site(proc, rest, state)
                      dropped = attrs.dropped == 1 or nil}
 end
 
-local function unescape(s)
-   return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
-
 -- lua ID LINE FLAGS NAME SOURCE: one Lua frame of an interned Lua stack, innermost first.
 -- The Lua frame of the fields of a lua line (LINE FLAGS NAME SOURCE, as text), as the proc shape
 -- has it. Also the Valgrind engine's (vglua files, ljleak.vgxml), whose lines name an address.
@@ -259,19 +268,21 @@ function handlers.ctx(proc, rest)
                            note = note ~= "-" and unescape(note) or nil}
 end
 
+-- leak KIND SITE BLOCKS BYTES [owner=SITE]
 function handlers.leak(proc, rest, state)
-   local kind, site, blocks, bytes = rest:match("^(%S+) (%S+) (%S+) (%S+)$")
+   local kind, site, blocks, bytes, more = rest:match("^(%S+) (%S+) (%S+) (%S+)(.*)$")
    if not kind then
-      return "bad leak line (want: leak KIND SITE BLOCKS BYTES)"
+      return "bad leak line (want: leak KIND SITE BLOCKS BYTES [owner=SITE])"
    end
    if not is_kind[kind] then
       return "unknown leak kind '" .. kind .. "'"
    end
    site, blocks, bytes = number(site), number(blocks), number(bytes)
-   if not site or not blocks or not bytes then
+   local owner = more:match("^ owner=(%S+)$")
+   if not site or not blocks or not bytes or (more ~= "" and not number(owner)) then
       return "bad number in leak line"
    end
-   proc.leaks[#proc.leaks + 1] = {kind = kind, site = site, blocks = blocks, bytes = bytes}
+   proc.leaks[#proc.leaks + 1] = {kind = kind, site = site, blocks = blocks, bytes = bytes, owner = number(owner)}
    state.leak_lines[#proc.leaks] = state.lineno
 end
 

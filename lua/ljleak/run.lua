@@ -106,7 +106,7 @@ local function suppress(rep, entries, args, outputs, depth, builtin)
    supp.apply(rep, entries, {depth = depth})
    for _, u in ipairs(builtin or {}) do rep.suppressions[#rep.suppressions + 1] = u end
    rep.suppressions = require("ljleak.json").array(rep.suppressions)
-   rep.summary = model.summarize(rep.leaks)
+   rep.summary = model.summarize(rep.leaks, rep.errors)
    if not args.gen_suppressions then return true end
    local generated = supp.generate(rep)
    local ok, err = outfile.write(outputs.gen_suppressions, function(write)
@@ -215,13 +215,14 @@ local function finish(engine, state, run_dir, res, command, args, opts)
    local written = suppress(rep, opts.supp_entries, args, opts.outputs, engine.depth(state),
                             engine.builtin_suppressions(procs))
    written = gate.judge(rep, opts.gate, opts.outputs.baseline) and written
-   local code = gate.exit_code(rep, opts.gate, EXIT)
-   written = M.write_outputs(opts.outputs, rep, {show_reachable = args.show_reachable, fail_on = opts.gate.fail_on,
-                                                 strict = args.junit_strict}) and written
+   rep.verdict = gate.verdict(rep, opts.gate, EXIT, command[1])
+   local code = rep.verdict.exit_code
+   local render_opts = {show_reachable = args.show_reachable, fail_on = opts.gate.fail_on, strict = args.junit_strict}
+   written = M.write_outputs(opts.outputs, rep, render_opts) and written
    io.stderr:write(("ljleak: leak check of %d process%s%s\n"):format(#procs, #procs == 1 and "" or "es",
       #unchecked > 0 and (", %d not checked"):format(#unchecked) or ""))
    warn_unchecked(unchecked, 20)
-   io.stderr:write(text.render(rep, {show_reachable = args.show_reachable}))
+   io.stderr:write(text.render(rep, render_opts))
    gate.tell(rep, opts.gate, io.stderr, M.free_stream(opts.outputs, io.stdout))
    if interrupted then
       warn("interrupted (%s): the report covers only the processes that finished", rep.interrupted)
@@ -229,7 +230,7 @@ local function finish(engine, state, run_dir, res, command, args, opts)
       warn("no process was checked%s", #unchecked > 0 and " (see above)" or
          (": " .. (engine.nothing or "the command ran no program the tracker could enter")))
    elseif not written then
-      code = EXIT.failure
+      code = EXIT.failure   -- a report file could not be written (said above)
    end
    return code
 end

@@ -5,8 +5,11 @@
 --           object = "/path/libthing.so", offset = "0x1167"}        -- fields nil where unknown;
 -- or, for an address in no loaded object (JIT code or unknown): {address = "0x7f1c2e0010a0"}.
 -- `offset` is the return address's offset from the object's load bias, as in the raw file.
+-- A function inlined at a call is a frame of its own, with `inlined = true` (Symbolizer:frames_at).
 -- A C++ function has its demangled name in `function` and its linkage name in `mangled`.
 -- Stacks end at `main`, as Valgrind shows them: the frames of the C runtime below it are dropped.
+local sub = require("ljleak.util").sub
+
 local M = {}
 
 -- ljleak.core, or false when it cannot be loaded.
@@ -67,7 +70,8 @@ function M.new(opts)
       failed = {},        -- path -> message, for objects that could not be read
       answers = {},       -- path -> offset -> info
       frame_of_info = {}, -- lookup's answer -> its frame
-      frame_tables = {},  -- address -> frame; allocation function -> frame
+      inlined = {},       -- path -> offset -> frames_at's list
+      frame_tables = {},  -- address -> {its frame}; allocation function -> frame
       of_raw = setmetatable({}, {__mode = "k"}),   -- raw frame (raw.parse) -> frame
       tracker_paths = {}, -- path -> is it the tracker's library?
    }, Symbolizer)
@@ -92,14 +96,19 @@ function Symbolizer:open(path)
    return s or nil
 end
 
+-- T with T.dir and T.file set from the path FILE (nil: neither). Returns T.
+local function set_file(t, file)
+   if file then
+      t.dir, t.file = file:match("^(.*)/([^/]*)$")
+      if not t.file then t.file = file end
+   end
+   return t
+end
+
 -- What is known about OFFSET (a return address's offset) in the object at PATH:
 -- {["function"], file, dir, line, symbol_offset}, each possibly nil.
 function Symbolizer:lookup(path, offset)
-   local per_path = self.answers[path]
-   if not per_path then
-      per_path = {}
-      self.answers[path] = per_path
-   end
+   local per_path = sub(self.answers, path)
    local info = per_path[offset]
    if info then return info end
    info = {}
@@ -108,10 +117,7 @@ function Symbolizer:lookup(path, offset)
       -- Step back from the return address into the call instruction.
       local fn, file, line, symoff = s:lookup(offset - 1)
       info["function"], info.line, info.symbol_offset = fn, line, symoff
-      if file then
-         info.dir, info.file = file:match("^(.*)/([^/]*)$")
-         if not info.file then info.file = file end
-      end
+      set_file(info, file)
    end
    per_path[offset] = info
    return info
@@ -139,6 +145,38 @@ function Symbolizer:frame(path, offset)
       self.frame_of_info[info] = frame
    end
    return frame
+end
+
+-- -- Inlined calls ---------------------------------------------------------------------------
+-- A call made in inlined code is one return address but several functions: the innermost inlined
+-- one, each function that inlined the one before, and the out-of-line function (the one the
+-- symbol table names). As Valgrind does, each is a frame: all but the last have `inlined = true`;
+-- the first has the address's own line, each other the line where it calls the one before.
+
+-- The frames of the return address at OFFSET in the object at PATH: {Symbolizer:frame(...)} when
+-- the call is in no inlined code, else one frame per function as above (the last one named as
+-- Symbolizer:frame names it). One list per address, shared by every stack that has it.
+function Symbolizer:frames_at(path, offset)
+   local per_path = sub(self.inlined, path)
+   local list = per_path[offset]
+   if list then return list end
+   local frame = self:frame(path, offset)
+   local s = offset > 0 and self:open(path)
+   local chain = s and s.inlines and s:inlines(offset - 1)
+   if not chain then
+      list = {frame}
+   else
+      list = {}
+      for i, c in ipairs(chain) do
+         local last = i == #chain
+         local f = i == 1 and {file = frame.file, dir = frame.dir, line = frame.line}
+            or set_file({line = c.line}, c.file)
+         f.object, f.offset, f.inlined = path, frame.offset, not last or nil
+         list[i] = M.name_frame(f, last and (frame.mangled or frame["function"]) or c["function"])
+      end
+   end
+   per_path[offset] = list
+   return list
 end
 
 -- The C runtime's functions that call main: Valgrind's "below main" (coregrind's
@@ -181,22 +219,22 @@ function Symbolizer:frames(proc, site)
    end
    for i = first, #raws do
       local raw = raws[i]
-      local frame = of_raw[raw]
-      if not frame then
+      local list = of_raw[raw]
+      if not list then
          if raw.module then
-            frame = self:frame(proc.modules[raw.module].path, raw.offset)
+            list = self:frames_at(proc.modules[raw.module].path, raw.offset)
          elseif raw.address then
-            frame = self.frame_tables[raw.address]
-            if not frame then
-               frame = {address = hex(raw.address)}
-               self.frame_tables[raw.address] = frame
+            list = self.frame_tables[raw.address]
+            if not list then
+               list = {{address = hex(raw.address)}}
+               self.frame_tables[raw.address] = list
             end
          else
-            frame = {}   -- lost in a truncated file
+            list = {{}}   -- lost in a truncated file
          end
-         of_raw[raw] = frame
+         of_raw[raw] = list
       end
-      frames[#frames + 1] = frame
+      for k = 1, #list do frames[#frames + 1] = list[k] end
    end
    return M.end_at_main(frames)
 end

@@ -1,4 +1,5 @@
--- Small helpers shared by ljleak's Lua modules: expected failures, reading files, live processes.
+-- Small helpers shared by ljleak's Lua modules: expected failures, reading files, live processes,
+-- nested tables.
 local M = {}
 
 -- -- Expected failures ---------------------------------------------------------------------------
@@ -50,6 +51,16 @@ function M.alive(pid)
    local stat = f:read("*a") or ""
    f:close()
    return stat:match("%) (%a)") ~= "Z"
+end
+
+-- T[K], made a table if it was not.
+function M.sub(t, k)
+   local s = t[k]
+   if not s then
+      s = {}
+      t[k] = s
+   end
+   return s
 end
 
 return M

@@ -144,17 +144,21 @@ end
 
 -- A <stack> as frames: {function, mangled, file, dir, line, object}; a frame with no function also
 -- keeps its address (a frame in no object, e.g. JIT code, has only the address). Memcheck runs with
--- --demangle=no: a C++ name is demangled here, as the tracker's are.
+-- --demangle=no: a C++ name is demangled here, as the tracker's are. A function inlined at a call
+-- is a frame of its own with the same <ip> as the next one (--read-inline-info): `inlined = true`.
 local function frames_of(stack)
-   local frames = {}
+   local frames, ips = {}, {}
    for _, f in ipairs(stack and stack.kids or {}) do
       if f.name == "frame" then
+         local ip = child_text(f, "ip")
          local frame = symbolize.name_frame({
             file = child_text(f, "file"), dir = child_text(f, "dir"),
             line = tonumber(child_text(f, "line") or ""), object = child_text(f, "obj"),
          }, child_text(f, "fn"))
-         if not frame["function"] then frame.address = hex(child_text(f, "ip")) end
+         if not frame["function"] then frame.address = hex(ip) end
+         if ip and ip == ips[#frames] then frames[#frames].inlined = true end
          frames[#frames + 1] = frame
+         ips[#frames] = ip
       end
    end
    return frames
@@ -450,6 +454,33 @@ function M.parse(text, name)
    return nil, ("%s: %s"):format(name, problems[1].message)
 end
 
+-- The heap totals of Valgrind's xtree memory file at PATH (--xtree-memory=full, callgrind format:
+-- its `events:` line names the columns of its `totals:` line), in the shape of ljleak.model's heap
+-- totals; nil if there is no such file (a process that did not finish) or it has no totals.
+function M.read_heap(path)
+   local f = io.open(path, "rb")
+   if not f then return nil end
+   local names, totals
+   for line in f:lines() do
+      local rest = line:match("^events:%s*(.*)$")
+      if rest then
+         names = {}
+         for w in rest:gmatch("%S+") do names[#names + 1] = w end
+      end
+      rest = line:match("^totals:%s*(.*)$")
+      if rest then
+         totals = {}
+         for w in rest:gmatch("%d+") do totals[#totals + 1] = tonumber(w) end
+      end
+   end
+   f:close()
+   if not names or not totals then return nil end
+   local v = {}   -- ("totals: (null)": nothing was allocated)
+   for i, n in ipairs(names) do v[n] = totals[i] or 0 end
+   if not (v.curB and v.curBk and v.totB and v.totBk and v.totFdBk) then return nil end
+   return {in_use = {blocks = v.curBk, bytes = v.curB}, allocs = v.totBk, frees = v.totFdBk, allocated = v.totB}
+end
+
 -- Valgrind's XML files in a run directory: vg.PID.ID.xml (see ljleak.engine.valgrind's command).
 local XML_NAME = "^vg%.(%d+)%.?%x*%.xml$"
 M.XML_NAME = XML_NAME
@@ -473,6 +504,8 @@ function M.collect(run_dir)
       elseif text ~= "" then   -- empty: Valgrind had not written anything yet
          local map = M.read_lua_frames((path:gsub("/vg%.([^/]*)%.xml$", "/vglua.%1")))
          local got, found = M.parse_file(text, path, map)
+         -- (two processes with one name share one xtree file too: then neither gets its totals)
+         if #got == 1 then got[1].heap = M.read_heap((path:gsub("/vg%.([^/]*)%.xml$", "/xt.%1.kcg"))) end
          for _, proc in ipairs(got) do procs[#procs + 1] = proc end
          for _, p in ipairs(found) do
             p.file = path

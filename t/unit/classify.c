@@ -1,6 +1,8 @@
 /* Unit test of the classification (csrc/lk_classify.c) on synthetic blocks: a root holding A,
 ** A holding B, a dropped cycle C <-> D, E known only by an interior pointer, F holding G and lost,
-** H held by the dynamic linker's own block. Valgrind's kinds must come out. TAP output. */
+** H held by the dynamic linker's own block, and lost Y holding X holding Z (X, before Y in the
+** list, is filled from first). Valgrind's kinds must come out, and each indirect block's owner
+** (the definite block that holds it, through others). TAP output. */
 #include <stdint.h>
 #include <string.h>
 
@@ -8,19 +10,19 @@
 #include "tap.h"
 
 /* The blocks live in this array, 64 bytes apart; each is 64 bytes long. */
-static uintptr_t heap[8][8] __attribute__((aligned(16)));
-enum { A, B, C, D, E, F, G, H };
+static uintptr_t heap[11][8] __attribute__((aligned(16)));
+enum { A, B, C, D, E, F, G, H, X, Z, Y, N };
 
 int main(void)
 {
-  lk_block b[8];
-  uint32_t work[2 * 8 + 1];
-  lk_why why[8];
+  lk_block b[N];
+  uint32_t work[2 * N + 1], owner[N];
+  lk_why why[N];
   lk_scanner s;
   uintptr_t roots[3];
   int i;
   memset(heap, 0, sizeof(heap));
-  for (i = 0; i < 8; i++) {
+  for (i = 0; i < N; i++) {
     b[i].addr = (uintptr_t)heap[i];
     b[i].size = sizeof(heap[i]);
     b[i].site = 2 + i;
@@ -32,10 +34,13 @@ int main(void)
   heap[C][0] = b[D].addr;          /* C <-> D, nothing else holds them */
   heap[D][5] = b[C].addr;
   heap[F][1] = b[G].addr + 8;      /* F -> G (interior), F lost */
+  heap[Y][2] = b[X].addr;          /* Y -> X -> Z, Y lost */
+  heap[X][4] = b[Z].addr;
   roots[0] = b[A].addr;            /* a root holds A */
   roots[1] = b[E].addr + 16;       /* and the middle of E */
   roots[2] = 12345;                /* and a number that is no block */
-  lk_classify_begin(&s, b, 8, work, 0, NULL, why);
+  lk_classify_begin(&s, b, N, work, 0, NULL, why);
+  s.owner = owner;
   s.root = 4;
   lk_classify_held(&s, H);
   s.root = 7;
@@ -47,6 +52,12 @@ int main(void)
      (b[C].state == LK_INDIRECT) + (b[D].state == LK_INDIRECT) == 1, "a dropped cycle: one definite, one indirect");
   ok(b[F].state == LK_DEFINITE && b[G].state == LK_INDIRECT, "a lost block's interior pointer: what it holds is indirect");
   ok(b[H].state == LK_REACHABLE, "a block the dynamic linker holds: reachable");
+  ok(owner[G] == F, "owner: the lost block that holds an indirect one");
+  ok(owner[b[C].state == LK_INDIRECT ? C : D] == (b[C].state == LK_INDIRECT ? D : C),
+     "owner: in a cycle, the definite one");
+  ok(b[Y].state == LK_DEFINITE && b[X].state == LK_INDIRECT && b[Z].state == LK_INDIRECT,
+     "a lost chain filled from its middle first: its head definite, the rest indirect");
+  ok(owner[X] == Y && owner[Z] == Y, "owner: the head of the chain, for the block filled from first too");
   ok(s.roots_bytes == sizeof(roots), "the root bytes read are counted");
   ok(why[A].root == 7 && why[A].at == (uintptr_t)&roots[0] && why[B].block == A &&
      why[B].at == (uintptr_t)&heap[A][3], "why: A held by the root's word, B by A's");

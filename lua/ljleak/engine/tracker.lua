@@ -9,6 +9,7 @@ local const = require "ljleak.const"
 local engines = require "ljleak.engine"
 local preflight = require "ljleak.preflight"
 local process = require "ljleak.process"
+local progress = require "ljleak.progress"
 local raw = require "ljleak.raw"
 local util = require "ljleak.util"
 
@@ -30,22 +31,45 @@ function M.command(state, command, path, run_dir)
    return path, command, env
 end
 
-function M.ticker() return nil end
-
 -- Under the tracker each process holds proc.PID.live in RUN_DIR from its start (or its fork) until
--- it writes its report. After the command ended, wait up to SECONDS (default 10, 1 when
--- INTERRUPTED) for those still running (children that outlive it); a signal to ljleak ends the
--- wait, and is passed on to them. Returns that signal.
+-- it writes its report, proc.PID.raw. The pids of those running, and how many have reported.
+local function processes(run_dir)
+   local running, reported = {}, 0
+   local ok, iter, dir_obj = pcall(lfs.dir, run_dir)
+   if not ok then return running, reported end
+   for name in iter, dir_obj do
+      local pid = tonumber(name:match("^proc%.(%d+)%.live$") or "")
+      if pid and not lfs.attributes(("%s/proc.%d.raw"):format(run_dir, pid)) and util.alive(pid) then
+         running[#running + 1] = pid
+      elseif name:match("^proc%.%d+%.raw$") then
+         reported = reported + 1
+      end
+   end
+   return running, reported
+end
+
+-- On a terminal, once the command has run for 2 seconds (a test suite, a long program): the time,
+-- the processes running and those checked, twice a second.
+function M.ticker(_, run_dir, status_line)
+   if not status_line.enabled then return nil end
+   local start, last = process.now(), -1
+   return function()
+      local elapsed = process.now() - start
+      if elapsed < 2 or elapsed - last < 0.5 then return end
+      last = elapsed
+      local running, reported = processes(run_dir)
+      status_line:update(("ljleak: %s elapsed, %d process%s running, %d checked"):format(progress.clock(elapsed),
+         #running, #running == 1 and "" or "es", reported))
+   end
+end
+
+-- After the command ended, wait up to SECONDS (default 10, 1 when INTERRUPTED) for the processes
+-- still running (children that outlive it); a signal to ljleak ends the wait, and is passed on to
+-- them. Returns that signal.
 function M.after(_, run_dir, interrupted, seconds)
    local running
    local function still()
-      running = {}
-      for name in lfs.dir(run_dir) do
-         local pid = tonumber(name:match("^proc%.(%d+)%.live$") or "")
-         if pid and not lfs.attributes(("%s/proc.%d.raw"):format(run_dir, pid)) and util.alive(pid) then
-            running[#running + 1] = pid
-         end
-      end
+      running = processes(run_dir)
       return #running > 0
    end
    local _, sig, from_terminal = process.wait_while(still, seconds or (interrupted and 1 or 10))

@@ -27,6 +27,7 @@ local OUTPUT = "changes where Valgrind's output goes; ljleak reads one XML file 
 local REFUSED = {
    ["--tool"] = SET, ["--xml"] = SET, ["--xml-file"] = SET, ["--leak-check"] = SET, ["--show-leak-kinds"] = SET,
    ["--trace-children"] = SET, ["--error-limit"] = SET, ["--keep-debuginfo"] = SET, ["--soname-synonyms"] = SET,
+   ["--xtree-memory"] = SET, ["--xtree-memory-file"] = SET,
    ["--show-reachable"] = KINDS, ["--show-possibly-lost"] = KINDS, ["--errors-for-leak-kinds"] = KINDS,
    ["--xtree-leak"] = "makes Valgrind write its leak check to an xtree file instead of its XML",
    ["--xml-fd"] = OUTPUT, ["--xml-socket"] = OUTPUT, ["--log-fd"] = OUTPUT, ["--log-file"] = OUTPUT,
@@ -117,9 +118,14 @@ function M.command_line(opts)
       "--xml=yes",
       -- ljleak's own allocation functions (libljleak_vg.so) must run: they give records Lua frames.
       "--soname-synonyms=somalloc=nouserintercepts",
+      -- the heap summary (its XML has none): the totals of xt.PID.ID.kcg, written at exit; a % of
+      -- DIR's own (from TMPDIR) would be expanded: %% is one %.
+      "--xtree-memory=full",
+      "--xtree-memory-file=" .. opts.dir:gsub("%%", "%%%%") .. "/xt.%p.%q{" .. M.ID_VAR .. "}.kcg",
+      "-q",                          -- which would otherwise name that file on stderr
       -- the frames asked for (default 12), plus the two of ljleak's the reader takes out again
       "--num-callers=" .. ((opts.num_callers or M.DEFAULT_NUM_CALLERS) + 2),
-      -- vg.PID.ID.xml; a % of DIR's own (from TMPDIR) would be expanded: %% is one %.
+      -- vg.PID.ID.xml
       "--xml-file=" .. opts.dir:gsub("%%", "%%%%") .. "/vg.%p.%q{" .. M.ID_VAR .. "}.xml",
    }
    local callers = #argv - 1
