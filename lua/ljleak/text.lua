@@ -422,8 +422,7 @@ function M.growth_text(g)
       line(("    each iteration keeps %.2f blocks to the end%s"):format(gen.persistent,
          (gen.released or 0) > 0 and (", and %.2f more for a while"):format(gen.released) or ""))
    end
-   for _, lf in ipairs(g.lua or {}) do line("    in Lua " .. M.lua_frame_text(lf)) end
-   frame_lines(line, g.frames or {}, "    ")
+   stack_lines(line, g.frames or EMPTY, g.lua or EMPTY, "    ")
    return table.concat(out, "\n") .. "\n"
 end
 
