@@ -13,7 +13,14 @@
 #include "lk_table.h"
 #include "lk_thread.h"
 
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 
 /* -- Contexts and recording ------------------------------------------------- */
 
@@ -68,9 +75,13 @@ LK_EXPORT int ljleak_annotate(void *p, const char *note)
 
 static volatile int lk_check_lock;   /* one mid-run report at a time: they share the stamps */
 
+typedef int (*lk_epoll_wait_f)(int, struct epoll_event *, int, int);
+static lk_epoll_wait_f lk_real_epoll_wait;
+
 void lk_api_init(void)
 {
   lk_lock_register(&lk_check_lock);
+  lk_real_epoll_wait = (lk_epoll_wait_f)dlsym(RTLD_NEXT, "epoll_wait");
 }
 
 static int lk_epoch_in(uint32_t site, uint32_t lo, uint32_t hi)
@@ -227,6 +238,169 @@ LK_EXPORT size_t ljleak_lua_raw(uint32_t id, char **raw)
 LK_EXPORT void ljleak_raw_free(char *raw)
 {
   lk_report_free(raw);
+}
+
+/* -- Growth -----------------------------------------------------------------------
+** ljleak.stable counts live blocks per site after each iteration: the table walked once, the
+** counts summed in the caller's array used as an open-addressing hash by site id (no report, no
+** memory). The sites that grow are then reported once (ljleak_live_sites). */
+
+typedef struct lk_site_sum {
+  ljleak_live_count *out;
+  uint32_t mask, n, full;
+} lk_site_sum;
+
+/* A site's stack without its context (epoch, tag): the same line in every iteration. */
+static uint64_t lk_stack_key(const lk_site *s)
+{
+  uint64_t h = 0xcbf29ce484222325ull ^ ((uint64_t)s->fn << 56) ^ ((uint64_t)s->depth << 40) ^ s->lua;
+  int i;
+  for (i = 0; i < s->depth; i++) {
+    h ^= s->ips[i];
+    h *= 0x100000001b3ull;
+    h ^= h >> 29;
+  }
+  return h ? h : 1;
+}
+
+static void lk_site_add(uintptr_t addr, uint64_t size, uint32_t site, void *ud)
+{
+  lk_site_sum *a = ud;
+  uint32_t i = (site * 0x9e3779b1u) & a->mask;
+  (void)addr;
+  if (site <= LK_SITE_INTERNAL) return;   /* not recorded, or ljleak's own */
+  while (a->out[i].site && a->out[i].site != site) i = (i + 1) & a->mask;
+  if (!a->out[i].site) {
+    const lk_site *s = lk_site_get(site);
+    if (!s) return;
+    if (4 * (a->n + 1) > 3 * (a->mask + 1)) { a->full = 1; return; }
+    a->n++;
+    a->out[i].site = site;
+    lk_ctx_tag(s->ctx, &a->out[i].epoch, NULL);
+    a->out[i].stack = lk_stack_key(s);
+  }
+  a->out[i].blocks++;
+  a->out[i].bytes += size;
+}
+
+/* Live blocks and bytes per site whose epoch is in [lo, hi), into out (cap: a power of two);
+** returns how many sites, or -1 when out is too small (call again with twice the room). */
+LK_EXPORT int ljleak_site_live(uint32_t lo, uint32_t hi, ljleak_live_count *out, int cap)
+{
+  lk_site_sum a;
+  uint32_t i, k = 0;
+  if (cap < 4 || (cap & (cap - 1))) return -1;
+  memset(out, 0, (size_t)cap * sizeof(*out));
+  a.out = out;
+  a.mask = (uint32_t)cap - 1;
+  a.n = a.full = 0;
+  lk_busy++;
+  lk_table_each(lk_site_add, &a);
+  lk_busy--;
+  if (a.full) return -1;
+  for (i = 0; i <= a.mask; i++)
+    if (out[i].site && out[i].epoch >= lo && out[i].epoch < hi) out[k++] = out[i];
+  memset(out + k, 0, (size_t)(cap - k) * sizeof(*out));
+  return (int)k;
+}
+
+/* A raw report (kind "live") of the live blocks of the N sites given, into *raw; its length. */
+LK_EXPORT size_t ljleak_live_sites(const uint32_t *sites, int n, char **raw)
+{
+  lk_report_filter f = { LK_REPORT_LIVE, 0, UINT32_MAX };
+  lk_result r;
+  size_t len, i, k = 0;
+  int j;
+  memset(&r, 0, sizeof(r));
+  lk_busy++;
+  lk_spin_lock(&lk_check_lock);
+  lk_maps_snapshot();
+  r.n = r.cap = lk_table_collect(&r.blocks, NULL, 0);
+  for (i = 0; i < r.n; i++)
+    for (j = 0; j < n; j++)
+      if (r.blocks[i].site == sites[j]) { r.blocks[k++] = r.blocks[i]; break; }
+  r.n = k;
+  len = lk_report_raw(&r, &f, raw);
+  lk_result_free(&r);
+  lk_spin_unlock(&lk_check_lock);
+  lk_busy--;
+  return len;
+}
+
+/* What the process holds: out[0] resident bytes (/proc/self/statm), then glibc's mallinfo2:
+** out[1] arena, out[2] hblkhd, out[3] uordblks, out[4] fordblks. Returns 0, -1 if RSS is unknown. */
+LK_EXPORT int ljleak_memstat(uint64_t *out)
+{
+  char buf[128];
+  struct mallinfo2 mi;
+  ssize_t len;
+  int fd, ret = -1;
+  const char *p;
+  unsigned long long pages = 0;
+  lk_busy++;
+  mi = mallinfo2();
+  out[0] = 0;
+  fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    len = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (len > 0) {
+      buf[len] = 0;
+      for (p = buf; *p && *p != ' '; p++) ;   /* size, then resident (pages) */
+      for (p++; *p >= '0' && *p <= '9'; p++) pages = pages * 10 + (unsigned)(*p - '0');
+      out[0] = pages * (uint64_t)sysconf(_SC_PAGESIZE);
+      ret = 0;
+    }
+  }
+  out[1] = mi.arena;
+  out[2] = mi.hblkhd;
+  out[3] = mi.uordblks;
+  out[4] = mi.fordblks;
+  lk_busy--;
+  return ret;
+}
+
+/* -- Soak: a sample asked for from outside -------------------------------------------
+** `ljleak soak --url` asks a server (nginx) for a growth sample after each request: a signal
+** (ljleak_soak_on's number) only marks it asked; the sample (the Lua callback: a full collection,
+** the counts) runs when the server next waits for events, in epoll_wait, where no Lua code and
+** no allocation is under way. */
+
+static void (*volatile lk_soak_cb)(void);
+static volatile sig_atomic_t lk_soak_asked;
+
+static void lk_soak_signal(int sig)
+{
+  (void)sig;
+  lk_soak_asked = 1;
+}
+
+/* Call cb when a sample is asked for; returns the signal that asks (0 if it cannot be set up). */
+LK_EXPORT int ljleak_soak_on(void (*cb)(void))
+{
+  struct sigaction sa;
+  int sig = SIGRTMIN + 6;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = lk_soak_signal;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(sig, &sa, NULL) != 0) return 0;
+  lk_soak_cb = cb;
+  return sig;
+}
+
+LK_EXPORT int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
+{
+  void (*cb)(void) = lk_soak_cb;
+  if (UNLIKELY(lk_soak_asked) && cb) {
+    lk_soak_asked = 0;
+    cb();
+    /* A signal the server caught meanwhile (nginx's SIGQUIT) would find it about to wait with no
+    ** timeout: back to its loop first, as after any signal. */
+    errno = EINTR;
+    return -1;
+  }
+  if (UNLIKELY(!lk_real_epoll_wait)) lk_real_epoll_wait = (lk_epoll_wait_f)dlsym(RTLD_NEXT, "epoll_wait");
+  return lk_real_epoll_wait(epfd, events, maxevents, timeout);
 }
 
 /* -- Finalizers ------------------------------------------------------------------

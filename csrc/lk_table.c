@@ -203,3 +203,25 @@ int lk_table_still(const lk_block *blk)
   if (!s || !(v = __atomic_load_n(s, __ATOMIC_RELAXED))) return 0;
   return (uint32_t)(v & LK_SITE_MASK) == blk->site && (v >> LK_SIZE_SHIFT) == blk->size;
 }
+
+/* Every live block given to fn, leaf by leaf (no order, no list): per-site counts of a growth
+** check. The leaf lock keeps the list of leaves still; fn must not allocate. */
+void lk_table_each(lk_block_fn fn, void *ud)
+{
+  size_t i, j;
+  unsigned char used[LK_LEAF_PAGES];
+  lk_spin_lock(&lk_leaf_lock);
+  for (i = 0; i < lk_nleaves; i++) {
+    const uint64_t *slots = lk_leaf_of(lk_leaves[i]);
+    uintptr_t base = (uintptr_t)lk_leaves[i] << LK_LEAF_SHIFT;
+    if (!lk_pages_in_use((uintptr_t)slots, LK_LEAF_PAGES, used)) memset(used, 1, sizeof(used));
+    for (j = 0; j < LK_LEAF_SLOTS; j++) {
+      uint64_t v;
+      if (!used[j / LK_SLOTS_PER_PAGE]) { j += LK_SLOTS_PER_PAGE - 1; continue; }
+      if (!(v = __atomic_load_n(&slots[j], __ATOMIC_RELAXED))) continue;
+      fn(base + (j << LK_GRAN_SHIFT) + (((v >> LK_SITE_BITS) & 1) << 4), v >> LK_SIZE_SHIFT,
+         (uint32_t)(v & LK_SITE_MASK), ud);
+    }
+  }
+  lk_spin_unlock(&lk_leaf_lock);
+}

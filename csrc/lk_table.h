@@ -36,6 +36,9 @@ void lk_table_set(void *p, size_t size, uint32_t site);
 int lk_table_take(void *p, uint64_t *size, uint32_t *site);  /* clear; 1 if tracked */
 size_t lk_table_collect(lk_block **out, size_t *want, int index);  /* live blocks, sorted by address */
 int lk_table_still(const lk_block *b);   /* still live with the same size and site? */
+/* fn(addr, size, site, ud) for every live block, in no order; no list made (cheap, repeated). */
+typedef void (*lk_block_fn)(uintptr_t addr, uint64_t size, uint32_t site, void *ud);
+void lk_table_each(lk_block_fn fn, void *ud);
 
 /* With INDEX, lk_table_collect leaves in each collected block's slot its index in the collection
 ** (the world stopped: nothing else reads the table) until lk_table_restore puts the blocks back:

@@ -24,7 +24,7 @@ function M.available()
    return f ~= nil and unistd.access(M.NGINX, "x") == 0
 end
 
-local CONF = [[
+local HEAD = [[
 # ndk_http_module must be loaded before the Lua module, which uses it.
 load_module %s/ndk_http_module.so;
 load_module %s/ngx_http_lua_module.so;
@@ -40,6 +40,9 @@ http {
   fastcgi_temp_path logs/fastcgi;
   uwsgi_temp_path logs/uwsgi;
   scgi_temp_path logs/scgi;
+]]
+
+local CONF = HEAD .. [[
   init_by_lua_block { require "ffi" }
   server {
     listen 127.0.0.1:%d;
@@ -94,6 +97,36 @@ local MODES = {
       .. "env LD_PRELOAD;\nenv LJLEAK_DIR;",
    workers = "master_process on;\nworker_processes 1;\nuser nobody nogroup;",
 }
+
+-- nginx.conf for `ljleak soak --url`: one process (MODES.single), on 127.0.0.1:PORT, locations /grow and
+-- /quiet calling t/growth/nginx_app.lua (from ROOT).
+local SOAK_CONF = HEAD .. [[
+  lua_package_path "%s/t/growth/?.lua;;";
+  server {
+    listen 127.0.0.1:%d;
+    location /grow { content_by_lua_block { require("nginx_app").grow() } }
+    location /quiet { content_by_lua_block { require("nginx_app").quiet() } }
+  }
+}
+]]
+
+-- Run `ljleak soak --url=http://127.0.0.1:PORT/PATH [EXTRA...] --json=... -- nginx`. Returns the
+-- decoded report (or nil), ljleak's exit code, its stderr.
+function M.soak(path, extra)
+   local dir = h.tmpdir()
+   assert(require("lfs").mkdir(dir .. "/logs"))
+   local port = M.free_port()
+   h.write_file(dir .. "/nginx.conf", SOAK_CONF:format(M.MODULES, M.MODULES, MODES.single, h.ROOT, port))
+   local json = dir .. "/report.json"
+   local argv = {h.BIN, "soak", "--url=http://127.0.0.1:" .. port .. path, "--json=" .. json}
+   for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
+   for _, a in ipairs({"--", M.NGINX, "-p", dir .. "/", "-c", dir .. "/nginx.conf"}) do argv[#argv + 1] = a end
+   local code, _, err = h.run(argv)
+   local text = h.read_file(json)
+   err = (err or "") .. (h.read_file(dir .. "/logs/error.log") or "")
+   h.rmtree(dir)
+   return text and cjson.decode(text), code, err
+end
 
 -- Run nginx under `ljleak run [EXTRA...] --json=...`, GET each of PATHS (default /a, /b, /c),
 -- stop it. Returns the decoded report (or nil), ljleak's exit code, its stderr, and the bodies.

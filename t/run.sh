@@ -8,9 +8,9 @@ SPECS="t/dag_spec.lua t/abi_spec.lua t/const_spec.lua t/symbolize_spec.lua t/sym
        t/supp_spec.lua t/hostile_spec.lua t/invisible_spec.lua t/baseline_spec.lua t/shards_spec.lua t/junit_spec.lua
        t/github_spec.lua"
 # Runs Valgrind itself (not under the tracker: an outer tracker would be preloaded into it); and
-# prove with perl and nginx (test-nginx), which an outer tracker would check too.
+# prove with perl and nginx (test-nginx, soak --url), which an outer tracker would check too.
 VALGRIND_SPECS="t/engines_spec.lua t/valgrind_spec.lua t/busted_valgrind_spec.lua t/supp_run_spec.lua t/text_spec.lua
-                t/progress_spec.lua t/testnginx_spec.lua"
+                t/progress_spec.lua t/testnginx_spec.lua t/growth_spec.lua"
 # Builds and installs with make and luarocks (compilers leak by design: not under the tracker either).
 INSTALL_SPECS="t/install_spec.lua"
 log=$(mktemp)

@@ -1,6 +1,7 @@
 -- luassert extension: `require "ljleak.assert"`, then `assert.no_leaks(fn, ...)` fails with the
 -- readable leak report when blocks allocated by fn are lost once it returned and garbage was
--- collected (see ljleak.check), or when the ffi.gc registry saw a problem during it.
+-- collected (see ljleak.check), or when the ffi.gc registry saw a problem during it;
+-- `assert.stable(fn [, opts])` fails when fn's live set grows with each call (ljleak.stable).
 local ljleak = require "ljleak"
 local say = require "say"
 local luassert = require "luassert"
@@ -22,9 +23,23 @@ local function no_leaks(_, arguments)
    return not failed
 end
 
+local function stable(_, arguments)
+   local fn = arguments[1]
+   if type(fn) ~= "function" then
+      error("assert.stable: expected a function, got " .. type(fn), 3)
+   end
+   local ok, sites = ljleak.stable(fn, arguments[2])
+   arguments[1] = ok and "no growth" or ljleak.format_growth(sites)
+   arguments.n = 1
+   return ok
+end
+
 say:set("assertion.no_leaks.positive", "Expected no leaks, but:\n%s")
 say:set("assertion.no_leaks.negative", "Expected leaks, but there were none (%s)")
 luassert:register("assertion", "no_leaks", no_leaks, "assertion.no_leaks.positive",
    "assertion.no_leaks.negative")
+say:set("assertion.stable.positive", "Expected a stable live set, but:\n%s")
+say:set("assertion.stable.negative", "Expected growth, but there was none (%s)")
+luassert:register("assertion", "stable", stable, "assertion.stable.positive", "assertion.stable.negative")
 
 return ljleak

@@ -53,7 +53,8 @@ local function build_parser(state)
    -- The verdict's options: `run`, `busted`, and `report` re-gating a saved report.
    local function add_gate_options(cmd, fail_on_default)
       cmd:option("--fail-on", "Leak kinds that make the run fail: a comma-separated list of "
-         .. "definite, indirect, possible, reachable, and unchecked (a process that was not checked)"
+         .. "definite, indirect, possible, reachable, unchecked (a process that was not checked), and "
+         .. "growth (`soak`)"
          .. (fail_on_default and "." or "; default: the run's (its verdict's), else definite."),
          fail_on_default):argname("KINDS")
       cmd:option("--error-exitcode", "Exit code when a leak of a --fail-on kind is found (0: keep CMD's).",
@@ -64,7 +65,7 @@ local function build_parser(state)
    end
 
    -- Options shared by every command that runs something under an engine.
-   local function add_run_options(cmd)
+   local function add_run_options(cmd, fail_on)
       add_help(cmd, state)
       cmd:option("--engine", "Leak checker: the in-process tracker (default) or Valgrind memcheck.", "tracker")
          :choices({"tracker", "valgrind"})
@@ -75,7 +76,7 @@ local function build_parser(state)
          .. "junit-10.xsd).")
       cmd:option("--html", "Write the report as a self-contained HTML page to FILE."):argname("FILE")
       cmd:option("--folded", "Write the leaks as folded stacks (flame graphs) to FILE."):argname("FILE")
-      add_gate_options(cmd, "definite")
+      add_gate_options(cmd, fail_on or "definite")
       cmd:flag("--show-reachable", "List reachable blocks too (always counted in the summary).")
       cmd:flag("--keep-run-dir", "Keep the run directory with the raw per-process reports.")
       cmd:option("--suppressions", "Also suppress what the Valgrind-format suppression FILE matches "
@@ -111,6 +112,18 @@ local function build_parser(state)
    tn:usage("Usage: ljleak test-nginx [options] -- prove [prove options and paths]")
    add_run_options(tn)
    tn:argument("stray"):args("*"):hidden(true)
+
+   local soak = parser:command("soak", "Do one unit of work N times under the tracker (a Lua function, or an "
+      .. "nginx location over loopback) and fail on allocation sites whose live set grows with it.")
+   soak:usage("Usage: ljleak soak --lua=MODULE.FUNCTION [options] [-- luajit [ARGS...]]\n"
+      .. "       ljleak soak --url=URL [options] -- nginx ARGS...")
+   add_run_options(soak, "definite,growth")
+   soak:option("--lua", "Call MODULE.FUNCTION(i) N times in CMD (a LuaJIT; default luajit)."):argname("MODULE.FUNCTION")
+   soak:option("--url", "GET URL (http://127.0.0.1:PORT/PATH) N times from CMD, a server (nginx) with Lua.")
+      :argname("URL")
+   soak:option("--iterations", "How many times (N).", "200"):argname("N")
+   soak:option("--warmup", "Iterations left out of the fit (default N/10)."):argname("W")
+   soak:argument("stray"):args("*"):hidden(true)
 
    local sup = parser:command("suppressions", "Work on Valgrind-format suppression files.")
    add_help(sup, state)
@@ -189,6 +202,14 @@ function commands.busted(args, rest)
       [const.ENV.PER_TEST] = (args.no_per_test or args.baseline) and "0" or "1",
       [const.ENV.FAIL_ON] = args.fail_on,
    }, EXIT)
+end
+
+-- `ljleak soak`: growth is a --fail-on kind there by default.
+function commands.soak(args, command)
+   if #args.stray > 0 then
+      fail("usage", "soak: unexpected argument '%s'; put '--' before the command", args.stray[1])
+   end
+   return require("ljleak.soakrun").command(args, command, EXIT)
 end
 
 -- `ljleak suppressions merge FILE...`: the entries of every FILE, without duplicates (same kind and
@@ -299,7 +320,7 @@ local function main(argv)
       return EXIT.ok
    end
    if not args.command then
-      fail("usage", "a command is required (run, busted, test-nginx, report or suppressions; see ljleak --help)")
+      fail("usage", "a command is required (run, busted, test-nginx, soak, report or suppressions; see ljleak --help)")
    end
    return commands[args.command](args, command)
 end

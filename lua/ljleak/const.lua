@@ -20,6 +20,7 @@ M.ENV = {
    FAIL_ON = "LJLEAK_FAIL_ON", PRELOAD = "LJLEAK_PRELOAD", VALGRIND = "LJLEAK_VALGRIND", VG_ID = "LJLEAK_VG_ID",
    BUSTED = "LJLEAK_BUSTED", BIN = "LJLEAK_BIN", REEXEC = "LJLEAK_REEXEC", SUPPRESSIONS_DIR = "LJLEAK_SUPPRESSIONS_DIR",
    CACHE = "LJLEAK_CACHE",
+   SOAK = "LJLEAK_SOAK",
 }
 
 -- The run directory's file (under LJLEAK_DIR) where a test runner's integration in the program lists

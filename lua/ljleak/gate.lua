@@ -23,8 +23,8 @@ end
 local function parse_fail_on(option)
    local kinds = {}
    for word in (option .. ","):gmatch("([^,]*),") do
-      if not model.KINDS_SET[word] and word ~= "unchecked" then
-         fail("usage", "--fail-on=%s: unknown leak kind '%s' (use %s, unchecked)", option, word,
+      if not model.KINDS_SET[word] and word ~= "unchecked" and word ~= "growth" then
+         fail("usage", "--fail-on=%s: unknown leak kind '%s' (use %s, unchecked, growth)", option, word,
             table.concat(const.KINDS, ", "))
       end
       kinds[word] = true
@@ -137,6 +137,7 @@ function M.kinds_list(kinds)
       if kinds[k] then list[#list + 1] = k end
    end
    if kinds.unchecked then list[#list + 1] = "unchecked" end
+   if kinds.growth then list[#list + 1] = "growth" end
    return list
 end
 
@@ -169,6 +170,11 @@ function M.verdict(report, o, EXIT, name)
       why[#why + 1] = ("%s of a --fail-on kind (%s): %s in %s"):format(plural(failing.records, "record"), kinds,
          plural(failing.bytes, "byte"), plural(failing.blocks, "block"))
    end
+   local growing = 0
+   for _, g in ipairs(report.growth or {}) do
+      if model.fails(g, o.fail_on) then growing = growing + 1 end
+   end
+   if growing > 0 then why[#why + 1] = ("%s growing with each iteration (soak)"):format(plural(growing, "site")) end
    local errors = model.summarize({}, report.errors or {}).error_totals
    if errors.records > 0 then
       why[#why + 1] = ("%s (Valgrind's or the ffi.gc registry's)"):format(plural(errors.records, "error"))

@@ -6,6 +6,7 @@
 -- page as JSON (each text once) that its script renders, so that ten thousand records stay usable:
 -- the table shows a hundred rows at a time, the flame graph draws only frames a pixel wide or more.
 -- The page's state (filter, kinds, sort, zoom) is kept in its address (#filter=...&zoom=...).
+local growthplot = require "ljleak.growthplot"
 local json = require "ljleak.json"
 local model = require "ljleak.model"
 local text = require "ljleak.text"
@@ -526,6 +527,7 @@ function M.write(report, opts, sink)
    end
    b:put(verdict_html(report), "<h2>Summary</h2>\n", summary_html(report), processes_html(report), tests_html(report),
          suppressions_html(report), problems_html(report))
+   b:put(growthplot.html(report, esc))   -- `ljleak soak`: live bytes and RSS per iteration
    b:put('<h2>Flame graph</h2>\n<p class="hint">Leaked bytes by stack, from the allocation function (bottom) up '
       .. "through the C functions that called it and the Lua frames. Width is bytes; click a frame to zoom, the "
       .. 'bottom one to zoom out. It shows the records the table selects.</p>\n<div id="flame"></div>\n')

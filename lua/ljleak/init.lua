@@ -7,6 +7,7 @@ local vm = require "ljleak.vm"
 
 -- Everything a check needs is loaded now, through the require captured at start-up: a check
 -- made inside a test (whose spec may mock require, or insulate modules) loads nothing.
+local growth = vm.require "ljleak.growth"
 local model = vm.require "ljleak.model"
 local raw = vm.require "ljleak.raw"
 local registry = vm.require "ljleak.registry"
@@ -186,6 +187,172 @@ function M.format(recs, probs)
    local out = text.render({leaks = recs, summary = model.summarize(recs)}, {brief = true})
    for _, p in ipairs(probs or {}) do out = out .. p.kind .. ": " .. p.message .. "\n" end
    return out
+end
+
+-- -- Growth --------------------------------------------------------------------------------------
+-- ljleak.stable: an epoch per iteration (the generation of each block), the live blocks counted
+-- per site by the tracker after each iteration and a full collection (ljleak_site_live: no report),
+-- the sites summed by stack (a site is a stack in one epoch), each stack's series judged by
+-- ljleak.growth; the growing stacks reported once at the end, as records.
+
+local counts = {cap = 0}   -- the tracker's answer: ljleak_live_count[cap], grown when too small
+
+local function site_counts(lo, hi)
+   while true do
+      if counts.cap == 0 then
+         counts.cap = 1024
+         counts.buf = vm.ffi.new("ljleak_live_count[?]", counts.cap)
+      end
+      local n = C.ljleak_site_live(lo, hi, counts.buf, counts.cap)
+      if n >= 0 then return counts.buf, n end
+      counts.cap = counts.cap * 2
+      counts.buf = vm.ffi.new("ljleak_live_count[?]", counts.cap)
+   end
+end
+
+local memstat = vm.ffi.new("uint64_t[5]")
+local MEM_FIELDS = {"rss", "arena", "hblkhd", "uordblks", "fordblks"}
+
+-- The live-block records of the SITES (ids) given: one record per stack.
+local function site_records(sites)
+   local ids = vm.ffi.new("uint32_t[?]", #sites, sites)
+   return records(function(_, _, out) return C.ljleak_live_sites(ids, #sites, out) end, 0, 0)
+end
+
+function M.stable_options(opts)
+   assert(opts == nil or type(opts) == "table", "ljleak.stable: opts must be a table")
+   opts = opts or {}
+   local n, w = opts.iterations or 200, opts.warmup
+   assert(type(n) == "number" and n >= 16 and n % 1 == 0, "ljleak.stable: iterations must be an integer >= 16")
+   w = w or math.floor(n / 10)
+   assert(type(w) == "number" and w >= 0 and w % 1 == 0 and n - w >= 8,
+      "ljleak.stable: warmup must be an integer >= 0, with at least 8 iterations after it")
+   return n, w
+end
+
+-- A series of samples: iteration i's allocations are in an epoch of their own; sample(i), after
+-- the iteration, collects garbage fully and counts the live blocks per stack and the memory.
+local Series = {}
+Series.__index = Series
+
+function M.series(warmup)
+   need_tracker("series")
+   local s = setmetatable({warmup = warmup, stacks = {}, order = {}, mem = {live = {}}, n = 0}, Series)
+   for _, f in ipairs(MEM_FIELDS) do s.mem[f] = {} end
+   s.lo = next_epoch()
+   return s
+end
+
+function Series:sample(i)
+   local e = ctx.epoch
+   collect()
+   collect()
+   local buf, k = site_counts(self.lo, e + 1)
+   local live = 0
+   for j = 0, k - 1 do
+      local c = buf[j]
+      local key = tostring(c.stack)
+      local st = self.stacks[key]
+      if not st then
+         st = {blocks = {}, bytes = {}, sites = {}, born = 0, ids = {}, key = key}
+         self.stacks[key] = st
+         self.order[#self.order + 1] = key
+      end
+      local b, y = tonumber(c.blocks), tonumber(c.bytes)
+      st.blocks[i] = (st.blocks[i] or 0) + b
+      st.bytes[i] = (st.bytes[i] or 0) + y
+      if not st.sites[c.site] then
+         st.sites[c.site] = true
+         st.ids[#st.ids + 1] = c.site
+      end
+      if c.epoch == e and i > self.warmup then st.born = st.born + b end
+      live = live + y
+   end
+   self.mem.live[i] = live
+   C.ljleak_memstat(memstat)
+   for m, f in ipairs(MEM_FIELDS) do self.mem[f][i] = tonumber(memstat[m - 1]) end
+   self.n = i
+   next_epoch()
+end
+
+-- The verdict after the samples: true, {}, memory; or false, sites, memory (as ljleak.stable's).
+function Series:finish()
+   local hi = next_epoch()
+   local n, warmup = self.n, self.warmup
+   local grown = {}
+   for _, key in ipairs(self.order) do
+      local st = self.stacks[key]
+      for i = 1, n do
+         st.blocks[i], st.bytes[i] = st.blocks[i] or 0, st.bytes[i] or 0
+      end
+      local g = growth.judge(st.blocks, st.bytes, warmup)
+      if g then
+         g.stack = st
+         grown[#grown + 1] = g
+      end
+   end
+   local mem = self.mem
+   mem.allocator = growth.memory(mem, warmup, #grown > 0)
+   if #grown == 0 then return true, {}, mem end
+   -- Blocks born after warmup still live now, per epoch: the persistent part of each generation.
+   local buf, k = site_counts(self.lo + warmup, hi)
+   local persistent = {}
+   for j = 0, k - 1 do
+      local key = tostring(buf[j].stack)
+      persistent[key] = (persistent[key] or 0) + tonumber(buf[j].blocks)
+   end
+   local sites = {}
+   for _, g in ipairs(grown) do
+      local rec = site_records(g.stack.ids)[1]
+      if rec then
+         local p = persistent[g.stack.key] or 0
+         rec.blocks_per_iteration, rec.bytes_per_iteration, rec.fit =
+            g.blocks_per_iteration, g.bytes_per_iteration, g.fit
+         rec.generations = {persistent = p / (n - warmup), released = math.max(0, g.stack.born - p) / (n - warmup)}
+         rec.series = g.stack.bytes   -- live bytes after each iteration
+         sites[#sites + 1] = rec
+      end
+   end
+   table.sort(sites, function(a, b) return a.bytes_per_iteration > b.bytes_per_iteration end)
+   return #sites == 0, sites, mem
+end
+
+--- Runs fn(i) for i = 1..N (opts.iterations, 200), each followed by a full collection and a count
+--- of the live blocks per allocation site; after opts.warmup iterations (N/10) a site whose live
+--- bytes keep growing is a growth. Returns true, {}, memory when nothing grows, else false, sites,
+--- memory: each site a live record (frames, lua) with blocks_per_iteration,
+--- bytes_per_iteration, fit (R^2), generations {persistent, released} (blocks per iteration born
+--- then and still live at the end, or live after their iteration and freed later), series (its
+--- live bytes after each iteration); memory: the
+--- series {live, rss, arena, hblkhd, uordblks, fordblks} and `allocator` when RSS grew while
+--- live bytes did not (ljleak.growth.memory: verdict, message).
+function M.stable(fn, opts)
+   need_tracker("stable")
+   assert(type(fn) == "function", "ljleak.stable: fn must be a function")
+   local n, warmup = M.stable_options(opts)
+   local jit_was_on = jit and jit.status()
+   if jit_was_on then jit.off() jit.flush() end   -- exact Lua lines: no trace stands for them
+   local series = M.series(warmup)
+   local ok, err = true, nil
+   for i = 1, n do
+      ok, err = pcall_(fn, i)
+      if not ok then break end
+      series:sample(i)
+   end
+   if jit_was_on then jit.on() end
+   if not ok then
+      next_epoch()
+      error(err, 0)
+   end
+   return series:finish()
+end
+
+--- A readable report of stable's growing sites, and of its memory verdict (the third result).
+function M.format_growth(sites, memory)
+   local out = {}
+   for _, g in ipairs(sites) do out[#out + 1] = text.growth_text(g) end
+   if memory and memory.allocator then out[#out + 1] = memory.allocator.message .. "\n" end
+   return table.concat(out, "\n")
 end
 
 -- -- Loading --------------------------------------------------------------------------------------

@@ -108,12 +108,12 @@ end
 -- Keys of these names hold arrays wherever they are (so that an empty one is written as []).
 local ARRAY_KEYS = {command = true, leaks = true, errors = true, processes = true, frames = true, lua = true,
                     suppressions = true, problems = true, unstopped_threads = true, fail_on = true, tests = true,
-                    shards = true, sites = true}
+                    shards = true, sites = true, growth = true}
 
 -- Keys that a leak record always has: absent ones are written as null.
 local KEY_ORDER = {
    "schema", "tool", "version", "engine", "command", "exit_status", "interrupted", "killed", "started", "duration",
-   "hostname", "verdict", "summary", "heap", "leaks", "errors", "problems", "processes",
+   "hostname", "verdict", "summary", "heap", "leaks", "growth", "errors", "problems", "processes",
    "definite", "indirect", "possible", "reachable", "suppressed", "error_totals", "in_use", "allocs", "frees",
    "allocated", "exit_code", "why", "fail_on",
    "id", "kind", "blocks", "bytes", "pid", "frames", "lua", "test", "note", "owner", "suppressed_by",

@@ -517,6 +517,9 @@ function M.failing(report, kinds)
    for _, leak in ipairs(report.leaks or {}) do
       if M.fails(leak, kinds) then n = n + 1 end
    end
+   for _, g in ipairs(report.growth or {}) do  -- `ljleak soak`'s growing sites
+      if M.fails(g, kinds) then n = n + 1 end
+   end
    for _, e in ipairs(report.errors or {}) do  -- errors always fail the run
       if e.suppressed_by == nil or e.suppressed_by == M.null then n = n + 1 end
    end

@@ -25,7 +25,7 @@ function M.signal_name(sig)
 end
 
 -- Run PATH with ARGV (argv[1]: the name it sees) and ENV (NAME = value, or false to remove it).
--- OPTS.timeout: seconds; OPTS.tick(): called about four times a second while it runs (every
+-- OPTS.timeout: seconds; OPTS.tick(pid): called about four times a second while it runs (every
 -- OPTS.interval seconds, if given).
 -- Returns {pid, how = "exited"|"killed", status, interrupted = nil | {signal, by = "signal"|"timeout"}},
 -- or nil, message, errno when it could not be started.
@@ -67,7 +67,7 @@ function M.run(path, argv, env, opts)
             psignal.kill(pid, psignal.SIGTERM)
             kill_at, deadline = t + M.GRACE, nil
          end
-         if opts.tick then opts.tick() end
+         if opts.tick then opts.tick(pid) end
       end
    end
 end

@@ -206,6 +206,7 @@ local function finish(engine, state, run_dir, res, command, args, opts)
    rep.started, rep.duration, rep.hostname = opts.started, math.floor((process.now() - opts.t0) * 1000) / 1000,
       M.hostname()
    rep.problems = problems   -- listed in the summary
+   if opts.hooks.report then opts.hooks.report(rep, run_dir, problems) end
    local tests, test_problems
    if engine.tests then tests, test_problems = engine.tests(state), {} else
       tests, test_problems = engines.read_tests(run_dir)
@@ -237,9 +238,11 @@ end
 
 -- Run COMMAND (argv) as ARGS (the parsed options) say, with EXTRA_ENV added to its environment.
 -- EXIT: ljleak.cli's exit-code table. ENGINE_OF (optional): the engine of a name (default
--- ljleak.engine.get; test-nginx wraps it). Returns the exit code; an expected failure is raised.
-function M.run(args, command, extra_env, EXIT, engine_of)
-   local opts = {exit = EXIT, started = os.date("!%Y-%m-%dT%H:%M:%SZ"), t0 = process.now()}
+-- ljleak.engine.get; test-nginx wraps it). HOOKS (optional, `soak`): drive(pid, run_dir), called
+-- while CMD runs; report(rep, run_dir, problems), called once the report is built. Returns the
+-- exit code; an expected failure is raised.
+function M.run(args, command, extra_env, EXIT, engine_of, hooks)
+   local opts = {exit = EXIT, started = os.date("!%Y-%m-%dT%H:%M:%SZ"), t0 = process.now(), hooks = hooks or {}}
    opts.gate = gate.options(args)
    local timeout = parse_timeout(args.timeout)
    opts.outputs = M.check_outputs(args, opts.gate)
@@ -261,9 +264,18 @@ function M.run(args, command, extra_env, EXIT, engine_of)
       local exe, argv, env = engine.command(state, command, path, run_dir)
       for k, v in pairs(extra_env) do env[k] = v end
       local status_line = progress.new()
+      local tick = engine.ticker(state, run_dir, status_line)
+      local drive = opts.hooks.drive
+      if drive then
+         local engine_tick = tick
+         tick = function(pid)
+            if drive then drive(pid, run_dir) end
+            drive = nil
+            if engine_tick then engine_tick(pid) end
+         end
+      end
       local res = {pcall(spawn_and_wait, exe, argv, env,
-                         {timeout = timeout, tick = engine.ticker(state, run_dir, status_line),
-                          interval = engine.interval})}
+                         {timeout = timeout, tick = tick, interval = engine.interval})}
       status_line:clear()
       if not res[1] then error(res[2], 0) end
       res = res[2]

@@ -349,6 +349,7 @@ local function text_summary(report, opts)
       end
       line("")
    end
+   M.growth_section(report, line)
    heap_summary(line, report, 20)
    local summary = report.summary or model.summarize(report.leaks or {})
    line("LEAK SUMMARY:")
@@ -386,6 +387,43 @@ M.render = text_summary
 -- One record as readable text (its kind, size, test, Lua and C frames).
 function M.record_text(leak)
    return text_summary({leaks = {leak}}, {brief = true, show_reachable = true, unnumbered = true})
+end
+
+-- -- Growth ------------------------------------------------------------------------------------------
+
+-- `ljleak soak`'s part of the text report: the growing sites, what the allocator kept, a count.
+function M.growth_section(report, line)
+   local soak = report.soak
+   if not soak or soak == null then return end
+   for _, g in ipairs(report.growth or {}) do
+      line((M.growth_text(g):gsub("\n$", "")))
+      line("")
+   end
+   for _, p in ipairs(soak.processes or {}) do
+      if p.allocator and p.allocator ~= null then line(("pid %s: %s"):format(tostring(p.pid), p.allocator.message)) end
+   end
+   line(("GROWTH: %s growing over %d iterations of %s (%d left out as warmup)")
+      :format(plural(#(report.growth or {}), "site"), soak.iterations or 0, tostring(soak.target), soak.warmup or 0))
+   line("")
+end
+
+-- A growing site (ljleak.stable's, or a growth record of `ljleak soak`): how fast it grows, how
+-- well a line fits, what each iteration keeps, where it was allocated.
+function M.growth_text(g)
+   local out = {}
+   local function line(s) out[#out + 1] = s end
+   local fit = tonumber(g.fit) or 0
+   line(("growth: %.1f bytes in %.2f blocks per iteration (fit %.2f), %s live now%s%s")
+      :format(g.bytes_per_iteration, g.blocks_per_iteration, fit, amount(g),
+              g.pid and (", pid " .. tostring(g.pid)) or "",
+              g.test and g.test ~= null and (", in test " .. g.test) or ""))
+   local gen = g.generations
+   if gen and gen ~= null then
+      line(("    each iteration keeps %.2f blocks to the end%s"):format(gen.persistent,
+         (gen.released or 0) > 0 and (", and %.2f more for a while"):format(gen.released) or ""))
+   end
+   stack_lines(line, g.frames or EMPTY, g.lua or EMPTY, "    ")
+   return table.concat(out, "\n") .. "\n"
 end
 
 return M

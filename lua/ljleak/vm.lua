@@ -54,6 +54,15 @@ size_t ljleak_check(uint32_t lo, uint32_t hi, char **raw);
 size_t ljleak_unheld(uint32_t lo, uint32_t hi, uintptr_t *out, size_t cap);
 size_t ljleak_lua_raw(uint32_t id, char **raw);
 void ljleak_raw_free(char *raw);
+typedef struct ljleak_live_count {
+  uint64_t stack;
+  uint64_t blocks, bytes;
+  uint32_t site, epoch;
+} ljleak_live_count;
+int ljleak_site_live(uint32_t lo, uint32_t hi, ljleak_live_count *out, int cap);
+size_t ljleak_live_sites(const uint32_t *sites, int n, char **raw);
+int ljleak_memstat(uint64_t *out);
+int ljleak_soak_on(void (*cb)(void));
 void ljleak_finalizer_enter(void);
 int ljleak_finalizer_leave(uintptr_t *out, int cap);
 uint32_t ljleak_here(void);

@@ -12,7 +12,8 @@ for name in pairs(package.loaded) do
    if name:match("^lfs") or name:match("^posix") or name == "lxp" or name == "argparse"
       or name:match("^ljleak%.") and not ({["ljleak.vm"] = 1, ["ljleak.init"] = 1, ["ljleak.model"] = 1,
          ["ljleak.registry"] = 1, ["ljleak.raw"] = 1, ["ljleak.symbolize"] = 1, ["ljleak.text"] = 1,
-         ["ljleak.json"] = 1, ["ljleak.const"] = 1, ["ljleak.util"] = 1, ["ljleak.core"] = 1})[name] then
+         ["ljleak.json"] = 1, ["ljleak.const"] = 1, ["ljleak.util"] = 1, ["ljleak.core"] = 1,
+         ["ljleak.growth"] = 1})[name] then
       names[#names + 1] = name
    end
 end
