@@ -6,10 +6,15 @@
 -- Then the report step at scale: `ljleak run --json` on t/leak/stacks, a C program whose every
 -- leaked block has its own stack (1e4 stacks; 1e5 stacks of 64 frames), with the whole command's
 -- wall time and peak RSS. Then `ljleak test-nginx` on the suites of t/testnginx/ (12 nginx
--- instances) against the same `prove` alone.
+-- instances) against the same `prove` alone. Then issue 11's rows: the fixed cost of a run, 20
+-- short processes, the exit scan's curve (1e4..1e7 live blocks), a 300-test busted suite; and a
+-- table of every target with its measured ratio. LeakSanitizer (gcc's liblsan preloaded) and
+-- heaptrack are columns of the workloads where they are installed.
 -- Environment: BENCH_RUNS (default 3), BENCH_VALGRIND_RUNS (default 1: a Valgrind run takes
--- 20 to 100 times as long), BENCH_VALGRIND=0 to skip Valgrind, BENCH_ONLY=name (a workload,
--- "report" or "testnginx").
+-- 20 to 100 times as long), BENCH_VALGRIND=0 to skip Valgrind, BENCH_PEER_RUNS (LSan and
+-- heaptrack, default 1), BENCH_SCAN_MAX (default 1e7), BENCH_ONLY=name (a workload, "report",
+-- "testnginx", "fixed", "workers", "scan" or "busted").
+local cjson = require "cjson"
 local stdlib = require "posix.stdlib"
 local time = require "posix.time"
 local unistd = require "posix.unistd"
@@ -25,7 +30,15 @@ local WORKLOADS = {
    {name = "malloc_free", what = "(a) 7M ffi.C.malloc/free, 16-4096 B"},
    {name = "ffi_gc", what = "(b) 3M ffi.gc(malloc, free) + collectgarbage"},
    {name = "mix", what = "(c) strings, tables, ffi.new, strdup/free"},
+   {name = "tight", what = "(t) 3e7 malloc/free pairs, 1-512 B, one compiled loop", valgrind = false},
 }
+local PEER_RUNS = tonumber(os.getenv("BENCH_PEER_RUNS")) or 1
+
+-- The targets (issue 11), each {what, measured ratio or value, target, unit}: printed at the end.
+local targets = {}
+local function target(what, value, limit, unit)
+   targets[#targets + 1] = {what, value, limit, unit or "x"}
+end
 
 local function now()
    local t = time.clock_gettime(time.CLOCK_MONOTONIC)
@@ -111,8 +124,32 @@ if VALGRIND then
    end}
 end
 
+-- The peers, where installed: LeakSanitizer's runtime preloaded (its leak check at exit, exit code
+-- kept 0), heaptrack (recording; its analysis is a separate step). GNU time outside: the whole
+-- command's time, and the largest RSS of its processes.
+local function installed(path) return unistd.access(path, "r") == 0 end
+local LSAN
+for _, dir in ipairs({"/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"}) do
+   if not LSAN and installed(dir .. "/liblsan.so.0") then LSAN = dir .. "/liblsan.so.0" end
+end
+local HEAPTRACK = installed("/usr/bin/heaptrack") and "/usr/bin/heaptrack" or nil
+local peer_out = os.tmpname()
+if LSAN then
+   ENGINES[#ENGINES + 1] = {name = "lsan", runs = PEER_RUNS, peer = true, argv = function(prog)
+      return {"/usr/bin/time", "-f", "%e %M", "-o", rssfile, "env", "LD_PRELOAD=" .. LSAN,
+              "LSAN_OPTIONS=exitcode=0", "luajit", prog}
+   end}
+end
+if HEAPTRACK then
+   ENGINES[#ENGINES + 1] = {name = "heaptrack", runs = PEER_RUNS, peer = true, argv = function(prog)
+      return {"/usr/bin/time", "-f", "%e %M", "-o", rssfile, HEAPTRACK, "-o", peer_out, "luajit", prog}
+   end}
+end
+
 local ONLY = os.getenv("BENCH_ONLY")
-if not ONLY or (ONLY ~= "report" and ONLY ~= "testnginx") then
+local WORKLOAD_NAMES = {}
+for _, w in ipairs(WORKLOADS) do WORKLOAD_NAMES[w.name] = true end
+if not ONLY or WORKLOAD_NAMES[ONLY] then
    print(("ljleak bench: %d runs each (Valgrind: %d), median wall time and peak RSS of the program under test")
       :format(RUNS, VALGRIND_RUNS))
    print("wall: the whole command (ljleak's own work included); prog: the program under test alone")
@@ -126,7 +163,9 @@ for _, w in ipairs(WORKLOADS) do
       for _, e in ipairs(ENGINES) do res[e.name] = {wall = {}, prog = {}, rss = {}} end
       for i = 1, RUNS do
          for _, e in ipairs(ENGINES) do
-            if i > (e.runs or RUNS) then goto next_engine end
+            if i > (e.runs or RUNS) or (w.valgrind == false and (e.name:match("^vg") or e.name == "valgrind")) then
+               goto next_engine
+            end
             local wall, code = run(e.argv(prog))
             local prog_secs, rss = measured_result(rssfile)
             if code ~= 0 then
@@ -142,8 +181,19 @@ for _, w in ipairs(WORKLOADS) do
       local pw, pp, pr = median(res.plain.wall), median(res.plain.prog), median(res.plain.rss)
       for _, e in ipairs(ENGINES) do
          local mw, mp, mr = median(res[e.name].wall), median(res[e.name].prog), median(res[e.name].rss)
-         print(("%-13s %-9s %8.2f %8.2f %9.1f %7.2fx %7.2fx %7.2fx"):format(w.name, e.name, mw, mp or 0,
-            (mr or 0) / 1024, mw / pw, (mp or 0) / (pp or 1), (mr or 0) / (pr or 1)))
+         -- (the peers: GNU time is outside, its "prog" the whole command)
+         if mw then
+            print(("%-13s %-9s %8.2f %8.2f %9.1f %7.2fx %7.2fx %7.2fx"):format(w.name, e.name, mw, mp or 0,
+               (mr or 0) / 1024, mw / pw, (mp or 0) / (pp or 1), (mr or 0) / (pr or 1)))
+         end
+      end
+      local t = res.tracker
+      if w.name == "tight" then
+         target("tightest loop: tracker, program", median(t.prog) / pp, 1.5)
+      else
+         target(w.name .. ": tracker, program", median(t.prog) / pp, 1.1)
+         target(w.name .. ": tracker, whole command", median(t.wall) / pw, 1.2)
+         target(w.name .. ": tracker, peak RSS", median(t.rss) / pr, 1.3)
       end
    end
 end
@@ -231,4 +281,144 @@ if (not ONLY or ONLY == "testnginx") and unistd.access("/usr/lib/nginx/modules/n
    end
    run({"rm", "-rf", "--", tmp})
 end
+
+-- Runs ARGV RUNS times under GNU time (outside: the whole command); median wall and peak RSS (KiB).
+local function timed(argv, runs, codes)
+   local walls, rsss = {}, {}
+   for _ = 1, runs do
+      local a = {"/usr/bin/time", "-f", "%e %M", "-o", rssfile}
+      for _, x in ipairs(argv) do a[#a + 1] = x end
+      local wall, code = run(a)
+      local _, kb = measured_result(rssfile)
+      if not (codes or {[0] = true})[code] then
+         io.stderr:write(("bench: %s exited with %d\n"):format(table.concat(argv, " "), code))
+      end
+      walls[#walls + 1], rsss[#rsss + 1] = wall, kb
+   end
+   return median(walls), median(rsss)
+end
+
+local LJLEAK = ROOT .. "/bin/ljleak"
+local cache = assert(stdlib.mkdtemp("/tmp/ljleak-bench-cache-XXXXXX"))
+stdlib.setenv("LJLEAK_CACHE", cache)
+
+-- Fixed cost: a program that leaks 10 bytes, plain and under `ljleak run` (the symbolizer's disk
+-- cache cold in the first run, warm after).
+if not ONLY or ONLY == "fixed" then
+   local prog = {"luajit", "-e", "local ffi = require 'ffi' ffi.cdef 'void *malloc(size_t);' ffi.C.malloc(10)"}
+   local under = {LJLEAK, "run", "--"}
+   for _, x in ipairs(prog) do under[#under + 1] = x end
+   local cold_w, cold_r = timed(under, 1, {[42] = true})
+   local runs = math.max(RUNS, 5)
+   local pw, pr, tw, tr = 0, 0, 0, 0
+   for _ = 1, runs do   -- interleaved, the medians of each
+      local w, r = timed(prog, 1)
+      pw, pr = pw + w / runs, pr + r / runs
+      w, r = timed(under, 1, {[42] = true})
+      tw, tr = tw + w / runs, tr + r / runs
+   end
+   print(("fixed cost: `ljleak run -- luajit -e <malloc(10)>`, mean of %d runs, whole command"):format(runs))
+   print(("%-22s %8s %9s"):format("command", "wall s", "peak MiB"))
+   print(("%-22s %8.3f %9.1f"):format("plain", pw, pr / 1024))
+   print(("%-22s %8.3f %9.1f"):format("ljleak run (cold)", cold_w, cold_r / 1024))
+   print(("%-22s %8.3f %9.1f"):format("ljleak run (warm)", tw, tr / 1024))
+   target("fixed cost: time over plain", tw - pw, 0.05, "s")
+   target("fixed cost: memory over plain", (tr - pr) / 1024, 16, "MiB")
+end
+
+-- Per process: a script starting 20 short LuaJIT workers (bench/workers.lua), the whole command.
+if not ONLY or ONLY == "workers" then
+   local prog = {"luajit", ROOT .. "/bench/workers.lua"}
+   local walls = {plain = {}, tracker = {}}
+   for _ = 1, RUNS do
+      walls.plain[#walls.plain + 1] = timed(prog, 1)
+      walls.tracker[#walls.tracker + 1] = timed({LJLEAK, "run", "--", prog[1], prog[2]}, 1, {[42] = true})
+   end
+   local pw, tw = median(walls.plain), median(walls.tracker)
+   print(("per process: 20 short luajit workers (bench/workers.lua), %d runs each, median wall time"):format(RUNS))
+   print(("%-13s %8s %8s"):format("command", "wall s", "x wall"))
+   print(("%-13s %8.2f %7.2fx"):format("plain", pw, 1))
+   print(("%-13s %8.2f %7.2fx"):format("ljleak run", tw, tw / pw))
+   target("20 processes: whole command", tw / pw, 1.3)
+end
+
+-- The exit scan: N live blocks at exit (bench/live_blocks.lua), the program with the tracker
+-- preloaded alone (its exit check's own time: the raw report's scan_us), and the whole
+-- `ljleak run --json` (the report step: reading and building the few records).
+if not ONLY or ONLY == "scan" then
+   local max = tonumber(os.getenv("BENCH_SCAN_MAX")) or 1e7
+   local lib = ROOT .. "/build/ljleak/libljleak.so"
+   local json = os.tmpname()
+   print("exit scan: N blocks live at exit (bench/live_blocks.lua), one run each; plain and preloaded: the "
+      .. "program alone; scan: the exit check (scan_us); run: the whole `ljleak run --json`")
+   print(("%-9s %8s %9s %8s %9s %9s %8s %9s %8s %8s"):format("blocks", "plain s", "plain MiB", "preload",
+      "prel MiB", "scan s", "ns/block", "run s", "run MiB", "records"))
+   local n = 1e4
+   while n <= max do
+      local prog = {"luajit", ROOT .. "/bench/live_blocks.lua", ("%d"):format(n)}
+      local pw, pr = timed(prog, 1)
+      local dir = assert(stdlib.mkdtemp("/tmp/ljleak-bench-scan-XXXXXX"))
+      local lw, lr = timed({"env", "LD_PRELOAD=" .. lib, "LJLEAK_DIR=" .. dir, prog[1], prog[2], prog[3]}, 1)
+      local scan_us
+      for name in require("lfs").dir(dir) do
+         local f = name:match("%.raw$") and io.open(dir .. "/" .. name)
+         if f then
+            scan_us = tonumber(f:read("*a"):match("\nstats [^\n]*scan_us=(%d+)"))
+            f:close()
+         end
+      end
+      run({"rm", "-rf", "--", dir})
+      local rw, rr = timed({LJLEAK, "run", "--json=" .. json, "--", prog[1], prog[2], prog[3]}, 1, {[42] = true})
+      local f = io.open(json)
+      local ok, report = pcall(cjson.decode, f and f:read("*a") or "")
+      if f then f:close() end
+      local records = ok and #report.leaks or -1
+      print(("%-9d %8.2f %9.1f %8.2f %9.1f %9.3f %8.1f %9.2f %8.1f %8d"):format(n, pw, pr / 1024, lw, lr / 1024,
+         (scan_us or 0) / 1e6, (scan_us or 0) * 1e3 / n, rw, rr / 1024, records))
+      n = n * 10
+   end
+   os.remove(json)
+end
+
+-- busted: a generated suite of 300 tests (pure Lua, ffi.gc'd malloc garbage, malloc/free), plain
+-- busted against `ljleak busted` (per-test checks on).
+if not ONLY or ONLY == "busted" then
+   local dir = assert(stdlib.mkdtemp("/tmp/ljleak-bench-busted-XXXXXX"))
+   local f = assert(io.open(dir .. "/suite_spec.lua", "w"))
+   f:write("local ffi = require 'ffi'\nffi.cdef 'void *malloc(size_t); void free(void *);'\nlocal C = ffi.C\n",
+           "describe('suite', function()\n")
+   for i = 1, 100 do
+      f:write(("  it('strings and tables %d', function() local t = {} for j = 1, 50 do t[j] = ('x'):rep(j) end "
+         .. "assert.are.equal(50, #t) end)\n"):format(i))
+      f:write(("  it('ffi.gc garbage %d', function() for j = 1, 5 do ffi.gc(C.malloc(j * 16), C.free) end end)\n")
+         :format(i))
+      f:write(("  it('malloc and free %d', function() local p = C.malloc(%d) assert.is_not_nil(p) C.free(p) end)\n")
+         :format(i, i))
+   end
+   f:write("end)\n")
+   f:close()
+   local spec = dir .. "/suite_spec.lua"
+   local walls = {plain = {}, ljleak = {}}
+   for _ = 1, math.max(RUNS, 5) do
+      walls.plain[#walls.plain + 1] = timed({"luajit", "/usr/bin/busted", "-o", "TAP", spec}, 1)
+      walls.ljleak[#walls.ljleak + 1] = timed({LJLEAK, "busted", "--", "-o", "TAP", spec}, 1)
+   end
+   local pw, lw = median(walls.plain), median(walls.ljleak)
+   print("busted: a 300-test suite, per-test checks on, median wall time")
+   print(("%-13s %8s %8s"):format("command", "wall s", "x wall"))
+   print(("%-13s %8.2f %7.2fx"):format("busted", pw, 1))
+   print(("%-13s %8.2f %7.2fx"):format("ljleak busted", lw, lw / pw))
+   target("busted, 300 tests: whole command", lw / pw, 1.3)
+   run({"rm", "-rf", "--", dir})
+end
+run({"rm", "-rf", "--", cache})
+
+if #targets > 0 then
+   print("issue 11's targets (measured in this run)")
+   print(("%-38s %10s %10s  %s"):format("target", "measured", "limit", "met"))
+   for _, t in ipairs(targets) do
+      print(("%-38s %9.3f%s %9.3f%s  %s"):format(t[1], t[2], t[4], t[3], t[4], t[2] <= t[3] and "yes" or "NO"))
+   end
+end
 os.remove(rssfile)
+for _, suffix in ipairs({"", ".zst", ".gz"}) do os.remove(peer_out .. suffix) end

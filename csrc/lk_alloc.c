@@ -69,14 +69,13 @@ void lk_alloc_totals(uint64_t *allocs, uint64_t *bytes)
   *bytes = __atomic_load_n(&lk_allocated, __ATOMIC_RELAXED);
 }
 
-static NOINLINE void lk_record(void *p, size_t n, int fn, void *ra)
-{
+static NOINLINE void lk_record(void *p, size_t n, int fn, uintptr_t ra){
   uint32_t site;
   if (UNLIKELY(lk_on == LK_ON_GATE)) lk_gate_wait(0);
   __atomic_fetch_add(&lk_allocs, 1, __ATOMIC_RELAXED);
   __atomic_fetch_add(&lk_allocated, n, __ATOMIC_RELAXED);
   lk_busy++;
-  site = lk_site_capture(fn, (uintptr_t)ra);
+  site = lk_site_capture(fn, ra);
   lk_table_set(p, n, site);
   lk_busy--;
 }
@@ -88,11 +87,18 @@ static NOINLINE void lk_record_internal(void *p, size_t n)
   if (lk_busy == lk_paused) lk_table_set(p, n, LK_SITE_INTERNAL);
 }
 
+/* The same site as this thread's last allocation from JIT code (lk_stack.h; it is forgotten
+** whenever lk_on changes): recorded here, in the leaf it used last (lk_table.h) or through the
+** radix map; anything else in lk_record. */
 #define LK_RECORD(p, n, fn) \
   do { \
-    if (LIKELY((p) != NULL) && LIKELY(lk_on)) { \
-      if (LIKELY(!lk_busy)) lk_record((p), (n), (fn), __builtin_return_address(0)); \
-      else lk_record_internal((p), (n)); \
+    uintptr_t ra_ = (uintptr_t)__builtin_return_address(0); \
+    uint32_t site_; \
+    if (LIKELY((p) != NULL) && LIKELY(!lk_busy) && LIKELY(lk_site_fast((fn), ra_, &site_))) { \
+      if (UNLIKELY(!lk_table_set_fast((p), (n), site_))) lk_table_set((p), (n), site_); \
+    } else if (LIKELY((p) != NULL) && LIKELY(lk_on)) { \
+      if (UNLIKELY(lk_busy)) lk_record_internal((p), (n)); \
+      else lk_record((p), (n), (fn), ra_); \
     } \
   } while (0)
 
@@ -105,14 +111,26 @@ LK_EXPORT void *malloc(size_t n)
   return p;
 }
 
+/* A free that lk_table_take_fast could not settle: a check runs (wait at the gate), the block is in
+** another leaf, or was never handed out. Returns 0 when the free must not be passed on. */
+static NOINLINE int lk_free_slow(void *p, int on)
+{
+  if (UNLIKELY(on == LK_ON_GATE) && !lk_busy) lk_gate_wait((uintptr_t)p);
+  if (!lk_table_take(p, NULL, NULL) /* before the real free */ && UNLIKELY(lk_in_finalizer) && !lk_busy) {
+    lk_bad_free(p);  /* never handed out, or freed twice: report it, do not crash */
+    return 0;
+  }
+  return 1;
+}
+
 LK_EXPORT void free(void *p)
 {
-  if (UNLIKELY(lk_on == LK_ON_GATE) && p && !lk_busy) lk_gate_wait((uintptr_t)p);
-  if (LIKELY(p != NULL) && LIKELY(lk_on) && !lk_table_take(p, NULL, NULL) /* before the real free */
-      && UNLIKELY(lk_in_finalizer) && !lk_busy) {
-    lk_bad_free(p);  /* never handed out, or freed twice: report it, do not crash */
+  int on = lk_on;
+  if (LIKELY(on == LK_ON_RECORD) && LIKELY(p != NULL) && LIKELY(lk_table_take_fast(p))) {
+    __libc_free(p);
     return;
   }
+  if (LIKELY(p != NULL) && LIKELY(on) && !lk_free_slow(p, on)) return;
   __libc_free(p);
 }
 

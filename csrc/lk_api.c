@@ -31,7 +31,11 @@ LK_EXPORT uint32_t ljleak_ctx_make(uint32_t epoch, const char *tag, const char *
   return lk_ctx_make(epoch, tag, note);
 }
 
-LK_EXPORT void ljleak_ctx_set(uint32_t ctx) { lk_ctx = ctx; }
+LK_EXPORT void ljleak_ctx_set(uint32_t ctx)
+{
+  lk_ctx = ctx;
+  lk_hot_stale();   /* the sites lk_site_fast remembers carry the old one */
+}
 
 /* Stop (on != 0) or resume recording this thread's allocations: ljleak's own reporting work.
 ** Mappings made meanwhile are still the program's (LuaJIT's heap grows): lk_paused says so. */
@@ -88,19 +92,36 @@ static int lk_epoch_in(uint32_t site, uint32_t lo, uint32_t hi)
   return e >= lo && e < hi;
 }
 
-/* How many blocks born in epochs [lo, hi) are still live. */
+typedef struct lk_live_args {
+  uint32_t lo, hi;
+  uintptr_t *out;
+  size_t cap, count;
+} lk_live_args;
+
+static void lk_live_add(uintptr_t addr, uint64_t size, uint32_t site, void *ud)
+{
+  lk_live_args *a = ud;
+  (void)size;
+  if (site == LK_SITE_INTERNAL || !lk_epoch_in(site, a->lo, a->hi)) return;
+  if (a->count < a->cap) a->out[a->count] = addr;
+  a->count++;
+}
+
+/* How many blocks born in epochs [lo, hi) are still live; the addresses of the first CAP of them
+** (in no particular order) into OUT. The table is walked in place (no list of every live block:
+** a busted suite asks after each test, whatever its heap holds). */
+LK_EXPORT size_t ljleak_live_addrs(uint32_t lo, uint32_t hi, uintptr_t *out, size_t cap)
+{
+  lk_live_args a = { lo, hi, out, cap, 0 };
+  lk_busy++;
+  lk_table_each(lk_live_add, &a);
+  lk_busy--;
+  return a.count;
+}
+
 LK_EXPORT uint64_t ljleak_live_blocks(uint32_t lo, uint32_t hi)
 {
-  lk_block *b;
-  size_t n, i;
-  uint64_t count = 0;
-  lk_busy++;
-  n = lk_table_collect(&b, NULL);
-  for (i = 0; i < n; i++)
-    if (b[i].site != LK_SITE_INTERNAL && lk_epoch_in(b[i].site, lo, hi)) count++;
-  if (b) lk_sysunmap(b, n * sizeof(lk_block));
-  lk_busy--;
-  return count;
+  return ljleak_live_addrs(lo, hi, NULL, 0);
 }
 
 /* A raw report of the blocks born in epochs [lo, hi) and still live (kind "live"), into *raw;
@@ -114,7 +135,7 @@ LK_EXPORT size_t ljleak_live(uint32_t lo, uint32_t hi, char **raw)
   lk_busy++;
   lk_spin_lock(&lk_check_lock);
   lk_maps_snapshot();  /* modules loaded since the last look: their frames */
-  r.n = r.cap = lk_table_collect(&r.blocks, NULL);
+  r.n = r.cap = lk_table_collect(&r.blocks, NULL, 0);
   len = lk_report_raw(&r, &f, raw);
   lk_result_free(&r);
   lk_spin_unlock(&lk_check_lock);
@@ -137,7 +158,25 @@ typedef struct lk_check_args {
   lk_scan_from from;
   char **raw;
   size_t len;
+  uintptr_t *out;      /* ljleak_unheld: the addresses, up to cap */
+  size_t cap;
 } lk_check_args;
+
+/* The blocks of R born in epochs [F->lo, F->hi) that the scan did not find reachable: their
+** count, the first A->cap addresses into A->out. */
+static size_t lk_unreached(const lk_result *r, lk_check_args *a)
+{
+  size_t i, n = 0;
+  for (i = 0; i < r->n; i++) {
+    const lk_block *b = &r->blocks[i];
+    if (b->site == LK_SITE_INTERNAL || b->state == LK_REACHABLE || b->state == LK_GONE ||
+        !lk_epoch_in(b->site, a->f.lo, a->f.hi))
+      continue;
+    if (n < a->cap) a->out[n] = b->addr;
+    n++;
+  }
+  return n;
+}
 
 static void lk_check_scan(void *arg)
 {
@@ -145,33 +184,54 @@ static void lk_check_scan(void *arg)
   lk_result r;
   lk_maps_snapshot();
   lk_maps_load();
-  __atomic_store_n(&lk_on, LK_ON_GATE, __ATOMIC_RELEASE);
+  lk_set_on(LK_ON_GATE);
   lk_threads_park();
   lk_scan(&r, &a->from);
-  __atomic_store_n(&lk_on, LK_ON_RECORD, __ATOMIC_RELEASE);
+  lk_set_on(LK_ON_RECORD);
   lk_threads_unpark();
-  a->len = lk_report_raw(&r, &a->f, a->raw);
+  if (a->raw) a->len = lk_report_raw(&r, &a->f, a->raw);
+  else a->len = lk_unreached(&r, a);
   lk_result_free(&r);
+}
+
+static size_t lk_check_run(lk_check_args *a, uint32_t lo, uint32_t hi, int c_only)
+{
+  a->f.what = LK_REPORT_LOST;
+  a->f.lo = lo;
+  a->f.hi = hi;
+  a->len = 0;
+  a->from.sp = lk_check_regs.sp;
+  a->from.regs = lk_check_regs.r;
+  a->from.tid = -1;
+  a->from.c_only = c_only;
+  lk_busy++;
+  lk_spin_lock(&lk_check_lock);  /* one check at a time: they share the tracker's stack */
+  if (!lk_on_own_stack(lk_check_scan, a)) lk_check_scan(a);
+  lk_spin_unlock(&lk_check_lock);
+  lk_busy--;
+  return a->len;
 }
 
 LK_HIDDEN LK_USED size_t lk_check_body(uint32_t lo, uint32_t hi, char **raw)
 {
   lk_check_args a;
-  a.f.what = LK_REPORT_LOST;
-  a.f.lo = lo;
-  a.f.hi = hi;
   a.raw = raw;
-  a.len = 0;
   *raw = NULL;
-  a.from.sp = lk_check_regs.sp;
-  a.from.regs = lk_check_regs.r;
-  a.from.tid = -1;
-  lk_busy++;
-  lk_spin_lock(&lk_check_lock);  /* one check at a time: they share the tracker's stack */
-  if (!lk_on_own_stack(lk_check_scan, &a)) lk_check_scan(&a);
-  lk_spin_unlock(&lk_check_lock);
-  lk_busy--;
-  return a.len;
+  return lk_check_run(&a, lo, hi, 0);
+}
+
+/* The same scan with C's roots only (lk_scan_from.c_only): how many blocks born in epochs
+** [lo, hi) it does not find reachable, the first CAP of their addresses into OUT. A block it finds
+** is not lost whatever Lua's collector would do: a check that needs no collection. */
+LK_CAPTURING_ENTRY(ljleak_unheld, lk_check_regs, lk_unheld_body)
+
+LK_HIDDEN LK_USED size_t lk_unheld_body(uint32_t lo, uint32_t hi, uintptr_t *out, size_t cap)
+{
+  lk_check_args a;
+  a.raw = NULL;
+  a.out = out;
+  a.cap = out ? cap : 0;
+  return lk_check_run(&a, lo, hi, 1);
 }
 
 /* The frames of a Lua stack (ljleak_here's), as a raw report holding only its lua lines. */
@@ -264,7 +324,7 @@ LK_EXPORT size_t ljleak_live_sites(const uint32_t *sites, int n, char **raw)
   lk_busy++;
   lk_spin_lock(&lk_check_lock);
   lk_maps_snapshot();
-  r.n = r.cap = lk_table_collect(&r.blocks, NULL);
+  r.n = r.cap = lk_table_collect(&r.blocks, NULL, 0);
   for (i = 0; i < r.n; i++)
     for (j = 0; j < n; j++)
       if (r.blocks[i].site == sites[j]) { r.blocks[k++] = r.blocks[i]; break; }

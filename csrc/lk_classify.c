@@ -3,21 +3,34 @@
 #include "lk_classify.h"
 #include "lk_sys.h"
 
-#include <fcntl.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/syscall.h>
-#include <sys/sysinfo.h>
-#include <unistd.h>
 
 /* -- Block lookup ------------------------------------------------------- */
+
+/* The address of every LK_SAMPLE-th block, searched first: a search then reads a small array
+** (n / 64 words) and one run of 64 blocks, not the whole list, whose lower levels miss the cache
+** at every step (ten million blocks: 1.9 s for the exit scan, 200 ns a block). */
+#define LK_SAMPLE 64
 
 /* Index of the block holding address w, or -1; *start says whether w is its first byte. */
 static long lk_find(const lk_scanner *s, uintptr_t w, int *start)
 {
   size_t a = 0, z = s->n;
   const lk_block *b;
+  long near;
   if (w < s->lo || w >= s->hi) return -1;
+  if (s->indexed && (near = lk_table_nearest(w)) >= 0 && (size_t)near < s->n && s->b[near].addr <= w) {
+    a = (size_t)near;   /* the last block with addr <= w, read from the table */
+    z = a + 1;
+  } else if (s->sample) {  /* the run of LK_SAMPLE blocks that holds the last block with addr <= w */
+    size_t sa = 0, sz = s->nsample;
+    while (sz - sa > 1) {
+      size_t m = (sa + sz) / 2;
+      if (s->sample[m] <= w) sa = m; else sz = m;
+    }
+    a = sa * LK_SAMPLE;
+    z = a + LK_SAMPLE < s->n ? a + LK_SAMPLE : s->n;
+  }
   while (z - a > 1) {  /* last block with addr <= w */
     size_t m = (a + z) / 2;
     if (s->b[m].addr <= w) a = m; else z = m;
@@ -110,24 +123,9 @@ static void lk_scan_words(lk_scanner *s, uintptr_t lo, uintptr_t hi)
 
 /* -- Resident pages only ----------------------------------------------------
 ** A huge mapping the program never touched (a MAP_NORESERVE reservation) holds only zeros: read
-** only the pages that are in memory, or in swap (pagemap tells), never the rest. */
+** only the pages in use (lk_pages_in_use), never the rest. */
 
 #define LK_BIG ((uintptr_t)1 << 20)
-static int lk_pagemap_fd = -2;
-
-static int lk_page_swapped(uintptr_t page)
-{
-  uint64_t e = 0;
-  if (lk_pagemap_fd == -2) {
-    struct sysinfo si;
-    lk_pagemap_fd = -1;
-    if (sysinfo(&si) == 0 && si.totalswap > 0)
-      lk_pagemap_fd = (int)syscall(SYS_open, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-  }
-  if (lk_pagemap_fd < 0) return 0;
-  if (syscall(SYS_pread64, lk_pagemap_fd, &e, 8, (page >> 12) * 8) != 8) return 1;  /* unknown: read it */
-  return (e >> 62) & 1;
-}
 
 static void lk_scan_counted(lk_scanner *s, uintptr_t lo, uintptr_t hi)
 {
@@ -144,9 +142,9 @@ static void lk_scan_resident(lk_scanner *s, uintptr_t lo, uintptr_t hi,
   for (w = lo & ~(uintptr_t)4095; w < hi; w += LK_BIG) {
     uintptr_t we = w + LK_BIG < hi ? w + LK_BIG : hi, run = 0, p;
     size_t np = (we - w + 4095) / 4096, k;
-    if (syscall(SYS_mincore, w, we - w, vec) != 0) { scan(s, w > lo ? w : lo, we); continue; }
+    if (!lk_pages_in_use(w, np, vec)) { scan(s, w > lo ? w : lo, we); continue; }
     for (k = 0; k <= np; k++) {
-      int in = k < np && ((vec[k] & 1) || lk_page_swapped(w + k * 4096));
+      int in = k < np && vec[k];
       p = w + k * 4096;
       if (in && !run) run = p;
       if (!in && run) {
@@ -188,6 +186,15 @@ void lk_classify_begin(lk_scanner *s, lk_block *b, size_t n, uint32_t *work, int
   for (i = 0; i < n; i++)
     if (b[i].addr + b[i].size > s->hi) s->hi = b[i].addr + b[i].size;
   if (s->hi == s->lo) s->hi++;  /* all zero-sized */
+  s->nsample = (n + LK_SAMPLE - 1) / LK_SAMPLE;
+  s->sample = n > LK_SAMPLE ? lk_sysmap(s->nsample * sizeof(uintptr_t)) : NULL;
+  for (i = 0; s->sample && i < s->nsample; i++) s->sample[i] = b[i * LK_SAMPLE].addr;
+}
+
+void lk_classify_end(lk_scanner *s)
+{
+  if (s->sample) lk_sysunmap(s->sample, s->nsample * sizeof(uintptr_t));
+  s->sample = NULL;
 }
 
 void lk_classify_held(lk_scanner *s, size_t i)

@@ -28,9 +28,11 @@ typedef struct lk_scanner {
   long cur_block;          /* the block being scanned, or -1 when a root is */
   int root;                /* the caller's index of the root being scanned (for why) */
   lk_why *why;             /* per block, when explaining */
+  uintptr_t *sample;       /* the address of every LK_SAMPLE-th block (lk_find), or NULL */
+  size_t nsample;
+  int indexed;             /* the table's slots hold block indexes (lk_table_nearest) */
   uint32_t *owner;         /* per block, or NULL (the caller sets it after lk_classify_begin): for an
-                              indirect block, the definite block whose loss makes it lost */
-} lk_scanner;
+                              indirect block, the definite block whose loss makes it lost */} lk_scanner;
 
 
 /* Start on the N live blocks B (sorted by address, state LK_UNREACHED); WORK: room for 2N+1 block
@@ -42,5 +44,5 @@ void lk_classify_held(lk_scanner *s, size_t i);          /* block I is a root (l
 void lk_classify_root(lk_scanner *s, uintptr_t lo, uintptr_t hi);  /* words of [lo, hi) are roots */
 void lk_classify_finish(lk_scanner *s);  /* lost blocks: definite and indirect (and their owners);
                                             freed ones gone */
-
+void lk_classify_end(lk_scanner *s);     /* the scanner's own memory given back */
 #endif

@@ -60,7 +60,7 @@ static void lk_exit_scan(void *arg)
   lk_result r;
   lk_maps_snapshot();   /* before parking: a parked thread may hold the loader's lock */
   lk_maps_load();
-  __atomic_store_n(&lk_on, LK_ON_GATE, __ATOMIC_RELEASE);  /* for good: the process ends */
+  lk_set_on(LK_ON_GATE);  /* for good: the process ends */
   lk_threads_park();
   lk_scan(&r, arg);
   lk_report_write(&r);
@@ -73,6 +73,7 @@ static void lk_check_exit(uintptr_t fallback_sp)
   lk_busy++;
   from.tid = (long)syscall(SYS_gettid);
   from.regs = NULL;
+  from.c_only = 0;
   if (lk_exit_regs.sp) {               /* exit(), _exit(), quick_exit() */
     from.sp = lk_exit_regs.sp;
     from.regs = lk_exit_regs.r;
@@ -411,5 +412,5 @@ __attribute__((constructor(101))) static void lk_init(void)
   at_quick_exit(lk_at_quick_exit);
   lk_report_mark_live(lk_pid);
   lk_busy--;
-  lk_on = LK_ON_RECORD;
+  lk_set_on(LK_ON_RECORD);
 }

@@ -59,6 +59,19 @@ static int sym_lookup(lua_State *L)
   return 5;
 }
 
+/* symbolizer:name(offset) -> function, offset_in_function: the same from the symbol table only,
+** without reading DWARF (nil, nil where no symbol covers OFFSET). */
+static int sym_name(lua_State *L)
+{
+  lk_sym *s = sym_checkopen(L);
+  lk_sym_info info;
+  lk_sym_name(s, sym_checkoffset(L, 2), &info);
+  if (info.func == NULL) return 0;
+  lua_pushstring(L, info.func);
+  lua_pushnumber(L, (lua_Number)info.func_off);
+  return 2;
+}
+
 /* symbolizer:inlines(offset) -> nil | { {function}, {function, file, line}, ... }
 ** The inlined calls at OFFSET (lk_sym_inlines): the innermost inlined function first (its file
 ** and line are lookup's), then each function that inlined the one before, with where it calls
@@ -120,6 +133,7 @@ static int sym_tostring(lua_State *L)
 
 static const luaL_Reg sym_methods[] = {
   { "lookup", sym_lookup },
+  { "name", sym_name },
   { "inlines", sym_inlines },
   { "path", sym_path },
   { "close", sym_close },
@@ -191,6 +205,17 @@ static int core_demangle(lua_State *L)
 
 /* -- Module functions ----------------------------------------------------- */
 
+/* core.cache_key(path) -> the key a disk cache of lookups in the object at PATH is valid under
+** (its build ID, then the state of the places its debug information may come from) | nil */
+static int core_cache_key(lua_State *L)
+{
+  const char *path = luaL_checkstring(L, 1);
+  char key[8192];
+  if (!lk_sym_cache_key(path, key, sizeof(key))) return 0;
+  lua_pushstring(L, key);
+  return 1;
+}
+
 /* core.symbolizer(path) -> symbolizer | nil, message */
 static int core_symbolizer(lua_State *L)
 {
@@ -212,6 +237,7 @@ static int core_symbolizer(lua_State *L)
 static const luaL_Reg core_funcs[] = {
   { "symbolizer", core_symbolizer },
   { "demangle", core_demangle },
+  { "cache_key", core_cache_key },
   { NULL, NULL }
 };
 

@@ -115,6 +115,11 @@ const char *lk_luaread_attach(uintptr_t Laddr, char **gp)
 
 /* -- Reading the frames -------------------------------------------------------------- */
 
+volatile int32_t *lk_luaread_vmstate(char *g)
+{
+  return (volatile int32_t *)(g + lk_g_vmstate);
+}
+
 int lk_luaread_frames(char *g, lk_lbuf *lb, int depth, int32_t *trace)
 {
   char *L;

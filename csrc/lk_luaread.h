@@ -28,6 +28,9 @@ const char *lk_luaread_attach(uintptr_t L, char **g);
 ** trace runs: 0, and *trace is its number. Neither (no Lua, or cur_L is stale): 0, *trace 0. */
 int lk_luaread_frames(char *g, lk_lbuf *lb, int depth, int32_t *trace);
 
+/* Where the attached VM (global_State g) says what it runs: a JIT trace's number when above 0. */
+volatile int32_t *lk_luaread_vmstate(char *g);
+
 /* Calls fn on each frame of the bytes of an lk_lbuf (n bytes); returns how many. */
 typedef void (*lk_lbuf_frame_fn)(int line, int flags, const char *name, const char *src, void *ud);
 int lk_lbuf_each(const char *p, size_t n, lk_lbuf_frame_fn fn, void *ud);

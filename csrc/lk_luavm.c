@@ -20,6 +20,7 @@ static int lk_lua_depth = LK_LUA_DEPTH_DEFAULT;
 
 int lk_lua_state;               /* 0: no state attached, 1: one is open, 2: it was closed */
 static LK_TLS char *lk_vm_g;   /* the attached VM's global_State, on the thread that runs it */
+LK_TLS volatile int32_t *lk_vm_state;  /* ... and its vmstate */
 
 /* -- Interned Lua stacks ---------------------------------------------------
 ** A Lua stack is a few frames of (line, flags, name, short source) as bytes; aux = frame count. */
@@ -59,11 +60,13 @@ LK_EXPORT void ljleak_trace_start(int tr, const char *src, int line, const char 
   lk_lbuf_init(&lb);
   lk_lbuf_frame(&lb, line, LK_LUA_APPROX, name, src);
   lk_trace_loc[tr] = lk_intern(&lk_lstacks, lb.b, lb.n, (uint16_t)lb.nframes);
+  lk_hot_stale();
 }
 
 LK_EXPORT void ljleak_trace_flush(void)
 {
   if (lk_trace_loc) memset(lk_trace_loc, 0, LK_MAXTRACES * sizeof(uint32_t));
+  lk_hot_stale();
 }
 
 /* -- Capture ------------------------------------------------------------------ */
@@ -178,6 +181,8 @@ LK_EXPORT int ljleak_lua_attach(uintptr_t Laddr, int depth)
   if ((why = lk_luaread_attach(Laddr, &g))) return lk_vm_fail(why);
   if (depth > 0) lk_lua_depth = depth > LK_LUA_DEPTH_MAX ? LK_LUA_DEPTH_MAX : depth;
   lk_vm_g = g;
+  lk_vm_state = lk_luaread_vmstate(g);
+  lk_hot_stale();
   lk_lua_state = 1;
   lk_vm_why = NULL;
   {
@@ -201,6 +206,8 @@ LK_EXPORT uintptr_t ljleak_lua_attached(void)
 LK_EXPORT void ljleak_lua_detach(void)
 {
   lk_vm_g = NULL;
+  lk_vm_state = NULL;
+  lk_hot_stale();
   lk_lua_state = 2;
   lk_mstate = NULL;
 }

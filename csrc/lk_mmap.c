@@ -18,11 +18,19 @@ typedef struct { uintptr_t lo, hi; } lk_range;
 ** Anonymous mappings made by the program through mmap() (glibc's malloc maps internally and
 ** never comes here). They hold LuaJIT's GC objects, so cdata contents are roots. */
 
-static lk_range *lk_fm;
-static size_t lk_nfm, lk_fm_cap;
+static lk_range *volatile lk_fm;
+static volatile size_t lk_nfm;
+static size_t lk_fm_cap;
 static volatile int lk_fm_lock;
+/* A sequence count (odd while the list changes, under the lock): a lookup reads the list without
+** the lock and tries again if it changed meanwhile (a seqlock). */
+static volatile unsigned lk_fm_seq;
 
-/* Room for one more region (under the lock); 0 if none could be had. */
+static void lk_fm_write_begin(void) { __atomic_add_fetch(&lk_fm_seq, 1, __ATOMIC_ACQ_REL); }
+static void lk_fm_write_end(void) { __atomic_add_fetch(&lk_fm_seq, 1, __ATOMIC_RELEASE); }
+
+/* Room for one more region (under the lock); 0 if none could be had. A full array is copied into
+** one twice its size and kept: a reader without the lock may still be searching it. */
 static int lk_fm_room(void)
 {
   size_t cap;
@@ -32,26 +40,27 @@ static int lk_fm_room(void)
   n = lk_sysmap(cap * sizeof(lk_range));
   if (!n) return 0;
   if (lk_fm) memcpy(n, lk_fm, lk_nfm * sizeof(lk_range));
-  lk_sysunmap(lk_fm, lk_fm_cap * sizeof(lk_range));
-  lk_fm = n;
+  __atomic_store_n(&lk_fm, n, __ATOMIC_RELEASE);
   lk_fm_cap = cap;
   return 1;
 }
 
-static size_t lk_fm_find(uintptr_t lo)  /* first region ending above lo */
+static size_t lk_fm_find_in(const lk_range *fm, size_t n, uintptr_t lo)  /* first region ending above lo */
 {
-  size_t a = 0, b = lk_nfm;
+  size_t a = 0, b = n;
   while (a < b) {
     size_t m = (a + b) / 2;
-    if (lk_fm[m].hi <= lo) a = m + 1; else b = m;
+    if (fm[m].hi <= lo) a = m + 1; else b = m;
   }
   return a;
 }
 
+static size_t lk_fm_find(uintptr_t lo) { return lk_fm_find_in(lk_fm, lk_nfm, lo); }
+
 static void lk_fm_remove_locked(uintptr_t lo, uintptr_t hi)
 {
   size_t i = lk_fm_find(lo);
-  lk_fm_gen++;
+  if (i < lk_nfm && lk_fm[i].lo < hi) lk_hot_stale();  /* JIT code may be gone */
   while (i < lk_nfm && lk_fm[i].lo < hi) {
     lk_range r = lk_fm[i];
     if (r.lo < lo && r.hi > hi) {  /* hole in the middle: split */
@@ -73,6 +82,7 @@ static void lk_fm_add(uintptr_t lo, uintptr_t hi)
 {
   size_t i;
   lk_spin_lock(&lk_fm_lock);
+  lk_fm_write_begin();
   lk_fm_remove_locked(lo, hi);  /* MAP_FIXED over an old mapping */
   {
     i = lk_fm_find(lo);
@@ -83,6 +93,7 @@ static void lk_fm_add(uintptr_t lo, uintptr_t hi)
       lk_nfm++;
     }
   }
+  lk_fm_write_end();
   lk_spin_unlock(&lk_fm_lock);
 }
 
@@ -90,35 +101,43 @@ static void lk_fm_remove(uintptr_t lo, uintptr_t hi)
 {
   if (!lk_fm) return;
   lk_spin_lock(&lk_fm_lock);
+  lk_fm_write_begin();
   lk_fm_remove_locked(lo, hi);
+  lk_fm_write_end();
   lk_spin_unlock(&lk_fm_lock);
 }
 
-volatile unsigned lk_fm_gen;  /* bumped whenever a foreign mapping goes away */
-
-static int lk_foreign_lookup(uintptr_t a, uintptr_t *lo, uintptr_t *hi)
+static int lk_foreign_lookup(const lk_range *fm, size_t n, uintptr_t a, lk_range *out)
 {
-  size_t i = lk_fm_find(a);
-  int r = i < lk_nfm && lk_fm[i].lo <= a;
-  if (r && lo) { *lo = lk_fm[i].lo; *hi = lk_fm[i].hi; }
-  return r;
+  size_t i = lk_fm_find_in(fm, n, a);
+  if (i >= n || fm[i].lo > a) return 0;
+  *out = fm[i];
+  return 1;
 }
 
-/* Is a inside a foreign mapping? If so, [*lo, *hi) is that mapping. */
+/* Is a inside a foreign mapping? If so, [*lo, *hi) is that mapping. Without the lock: called for
+** every allocation whose caller is not known JIT code. */
 int lk_foreign_find(uintptr_t a, uintptr_t *lo, uintptr_t *hi)
 {
-  int r;
+  lk_range r = { 0, 0 };
+  unsigned seq;
+  int found;
   if (!lk_fm) return 0;
-  lk_spin_lock(&lk_fm_lock);
-  r = lk_foreign_lookup(a, lo, hi);
-  lk_spin_unlock(&lk_fm_lock);
-  return r;
+  do {
+    while ((seq = __atomic_load_n(&lk_fm_seq, __ATOMIC_ACQUIRE)) & 1) __builtin_ia32_pause();
+    size_t n = __atomic_load_n(&lk_nfm, __ATOMIC_ACQUIRE);  /* before the array: it grows first */
+    found = lk_foreign_lookup(__atomic_load_n(&lk_fm, __ATOMIC_ACQUIRE), n, a, &r);
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+  } while (__atomic_load_n(&lk_fm_seq, __ATOMIC_RELAXED) != seq);
+  if (found && lo) { *lo = r.lo; *hi = r.hi; }
+  return found;
 }
 
 /* The same with the other threads stopped: one of them may hold the lock. */
 int lk_foreign_find_stopped(uintptr_t a)
 {
-  return lk_fm ? lk_foreign_lookup(a, NULL, NULL) : 0;
+  lk_range r;
+  return lk_fm ? lk_foreign_lookup(lk_fm, lk_nfm, a, &r) : 0;
 }
 
 static size_t lk_pagelen(size_t len)

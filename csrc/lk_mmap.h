@@ -6,7 +6,6 @@
 #include "lk_def.h"
 
 void lk_mmap_init(void);
-extern volatile unsigned lk_fm_gen;      /* bumped whenever a foreign mapping goes away */
 int lk_foreign_find(uintptr_t a, uintptr_t *lo, uintptr_t *hi);
 int lk_foreign_find_stopped(uintptr_t a);  /* no lock: the world is stopped */
 void lk_maps_foreach_foreign(lk_range_fn fn, void *ud);

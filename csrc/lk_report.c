@@ -12,6 +12,7 @@
 
 #include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -130,28 +131,50 @@ static int lk_wanted(const lk_block *b, const lk_report_filter *f, uint32_t *kin
   return 1;
 }
 
+/* The entry of (site, kind, owner) in the open-addressing table T of N entries (a power of 2). */
+static lk_agg *lk_agg_slot(lk_agg *t, size_t n, uint32_t site, uint32_t kind, uint32_t owner)
+{
+  size_t k = ((site * 2654435761u) ^ kind ^ (owner * 40503u)) & (n - 1);
+  while (t[k].blocks && (t[k].site != site || t[k].kind != kind || t[k].owner != owner)) k = (k + 1) & (n - 1);
+  return &t[k];
+}
+
+/* The table of (site, kind, owner) -> blocks, bytes of R's blocks that F asks for: sized by the
+** number of distinct entries (it doubles when half full), not by the number of blocks. */
 static size_t lk_aggregate(const lk_result *r, const lk_report_filter *f, lk_agg **out, size_t *cap)
 {
-  size_t n = 1, i, used = 0;
-  lk_agg *t;
-  while (n < 2 * r->n + 2) n <<= 1;
-  t = lk_sysmap(n * sizeof(lk_agg));
+  size_t n = 1024, i, j, used = 0;
+  lk_agg *t = lk_sysmap(n * sizeof(lk_agg));
   *out = t;
   *cap = n;
   if (!t) return 0;
   for (i = 0; i < r->n; i++) {
     const lk_block *b = &r->blocks[i];
-    uint32_t kind, h, owner;
-    size_t k;
+    uint32_t kind, owner;
+    lk_agg *e;
     if (!lk_wanted(b, f, &kind)) continue;
     owner = lk_owner_site(r, i);
-    h = (b->site * 2654435761u) ^ kind ^ (owner * 40503u);
-    k = h & (n - 1);
-    while (t[k].blocks && (t[k].site != b->site || t[k].kind != kind || t[k].owner != owner))
-      k = (k + 1) & (n - 1);
-    if (!t[k].blocks) { t[k].site = b->site; t[k].kind = kind; t[k].owner = owner; used++; }
-    t[k].blocks++;
-    t[k].bytes += b->size;
+    e = lk_agg_slot(t, n, b->site, kind, owner);
+    if (!e->blocks) {
+      if (2 * (used + 1) > n) {  /* grow, and find the entry again */
+        lk_agg *g = lk_sysmap(2 * n * sizeof(lk_agg));
+        if (!g && used + 1 < n) goto fill;   /* no memory: fuller */
+        if (!g) continue;                   /* ... full: the block is left out */
+        for (j = 0; j < n; j++)
+          if (t[j].blocks) *lk_agg_slot(g, 2 * n, t[j].site, t[j].kind, t[j].owner) = t[j];
+        lk_sysunmap(t, n * sizeof(lk_agg));
+        *out = t = g;
+        *cap = n = 2 * n;
+        e = lk_agg_slot(t, n, b->site, kind, owner);
+      }
+    fill:
+      e->site = b->site;
+      e->kind = kind;
+      e->owner = owner;
+      used++;
+    }
+    e->blocks++;
+    e->bytes += b->size;
   }
   return used;
 }
@@ -364,6 +387,8 @@ static void lk_write_raw(lk_out *o, const lk_result *r, lk_agg *t, size_t cap)
   lk_putu(o, allocated);
   lk_puts(o, " roots_bytes=");
   lk_putu(o, r->roots_bytes);
+  lk_puts(o, " scan_us=");
+  lk_putu(o, r->scan_us);
   if (lk_nomem) { lk_puts(o, " unrecorded=");  lk_putu(o, lk_nomem); }
   if (lk_sites_dropped) { lk_puts(o, " stacks_dropped="); lk_putu(o, lk_sites_dropped); }
   if (r->nomem) { lk_puts(o, " unclassified="); lk_putu(o, r->nomem); }
@@ -492,6 +517,26 @@ void lk_report_free(char *p)
   lk_sysunmap(p - LK_GROW_HDR, size);
 }
 
+/* proc.PID.live, opened to be written: only when it is this process's own and empty (a regular
+** file of its user with one link, not a link). Writing the report there spares creating a second
+** file, the most expensive step of a short process's check on ext4. -1 if not. (Not truncated:
+** ext4 would then write it back at close.) */
+static int lk_open_live(const char *live)
+{
+  struct stat st;
+  int fd = (int)syscall(SYS_open, live, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return -1;
+  if (syscall(SYS_fstat, fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
+      st.st_uid != geteuid() || st.st_size != 0) {
+    syscall(SYS_close, fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* The report goes into proc.PID.live, which then becomes proc.PID.raw (one rename: while it is
+** written, the file still says the process has not reported). When that file is not this
+** process's own to write, into proc.PID.raw.tmp, renamed in the same way. */
 void lk_report_write(const lk_result *r)
 {
   static const lk_report_filter all = { LK_REPORT_EXIT, 0, 0 };
@@ -499,6 +544,7 @@ void lk_report_write(const lk_result *r)
   lk_agg *t;
   size_t cap = 0;
   static char tmp[4096], fin[4096], live[4096];
+  const char *from = live;
   if (!lk_dir) {
     o->fd = 2;
     o->len = 0;
@@ -509,13 +555,17 @@ void lk_report_write(const lk_result *r)
   if (!lk_proc_path(fin, sizeof(fin), ".raw") || !lk_proc_path(tmp, sizeof(tmp), ".raw.tmp") ||
       !lk_proc_path(live, sizeof(live), ".live"))
     return;
-  o->fd = lk_create(tmp);
+  o->fd = lk_open_live(live);
+  if (o->fd < 0) {
+    o->fd = lk_create(tmp);
+    from = tmp;
+  }
   if (o->fd < 0) return;
   o->len = 0;
   lk_aggregate(r, &all, &t, &cap);
   lk_write_raw(o, r, t, t ? cap : 0);
   lk_flush(o);
   syscall(SYS_close, o->fd);
-  syscall(SYS_rename, tmp, fin);
-  syscall(SYS_unlink, live);
+  syscall(SYS_rename, from, fin);
+  if (from == tmp) syscall(SYS_unlink, live);
 }

@@ -13,6 +13,7 @@
 #include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define LK_MAXROOTS 4096
@@ -160,7 +161,27 @@ static void lk_roots_caller(lk_scanner *s, const lk_scan_from *from)
 
 static void lk_explain_report(const lk_scanner *s);
 
+static uint64_t lk_now_us(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static void lk_scan_blocks(lk_result *r, const lk_scan_from *from, int indexed);
+
+/* With every other thread stopped, the table holds the blocks' indexes while they are classified
+** (lk_table_nearest), and gets its own content back after. */
 void lk_scan(lk_result *r, const lk_scan_from *from)
+{
+  uint64_t t0 = lk_now_us();
+  int indexed = lk_threads_unstopped() == 0;
+  lk_scan_blocks(r, from, indexed);
+  if (indexed && r->blocks) lk_table_restore(r->blocks, r->n);
+  r->scan_us = lk_now_us() - t0;
+}
+
+static void lk_scan_blocks(lk_result *r, const lk_scan_from *from, int indexed)
 {
   static lk_scanner s;
   size_t i, want = 0, n;
@@ -169,7 +190,7 @@ void lk_scan(lk_result *r, const lk_scan_from *from)
   uint32_t *work;
   memset(r, 0, sizeof(*r));
   lk_nroots = 0;
-  n = lk_table_collect(&blocks, &want);
+  n = lk_table_collect(&blocks, &want, indexed);
   r->blocks = blocks;
   r->n = n;
   r->cap = n;
@@ -179,14 +200,14 @@ void lk_scan(lk_result *r, const lk_scan_from *from)
   r->work = work;
   if (!work) { r->nomem = n; return; }
   r->owner = work + 2 * n + 1;
-  if (lk_nexplain) {
+  if (lk_nexplain && !(from && from->c_only)) {
     why = lk_sysmap(n * sizeof(lk_why));
     for (i = 0; why && i < n; i++) why[i].block = why[i].root = -1;
   }
   lk_classify_begin(&s, blocks, n, work, lk_threads_unstopped() > 0 && lk_safe_copy_available(),
                     (lk_usable_f)lk_real_malloc_usable_size(), why);
+  s.indexed = indexed;
   s.owner = r->owner;
-
   /* Blocks the dynamic linker made (DTV, dlopen bookkeeping) are its roots, as LSan says. */
   lk_root_note("allocated by the dynamic linker", NULL, -1, 0, 0);
   s.root = 0;
@@ -195,7 +216,7 @@ void lk_scan(lk_result *r, const lk_scan_from *from)
     if (site && site->depth && lk_ip_in_ldso(site->ips[0])) lk_classify_held(&s, i);
   }
   lk_roots_modules(&s);
-  {
+  if (!from || !from->c_only) {
     lk_rootctx lc = { &s, "LuaJIT's heap (a live Lua object)", NULL, -1 };
     lk_rootctx fc = { &s, "memory the program mapped", NULL, -1 };
     if (lk_lua_arena_foreach(lk_root_range, &lc)) lk_maps_foreach_foreign(lk_root_foreign, &fc);
@@ -208,6 +229,7 @@ void lk_scan(lk_result *r, const lk_scan_from *from)
   if (from) lk_roots_caller(&s, from);
   lk_roots_tls(&s);
   lk_classify_finish(&s);
+  lk_classify_end(&s);
   r->roots_bytes = s.roots_bytes;
   r->unsafe = lk_threads_unstopped() > 0 && !s.safe;
   if (why) {

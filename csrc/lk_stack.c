@@ -33,6 +33,7 @@ void lk_stack_init(void)
   if ((e = getenv(LK_ENV_MAX_SITES)) && *e) lk_max_sites = strtoull(e, NULL, 10);
   e = getenv(LK_ENV_DEPTH);
   lk_sites.used = 8 * (LK_SITE_INTERNAL + 1);  /* ids 0 and 1 are reserved */
+  lk_sites.max = ((size_t)LK_ARENA_CHUNKS << LK_CHUNK_BITS) - 8;  /* and the last: lk_table.c's mark */
   if (e && *e) {
     int d = atoi(e);
     lk_depth = d < 1 ? 1 : d > LK_MAXDEPTH ? LK_MAXDEPTH : d;
@@ -157,14 +158,14 @@ found:
 /* Called from JIT code (LuaJIT's machine code lives in mappings the program made)? Then no
 ** unwinder can go further than that one frame, so do not ask one. One cached range per thread. */
 static LK_TLS uintptr_t lk_jit_lo, lk_jit_hi;
-static LK_TLS unsigned lk_jit_gen;
+static LK_TLS unsigned lk_jit_seen;   /* lk_hot_gen when that range was found */
 
-static inline int lk_ip_in_jit(uintptr_t ip)
+static inline int lk_ip_in_jit(uintptr_t ip, unsigned gen)
 {
   uintptr_t lo, hi;
-  if (ip >= lk_jit_lo && ip < lk_jit_hi && lk_jit_gen == lk_fm_gen) return 1;
+  if (ip >= lk_jit_lo && ip < lk_jit_hi && lk_jit_seen == gen) return 1;
   if (!lk_foreign_find(ip, &lo, &hi)) return 0;
-  lk_jit_gen = lk_fm_gen;
+  lk_jit_seen = gen;
   lk_jit_lo = lo;
   lk_jit_hi = hi;
   return 1;
@@ -209,6 +210,7 @@ void lk_stack_fork_done(int child)
   if (child) lk_unw_active = lk_unw_mine;
   __atomic_store_n(&lk_unw_forking, 0, __ATOMIC_RELEASE);
 }
+static const volatile int32_t lk_no_vmstate;   /* what lk_self.site.vmp points to without a VM */
 
 /* Capture the caller's stack (frames inside the tracker dropped) and intern it.
 ** Returns 0 only when the site arena is exhausted. */
@@ -217,10 +219,20 @@ uint32_t lk_site_capture(int fn, uintptr_t ra)
   void *buf[LK_MAXDEPTH + 8];
   uintptr_t ips[LK_MAXDEPTH];
   int n = 0, i = 0, k = 0;
-  uint32_t lua = lk_lua_capture();
-  if (lk_ip_in_jit(ra)) {
+  unsigned gen = __atomic_load_n(&lk_hot_gen, __ATOMIC_ACQUIRE);  /* before what it guards */
+  int32_t vmstate = lk_lua_vmstate();
+  uint32_t lua = lk_lua_capture(), ctx = lk_ctx, id;
+  if (lk_ip_in_jit(ra, gen)) {
     ips[0] = ra;
-    return lk_site_intern(ips, 1, fn, lk_ctx, lua);
+    id = lk_site_intern(ips, 1, fn, ctx, lua);
+    if (id > LK_SITE_INTERNAL && vmstate >= 0) {  /* the same again for this caller: lk_site_fast */
+      lk_self.site.key = lk_site_key(fn, ra);
+      lk_self.site.vmstate = vmstate;
+      lk_self.site.vmp = lk_vm_state ? lk_vm_state : &lk_no_vmstate;
+      lk_self.site.gen = gen;
+      lk_self.site.site = id;
+    }
+    return id;
   }
   if (LIKELY(lk_unw_backtrace != NULL)) {
     n = lk_unwind(buf, lk_depth + 6);
@@ -230,7 +242,7 @@ uint32_t lk_site_capture(int fn, uintptr_t ra)
   }
   for (; i < n && k < lk_depth; i++)  /* the tracker's frames (hooks, main wrapper) are noise */
     if (!lk_ip_in_self((uintptr_t)buf[i])) ips[k++] = (uintptr_t)buf[i];
-  return lk_site_intern(ips, k, fn, lk_ctx, lua);
+  return lk_site_intern(ips, k, fn, ctx, lua);
 }
 
 uint32_t lk_site_with_ctx(uint32_t id, uint32_t ctx)

@@ -8,8 +8,8 @@
 #include <unistd.h>
 
 volatile int lk_on;
-LK_TLS int lk_busy;
-LK_TLS int lk_paused;
+LK_TLS lk_thread_state lk_self;
+volatile unsigned lk_hot_gen;
 const char *lk_dir;
 pid_t lk_pid;
 
@@ -19,6 +19,12 @@ void lk_state_init(void)
   const char *d = getenv(LK_ENV_DIR);
   if (d && *d && strlen(d) < sizeof(dir)) lk_dir = strcpy(dir, d);  /* programs rewrite environ */
   lk_pid = (pid_t)syscall(SYS_getpid);
+}
+
+void lk_set_on(int on)
+{
+  __atomic_store_n(&lk_on, on, __ATOMIC_RELEASE);
+  lk_hot_stale();
 }
 
 void lk_state_after_fork(void)

@@ -26,6 +26,13 @@ lk_sym *lk_sym_open(const char *path, const char **err);
 ** return address into the call instruction). Fills *info; returns 0. */
 int lk_sym_lookup(lk_sym *s, uint64_t off, lk_sym_info *info);
 
+/* The same, from the symbol table only (info->func, info->func_off): never reads DWARF. */
+int lk_sym_name(lk_sym *s, uint64_t off, lk_sym_info *info);
+
+/* The key a disk cache of lookups in the object at PATH is valid under (build ID, then the state
+** of the places its separate debug information may come from), into OUT; 0 when it has none
+** (no build ID, unreadable) or it does not fit. */
+int lk_sym_cache_key(const char *path, char *out, size_t size);
 /* One frame of a chain of inlined calls (lk_sym_inlines). */
 typedef struct lk_sym_frame {
   const char *func;	/* the function's linkage name if it has one, else its name; or NULL */

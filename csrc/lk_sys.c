@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/sysinfo.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -27,6 +28,34 @@ void *lk_sysmap(size_t len)
 void lk_sysunmap(void *p, size_t len)
 {
   if (p) syscall(SYS_munmap, p, len);
+}
+
+/* -- Pages that hold data -----------------------------------------------------
+** A page of an anonymous mapping that was never written holds only zeros and costs no memory
+** until read. The pages in use are those in memory (mincore), or in swap (pagemap tells). */
+
+static int lk_pagemap_fd = -2;
+
+static int lk_page_swapped(uintptr_t page)
+{
+  uint64_t e = 0;
+  if (lk_pagemap_fd == -2) {
+    struct sysinfo si;
+    lk_pagemap_fd = -1;
+    if (sysinfo(&si) == 0 && si.totalswap > 0)
+      lk_pagemap_fd = (int)syscall(SYS_open, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  }
+  if (lk_pagemap_fd < 0) return 0;
+  if (syscall(SYS_pread64, lk_pagemap_fd, &e, 8, (page >> 12) * 8) != 8) return 1;  /* unknown: read it */
+  return (e >> 62) & 1;
+}
+
+int lk_pages_in_use(uintptr_t lo, size_t n, unsigned char *vec)
+{
+  size_t k;
+  if (syscall(SYS_mincore, lo, n * 4096, vec) != 0) return 0;
+  for (k = 0; k < n; k++) vec[k] = (vec[k] & 1) || lk_page_swapped(lo + k * 4096);
+  return 1;
 }
 
 /* -- Growing arenas --------------------------------------------------------

@@ -8,6 +8,9 @@
 void *lk_sysmap(size_t len);          /* zeroed, never-tracked, MAP_NORESERVE; NULL if refused */
 void lk_sysunmap(void *p, size_t len);
 extern volatile uint64_t lk_nomem;    /* allocations not recorded for want of memory */
+/* Which of the n pages from lo (page-aligned) hold data: vec[k] 1 if in memory or in swap; 0 if
+** that cannot be told (then read them all). */
+int lk_pages_in_use(uintptr_t lo, size_t n, unsigned char *vec);
 
 /* -- Growing arenas: pieces with stable ids (offset / 8), chunks mapped on demand -- */
 #define LK_CHUNK_BITS 20

@@ -7,36 +7,18 @@
 #include <string.h>
 
 /* -- Radix map ----------------------------------------------------------
-** glibc chunks are at least 32 bytes apart, so one 8-byte slot per 32-byte granule
-** identifies a block by its start. A slot holds site (28 bits), bit 4 of the address (blocks
-** are 16-byte aligned) and size (35 bits); 0 means no block. A slot belongs to its block: set after the real allocation,
-** cleared before the real free, so no lock is needed. */
+** glibc chunks are at least 32 bytes apart, so one 8-byte slot per 32-byte granule identifies a
+** block by its start. A slot holds site (28 bits), bit 4 of the address (blocks are 16-byte
+** aligned) and size (35 bits); 0 means no block. A slot belongs to its block: set after the real
+** allocation, cleared before the real free, so no lock is needed. A leaf's pages cost memory only
+** once written: the collection reads only those (lk_pages_in_use). */
 
-#define LK_GRAN_SHIFT 5
 #define LK_ADDR_BITS 47
-#define LK_LEAF_BITS 15                    /* a leaf: 2^15 slots, 1 MiB of addresses */
 #define LK_MID_BITS 13                     /* a mid: 2^13 leaves, 8 GiB */
-#define LK_TOP_BITS (LK_ADDR_BITS - LK_GRAN_SHIFT - LK_LEAF_BITS - LK_MID_BITS)
-#define LK_LEAF_SLOTS ((size_t)1 << LK_LEAF_BITS)
-#define LK_SITE_BITS 28
-#define LK_SITE_MASK ((1u << LK_SITE_BITS) - 1)
-#define LK_SIZE_SHIFT (LK_SITE_BITS + 1)
-#define LK_SIZE_MAX ((UINT64_C(1) << (64 - LK_SIZE_SHIFT)) - 1)
+#define LK_TOP_BITS (LK_ADDR_BITS - LK_LEAF_SHIFT - LK_MID_BITS)
+#define LK_LEAF_BYTES (LK_LEAF_SLOTS * sizeof(uint64_t))
+#define LK_LEAF_PAGES (LK_LEAF_BYTES / 4096)
 
-/* A leaf is a page whose first word is a bitmap of the slot pages ever written, then the slots:
-** the exit scan reads only those pages (reading an untouched page costs resident memory). */
-#define LK_LEAF_HDR 4096
-#define LK_SLOTS_PER_PAGE (4096 / sizeof(uint64_t))
-#define LK_LEAF_BYTES (LK_LEAF_HDR + LK_LEAF_SLOTS * sizeof(uint64_t))
-
-static inline uint64_t *lk_leaf_slots(uint64_t *leaf) { return leaf + LK_LEAF_HDR / sizeof(uint64_t); }
-
-static inline void lk_leaf_touch(uint64_t *leaf, size_t j)
-{
-  uint64_t bit = UINT64_C(1) << (j / LK_SLOTS_PER_PAGE);
-  if (UNLIKELY(!(__atomic_load_n(&leaf[0], __ATOMIC_RELAXED) & bit)))
-    __atomic_fetch_or(&leaf[0], bit, __ATOMIC_RELAXED);
-}
 
 static uint64_t **lk_top[(size_t)1 << LK_TOP_BITS];  /* mids, made on demand */
 static uint32_t *lk_leaves;        /* (top << LK_MID_BITS | mid) of every leaf made */
@@ -92,19 +74,18 @@ static inline uint64_t *lk_slot(uintptr_t a, int make)
     leaf = lk_leaf_make(ti, mi);
     if (!leaf) return NULL;
   }
-  if (make) lk_leaf_touch(leaf, j);
-  return &lk_leaf_slots(leaf)[j];
+  lk_self.leaf.key = (a >> LK_LEAF_SHIFT) + 1;  /* for the next lk_table_set_fast, lk_table_take_fast */
+  lk_self.leaf.slots = leaf;
+  return &leaf[j];
 }
 
 void lk_table_set(void *p, size_t size, uint32_t site)
 {
-  uint64_t *s = lk_slot((uintptr_t)p, 1);
-  uint64_t sz = size > LK_SIZE_MAX ? LK_SIZE_MAX : size;
-  uint64_t half = ((uintptr_t)p >> 4) & 1;
+  uint64_t *s;
   if (UNLIKELY((uintptr_t)p & 15)) return;  /* not from glibc's allocator: cannot happen */
+  s = lk_slot((uintptr_t)p, 1);
   if (UNLIKELY(!s)) { __atomic_fetch_add(&lk_nomem, 1, __ATOMIC_RELAXED); return; }
-  __atomic_store_n(s, (sz << LK_SIZE_SHIFT) | (half << LK_SITE_BITS) | (site & LK_SITE_MASK),
-                          __ATOMIC_RELAXED);
+  __atomic_store_n(s, lk_slot_value(p, size, site), __ATOMIC_RELAXED);
 }
 
 int lk_table_take(void *p, uint64_t *size, uint32_t *site)
@@ -117,11 +98,6 @@ int lk_table_take(void *p, uint64_t *size, uint32_t *site)
   return 1;
 }
 
-static int lk_page_touched(const uint64_t *leaf, size_t j)
-{
-  return (leaf[0] >> (j / LK_SLOTS_PER_PAGE)) & 1;
-}
-
 static void lk_sort_u32(uint32_t *a, size_t n)  /* qsort may call malloc */
 {
   size_t i, j;
@@ -129,6 +105,44 @@ static void lk_sort_u32(uint32_t *a, size_t n)  /* qsort may call malloc */
     uint32_t x = a[i];
     for (j = i; j > 0 && a[j - 1] > x; j--) a[j] = a[j - 1];
     a[j] = x;
+  }
+}
+
+/* -- Indexes for a scan --------------------------------------------------------------------
+** While a check runs with every other thread stopped, the slot of each collected block holds its
+** index in the collection instead (its site field all ones, an id no site gets): the classifier
+** then finds the block holding an address by reading the table near it, not by a binary search
+** over millions of blocks (each step a cache miss: 200 ns a block at exit). */
+#define LK_SLOT_INDEXED LK_SITE_MASK
+#define LK_NEAREST_REACH 64      /* granules looked at below an address (2 KiB) */
+
+static uint64_t lk_index_value(uintptr_t a, size_t i)
+{
+  return ((uint64_t)(i + 1) << LK_SIZE_SHIFT) | ((uint64_t)((a >> 4) & 1) << LK_SITE_BITS) | LK_SLOT_INDEXED;
+}
+
+long lk_table_nearest(uintptr_t w)
+{
+  uint64_t *s = lk_slot(w, 0), v;
+  size_t j = (w >> LK_GRAN_SHIFT) & (LK_LEAF_SLOTS - 1), n;
+  uintptr_t g = w & ~(uintptr_t)((1 << LK_GRAN_SHIFT) - 1);
+  if (!s) return -1;
+  for (n = 0; n <= LK_NEAREST_REACH; n++, s--, g -= 1 << LK_GRAN_SHIFT) {
+    if ((v = *s)) {
+      if ((v & LK_SITE_MASK) != LK_SLOT_INDEXED) return -1;
+      if (g + (((v >> LK_SITE_BITS) & 1) << 4) <= w) return (long)(v >> LK_SIZE_SHIFT) - 1;
+    }
+    if (j-- == 0) break;   /* the leaf's first slot: what is below is in another leaf */
+  }
+  return -1;
+}
+
+void lk_table_restore(const lk_block *b, size_t n)
+{
+  size_t i;
+  for (i = 0; i < n; i++) {
+    uint64_t *s = lk_slot(b[i].addr, 0);
+    if (s) *s = lk_slot_value((const void *)b[i].addr, b[i].size, b[i].site);
   }
 }
 
@@ -140,20 +154,21 @@ static uint64_t *lk_leaf_of(uint32_t k)
 
 /* Every live block, in address order. Called with the world stopped. *out is NULL (and 0
 ** returned) when there is no block, or when the memory for the list could not be had (*want then
-** says how many blocks there were). */
-size_t lk_table_collect(lk_block **out, size_t *want)
+** says how many blocks there were). INDEX: see lk_table_nearest. */
+size_t lk_table_collect(lk_block **out, size_t *want, int index)
 {
   size_t n = 0, i, j, k = 0, nl = lk_nleaves;
+  unsigned char used[LK_LEAF_PAGES];
   lk_block *b;
   *out = NULL;
   if (want) *want = 0;
   if (!nl) return 0;
   lk_sort_u32(lk_leaves, nl);
   for (i = 0; i < nl; i++) {
-    uint64_t *leaf = lk_leaf_of(lk_leaves[i]);
-    const uint64_t *slots = lk_leaf_slots(leaf);
+    const uint64_t *slots = lk_leaf_of(lk_leaves[i]);
+    if (!lk_pages_in_use((uintptr_t)slots, LK_LEAF_PAGES, used)) memset(used, 1, sizeof(used));
     for (j = 0; j < LK_LEAF_SLOTS; j++) {
-      if (!lk_page_touched(leaf, j)) { j += LK_SLOTS_PER_PAGE - 1; continue; }
+      if (!used[j / LK_SLOTS_PER_PAGE]) { j += LK_SLOTS_PER_PAGE - 1; continue; }
       n += slots[j] != 0;
     }
   }
@@ -161,18 +176,19 @@ size_t lk_table_collect(lk_block **out, size_t *want)
   if (!n) return 0;
   b = lk_sysmap(n * sizeof(lk_block));
   if (!b) return 0;
-  for (i = 0; i < nl; i++) {
-    uint64_t *leaf = lk_leaf_of(lk_leaves[i]);
-    const uint64_t *slots = lk_leaf_slots(leaf);
-    uintptr_t base = (uintptr_t)lk_leaves[i] << (LK_LEAF_BITS + LK_GRAN_SHIFT);
+  for (i = 0; i < nl && k < n; i++) {
+    const uint64_t *slots = lk_leaf_of(lk_leaves[i]);
+    uintptr_t base = (uintptr_t)lk_leaves[i] << LK_LEAF_SHIFT;
+    if (!lk_pages_in_use((uintptr_t)slots, LK_LEAF_PAGES, used)) memset(used, 1, sizeof(used));
     for (j = 0; j < LK_LEAF_SLOTS && k < n; j++) {
       uint64_t v;
-      if (!lk_page_touched(leaf, j)) { j += LK_SLOTS_PER_PAGE - 1; continue; }
+      if (!used[j / LK_SLOTS_PER_PAGE]) { j += LK_SLOTS_PER_PAGE - 1; continue; }
       if (!(v = slots[j])) continue;
       b[k].addr = base + (j << LK_GRAN_SHIFT) + (((v >> LK_SITE_BITS) & 1) << 4);
       b[k].size = v >> LK_SIZE_SHIFT;
       b[k].site = (uint32_t)(v & LK_SITE_MASK);
       b[k].state = LK_UNREACHED;
+      if (index) ((uint64_t *)slots)[j] = lk_index_value(b[k].addr, k);
       k++;
     }
   }
@@ -193,14 +209,15 @@ int lk_table_still(const lk_block *blk)
 void lk_table_each(lk_block_fn fn, void *ud)
 {
   size_t i, j;
+  unsigned char used[LK_LEAF_PAGES];
   lk_spin_lock(&lk_leaf_lock);
   for (i = 0; i < lk_nleaves; i++) {
-    uint64_t *leaf = lk_leaf_of(lk_leaves[i]);
-    const uint64_t *slots = lk_leaf_slots(leaf);
-    uintptr_t base = (uintptr_t)lk_leaves[i] << (LK_LEAF_BITS + LK_GRAN_SHIFT);
+    const uint64_t *slots = lk_leaf_of(lk_leaves[i]);
+    uintptr_t base = (uintptr_t)lk_leaves[i] << LK_LEAF_SHIFT;
+    if (!lk_pages_in_use((uintptr_t)slots, LK_LEAF_PAGES, used)) memset(used, 1, sizeof(used));
     for (j = 0; j < LK_LEAF_SLOTS; j++) {
       uint64_t v;
-      if (!lk_page_touched(leaf, j)) { j += LK_SLOTS_PER_PAGE - 1; continue; }
+      if (!used[j / LK_SLOTS_PER_PAGE]) { j += LK_SLOTS_PER_PAGE - 1; continue; }
       if (!(v = __atomic_load_n(&slots[j], __ATOMIC_RELAXED))) continue;
       fn(base + (j << LK_GRAN_SHIFT) + (((v >> LK_SITE_BITS) & 1) << 4), v >> LK_SIZE_SHIFT,
          (uint32_t)(v & LK_SITE_MASK), ud);

@@ -4,6 +4,7 @@
 #define LK_TABLE_H
 
 #include "lk_def.h"
+#include "lk_state.h"
 
 typedef struct lk_block {
   uintptr_t addr;
@@ -12,13 +13,67 @@ typedef struct lk_block {
   uint32_t state;   /* LK_UNREACHED ... (lk_def.h) */
 } lk_block;
 
+/* -- The radix map's shape (lk_table.c) ---------------------------------------------------
+** One 8-byte slot per 32-byte granule: site (28 bits), bit 4 of the address, size (35 bits). */
+#define LK_GRAN_SHIFT 5
+#define LK_LEAF_BITS 15                    /* a leaf: 2^15 slots, 1 MiB of addresses */
+#define LK_LEAF_SHIFT (LK_GRAN_SHIFT + LK_LEAF_BITS)
+#define LK_LEAF_SLOTS ((size_t)1 << LK_LEAF_BITS)
+#define LK_SLOTS_PER_PAGE (4096 / sizeof(uint64_t))
+#define LK_SITE_BITS 28
+#define LK_SITE_MASK ((1u << LK_SITE_BITS) - 1)
+#define LK_SIZE_SHIFT (LK_SITE_BITS + 1)
+#define LK_SLOT_SIZE_MAX ((UINT64_C(1) << (64 - LK_SIZE_SHIFT)) - 1)
+
+static inline uint64_t lk_slot_value(const void *p, size_t size, uint32_t site)
+{
+  uint64_t sz = size > LK_SLOT_SIZE_MAX ? LK_SLOT_SIZE_MAX : size;
+  return (sz << LK_SIZE_SHIFT) | ((((uintptr_t)p >> 4) & 1) << LK_SITE_BITS) | (site & LK_SITE_MASK);
+}
+
 void lk_table_init(void);
 void lk_table_set(void *p, size_t size, uint32_t site);
 int lk_table_take(void *p, uint64_t *size, uint32_t *site);  /* clear; 1 if tracked */
-size_t lk_table_collect(lk_block **out, size_t *want);  /* live blocks, sorted by address */
+size_t lk_table_collect(lk_block **out, size_t *want, int index);  /* live blocks, sorted by address */
 int lk_table_still(const lk_block *b);   /* still live with the same size and site? */
 /* fn(addr, size, site, ud) for every live block, in no order; no list made (cheap, repeated). */
 typedef void (*lk_block_fn)(uintptr_t addr, uint64_t size, uint32_t site, void *ud);
 void lk_table_each(lk_block_fn fn, void *ud);
+
+/* With INDEX, lk_table_collect leaves in each collected block's slot its index in the collection
+** (the world stopped: nothing else reads the table) until lk_table_restore puts the blocks back:
+** meanwhile lk_table_nearest finds the block at an address in a few reads. */
+long lk_table_nearest(uintptr_t w);      /* last collected block starting at or before w; -1: unknown */
+void lk_table_restore(const lk_block *b, size_t n);
+
+/* -- The hot path -------------------------------------------------------------------------
+** The leaf this thread used last (lk_self.leaf: key, (address >> LK_LEAF_SHIFT) + 1 of that leaf,
+** 0 for none; slots): most blocks a thread allocates and frees lie in the same MiB. The fast forms
+** do what lk_table_set and lk_table_take do, in that leaf only; 0: not done (another leaf, or for
+** take, no block there), call the full form. */
+
+/* P: 16-byte aligned (glibc's blocks are); SITE below 2^28. */
+static inline int lk_table_set_fast(void *p, size_t size, uint32_t site)
+{
+  lk_thread_state *t = &lk_self;
+  uintptr_t a = (uintptr_t)p;
+  uint64_t sz = size > LK_SLOT_SIZE_MAX ? LK_SLOT_SIZE_MAX : size;
+  if (UNLIKELY((a >> LK_LEAF_SHIFT) + 1 != t->leaf.key)) return 0;
+  __atomic_store_n(&t->leaf.slots[(a >> LK_GRAN_SHIFT) & (LK_LEAF_SLOTS - 1)],
+                   (sz << LK_SIZE_SHIFT) | (((a >> 4) & 1) << LK_SITE_BITS) | site, __ATOMIC_RELAXED);
+  return 1;
+}
+
+static inline int lk_table_take_fast(void *p)
+{
+  lk_thread_state *t = &lk_self;
+  uintptr_t a = (uintptr_t)p;
+  uint64_t *s;
+  if (UNLIKELY((a >> LK_LEAF_SHIFT) + 1 != t->leaf.key)) return 0;
+  s = &t->leaf.slots[(a >> LK_GRAN_SHIFT) & (LK_LEAF_SLOTS - 1)];
+  if (UNLIKELY(!__atomic_load_n(s, __ATOMIC_RELAXED))) return 0;
+  __atomic_store_n(s, 0, __ATOMIC_RELAXED);
+  return 1;
+}
 
 #endif

@@ -26,6 +26,7 @@ typedef struct lk_thread {
 } lk_thread;
 
 static lk_thread lk_threads[LK_MAXTHREADS];
+static volatile int lk_nthreads;   /* slots ever used: the loops over threads stop there */
 static volatile int lk_threads_lock;
 uintptr_t lk_main_sp;
 volatile int lk_main_returned;
@@ -46,6 +47,7 @@ static lk_thread *lk_thread_add(pid_t tid, uintptr_t lo, uintptr_t hi)
       t->sp = 0;
       t->parked = 0;
       t->used = 1;
+      if (i >= lk_nthreads) __atomic_store_n(&lk_nthreads, i + 1, __ATOMIC_RELEASE);
       break;
     }
   }
@@ -197,7 +199,7 @@ void lk_threads_unpark(void)
   __atomic_store_n(&lk_release, 1, __ATOMIC_RELEASE);
   for (rounds = 0; rounds < 5000; rounds++) {
     int waiting = 0;
-    for (i = 0; i < LK_MAXTHREADS; i++)
+    for (i = 0; i < lk_nthreads; i++)
       if (lk_threads[i].used && __atomic_load_n(&lk_threads[i].parked, __ATOMIC_ACQUIRE)) waiting++;
     if (!waiting) break;
     nanosleep(&ts, NULL);
@@ -280,7 +282,7 @@ void lk_threads_park(void)
   sigaction(LK_PARK_SIG, &sa, NULL);
   __atomic_store_n(&lk_release, 0, __ATOMIC_RELEASE);
   __atomic_store_n(&lk_parking, 1, __ATOMIC_RELEASE);
-  for (i = 0; i < LK_MAXTHREADS; i++) {
+  for (i = 0; i < lk_nthreads; i++) {
     lk_thread *t = &lk_threads[i];
     t->unstopped = 0;
     if (!t->used || t->tid == me) continue;
@@ -290,7 +292,7 @@ void lk_threads_park(void)
   /* Wait while threads keep arriving: up to 10 s in all, 2 s without progress. */
   for (rounds = 0; rounds < 10000; rounds++) {
     waiting = 0;
-    for (i = 0; i < LK_MAXTHREADS; i++) {
+    for (i = 0; i < lk_nthreads; i++) {
       lk_thread *t = &lk_threads[i];
       if (t->used && t->tid != me && !t->unstopped && !__atomic_load_n(&t->parked, __ATOMIC_ACQUIRE)) waiting++;
     }
@@ -303,14 +305,14 @@ void lk_threads_park(void)
   /* Threads that block the signal: give them a moment to reach the allocator's gate. */
   for (rounds = 0; rounds < 200; rounds++) {
     waiting = 0;
-    for (i = 0; i < LK_MAXTHREADS; i++) {
+    for (i = 0; i < lk_nthreads; i++) {
       lk_thread *t = &lk_threads[i];
       if (t->used && t->tid != me && !__atomic_load_n(&t->parked, __ATOMIC_ACQUIRE)) waiting++;
     }
     if (!waiting) break;
     nanosleep(&ts, NULL);
   }
-  for (i = 0; i < LK_MAXTHREADS; i++) {
+  for (i = 0; i < lk_nthreads; i++) {
     lk_thread *t = &lk_threads[i];
     t->unstopped = t->used && t->tid != me && !__atomic_load_n(&t->parked, __ATOMIC_ACQUIRE);
   }
@@ -320,7 +322,7 @@ void lk_threads_park(void)
 int lk_threads_unstopped_list(pid_t *tids, int cap)
 {
   int i, n = 0;
-  for (i = 0; i < LK_MAXTHREADS; i++) {
+  for (i = 0; i < lk_nthreads; i++) {
     if (!lk_threads[i].used || !lk_threads[i].unstopped) continue;
     if (n < cap) tids[n] = lk_threads[i].tid;
     n++;
@@ -337,7 +339,7 @@ void lk_threads_foreach_stack(lk_range_fn fn, void *ud, long *tid)
 {
   pid_t me = lk_gettid();
   int i;
-  for (i = 0; i < LK_MAXTHREADS; i++) {
+  for (i = 0; i < lk_nthreads; i++) {
     lk_thread *t = &lk_threads[i];
     uintptr_t lo, sp;
     if (!t->used || t->tid == me || !t->hi) continue;
@@ -372,7 +374,7 @@ void lk_thread_init(void)
 void lk_thread_after_fork(void)
 {
   int i;
-  for (i = 0; i < LK_MAXTHREADS; i++) {
+  for (i = 0; i < lk_nthreads; i++) {
     lk_thread *t = &lk_threads[i];
     if (t != lk_thread_me) t->used = 0;
   }

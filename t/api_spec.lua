@@ -119,6 +119,16 @@ describe("tags", function()
       end
       assert.are.same({parser = 10, lexer = 20, none = 30}, by)
    end)
+
+   it("follow a tag change inside compiled code that allocates in the same place", function()
+      local r = api("tags_jit")
+      local by = {}
+      for _, rec in ipairs(h.records(r, "definite")) do
+         local tag = rec.test ~= cjson.null and rec.test or "none"
+         by[tag] = (by[tag] or 0) + rec.bytes
+      end
+      assert.are.same({even = 4000, odd = 4000}, by)
+   end)
 end)
 
 describe("the ffi.gc registry", function()

@@ -120,6 +120,24 @@ describe("ljleak busted is invisible to what a suite does", function()
       assert.are.equal(42, code)
    end)
 
+   it("settles a test whose live memory is ffi.gc'd with C.free or held by C without collecting, "
+      .. "and still fails a leak or a bad free next to it", function()
+      local r, code, out = ljleak_busted({"-o", "TAP", "t/busted/quick_checks_spec.lua"})
+      assert.are.equal(42, code)
+      assert.matches("\nok 1 - quick checks leave a test's ffi.gc'd garbage to the collector\n", "\n" .. out, 1, true)
+      assert.matches("\nok 2 - quick checks (the garbage was not collected by the check)\n", out, 1, true)
+      assert.matches("\nnot ok 3 - quick checks see a leak next to ffi.gc'd garbage\n", out, 1, true)
+      assert.matches("# definite: 55 bytes in 1 block", out, 1, true)
+      assert.matches("\nok 4 - quick checks pass a block that C holds\n", out, 1, true)
+      assert.matches("\nnot ok 5 - quick checks see a C.free finalizer given memory malloc never handed out\n",
+                     out, 1, true)
+      assert.matches("# bad_free: the ffi.gc finalizer registered at t/busted/quick_checks_spec.lua:37 freed", out,
+                     1, true)
+      assert.are.same({["quick checks > see a leak next to ffi.gc'd garbage"] = {bytes = 55, blocks = 1, line = 25}},
+                      by_test(r))
+      assert.are.same({1, 66}, {h.total(r, "reachable", "hold_in_global")})
+   end)
+
    it("runs every finalizer of 20,000 dropped ffi.gc buffers, memory flat", function()
       local r, code, out = ljleak_busted({"-o", "TAP", "t/busted/gc_many_spec.lua"})
       assert.matches("\nok 1 - many ffi.gc buffers are all finalized\n", "\n" .. out, 1, true)

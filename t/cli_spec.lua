@@ -133,6 +133,7 @@ describe("collecting a tracker run directory", function()
       write_file(dir .. "/proc.4244.raw", GOOD:gsub("pid 4242", "pid 4244"):gsub("leak reachable.*$", ""))
       write_file(dir .. "/proc.4245.raw.tmp", "ljleak-raw 1\n")
       write_file(dir .. "/proc.4246.live", "")
+      write_file(dir .. "/proc.99999999.live", "ljleak-raw 1\npid 99999999\n")   -- cut while written into
       write_file(dir .. "/proc.4246.exec",
          "exec'd /bin/static, which is statically linked: LD_PRELOAD cannot load the tracker into it\n")
       write_file(dir .. "/lua.4242.jsonl", '{"kind": "bad_free", "message": "m", "pid": 4242}\nnot json\n')
@@ -144,10 +145,12 @@ describe("collecting a tracker run directory", function()
       local said = {}
       for _, p in ipairs(problems) do said[#said + 1] = p.message end
       table.sort(said)
-      assert.are.equal(4, #said)
+      assert.are.equal(5, #said)
       assert.matches("proc.4243.raw:%d+: leak of site 99, which is not defined", table.concat(said, "\n"))
       assert.matches("proc.4244.raw: truncated", table.concat(said, "\n"), 1, true)
       assert.matches("process 4245 died while writing its report", table.concat(said, "\n"), 1, true)
+      assert.matches("process 99999999 died while writing its report (" .. dir .. "/proc.99999999.live)",
+                     table.concat(said, "\n"), 1, true)
       assert.matches("lua.4242.jsonl:2: not an error record", table.concat(said, "\n"), 1, true)
       assert.are.equal(1, #errors)
       assert.are.same({{pid = 4246, reason = "exec'd /bin/static, which is statically linked: LD_PRELOAD cannot "
@@ -331,6 +334,43 @@ describe("ljleak run command line", function()
       assert.matches("definite: 300 bytes in 3 blocks (+64 bytes in 2 blocks indirect, below), pid 4242", out, 1, true)
       assert.matches("indirect: 64 bytes in 2 blocks, held by loss record 1, pid 4242", out, 1, true)
       assert.matches("LEAK SUMMARY:", out, 1, true)
+   end)
+
+   -- A tree of the launcher, a copy of the sources and of their bytecode (build/lua), the
+   -- checkout's libraries: the program's LUA_INIT names the bootstrap the CLI found.
+   it("runs the bytecode that make built, and the sources once one of them is newer", function()
+      local lfs = require "lfs"
+      local tree = h.tmpdir()
+      local function copy(from, to)
+         if lfs.attributes(from, "mode") == "directory" then
+            assert(lfs.mkdir(to))
+            for name in lfs.dir(from) do
+               if name ~= "." and name ~= ".." then copy(from .. "/" .. name, to .. "/" .. name) end
+            end
+         else
+            write_file(to, read_file(from))
+            assert(lfs.touch(to, lfs.attributes(from, "modification")))
+         end
+      end
+      copy(ROOT .. "/bin", tree .. "/bin")
+      assert.equal(0, require("posix.sys.stat").chmod(tree .. "/bin/ljleak", 493))
+      copy(ROOT .. "/lua", tree .. "/lua")
+      assert(lfs.mkdir(tree .. "/build"))
+      copy(ROOT .. "/build/lua", tree .. "/build/lua")
+      assert(lfs.mkdir(tree .. "/build/ljleak"))
+      copy(ROOT .. "/suppressions", tree .. "/suppressions")
+      for _, lib in ipairs({"core.so", "libljleak.so"}) do
+         assert(require("posix.unistd").link(ROOT .. "/build/ljleak/" .. lib, tree .. "/build/ljleak/" .. lib, true))
+      end
+      local function boot()
+         local code, out = h.run({tree .. "/bin/ljleak", "run", "--", "luajit", "-e", "io.write(os.getenv'LUA_INIT')"})
+         assert.equal(0, code)
+         return out:match("loadfile%(\"(.-)\"%)")
+      end
+      assert.equal(stdlib.realpath(tree) .. "/build/lua/ljleak/engine/boot.lua", boot())
+      assert(lfs.touch(tree .. "/lua/ljleak/util.lua", os.time() + 10))
+      assert.equal(stdlib.realpath(tree) .. "/lua/ljleak/engine/boot.lua", boot())
+      h.rmtree(tree)
    end)
 end)
 

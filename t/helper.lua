@@ -37,6 +37,11 @@ if other_build and other_build ~= "" then
    end
 end
 
+-- The ljleak runs of the specs keep no symbolizer cache on disk (LJLEAK_CACHE=0): each looks its
+-- frames up through libdw, and the user's own cache is left alone. t/symcache_spec.lua tests the
+-- cache, in folders of its own.
+if not os.getenv("LJLEAK_CACHE") then stdlib.setenv("LJLEAK_CACHE", "0") end
+
 function M.read_file(path)
    local f = io.open(path, "rb")
    if not f then return nil end

@@ -81,3 +81,38 @@ describe("the symbolizer", function()
       end)
    end
 end)
+
+describe("the frames of a stack", function()
+   it("end at main, and those below it are named from the symbol table, never looked up in DWARF", function()
+      local dir = h.tmpdir()
+      local code, _, err = h.run({"luajit", "t/leak/lua_lines.lua", "lib"},
+         {env = {LD_PRELOAD = h.ROOT .. "/build/ljleak/libljleak.so", LJLEAK_DIR = dir}})
+      assert.are.equal(0, code, err)
+      local raw = require "ljleak.raw"
+      local symbolize = require "ljleak.symbolize"
+      local lfs = require "lfs"
+      local proc
+      for name in lfs.dir(dir) do
+         if name:match("%.raw$") then proc = assert(raw.read(dir .. "/" .. name)) end
+      end
+      h.rmtree(dir)
+      local sym = symbolize.new({})
+      local libc, frames
+      for _, site in pairs(proc.sites) do
+         local last = site.frames[#site.frames - 1]
+         local path = last and last.module and proc.modules[last.module].path
+         if path and path:match("/libc%.so") then   -- main <- __libc_start_call_main <- ... <- _start
+            libc, frames = path, sym:frames(proc, site)
+            break
+         end
+      end
+      assert.is_truthy(libc)
+      assert.are.equal("main", frames[#frames]["function"])
+      assert.are.same({}, sym.answers[libc] or {})   -- no line looked up in libc
+      local below = 0
+      for _, name in pairs(sym.names[libc]) do
+         if name == "__libc_start_call_main" or name == "__libc_start_main" then below = below + 1 end
+      end
+      assert.is_true(below >= 1)
+   end)
+end)

@@ -13,6 +13,7 @@ local json = vm.require("ljleak.json")
 
 local ENV = const.ENV
 local io_open, getenv, getpid = io.open, vm.getenv, vm.ffi.C.getpid
+local scalar = json.scalar
 
 local M = {}
 
@@ -112,19 +113,24 @@ local function leak_text(element, leaks)
 end
 
 -- Add the test ELEMENT that just ended with STATUS to the run's list of tests (under `ljleak run`,
--- LJLEAK_DIR/tests.PID.jsonl), for the JUnit report's test cases.
+-- LJLEAK_DIR/tests.PID.jsonl), for the JUnit report's test cases. The file stays open, line
+-- buffered (a line a test, written whole); a forked child opens its own.
+local tests_file, tests_pid
 local function list_test(core, element, status)
    local dir = getenv(ENV.DIR)
    if not dir then return end
-   local trace = element.trace
-   local line = json.encode({name = full_name(core, element), file = file_name(core, element)
-                                or (trace and trace.short_src), line = trace and trace.currentline,
-                             time = element.duration, status = status})
-   local f = io_open(dir .. "/" .. const.TESTS_FILE:format(getpid()), "ab")
-   if f then
-      f:write((line:gsub("\n%s*", " ")), "\n")
-      f:close()
+   local pid = getpid()
+   if tests_pid ~= pid then
+      tests_pid = pid
+      tests_file = io_open(dir .. "/" .. const.TESTS_FILE:format(pid), "ab")
+      if tests_file then tests_file:setvbuf("line") end
    end
+   if not tests_file then return end
+   local trace = element.trace
+   tests_file:write('{"name": ', scalar(full_name(core, element)), ', "file": ',
+                    scalar(file_name(core, element) or (trace and trace.short_src)), ', "line": ',
+                    scalar(trace and trace.currentline), ', "time": ', scalar(element.duration), ', "status": ',
+                    scalar(status), "}\n")
 end
 
 --- Hooks a busted core instance (from busted.core's constructor). Idempotent.

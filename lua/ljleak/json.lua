@@ -192,9 +192,14 @@ end
 -- The keys of object T in schema order, with those of DEFAULTS that T lacks.
 local function sorted_keys(t, defaults)
    local keys = {}
-   for k in pairs(t) do
-      if type(k) ~= "string" then error("cannot encode a table with a " .. type(k) .. " key as a JSON object") end
-      keys[#keys + 1] = k
+   -- next(), not pairs(): LuaJIT 2.1-20230119 (Debian 12) can loop for ever in a compiled pairs()
+   -- loop (ITERN; the trace exits at the same key again), as it did here in a traced busted
+   -- process, where ljleak.busted encodes a line per test.
+   local key = next(t)
+   while key ~= nil do
+      if type(key) ~= "string" then error("cannot encode a table with a " .. type(key) .. " key as a JSON object") end
+      keys[#keys + 1] = key
+      key = next(t, key)
    end
    if defaults then
       for k in pairs(defaults) do
@@ -304,6 +309,14 @@ function M.write(v, sink, defaults)
    local w = setmetatable({sink = sink, flat = setmetatable({}, {__mode = "k"}), scratch = buffer.new()}, Writer)
    w:value(v, "", nil, defaults)
    M.drain(sink, true)
+end
+
+-- JSON text for the scalar V (a string, number, boolean, nil or M.null), as M.write writes it:
+-- for a line of a few known fields, without a writer's tables and buffers.
+local scalar_buf = buffer.new()
+function M.scalar(v)
+   put_scalar(scalar_buf, v)
+   return scalar_buf:get()
 end
 
 -- JSON text for V (as M.write writes it).

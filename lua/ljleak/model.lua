@@ -172,7 +172,6 @@ function Lists:ranks()
    return rank
 end
 
-
 -- One number for a pair of list numbers.
 local function pair(a, b)
    return a * 2^26 + b

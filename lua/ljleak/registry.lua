@@ -53,6 +53,47 @@ local reg_dups = {}   -- address -> {{finalizer, where}...}: more finalizers for
 local reg_reported = {}  -- address -> true: its self-reference was reported by a check
 local problems = {}                               -- {kind, message, lua, ...}
 
+-- ffi.C.free once the program has declared it (nil before).
+local c_free
+local function get_free() return C.free end
+local function the_free()
+   if c_free == nil then
+      local ok, f = pcall_(get_free)
+      if ok then c_free = f end
+   end
+   return c_free
+end
+
+-- How many registrations of each epoch are pending (not finalized nor detached), and how many of
+-- those have a finalizer that is not ffi.C.free: a check looks at its own epochs, not at every
+-- registration ever made (a busted suite makes one an epoch, and collects rarely).
+local pending, unfreeing = {}, {}
+
+local function count(addr, d)
+   local e = reg_epoch[addr]
+   if not e then return end
+   local n = (pending[e] or 0) + d
+   pending[e] = n ~= 0 and n or nil
+   local free = the_free()
+   if free == nil or not rawequal_(reg_fin[addr], free) then
+      n = (unfreeing[e] or 0) + d
+      unfreeing[e] = n ~= 0 and n or nil
+   end
+end
+
+-- The sum of T's counts (epoch -> count) for EPOCH and later ones.
+local function sum_since(t, epoch)
+   local n = 0
+   if ctx.epoch - epoch <= 64 then
+      for e = epoch, ctx.epoch do n = n + (t[e] or 0) end
+   else
+      for e, k in next_, t do
+         if e >= epoch then n = n + k end
+      end
+   end
+   return n
+end
+
 -- Lua frames of an interned Lua stack, without the test machinery's.
 local function lua_frames(id)
    return model.user_frames(stack_frames(id))
@@ -135,6 +176,7 @@ local function dispatch(c)
    local fin, at = reg_fin[addr], reg_where[addr]
    local reported = reg_reported[addr]
    if fin then
+      count(addr, -1)
       reg_fin[addr], reg_where[addr], reg_epoch[addr], reg_cd[addr], reg_reported[addr] = nil, nil, nil, nil, nil
       -- Only lua_close finalizes a cdata its own finalizer holds: say so, once.
       if not reported and holds_itself(fin, c) then self_reference(c, at, "was only freed by lua_close") end
@@ -169,6 +211,7 @@ local function gc_wrapper(cd, finalizer)
    local old = reg_cd[addr]
    if finalizer == nil then
       if reg_fin[addr] and (old == nil or rawequal(old, cd)) then
+         count(addr, -1)
          reg_fin[addr], reg_where[addr], reg_epoch[addr], reg_cd[addr] = nil, nil, nil, nil
          local w = where(2)
          C.ljleak_annotate(cast("void *", cd),
@@ -186,7 +229,9 @@ local function gc_wrapper(cd, finalizer)
       table.insert(reg_dups[addr], {finalizer, C.ljleak_here()})
       return orig_gc(cd, dispatch)
    end
+   if reg_fin[addr] then count(addr, -1) end   -- the same cdata again: its new finalizer counts
    reg_cd[addr], reg_fin[addr], reg_where[addr], reg_epoch[addr] = cd, finalizer, C.ljleak_here(), ctx.epoch
+   count(addr, 1)
    return orig_gc(cd, dispatch)
 end
 
@@ -233,10 +278,26 @@ end
 
 -- Is anything registered since EPOCH still registered?
 function M.registered_since(epoch)
-   for _, e in pairs(reg_epoch) do
-      if e >= epoch then return true end
+   return sum_since(pending, epoch) > 0
+end
+
+-- Can none of the N blocks at ADDRS (a uintptr_t array: blocks born since EPOCH) be lost, and
+-- would a collection run no finalizer registered since EPOCH that could go wrong? Yes when each
+-- belongs to a cdata that ffi.gc gave ffi.C.free as its finalizer, and the resources registered
+-- since EPOCH and not finalized yet are exactly those: such a block is freed with its cdata, or
+-- its cdata is alive and holds it; C.free holds nothing (no finalizer keeping its own cdata), and
+-- frees a live block. A busted test that ends with ffi.gc'd memory not collected yet then needs
+-- no collection and no scan.
+function M.freed_with_their_cdata(epoch, addrs, n)
+   local free = the_free()
+   if free == nil or sum_since(unfreeing, epoch) > 0 then return false end
+   local mine = 0
+   for i = 0, n - 1 do
+      local addr = tonumber(addrs[i])
+      if not rawequal_(reg_fin[addr], free) then return false end
+      if reg_epoch[addr] >= epoch then mine = mine + 1 end
    end
-   return false
+   return mine == sum_since(pending, epoch)
 end
 
 -- Problems seen since EPOCH.

@@ -183,9 +183,10 @@ local function finish(engine, state, run_dir, res, command, args, opts)
 
    local procs, problems, errors, unchecked = engine.collect(state, run_dir, res)
 
+   local symbolizer = symbolize.new({tracker = state.library, cache = symbolize.cache_dir()})
    local rep = model.build(procs, {engine = engine.name, command = command, exit_status = exit_status,
-                                   version = version(), errors = errors,
-                                   symbolizer = symbolize.new({tracker = state.library})})
+                                   version = version(), errors = errors, symbolizer = symbolizer})
+   symbolizer:save()
    for _, proc in ipairs(rep.processes or {}) do
       if proc.lua then warn("process %d: Lua frames %s", proc.pid, proc.lua) end
       if proc.unstopped_threads then

@@ -1,5 +1,6 @@
 -- Turns the raw report's sites (module index + offset) into frames with function, file and line.
--- One libdw symbolizer (ljleak.core) per object path, and one answer per (path, offset), are cached.
+-- One libdw symbolizer (ljleak.core) per object path, and one answer per (path, offset), are cached;
+-- with opts.cache, the answers are also kept on disk from one run to the next (per build ID).
 --
 -- A frame: {["function"] = "make_thing", file = "thing.c", dir = "/src", line = 12,
 --           object = "/path/libthing.so", offset = "0x1167"}        -- fields nil where unknown;
@@ -59,6 +60,8 @@ M.hex = hex
 
 -- opts.core: the ljleak.core module (default: require it; without it frames stay unnamed).
 -- opts.tracker: path of the tracker library, the object of the synthetic allocation frame.
+-- opts.cache: a directory where answers are kept from one run to the next (M.cache_dir()); save
+-- them there with :save().
 function M.new(opts)
    opts = opts or {}
    local core = opts.core
@@ -66,9 +69,12 @@ function M.new(opts)
    return setmetatable({
       core = core,
       tracker = opts.tracker,
+      cache_dir = opts.cache,
+      disk = {},          -- path -> its cache file (see "The disk cache"), or false
       symbolizers = {},   -- path -> core symbolizer, or false when it could not be opened
       failed = {},        -- path -> message, for objects that could not be read
       answers = {},       -- path -> offset -> info
+      names = {},         -- path -> offset -> function name from the symbol table, or false
       frame_of_info = {}, -- lookup's answer -> its frame
       inlined = {},       -- path -> offset -> frames_at's list
       frame_tables = {},  -- address -> {its frame}; allocation function -> frame
@@ -111,6 +117,12 @@ function Symbolizer:lookup(path, offset)
    local per_path = sub(self.answers, path)
    local info = per_path[offset]
    if info then return info end
+   local disk = self:disk_file(path)
+   info = disk and disk.info[offset]
+   if info then
+      per_path[offset] = info
+      return info
+   end
    info = {}
    local s = self:open(path)
    if s and offset > 0 then
@@ -120,7 +132,34 @@ function Symbolizer:lookup(path, offset)
       set_file(info, file)
    end
    per_path[offset] = info
+   if disk and s then disk.new_info[offset] = info end
    return info
+end
+
+-- The name of the function at OFFSET in the object at PATH as lookup gives it, or nil: from the
+-- symbol table only (libdw reads an object's DWARF whole on its first line lookup: libc's, with
+-- its separate debug information, takes 60 ms).
+function Symbolizer:function_name(path, offset)
+   local info = self.answers[path] and self.answers[path][offset]
+   if info then return info["function"] end
+   local per_path = sub(self.names, path)
+   local name = per_path[offset]
+   if name == nil then
+      local disk = self:disk_file(path)
+      info = disk and disk.info[offset]
+      if info then
+         name = info["function"] or false
+      else
+         if disk then name = disk.names[offset] end
+         if name == nil then
+            local s = self:open(path)
+            name = s and offset > 0 and s:name(offset - 1) or false
+            if disk and s then disk.new_names[offset] = name end
+         end
+      end
+      per_path[offset] = name
+   end
+   return name or nil
 end
 
 local function is_tracker(self, path)
@@ -153,6 +192,21 @@ end
 -- symbol table names). As Valgrind does, each is a frame: all but the last have `inlined = true`;
 -- the first has the address's own line, each other the line where it calls the one before.
 
+-- The inlined calls at OFFSET (a return address's offset) in the object at PATH, as the core
+-- symbolizer's inlines gives them ({function, file, line}..., innermost first), or nil when the
+-- call is in no inlined code; from the disk cache when it has them.
+function Symbolizer:inline_chain(path, offset)
+   local disk = self:disk_file(path)
+   local chain
+   if disk then chain = disk.inlines[offset] end
+   if chain == nil then
+      local s = offset > 0 and self:open(path)
+      chain = s and s.inlines and s:inlines(offset - 1) or false
+      if disk and s then disk.new_inlines[offset] = chain end
+   end
+   return chain or nil
+end
+
 -- The frames of the return address at OFFSET in the object at PATH: {Symbolizer:frame(...)} when
 -- the call is in no inlined code, else one frame per function as above (the last one named as
 -- Symbolizer:frame names it). One list per address, shared by every stack that has it.
@@ -161,8 +215,7 @@ function Symbolizer:frames_at(path, offset)
    local list = per_path[offset]
    if list then return list end
    local frame = self:frame(path, offset)
-   local s = offset > 0 and self:open(path)
-   local chain = s and s.inlines and s:inlines(offset - 1)
+   local chain = self:inline_chain(path, offset)
    if not chain then
       list = {frame}
    else
@@ -181,48 +234,69 @@ end
 
 -- The C runtime's functions that call main: Valgrind's "below main" (coregrind's
 -- VG_(get_fnname_kind)).
-local BELOW_MAIN = {__libc_start_main = true, __libc_start_call_main = true, generic_start_main = true}
+-- ("(below main)": such a frame, named so by an earlier stack that shares it.)
+local BELOW_MAIN = {__libc_start_main = true, __libc_start_call_main = true, generic_start_main = true,
+                    ["(below main)"] = true}
+
+-- Where a stack of N frames ends, by Valgrind's rule, when NAME(i) is the function of frame i:
+-- at `main` (the outermost), else at the innermost function below main (true: it is that one), else
+-- at N.
+local function main_cut(n, name)
+   local last
+   for i = n, 1, -1 do
+      local fn = name(i)
+      if fn == "main" then
+         return i, false
+      elseif BELOW_MAIN[fn] then
+         last = i
+      end
+   end
+   if last then return last, true end
+   return n, false
+end
 
 -- Drop the frames below main from FRAMES (in place), as Valgrind does unless --show-below-main=yes:
 -- the stack ends at `main`; without one, at the innermost function below main, which Valgrind calls
 -- "(below main)". A stack with neither (a thread's) is kept whole. Returns FRAMES.
 function M.end_at_main(frames)
-   local last
-   for i = #frames, 1, -1 do
-      local fn = frames[i]["function"]
-      if fn == "main" then
-         last = i
-         break
-      elseif BELOW_MAIN[fn] then
-         last = i
-      end
-   end
-   if not last then return frames end
+   local last, below = main_cut(#frames, function(i) return frames[i]["function"] end)
    for i = #frames, last + 1, -1 do frames[i] = nil end
-   if frames[last]["function"] ~= "main" then M.name_frame(frames[last], "(below main)") end
+   if below then M.name_frame(frames[last], "(below main)") end
    return frames
 end
 
 -- The frames of SITE (from raw.parse) in PROC: the allocation function first (as Valgrind shows
 -- `malloc`, so `fun:malloc` suppressions match), then one frame per raw frame, down to main.
--- Frames are shared by the stacks that have them.
+-- Frames are shared by the stacks that have them. Where the stack ends is found from the symbol
+-- tables' names: the frames below main are never looked up in DWARF.
 function Symbolizer:frames(proc, site)
    local alloc = self.frame_tables[site.fn]
    if not alloc then
       alloc = {["function"] = site.fn, object = self.tracker}
       self.frame_tables[site.fn] = alloc
    end
-   local frames, raws, of_raw = {alloc}, site.frames, self.of_raw
+   local raws, of_raw, modules = site.frames, self.of_raw, proc.modules
    local first = 1
-   while raws[first] and raws[first].module and is_tracker(self, proc.modules[raws[first].module].path) do
+   while raws[first] and raws[first].module and is_tracker(self, modules[raws[first].module].path) do
       first = first + 1   -- the tracker's own frames, if the unwinder kept any
    end
-   for i = first, #raws do
+   local n = #raws - first + 2   -- alloc, then raws[first..]
+   local last, below = main_cut(n, function(i)
+      if i == 1 then return site.fn end
+      local raw = raws[first + i - 2]
+      local list = of_raw[raw]   -- its frames, named already: the out-of-line function is the last
+      if list then return list[#list]["function"] end
+      if not raw.module then return nil end
+      local name = self:function_name(modules[raw.module].path, raw.offset)
+      return name and (M.demangle(name) or name)
+   end)
+   local frames = {alloc}
+   for i = first, first + last - 2 do
       local raw = raws[i]
       local list = of_raw[raw]
       if not list then
          if raw.module then
-            list = self:frames_at(proc.modules[raw.module].path, raw.offset)
+            list = self:frames_at(modules[raw.module].path, raw.offset)
          elseif raw.address then
             list = self.frame_tables[raw.address]
             if not list then
@@ -236,7 +310,108 @@ function Symbolizer:frames(proc, site)
       end
       for k = 1, #list do frames[#frames + 1] = list[k] end
    end
-   return M.end_at_main(frames)
+   if below then M.name_frame(frames[#frames], "(below main)") end   -- (raw LAST's out-of-line frame)
+   return frames
+end
+
+-- -- The disk cache --------------------------------------------------------------------------
+-- Reading an object's DWARF costs more than the rest of a small run (libc's separate debug info:
+-- 60 ms and 16 MB), and suites run ljleak once per spec file. So the answers for an object are
+-- kept in CACHE_DIR/BUILD_ID, valid while the object's cache key (ljleak.core: its build ID and the
+-- state of the places its debug information may come from) is the same; an object without a build
+-- ID is not cached. A file: "ljleak-symcache VERSION KEY", then one answer a line:
+--   i OFFSET JSON      what lookup gives (JSON of its info table)
+--   n OFFSET NAME      what function_name gives, "" for none
+--   l OFFSET JSON      what inline_chain gives (JSON of its list; false: no inlined code)
+-- (OFFSET in hexadecimal). Files are replaced whole (a temporary file renamed): runs at the same
+-- time may each lose the other's new answers, never corrupt them. A line that cannot be read is
+-- skipped. Bump VERSION whenever what lookup gives changes (2: the inlined calls).
+
+local CACHE_VERSION = 2
+
+-- The directory for the disk cache: $LJLEAK_CACHE ("0" or empty: no cache), else
+-- $XDG_CACHE_HOME/ljleak, else ~/.cache/ljleak; nil for none.
+function M.cache_dir(getenv)
+   getenv = getenv or os.getenv
+   local dir = getenv(require("ljleak.const").ENV.CACHE)
+   if dir then return dir ~= "" and dir ~= "0" and dir or nil end
+   local xdg, home = getenv("XDG_CACHE_HOME"), getenv("HOME")
+   if xdg and xdg:sub(1, 1) == "/" then return xdg .. "/ljleak" end
+   return home and home ~= "" and home .. "/.cache/ljleak" or nil
+end
+
+-- The answers on disk for the object at PATH: {key, file, info = {offset -> info},
+-- names = {offset -> name or false}, inlines = {offset -> chain or false}, new_info, new_names,
+-- new_inlines}, or false (no cache for it).
+function Symbolizer:disk_file(path)
+   local disk = self.disk[path]
+   if disk ~= nil then return disk end
+   disk = false
+   local key = self.cache_dir and self.core and self.core.cache_key and self.core.cache_key(path)
+   if key and not key:find("\n", 1, true) then
+      disk = {key = key, file = ("%s/%s"):format(self.cache_dir, key:match("^%x+")), info = {}, names = {},
+              inlines = {}, new_info = {}, new_names = {}, new_inlines = {}}
+      local f = io.open(disk.file, "rb")
+      if f and f:read("*l") == ("ljleak-symcache %d %s"):format(CACHE_VERSION, key) then
+         local decode = require("cjson").decode
+         for line in f:lines() do
+            local what, off, rest = line:match("^([inl]) (%x+) (.*)$")
+            off = off and tonumber(off, 16)
+            if what == "i" then
+               local ok, info = pcall(decode, rest)
+               if ok and type(info) == "table" then disk.info[off] = info end
+            elseif what == "n" then
+               disk.names[off] = rest ~= "" and rest or false
+            elseif what == "l" then
+               local ok, chain = pcall(decode, rest)
+               if ok and (chain == false or type(chain) == "table") then disk.inlines[off] = chain end
+            end
+         end
+      end
+      if f then f:close() end
+   end
+   self.disk[path] = disk
+   return disk
+end
+
+-- Write the new answers of this run to the disk cache (with those it had). Failures are silent:
+-- the cache only saves time.
+function Symbolizer:save()
+   for _, disk in pairs(self.disk) do
+      if disk and (next(disk.new_info) or next(disk.new_names) or next(disk.new_inlines)) then
+         local encode, lines = require("cjson").encode, {("ljleak-symcache %d %s"):format(CACHE_VERSION, disk.key)}
+         for off, info in pairs(disk.info) do
+            if not disk.new_info[off] then lines[#lines + 1] = ("i %x %s"):format(off, encode(info)) end
+         end
+         for off, info in pairs(disk.new_info) do lines[#lines + 1] = ("i %x %s"):format(off, encode(info)) end
+         for off, name in pairs(disk.names) do
+            if disk.new_names[off] == nil and not disk.info[off] and not disk.new_info[off] then
+               lines[#lines + 1] = ("n %x %s"):format(off, name or "")
+            end
+         end
+         for off, name in pairs(disk.new_names) do
+            if not (name or ""):find("\n", 1, true) and not disk.info[off] and not disk.new_info[off] then
+               lines[#lines + 1] = ("n %x %s"):format(off, name or "")
+            end
+         end
+         for off, chain in pairs(disk.inlines) do
+            if disk.new_inlines[off] == nil then lines[#lines + 1] = ("l %x %s"):format(off, encode(chain)) end
+         end
+         for off, chain in pairs(disk.new_inlines) do lines[#lines + 1] = ("l %x %s"):format(off, encode(chain)) end
+         lines[#lines + 1] = ""
+         local lfs = require "lfs"
+         lfs.mkdir((self.cache_dir:gsub("/[^/]*$", "")))   -- ~/.cache, when it is not there yet
+         lfs.mkdir(self.cache_dir)
+         local tmp = ("%s.%d.tmp"):format(disk.file, require("posix.unistd").getpid())
+         local f = io.open(tmp, "wb")
+         if f then
+            local ok = f:write(table.concat(lines, "\n"))
+            ok = f:close() and ok
+            if not (ok and os.rename(tmp, disk.file)) then os.remove(tmp) end
+         end
+         disk.new_info, disk.new_names, disk.new_inlines = {}, {}, {}
+      end
+   end
 end
 
 -- One line of text for FRAME:

@@ -44,6 +44,16 @@ function M.reader(parse)
    end
 end
 
+-- T[K], made a table if it was not.
+function M.sub(t, k)
+   local s = t[k]
+   if not s then
+      s = {}
+      t[k] = s
+   end
+   return s
+end
+
 -- Is process PID alive (a zombie is not)?
 function M.alive(pid)
    local f = io.open("/proc/" .. pid .. "/stat", "rb")

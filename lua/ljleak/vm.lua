@@ -30,7 +30,7 @@ end
 
 M.require = require
 M.ffi = {typeof = unwrapped(ffi.typeof), cast = ffi.cast, gc = ffi.gc, new = ffi.new,
-         string = ffi.string, istype = ffi.istype, C = ffi.C}
+         string = ffi.string, istype = ffi.istype, fill = ffi.fill, C = ffi.C}
 M.getupvalue, M.getinfo = debug.getupvalue, debug.getinfo
 M.getenv = os.getenv
 
@@ -48,8 +48,10 @@ uint32_t ljleak_ctx_make(uint32_t epoch, const char *tag, const char *note);
 void ljleak_ctx_set(uint32_t ctx);
 int ljleak_annotate(void *p, const char *note);
 uint64_t ljleak_live_blocks(uint32_t lo, uint32_t hi);
+size_t ljleak_live_addrs(uint32_t lo, uint32_t hi, uintptr_t *out, size_t cap);
 size_t ljleak_live(uint32_t lo, uint32_t hi, char **raw);
 size_t ljleak_check(uint32_t lo, uint32_t hi, char **raw);
+size_t ljleak_unheld(uint32_t lo, uint32_t hi, uintptr_t *out, size_t cap);
 size_t ljleak_lua_raw(uint32_t id, char **raw);
 void ljleak_raw_free(char *raw);
 typedef struct ljleak_live_count {

@@ -2,7 +2,8 @@
 ** A holding B, a dropped cycle C <-> D, E known only by an interior pointer, F holding G and lost,
 ** H held by the dynamic linker's own block, and lost Y holding X holding Z (X, before Y in the
 ** list, is filled from first). Valgrind's kinds must come out, and each indirect block's owner
-** (the definite block that holds it, through others). TAP output. */
+** (the definite block that holds it, through others). Then 5000 blocks with gaps between them,
+** found from roots by start, interior and gap addresses (the sampled search). TAP output. */
 #include <stdint.h>
 #include <string.h>
 
@@ -12,6 +13,36 @@
 /* The blocks live in this array, 64 bytes apart; each is 64 bytes long. */
 static uintptr_t heap[11][8] __attribute__((aligned(16)));
 enum { A, B, C, D, E, F, G, H, X, Z, Y, N };
+
+/* Many blocks: block k is 32 bytes at many[2k] (the 32 bytes after it are a gap). */
+#define NMANY 5000
+static uintptr_t many[2 * NMANY][4] __attribute__((aligned(16)));
+
+static void many_blocks(void)
+{
+  static lk_block b[NMANY];
+  static uint32_t work[2 * NMANY + 1];
+  static uintptr_t roots[3 * NMANY];
+  lk_scanner s;
+  int k, nroots = 0, right = 1;
+  for (k = 0; k < NMANY; k++) {
+    b[k].addr = (uintptr_t)many[2 * k];
+    b[k].size = 32;
+    b[k].site = 2;
+    b[k].state = LK_UNREACHED;
+    if (k % 3 == 0) roots[nroots++] = b[k].addr;                    /* its start */
+    else if (k % 3 == 1) roots[nroots++] = b[k].addr + 8 + k % 16;  /* its interior */
+    roots[nroots++] = (uintptr_t)many[2 * k + 1] + k % 32;          /* the gap after it */
+  }
+  roots[nroots++] = b[NMANY - 1].addr + 32 + 4096;                   /* beyond the last */
+  lk_classify_begin(&s, b, NMANY, work, 0, NULL, NULL);
+  lk_classify_root(&s, (uintptr_t)roots, (uintptr_t)(roots + nroots));
+  lk_classify_finish(&s);
+  lk_classify_end(&s);
+  for (k = 0; k < NMANY; k++)
+    right &= b[k].state == (k % 3 == 0 ? LK_REACHABLE : k % 3 == 1 ? LK_POSSIBLE : LK_DEFINITE);
+  ok(right, "5000 blocks: each found by its start or interior, none by a gap's address");
+}
 
 int main(void)
 {
@@ -46,6 +77,7 @@ int main(void)
   s.root = 7;
   lk_classify_root(&s, (uintptr_t)roots, (uintptr_t)(roots + 3));
   lk_classify_finish(&s);
+  lk_classify_end(&s);
   ok(b[A].state == LK_REACHABLE && b[B].state == LK_REACHABLE, "a root's block and what it holds: reachable");
   ok(b[E].state == LK_POSSIBLE, "a block known by an interior pointer only: possibly lost");
   ok((b[C].state == LK_DEFINITE) + (b[D].state == LK_DEFINITE) == 1 &&
@@ -62,5 +94,6 @@ int main(void)
   ok(why[A].root == 7 && why[A].at == (uintptr_t)&roots[0] && why[B].block == A &&
      why[B].at == (uintptr_t)&heap[A][3], "why: A held by the root's word, B by A's");
   ok(why[H].root == 4, "why: H held by its root");
+  many_blocks();
   return done();
 }

@@ -153,6 +153,12 @@ local function collect(run_dir, opts)
          reported[pid] = true
       elseif suffix == "live" then
          started[#started + 1] = pid
+         -- (the report is written into it, then it is renamed proc.PID.raw: not empty, it was cut)
+         if (lfs.symlinkattributes(path, "size") or 0) > 0 and not util.alive(pid) then
+            problems[#problems + 1] = {pid = pid, file = path,
+                                       message = ("process %d died while writing its report (%s)"):format(pid, path)}
+            reported[pid] = true
+         end
       elseif suffix == "exec" or suffix == "untraced" then
          notes[pid] = first_line(path)
          if suffix == "untraced" then started[#started + 1] = pid end
