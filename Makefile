@@ -38,13 +38,14 @@ lib: $(TRACKER) $(CORE) $(VGLIB)
 
 # The Lua modules as LuaJIT bytecode, with their debug information and named after their sources
 # (-F): the CLI and every LuaJIT process it traces load them without parsing (5398 lines: 5-10 ms).
-# bin/ljleak uses them while none of the sources is newer than the stamp. Not installed: a module
-# finds files beside it by its chunk name, and luarocks installs from a folder it then moves.
+# bin/ljleak uses them while none of the sources is newer than the stamp, and the stamp names the
+# sources' folder (a module finds files beside it by its chunk name: a moved or copied checkout runs
+# its sources until `make`). Not installed: luarocks installs from a folder it then moves.
 LUA_SRC  = $(wildcard lua/ljleak/*.lua lua/ljleak/engine/*.lua)
 LUA_BC   = $(patsubst lua/%,$(B)/lua/%,$(LUA_SRC))
 bytecode: $(B)/lua/.stamp
 $(B)/lua/.stamp: $(LUA_BC)
-	@touch $@
+	@echo "$(abspath lua)" > $@
 $(B)/lua/%.lua: lua/%.lua
 	@mkdir -p $(dir $@)
 	$(LUAJIT) -b -g -t raw -F $(abspath $<) $< $@
