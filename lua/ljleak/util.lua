@@ -63,14 +63,4 @@ function M.alive(pid)
    return stat:match("%) (%a)") ~= "Z"
 end
 
--- T[K], made a table if it was not.
-function M.sub(t, k)
-   local s = t[k]
-   if not s then
-      s = {}
-      t[k] = s
-   end
-   return s
-end
-
 return M
