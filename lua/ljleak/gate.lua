@@ -141,9 +141,7 @@ function M.kinds_list(kinds)
    return list
 end
 
-local function plural(n, word)
-   return ("%d %s%s"):format(n, word, n == 1 and "" or (word:match("s$") and "es" or "s"))
-end
+local plural = util.plural
 
 -- REPORT's verdict by O (the report's `verdict`): {exit_code (M.exit_code's), why (in words),
 -- fail_on (the --fail-on kinds, which `ljleak report` lists as the run did)}. NAME: the command's.

@@ -637,9 +637,7 @@ local function site_name(rec)
    return "jit-code"
 end
 
-local function plural(n, word)
-   return ("%d %s%s"):format(n, word, n == 1 and "" or "s")
-end
+local plural = util.plural
 
 -- Entries for every unsuppressed leak and error record of REPORT: one per distinct stack (and
 -- error kind; a leak entry lists the leak kinds it covers), named after the leaking site, each with

@@ -4,6 +4,7 @@
 -- totals and the suppressions used (stderr, `ljleak report`, and the message of a failing check).
 local model = require "ljleak.model"
 local symbolize = require "ljleak.symbolize"
+local util = require "ljleak.util"
 
 local M = {}
 
@@ -27,9 +28,7 @@ function M.lua_frame_text(f)
    return what and ("%s (%s)"):format(where, what) or where
 end
 
-local function plural(n, word)
-   return ("%d %s%s"):format(n, word, n == 1 and "" or (word:match("s$") and "es" or "s"))
-end
+local plural = util.plural
 
 local function amount(t)
    return ("%s in %s"):format(plural(t.bytes, "byte"), plural(t.blocks, "block"))

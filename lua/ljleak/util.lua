@@ -44,6 +44,11 @@ function M.reader(parse)
    end
 end
 
+-- "N WORDs": "1 block", "2 blocks", "3 processes".
+function M.plural(n, word)
+   return ("%d %s%s"):format(n, word, n == 1 and "" or (word:match("s$") and "es" or "s"))
+end
+
 -- T[K], made a table if it was not.
 function M.sub(t, k)
    local s = t[k]

@@ -328,9 +328,7 @@ local function read_document(root, finished)
    return proc
 end
 
-local function plural(n, word)
-   return ("%d %s%s"):format(n, word, n == 1 and "" or "s")
-end
+local plural = util.plural
 
 local function line_at(text, pos)
    local _, n = text:sub(1, pos - 1):gsub("\n", "")
