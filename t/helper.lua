@@ -102,34 +102,32 @@ end
 -- ljleak run that checks the suite itself (make test's self-check).
 M.UNTRACED = {LD_PRELOAD = false, LJLEAK_DIR = false}
 
--- Runs `ljleak run [extra...] --json=F -- cmd...`; returns the decoded report (or nil), the
--- exit code and stderr.
-function M.ljleak_run(cmd, extra, opts)
+-- Runs `ljleak COMMAND --json=F [extra...] -- args...` (OPTS: M.run's); returns the decoded report
+-- (or nil), the exit code, stdout and stderr.
+local function ljleak_json(command, args, extra, opts)
    local dir = M.tmpdir()
    local json = dir .. "/report.json"
-   local argv = {M.BIN, "run", "--json=" .. json}
+   local argv = {M.BIN, command, "--json=" .. json}
    for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
    argv[#argv + 1] = "--"
-   for _, a in ipairs(cmd) do argv[#argv + 1] = a end
+   for _, a in ipairs(args) do argv[#argv + 1] = a end
    local code, out, err = M.run(argv, opts)
    local text = M.read_file(json)
    M.rmtree(dir)
-   return text and cjson.decode(text), code, err, out
+   return text and cjson.decode(text), code, out, err
+end
+
+-- Runs `ljleak run [extra...] --json=F -- cmd...`; returns the decoded report (or nil), the
+-- exit code, stderr and stdout.
+function M.ljleak_run(cmd, extra, opts)
+   local report, code, out, err = ljleak_json("run", cmd, extra, opts)
+   return report, code, err, out
 end
 
 -- Runs `ljleak busted --json=F [extra...] -- busted_args...`; returns the decoded report (or
 -- nil), the exit code, busted's output and stderr.
 function M.ljleak_busted(busted_args, extra)
-   local dir = M.tmpdir()
-   local json = dir .. "/report.json"
-   local argv = {M.BIN, "busted", "--json=" .. json}
-   for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
-   argv[#argv + 1] = "--"
-   for _, a in ipairs(busted_args) do argv[#argv + 1] = a end
-   local code, out, err = M.run(argv)
-   local text = M.read_file(json)
-   M.rmtree(dir)
-   return text and cjson.decode(text), code, out, err
+   return ljleak_json("busted", busted_args, extra)
 end
 
 -- A new temporary folder holding a copy of t/ci/sites.lua (the CI specs' program, run from there
