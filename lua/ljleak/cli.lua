@@ -43,7 +43,10 @@ local function add_help(parser, state)
       :action(function() state.help = state.help or parser end)
 end
 
-local function build_parser(state)
+-- WANTED: the command the command line names (its first word that is one); only that command
+-- gets its options and arguments (each command's take milliseconds to build, paid by every run);
+-- the others are there by name, for the top-level help and for argparse's "did you mean".
+local function build_parser(state, wanted)
    local parser = argparse(PROG, "Find memory leaks in LuaJIT FFI code and in the C code it drives.")
       :command_target("command")
       :require_command(false)   -- checked in main(), after --version
@@ -93,65 +96,84 @@ local function build_parser(state)
          :choices({"on", "off"}):argname("on|off")
    end
 
-   local run_cmd = parser:command("run", "Run CMD [ARGS...] with the leak tracker and report its leaks.")
-   run_cmd:usage("Usage: ljleak run [options] -- CMD [ARGS...]")
-   add_run_options(run_cmd)
-   -- Words before `--` land here, so that a forgotten `--` gets its own message.
-   run_cmd:argument("stray"):args("*"):hidden(true)
+   local function full(cmd, name)
+      return (wanted == name) and cmd or nil
+   end
 
-   local busted = parser:command("busted", "Run a busted suite under LuaJIT with the leak tracker: "
-      .. "every leak carries its test's name, and a test that leaks fails.")
-   busted:usage("Usage: ljleak busted [options] [-- busted options and paths]")
-   add_run_options(busted)
-   busted:flag("--no-per-test", "Do not check each test for leaks right after it ran (the tracker's "
-      .. "per-test check fails a leaking test in busted's output).")
-   busted:argument("paths", "Spec files or folders (also accepted after `--`)."):args("*")
+   local run_cmd = full(parser:command("run", "Run CMD [ARGS...] with the leak tracker and report its leaks."), "run")
+   if run_cmd then
+      run_cmd:usage("Usage: ljleak run [options] -- CMD [ARGS...]")
+      add_run_options(run_cmd)
+      -- Words before `--` land here, so that a forgotten `--` gets its own message.
+      run_cmd:argument("stray"):args("*"):hidden(true)
+   end
 
-   local tn = parser:command("test-nginx", "Run a Test::Nginx suite (prove) with every nginx it starts "
-      .. "under the engine: every leak names its test block, and a leak fails the run.")
-   tn:usage("Usage: ljleak test-nginx [options] -- prove [prove options and paths]")
-   add_run_options(tn)
-   tn:argument("stray"):args("*"):hidden(true)
+   local busted = full(parser:command("busted", "Run a busted suite under LuaJIT with the leak tracker: "
+      .. "every leak carries its test's name, and a test that leaks fails."), "busted")
+   if busted then
+      busted:usage("Usage: ljleak busted [options] [-- busted options and paths]")
+      add_run_options(busted)
+      busted:flag("--no-per-test", "Do not check each test for leaks right after it ran (the tracker's "
+         .. "per-test check fails a leaking test in busted's output).")
+      busted:argument("paths", "Spec files or folders (also accepted after `--`)."):args("*")
+   end
 
-   local soak = parser:command("soak", "Do one unit of work N times under the tracker (a Lua function, or an "
-      .. "nginx location over loopback) and fail on allocation sites whose live set grows with it.")
-   soak:usage("Usage: ljleak soak --lua=MODULE.FUNCTION [options] [-- luajit [ARGS...]]\n"
-      .. "       ljleak soak --url=URL [options] -- nginx ARGS...")
-   add_run_options(soak, "definite,growth")
-   soak:option("--lua", "Call MODULE.FUNCTION(i) N times in CMD (a LuaJIT; default luajit)."):argname("MODULE.FUNCTION")
-   soak:option("--url", "GET URL (http://127.0.0.1:PORT/PATH) N times from CMD, a server (nginx) with Lua.")
-      :argname("URL")
-   soak:option("--iterations", "How many times (N).", "200"):argname("N")
-   soak:option("--warmup", "Iterations left out of the fit (default N/10)."):argname("W")
-   soak:argument("stray"):args("*"):hidden(true)
+   local tn = full(parser:command("test-nginx", "Run a Test::Nginx suite (prove) with every nginx it starts "
+      .. "under the engine: every leak names its test block, and a leak fails the run."), "test-nginx")
+   if tn then
+      tn:usage("Usage: ljleak test-nginx [options] -- prove [prove options and paths]")
+      add_run_options(tn)
+      tn:argument("stray"):args("*"):hidden(true)
+   end
 
-   local sup = parser:command("suppressions", "Work on Valgrind-format suppression files.")
-   add_help(sup, state)
-   sup:command_target("suppressions_command")
-   local smerge = sup:command("merge", "Merge suppression files into one, without duplicate entries.")
-   add_help(smerge, state)
-   smerge:argument("files", "Suppression files."):args("+"):argname("FILE")
-   smerge:option("-o --output", "Write the result to FILE instead of standard output."):argname("FILE")
+   local soak = full(parser:command("soak", "Do one unit of work N times under the tracker (a Lua function, or an "
+      .. "nginx location over loopback) and fail on allocation sites whose live set grows with it."), "soak")
+   if soak then
+      soak:usage("Usage: ljleak soak --lua=MODULE.FUNCTION [options] [-- luajit [ARGS...]]\n"
+         .. "       ljleak soak --url=URL [options] -- nginx ARGS...")
+      add_run_options(soak, "definite,growth")
+      soak:option("--lua", "Call MODULE.FUNCTION(i) N times in CMD (a LuaJIT; default luajit).")
+         :argname("MODULE.FUNCTION")
+      soak:option("--url", "GET URL (http://127.0.0.1:PORT/PATH) N times from CMD, a server (nginx) with Lua.")
+         :argname("URL")
+      soak:option("--iterations", "How many times (N).", "200"):argname("N")
+      soak:option("--warmup", "Iterations left out of the fit (default N/10)."):argname("W")
+      soak:argument("stray"):args("*"):hidden(true)
+   end
 
-   local rep = parser:command("report", "Print the summary of a saved JSON report and judge it as `run` "
-      .. "would (its exit code); or merge the reports of a suite's shards into one.")
-   rep:usage("Usage: ljleak report [options] FILE.json\n       ljleak report merge FILE.json... [-o FILE]")
-   add_help(rep, state)
-   rep:argument("file", "A JSON report written by `ljleak run --json=FILE`."):argname("FILE.json")
-   rep:flag("--show-reachable", "List reachable blocks too.")
-   add_gate_options(rep)
-   rep:option("--junit", "Also write JUnit XML to FILE."):argname("FILE")
-   rep:flag("--junit-strict", "Leave out the test cases' file and line attributes.")
-   rep:option("--html", "Also write the report as an HTML page to FILE."):argname("FILE")
-   rep:option("--folded", "Also write the leaks as folded stacks to FILE."):argname("FILE")
+   local sup = full(parser:command("suppressions", "Work on Valgrind-format suppression files."), "suppressions")
+   if sup then
+      add_help(sup, state)
+      sup:command_target("suppressions_command")
+      local smerge = sup:command("merge", "Merge suppression files into one, without duplicate entries.")
+      add_help(smerge, state)
+      smerge:argument("files", "Suppression files."):args("+"):argname("FILE")
+      smerge:option("-o --output", "Write the result to FILE instead of standard output."):argname("FILE")
+   end
+
+   local rep = full(parser:command("report", "Print the summary of a saved JSON report and judge it as `run` "
+      .. "would (its exit code); or merge the reports of a suite's shards into one."), "report")
+   if rep then
+      rep:usage("Usage: ljleak report [options] FILE.json\n       ljleak report merge FILE.json... [-o FILE]")
+      add_help(rep, state)
+      rep:argument("file", "A JSON report written by `ljleak run --json=FILE`."):argname("FILE.json")
+      rep:flag("--show-reachable", "List reachable blocks too.")
+      add_gate_options(rep)
+      rep:option("--junit", "Also write JUnit XML to FILE."):argname("FILE")
+      rep:flag("--junit-strict", "Leave out the test cases' file and line attributes.")
+      rep:option("--html", "Also write the report as an HTML page to FILE."):argname("FILE")
+      rep:option("--folded", "Also write the leaks as folded stacks to FILE."):argname("FILE")
+   end
 
    -- `ljleak report merge ...` (main() turns it into this hidden command).
-   local rmerge = parser:command(MERGE, "Merge the JSON reports of a suite's shards into one report.")
-      :hidden(true)
-   rmerge:usage("Usage: ljleak report merge FILE.json... [-o FILE]")
-   add_help(rmerge, state)
-   rmerge:argument("files", "JSON reports written by `ljleak run --json=FILE`."):args("+"):argname("FILE.json")
-   rmerge:option("-o --output", "Write the merged report to FILE instead of standard output."):argname("FILE")
+   local rmerge = full(parser:command(MERGE, "Merge the JSON reports of a suite's shards into one report.")
+      :hidden(true), MERGE)
+   if rmerge then
+      rmerge:usage("Usage: ljleak report merge FILE.json... [-o FILE]")
+      add_help(rmerge, state)
+      rmerge:argument("files", "JSON reports written by `ljleak run --json=FILE`."):args("+"):argname("FILE.json")
+      rmerge:option("-o --output", "Write the merged report to FILE instead of standard output."):argname("FILE")
+   end
    return parser
 end
 
@@ -301,6 +323,14 @@ local function split_at_dashdash(argv)
    return before, after
 end
 
+-- The command BEFORE (the words before `--`) names: its first word that does not start with "-"
+-- (the top-level options take no values).
+local function command_word(before)
+   for _, w in ipairs(before) do
+      if w:sub(1, 1) ~= "-" then return w end
+   end
+end
+
 local function main(argv)
    local before, command = split_at_dashdash(argv)
    if before[1] == "report" and before[2] == "merge" then
@@ -308,7 +338,7 @@ local function main(argv)
       before[1] = MERGE
    end
    local state = {}
-   local parser = build_parser(state)
+   local parser = build_parser(state, command_word(before))
    local ok, args = parser:pparse(before)
    if state.help then
       io.stdout:write(state.help:get_help(), "\n")

@@ -2,7 +2,6 @@
 -- writing in chunks to a sink, and which existing files ljleak may write over (outfile's rules).
 local cjson = require "cjson"
 
-local html = require "ljleak.html"
 local json = require "ljleak.json"
 local model = require "ljleak.model"
 local outfile = require "ljleak.outfile"
@@ -64,8 +63,9 @@ function M.formatters.junit(report, opts, sink)
 end
 
 -- A self-contained HTML page (ljleak.html).
+-- (Loaded when a page is written: most runs write none, and its load is a cost of every run.)
 function M.formatters.html(report, opts, sink)
-   html.write(report, opts, sink)
+   require("ljleak.html").write(report, opts, sink)
 end
 
 -- Write REPORT in format NAME to SINK (json.sink), all of it drained. OPTS: the formatter's.
@@ -95,7 +95,9 @@ local function starts_with(prefix)
    end
 end
 
-M.owns.html = starts_with(html.HEAD)
+function M.owns.html(head)
+   return starts_with(require("ljleak.html").HEAD)(head)
+end
 M.owns.junit = starts_with('<?xml version="1.0" encoding="UTF-8"?>\n<testsuites>\n  <testsuite name="ljleak"')
 
 function M.owns.folded(head, complete)
