@@ -33,6 +33,9 @@ LK_EXPORT uint32_t ljleak_ctx_make(uint32_t epoch, const char *tag, const char *
 
 LK_EXPORT void ljleak_ctx_set(uint32_t ctx)
 {
+  uint32_t epoch = 0;
+  lk_ctx_tag(ctx, &epoch, NULL);
+  lk_table_epoch_raise(epoch);   /* before the sites carry it: their pages get stamped with it */
   lk_ctx = ctx;
   lk_hot_stale();   /* the sites lk_site_fast remembers carry the old one */
 }
@@ -109,12 +112,13 @@ static void lk_live_add(uintptr_t addr, uint64_t size, uint32_t site, void *ud)
 
 /* How many blocks born in epochs [lo, hi) are still live; the addresses of the first CAP of them
 ** (in no particular order) into OUT. The table is walked in place (no list of every live block:
-** a busted suite asks after each test, whatever its heap holds). */
+** a busted suite asks after each test, whatever its heap holds), in the pages of slots where
+** blocks were recorded since LO only (lk_table.h's stamps): the cost follows the test, not the heap. */
 LK_EXPORT size_t ljleak_live_addrs(uint32_t lo, uint32_t hi, uintptr_t *out, size_t cap)
 {
   lk_live_args a = { lo, hi, out, cap, 0 };
   lk_busy++;
-  lk_table_each(lk_live_add, &a);
+  lk_table_each_since(lo, lk_live_add, &a);
   lk_busy--;
   return a.count;
 }
@@ -304,7 +308,7 @@ LK_EXPORT int ljleak_site_live(uint32_t lo, uint32_t hi, ljleak_live_count *out,
   a.mask = (uint32_t)cap - 1;
   a.n = a.full = 0;
   lk_busy++;
-  lk_table_each(lk_site_add, &a);
+  lk_table_each_since(lo, lk_site_add, &a);
   lk_busy--;
   if (a.full) return -1;
   for (i = 0; i <= a.mask; i++)

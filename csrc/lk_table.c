@@ -18,6 +18,17 @@
 #define LK_TOP_BITS (LK_ADDR_BITS - LK_LEAF_SHIFT - LK_MID_BITS)
 #define LK_LEAF_BYTES (LK_LEAF_SLOTS * sizeof(uint64_t))
 #define LK_LEAF_PAGES (LK_LEAF_BYTES / 4096)
+#define LK_LEAF_MAP (LK_LEAF_BYTES + 4096)   /* the slots, then their pages' stamps (lk_table.h) */
+
+volatile uint32_t lk_table_epoch;
+
+void lk_table_epoch_raise(uint32_t epoch)
+{
+  uint32_t old = __atomic_load_n(&lk_table_epoch, __ATOMIC_RELAXED);
+  while (old < epoch &&
+         !__atomic_compare_exchange_n(&lk_table_epoch, &old, epoch, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+  }
+}
 
 
 static uint64_t **lk_top[(size_t)1 << LK_TOP_BITS];  /* mids, made on demand */
@@ -51,7 +62,7 @@ static NOINLINE uint64_t *lk_leaf_make(size_t ti, size_t mi)
     }
   }
   if (mid && !leaf && lk_nleaves < lk_leaves_cap) {
-    leaf = lk_sysmap(LK_LEAF_BYTES);
+    leaf = lk_sysmap(LK_LEAF_MAP);
     if (leaf) {
       lk_leaves[lk_nleaves++] = (uint32_t)(ti << LK_MID_BITS | mi);
       __atomic_store_n(&mid[mi], leaf, __ATOMIC_RELEASE);
@@ -85,6 +96,7 @@ void lk_table_set(void *p, size_t size, uint32_t site)
   if (UNLIKELY((uintptr_t)p & 15)) return;  /* not from glibc's allocator: cannot happen */
   s = lk_slot((uintptr_t)p, 1);
   if (UNLIKELY(!s)) { __atomic_fetch_add(&lk_nomem, 1, __ATOMIC_RELAXED); return; }
+  lk_page_stamp(lk_self.leaf.slots, ((uintptr_t)p >> LK_GRAN_SHIFT) & (LK_LEAF_SLOTS - 1));
   __atomic_store_n(s, lk_slot_value(p, size, site), __ATOMIC_RELAXED);
 }
 
@@ -208,13 +220,28 @@ int lk_table_still(const lk_block *blk)
 ** check. The leaf lock keeps the list of leaves still; fn must not allocate. */
 void lk_table_each(lk_block_fn fn, void *ud)
 {
+  lk_table_each_since(0, fn, ud);
+}
+
+/* The same, in the pages stamped EPOCH or later only: every block born in EPOCH or later is
+** there (with older ones, which fn tells apart by their site). */
+void lk_table_each_since(uint32_t epoch, lk_block_fn fn, void *ud)
+{
   size_t i, j;
   unsigned char used[LK_LEAF_PAGES];
   lk_spin_lock(&lk_leaf_lock);
   for (i = 0; i < lk_nleaves; i++) {
     const uint64_t *slots = lk_leaf_of(lk_leaves[i]);
+    const uint32_t *stamps = (const uint32_t *)(slots + LK_LEAF_SLOTS);
     uintptr_t base = (uintptr_t)lk_leaves[i] << LK_LEAF_SHIFT;
-    if (!lk_pages_in_use((uintptr_t)slots, LK_LEAF_PAGES, used)) memset(used, 1, sizeof(used));
+    if (epoch) {
+      size_t p, young = 0;
+      for (p = 0; p < LK_LEAF_PAGES; p++)
+        young += used[p] = __atomic_load_n(&stamps[p], __ATOMIC_RELAXED) >= epoch;
+      if (!young) continue;
+    } else if (!lk_pages_in_use((uintptr_t)slots, LK_LEAF_PAGES, used)) {
+      memset(used, 1, sizeof(used));
+    }
     for (j = 0; j < LK_LEAF_SLOTS; j++) {
       uint64_t v;
       if (!used[j / LK_SLOTS_PER_PAGE]) { j += LK_SLOTS_PER_PAGE - 1; continue; }

@@ -46,6 +46,27 @@ void lk_table_each(lk_block_fn fn, void *ud);
 long lk_table_nearest(uintptr_t w);      /* last collected block starting at or before w; -1: unknown */
 void lk_table_restore(const lk_block *b, size_t n);
 
+/* -- Page stamps ---------------------------------------------------------------------------
+** After a leaf's slots, one uint32 per page of slots (LK_SLOTS_PER_PAGE slots, 16 KiB of heap):
+** the highest lk_table_epoch current when a block was recorded in it. A block born in epoch E
+** (its site's context) was recorded while lk_table_epoch >= E, so the blocks born since an epoch
+** are all in pages stamped with it or later: a walk for them (lk_table_each_since: a busted
+** test's check, a growth series' count) reads those pages only, not the whole heap's slots.
+** Stamps only rise (a compare-and-swap when they must; no store when they need not). */
+extern volatile uint32_t lk_table_epoch;
+void lk_table_epoch_raise(uint32_t epoch);   /* the API's current epoch (never lowered) */
+void lk_table_each_since(uint32_t epoch, lk_block_fn fn, void *ud);  /* pages stamped >= epoch */
+
+static inline void lk_page_stamp(uint64_t *slots, size_t j)
+{
+  uint32_t *st = (uint32_t *)(slots + LK_LEAF_SLOTS) + j / LK_SLOTS_PER_PAGE;
+  uint32_t now = __atomic_load_n(&lk_table_epoch, __ATOMIC_RELAXED);
+  uint32_t old = __atomic_load_n(st, __ATOMIC_RELAXED);
+  while (UNLIKELY(old < now) &&
+         !__atomic_compare_exchange_n(st, &old, now, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+  }
+}
+
 /* -- The hot path -------------------------------------------------------------------------
 ** The leaf this thread used last (lk_self.leaf: key, (address >> LK_LEAF_SHIFT) + 1 of that leaf,
 ** 0 for none; slots): most blocks a thread allocates and frees lie in the same MiB. The fast forms
@@ -58,9 +79,11 @@ static inline int lk_table_set_fast(void *p, size_t size, uint32_t site)
   lk_thread_state *t = &lk_self;
   uintptr_t a = (uintptr_t)p;
   uint64_t sz = size > LK_SLOT_SIZE_MAX ? LK_SLOT_SIZE_MAX : size;
+  size_t j = (a >> LK_GRAN_SHIFT) & (LK_LEAF_SLOTS - 1);
   if (UNLIKELY((a >> LK_LEAF_SHIFT) + 1 != t->leaf.key)) return 0;
-  __atomic_store_n(&t->leaf.slots[(a >> LK_GRAN_SHIFT) & (LK_LEAF_SLOTS - 1)],
-                   (sz << LK_SIZE_SHIFT) | (((a >> 4) & 1) << LK_SITE_BITS) | site, __ATOMIC_RELAXED);
+  lk_page_stamp(t->leaf.slots, j);
+  __atomic_store_n(&t->leaf.slots[j], (sz << LK_SIZE_SHIFT) | (((a >> 4) & 1) << LK_SITE_BITS) | site,
+                   __ATOMIC_RELAXED);
   return 1;
 }
 

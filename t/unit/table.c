@@ -1,7 +1,8 @@
 /* Unit test of the live-block table (csrc/lk_table.c) on synthetic addresses: set, take, the
 ** sorted collection, the size cap, the 16-byte half of a granule, refusals, the fast forms in the
 ** last leaf used, a collection that reads only the pages written, and the blocks' indexes the table
-** holds during a scan (lk_table_nearest), then its content back. TAP output. */
+** holds during a scan (lk_table_nearest), then its content back; the pages' stamps, by which a walk
+** for the blocks born since an epoch reads only the pages recorded in since. TAP output. */
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -9,6 +10,21 @@
 #include "../../csrc/lk_table.h"
 #include "../../csrc/lk_sys.h"
 #include "tap.h"
+
+typedef struct walk_sites { unsigned char has[64]; } walk_sites;
+
+static void walk_add(uintptr_t addr, uint64_t size, uint32_t site, void *ud)
+{
+  (void)addr;
+  (void)size;
+  if (site < 64) ((walk_sites *)ud)->has[site] = 1;
+}
+
+static void walk(uint32_t epoch, walk_sites *w)
+{
+  memset(w, 0, sizeof(*w));
+  lk_table_each_since(epoch, walk_add, w);
+}
 
 int main(void)
 {
@@ -107,5 +123,30 @@ int main(void)
        lk_table_take((void *)(at + 0x2000), &size, &site) && size == 4096 && site == 42,
        "restored: each block's size and site back in its slot");
   }
+  /* Page stamps: a walk since an epoch reads the pages of slots recorded in since (by either form),
+  ** where the blocks born since are; the epoch is never lowered. */
+  {
+    uintptr_t st = (uintptr_t)0x7c0000000000;
+    walk_sites w;
+    lk_table_set((void *)(st + 0x10), 16, 50);                /* epoch 0, the leaf's first page */
+    lk_table_epoch_raise(3);
+    lk_table_set((void *)(st + 0x8000), 16, 51);              /* epoch 3, a page further (16 KiB) */
+    ok(lk_table_set_fast((void *)(st + 0x10000), 16, 52), "a fast set at epoch 3, another page");
+    lk_table_epoch_raise(2);
+    lk_table_set((void *)(st + 0x14000), 16, 53);             /* still epoch 3: never lowered */
+    walk(0, &w);
+    ok(w.has[50] && w.has[51] && w.has[52] && w.has[53], "a walk since epoch 0 reads every page");
+    walk(3, &w);
+    ok(!w.has[50] && w.has[51] && w.has[52] && w.has[53], "since epoch 3: the pages recorded in since, "
+       "by the full and the fast form (the first page, of epoch 0, not read)");
+    walk(4, &w);
+    ok(!w.has[50] && !w.has[51] && !w.has[52] && !w.has[53], "since epoch 4: nothing");
+    lk_table_epoch_raise(4);
+    ok(lk_table_set_fast((void *)(st + 0x20), 16, 54), "a fast set at epoch 4 in the first page");
+    walk(4, &w);
+    ok(w.has[50] && w.has[54] && !w.has[51], "since epoch 4: that page (its older block too: the caller "
+       "tells them apart by site), not the others");
+  }
+
   return done();
 }
