@@ -2,6 +2,7 @@
 -- report) and the exit-code table. main(argv) returns the exit code; it never calls os.exit
 -- (run as a script, as bin/ljleak does, it exits with it). One run's work is ljleak.run's.
 local argparse = require "argparse"
+local lfs = require "lfs"
 
 local const = require "ljleak.const"
 local format = require "ljleak.format"
@@ -261,6 +262,7 @@ end
 -- `ljleak report FILE.json`: its text report, its files, and its verdict (the exit code `run` gave,
 -- by this command line's --fail-on, --error-exitcode and --baseline).
 function commands.report(args)
+   util.jit_for(lfs.attributes(args.file, "size") or 0)
    local rep, err = json.read(args.file)
    if not rep then fail("usage", "%s", err) end
    -- Without --fail-on, the kinds the run failed on (a report written by `ljleak run` says them).
@@ -289,7 +291,9 @@ commands[MERGE] = function(args)
       if not targets then fail("usage", "%s", err) end
       target = targets[1]
    end
-   local reports = {}
+   local reports, bytes = {}, 0
+   for _, file in ipairs(args.files) do bytes = bytes + (lfs.attributes(file, "size") or 0) end
+   util.jit_for(bytes)
    for i, file in ipairs(args.files) do
       local rep, err = json.read(file)
       if not rep then fail("usage", "%s", err) end
@@ -369,6 +373,10 @@ function M.main(argv)
 end
 
 -- `luajit cli.lua ARGS...`, as bin/ljleak runs it: the command line is in `arg`.
-if ... ~= "ljleak.cli" then os.exit(M.main(arg), true) end
+-- The JIT compiler starts off (see util.jit_for: a big report turns it on).
+if ... ~= "ljleak.cli" then
+   if jit then jit.off() end
+   os.exit(M.main(arg), true)
+end
 
 return M

@@ -153,6 +153,20 @@ end
 
 -- Run PATH with ARGV and ENV added to the child's environment only (a false value removes a
 -- variable). Returns process.run's result; fails when CMD could not be started.
+-- The bytes of the files under DIR (and one level of folders below: test-nginx's).
+local function tree_bytes(dir, depth)
+   local n = 0
+   for name in lfs.dir(dir) do
+      if name ~= "." and name ~= ".." then
+         local path = dir .. "/" .. name
+         local a = lfs.symlinkattributes(path)
+         if a and a.mode == "file" then n = n + a.size
+         elseif a and a.mode == "directory" and (depth or 0) < 1 then n = n + tree_bytes(path, (depth or 0) + 1) end
+      end
+   end
+   return n
+end
+
 local function spawn_and_wait(path, argv, env, opts)
    local res, err, code = process.run(path, argv, env, opts)
    if not res then
@@ -181,6 +195,8 @@ local function finish(engine, state, run_dir, res, command, args, opts)
    local how, status = res.how, res.status
    local exit_status = how == "killed" and EXIT.signal_base + status or status
 
+   local ok_size, bytes = pcall(tree_bytes, run_dir)
+   util.jit_for(ok_size and bytes or 0)
    local procs, problems, errors, unchecked = engine.collect(state, run_dir, res)
 
    local symbolizer = symbolize.new({tracker = state.library, cache = symbolize.cache_dir()})
