@@ -436,10 +436,33 @@ function M.apply(report, entries, opts)
       u.bytes = u.bytes + (rec.bytes or 0)
       u.count = u.count + (rec.count or 0)
    end
+   -- Records with the same kind and frames (the same binaries' stacks in many processes) get the
+   -- same answer: found once.
+   local memo, parts = {}, {}
+   local function find(rec)
+      local n = 0
+      local function add(v)
+         n = n + 1
+         parts[n] = tostring(field(v))
+      end
+      add(rec.kind) add(rec.supp_kind) add(rec.supp_tool) add(rec.supp_extra)
+      for _, f in ipairs(rec.frames or {}) do
+         add(f["function"]) add(f.mangled) add(f.object) add(f.file) add(f.line)
+      end
+      add("lua")
+      for _, f in ipairs(field(rec.lua) or {}) do add(f.source) add(f.line) add(f["function"]) end
+      local key = table.concat(parts, "\0", 1, n)
+      local e = memo[key]
+      if e == nil then
+         e = M.find(entries, rec, opts.depth) or false
+         memo[key] = e
+      end
+      return e or nil
+   end
    for _, set in ipairs({report.leaks or {}, report.errors or {}}) do
       for _, rec in ipairs(set) do
          if field(rec.suppressed_by) == nil then
-            local e = M.find(entries, rec, opts.depth)
+            local e = find(rec)
             if e then
                rec.suppressed_by = e.name
                use(e, rec)
