@@ -256,8 +256,7 @@ void lk_maps_init(void)
   const char *e = getenv(LK_ENV_KEEP_MODULES);
   lk_lock_register(&lk_gone_lock);  /* outermost: dlclose runs destructors, which allocate */
   if (e && e[0] == '0') lk_keep_modules = 0;
-  lk_maps_snapshot();  /* finds the tracker's own code and ld.so */
-  lk_maps_read();      /* finds the main thread's stack */
+  lk_maps_snapshot();  /* finds the tracker's own code and ld.so; /proc/self/maps: at a check */
 }
 
 void lk_maps_load(void)

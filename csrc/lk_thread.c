@@ -57,6 +57,20 @@ static lk_thread *lk_thread_add(pid_t tid, uintptr_t lo, uintptr_t hi)
 
 static LK_TLS lk_thread *lk_thread_me;  /* this thread's entry */
 
+/* The main thread's entry: its stack is [stack] in /proc/self/maps, as a check last read it
+** (lk_maps_load, before every scan): not read at start-up (a short process pays for every
+** read), and the stack may have grown down since. */
+static lk_thread *lk_thread_main;
+
+static void lk_thread_main_bounds(void)
+{
+  uintptr_t lo, hi;
+  if (lk_thread_main && lk_thread_main->used && lk_maps_stack_top(&lo, &hi)) {
+    lk_thread_main->lo = lo;
+    lk_thread_main->hi = hi;
+  }
+}
+
 /* -- pthread_create --------------------------------------------------------- */
 
 typedef int (*lk_pthread_create_f)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
@@ -339,6 +353,7 @@ void lk_threads_foreach_stack(lk_range_fn fn, void *ud, long *tid)
 {
   pid_t me = lk_gettid();
   int i;
+  lk_thread_main_bounds();
   for (i = 0; i < lk_nthreads; i++) {
     lk_thread *t = &lk_threads[i];
     uintptr_t lo, sp;
@@ -353,6 +368,7 @@ void lk_threads_foreach_stack(lk_range_fn fn, void *ud, long *tid)
 
 int lk_thread_self_stack(uintptr_t *hi)
 {
+  lk_thread_main_bounds();
   if (!lk_thread_me || !lk_thread_me->hi) return 0;
   *hi = lk_thread_me->hi;
   return 1;
@@ -362,11 +378,9 @@ int lk_thread_self_stack(uintptr_t *hi)
 
 void lk_thread_init(void)
 {
-  uintptr_t lo = 0, hi = 0;
   lk_lock_register(&lk_threads_lock);
   lk_real_pthread_create = (lk_pthread_create_f)dlsym(RTLD_NEXT, "pthread_create");
-  lk_maps_stack_top(&lo, &hi);
-  lk_thread_me = lk_thread_add(getpid(), lo, hi);
+  lk_thread_main = lk_thread_me = lk_thread_add(getpid(), 0, 0);  /* bounds: lk_thread_main_bounds */
 }
 
 /* Only the forking thread lives on in the child. The other threads' stacks are dead memory there:
