@@ -21,7 +21,7 @@ local function again(i)  -- old[i]'s block freed, and its size asked again: the 
    local was = tonumber(ffi.cast("uintptr_t", old[i]))
    C.free(old[i])
    old[i] = nil
-   local p = C.malloc(48 + (i % 8) * 16)           -- line 23
+   local p = C.malloc(48 + (i % 8) * 16)           -- line 24
    if tonumber(ffi.cast("uintptr_t", p)) == was then reused = reused + 1 end
    return p
 end
