@@ -59,6 +59,15 @@ describe("the user's Lua environment", function()
       assert.are.equal("init|/nowhere/?.lua|/nowhere/?.so", out)
    end)
 
+   it("leaves the program's LUA_PATH and LUA_CPATH unset when the user set none", function()
+      local code, out = h.run({h.BIN, "run", "--", "luajit", "-e",
+                               "io.write(tostring(os.getenv('LUA_PATH')), '|', tostring(os.getenv('LUA_CPATH')), "
+                               .. "'|', tostring(package.path:find('ljleak', 1, true)))"},
+         {env = {LUA_PATH = false, LUA_CPATH = false, LUA_INIT = false}})
+      assert.are.equal(0, code)
+      assert.are.equal("nil|nil|nil", out)
+   end)
+
    it("runs a LUA_INIT that exits in the program only", function()
       local code, out, err = h.run({h.BIN, "run", "--", "luajit", "-e", "print('never')"},
          {env = {LUA_INIT = "os.exit(3)"}})

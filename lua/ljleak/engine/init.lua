@@ -30,14 +30,15 @@ end
 
 -- -- The user's Lua environment --------------------------------------------------------------
 -- bin/ljleak keeps the user's LUA_INIT, LUA_PATH and LUA_CPATH out of the CLI's own LuaJIT and
--- saves them as LJLEAK_SAVED_NAME ("=value" when set). The command gets them back as they were.
+-- saves them as LJLEAK_SAVED_NAME ("=value" when set, empty when not). The command gets them back
+-- as they were: unset ones unset, not the CLI's own paths.
 
 local USER_LUA_VARS = {"LUA_INIT", "LUA_PATH", "LUA_CPATH"}
 
 function M.user_env(name)
    local saved = os.getenv("LJLEAK_SAVED_" .. name)
-   if saved then return saved:sub(2) end
-   return os.getenv(name)
+   if saved then return saved ~= "" and saved:sub(2) or nil end
+   return os.getenv(name)   -- a CLI run without bin/ljleak
 end
 
 -- ENV with the user's Lua variables restored (unless ENV sets them) and the saved copies removed.
