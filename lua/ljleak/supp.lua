@@ -288,6 +288,7 @@ end
 
 local byte = string.byte
 local STAR, QUESTION = byte("*"), byte("?")
+local EMPTY = {}
 
 -- Does S match GLOB, with Valgrind's wildcards (`*`: any run of characters, `?`: one character)?
 -- The classic two-index greedy algorithm: on a mismatch, go back to just after the last `*` and let
@@ -416,6 +417,27 @@ local function entry_id(e)
    return ("%s:%d"):format(e.file or "?", e.line or 0)
 end
 
+-- What M.find looks at in a record, as a string (no closure, no call per field: compiled code).
+local MEMO_RECORDS = 5000
+local key_parts, NIL = {}, "\1"   -- (NIL: an absent field, told apart from an empty one)
+local function record_key(rec)
+   local p, n = key_parts, 4
+   p[1], p[2], p[3], p[4] = field(rec.kind) or NIL, field(rec.supp_kind) or NIL, field(rec.supp_tool) or NIL,
+      field(rec.supp_extra) or NIL
+   for _, f in ipairs(rec.frames or EMPTY) do
+      p[n + 1], p[n + 2], p[n + 3], p[n + 4], p[n + 5] = field(f["function"]) or NIL, field(f.mangled) or NIL,
+         field(f.object) or NIL, field(f.file) or NIL, field(f.line) or NIL
+      n = n + 5
+   end
+   n = n + 1
+   p[n] = "lua"
+   for _, f in ipairs(field(rec.lua) or EMPTY) do
+      p[n + 1], p[n + 2], p[n + 3] = field(f.source) or NIL, field(f.line) or NIL, field(f["function"]) or NIL
+      n = n + 3
+   end
+   return table.concat(p, "\0", 1, n)
+end
+
 -- Mark every leak and error record of REPORT that an entry suppresses (the first one, in the
 -- order given) with suppressed_by = the entry's name. OPTS.depth: see M.matches.
 -- Sets REPORT.suppressions to the entries used: {name, file, line, records, blocks, bytes, count},
@@ -437,21 +459,12 @@ function M.apply(report, entries, opts)
       u.count = u.count + (rec.count or 0)
    end
    -- Records with the same kind and frames (the same binaries' stacks in many processes) get the
-   -- same answer: found once.
-   local memo, parts = {}, {}
+   -- same answer: found once. Not for a report of many records (mostly distinct stacks, whose
+   -- keys would cost more than they save).
+   local memo = #(report.leaks or EMPTY) + #(report.errors or EMPTY) <= MEMO_RECORDS and {} or nil
    local function find(rec)
-      local n = 0
-      local function add(v)
-         n = n + 1
-         parts[n] = tostring(field(v))
-      end
-      add(rec.kind) add(rec.supp_kind) add(rec.supp_tool) add(rec.supp_extra)
-      for _, f in ipairs(rec.frames or {}) do
-         add(f["function"]) add(f.mangled) add(f.object) add(f.file) add(f.line)
-      end
-      add("lua")
-      for _, f in ipairs(field(rec.lua) or {}) do add(f.source) add(f.line) add(f["function"]) end
-      local key = table.concat(parts, "\0", 1, n)
+      if not memo then return M.find(entries, rec, opts.depth) end
+      local key = record_key(rec)
       local e = memo[key]
       if e == nil then
          e = M.find(entries, rec, opts.depth) or false
