@@ -88,7 +88,7 @@ static NOINLINE void lk_record_internal(void *p, size_t n)
 }
 
 /* The same site as this thread's last allocation from JIT code (lk_stack.h; it is forgotten
-** whenever lk_on changes): recorded here, in the leaf it used last (lk_table.h) or through the
+** whenever lk_on changes): recorded here, in a leaf it used last (lk_table.h) or through the
 ** radix map; anything else in lk_record. */
 #define LK_RECORD(p, n, fn) \
   do { \
@@ -111,7 +111,7 @@ LK_EXPORT void *malloc(size_t n)
   return p;
 }
 
-/* A free that lk_table_take_fast could not settle: a check runs (wait at the gate), the block is in
+/* A free that the fast forms could not settle: a check runs (wait at the gate), the block is in
 ** another leaf, or was never handed out. Returns 0 when the free must not be passed on. */
 static NOINLINE int lk_free_slow(void *p, int on)
 {
@@ -126,7 +126,9 @@ static NOINLINE int lk_free_slow(void *p, int on)
 LK_EXPORT void free(void *p)
 {
   int on = lk_on;
-  if (LIKELY(on == LK_ON_RECORD) && LIKELY(p != NULL) && LIKELY(lk_table_take_fast(p))) {
+  /* Outside a finalizer the slot is cleared unread: the free is passed on either way. */
+  if (LIKELY(on == LK_ON_RECORD) && LIKELY(p != NULL) &&
+      LIKELY(UNLIKELY(lk_in_finalizer) ? lk_table_take_fast(p) : lk_table_clear_fast(p))) {
     __libc_free(p);
     return;
   }

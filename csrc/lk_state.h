@@ -18,14 +18,15 @@ void lk_set_on(int on);      /* lk_on = on (and what the hot path remembers is s
 /* -- This thread ----------------------------------------------------------------------------
 ** What the malloc family reads of the calling thread, in one thread-local struct (one address to
 ** find on the hot path): whether it is inside the tracker, and the memos that lk_table.c (the
-** leaf used last) and lk_stack.c (the last site made from JIT code) own and explain. */
+** leaves used last) and lk_stack.c (the last site made from JIT code) own and explain. */
+#define LK_LEAF_WAYS 16      /* leaves of the live-block table remembered per thread (lk_table.h) */
 typedef struct lk_thread_state {
   int busy;                  /* this thread is inside the tracker: do not record */
   int paused;                /* ...of which ljleak_pause: the program's own work, not ours */
   struct {                   /* lk_table.h */
     uintptr_t key;
     uint64_t *slots;
-  } leaf;
+  } leaf[LK_LEAF_WAYS];
   struct {                   /* lk_stack.h */
     uintptr_t key;
     const volatile int32_t *vmp;

@@ -85,8 +85,8 @@ static inline uint64_t *lk_slot(uintptr_t a, int make)
     leaf = lk_leaf_make(ti, mi);
     if (!leaf) return NULL;
   }
-  lk_self.leaf.key = (a >> LK_LEAF_SHIFT) + 1;  /* for the next lk_table_set_fast, lk_table_take_fast */
-  lk_self.leaf.slots = leaf;
+  lk_self.leaf[lk_leaf_way(a)].key = (a >> LK_LEAF_SHIFT) + 1;  /* for the next fast forms */
+  lk_self.leaf[lk_leaf_way(a)].slots = leaf;
   return &leaf[j];
 }
 
@@ -96,7 +96,10 @@ void lk_table_set(void *p, size_t size, uint32_t site)
   if (UNLIKELY((uintptr_t)p & 15)) return;  /* not from glibc's allocator: cannot happen */
   s = lk_slot((uintptr_t)p, 1);
   if (UNLIKELY(!s)) { __atomic_fetch_add(&lk_nomem, 1, __ATOMIC_RELAXED); return; }
-  lk_page_stamp(lk_self.leaf.slots, ((uintptr_t)p >> LK_GRAN_SHIFT) & (LK_LEAF_SLOTS - 1));
+  {
+    size_t j = ((uintptr_t)p >> LK_GRAN_SHIFT) & (LK_LEAF_SLOTS - 1);
+    lk_page_stamp(s - j, j);   /* s - j: the leaf's first slot */
+  }
   __atomic_store_n(s, lk_slot_value(p, size, site), __ATOMIC_RELAXED);
 }
 

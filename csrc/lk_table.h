@@ -68,22 +68,39 @@ static inline void lk_page_stamp(uint64_t *slots, size_t j)
 }
 
 /* -- The hot path -------------------------------------------------------------------------
-** The leaf this thread used last (lk_self.leaf: key, (address >> LK_LEAF_SHIFT) + 1 of that leaf,
-** 0 for none; slots): most blocks a thread allocates and frees lie in the same MiB. The fast forms
-** do what lk_table_set and lk_table_take do, in that leaf only; 0: not done (another leaf, or for
-** take, no block there), call the full form. */
+** The leaves this thread used last, one per way (lk_self.leaf[LEAF & (LK_LEAF_WAYS - 1)], LEAF
+** = address >> LK_LEAF_SHIFT: key, LEAF + 1, 0 for none; slots): the blocks a thread allocates
+** and frees lie in a few MiB (16 ways: 16 consecutive MiB). The fast forms do what lk_table_set
+** and lk_table_take do, in those leaves only; 0: not done (another leaf, or for take, no block
+** there), call the full form. */
+
+static inline int lk_leaf_way(uintptr_t a) { return (int)((a >> LK_LEAF_SHIFT) & (LK_LEAF_WAYS - 1)); }
 
 /* P: 16-byte aligned (glibc's blocks are); SITE below 2^28. */
 static inline int lk_table_set_fast(void *p, size_t size, uint32_t site)
 {
   lk_thread_state *t = &lk_self;
   uintptr_t a = (uintptr_t)p;
+  int way = lk_leaf_way(a);
   uint64_t sz = size > LK_SLOT_SIZE_MAX ? LK_SLOT_SIZE_MAX : size;
   size_t j = (a >> LK_GRAN_SHIFT) & (LK_LEAF_SLOTS - 1);
-  if (UNLIKELY((a >> LK_LEAF_SHIFT) + 1 != t->leaf.key)) return 0;
-  lk_page_stamp(t->leaf.slots, j);
-  __atomic_store_n(&t->leaf.slots[j], (sz << LK_SIZE_SHIFT) | (((a >> 4) & 1) << LK_SITE_BITS) | site,
+  if (UNLIKELY((a >> LK_LEAF_SHIFT) + 1 != t->leaf[way].key)) return 0;
+  lk_page_stamp(t->leaf[way].slots, j);
+  __atomic_store_n(&t->leaf[way].slots[j], (sz << LK_SIZE_SHIFT) | (((a >> 4) & 1) << LK_SITE_BITS) | site,
                    __ATOMIC_RELAXED);
+  return 1;
+}
+
+/* Clear P's slot in a leaf remembered, without reading it first (the read is a cache miss in a
+** big heap, and a free outside a finalizer is passed on whether the block was tracked or not:
+** a granule belongs to one block at most). 0: not in a leaf remembered. */
+static inline int lk_table_clear_fast(void *p)
+{
+  lk_thread_state *t = &lk_self;
+  uintptr_t a = (uintptr_t)p;
+  int way = lk_leaf_way(a);
+  if (UNLIKELY((a >> LK_LEAF_SHIFT) + 1 != t->leaf[way].key)) return 0;
+  __atomic_store_n(&t->leaf[way].slots[(a >> LK_GRAN_SHIFT) & (LK_LEAF_SLOTS - 1)], 0, __ATOMIC_RELAXED);
   return 1;
 }
 
@@ -91,9 +108,10 @@ static inline int lk_table_take_fast(void *p)
 {
   lk_thread_state *t = &lk_self;
   uintptr_t a = (uintptr_t)p;
+  int way = lk_leaf_way(a);
   uint64_t *s;
-  if (UNLIKELY((a >> LK_LEAF_SHIFT) + 1 != t->leaf.key)) return 0;
-  s = &t->leaf.slots[(a >> LK_GRAN_SHIFT) & (LK_LEAF_SLOTS - 1)];
+  if (UNLIKELY((a >> LK_LEAF_SHIFT) + 1 != t->leaf[way].key)) return 0;
+  s = &t->leaf[way].slots[(a >> LK_GRAN_SHIFT) & (LK_LEAF_SLOTS - 1)];
   if (UNLIKELY(!__atomic_load_n(s, __ATOMIC_RELAXED))) return 0;
   __atomic_store_n(s, 0, __ATOMIC_RELAXED);
   return 1;

@@ -1,6 +1,6 @@
 /* Unit test of the live-block table (csrc/lk_table.c) on synthetic addresses: set, take, the
 ** sorted collection, the size cap, the 16-byte half of a granule, refusals, the fast forms in the
-** last leaf used, a collection that reads only the pages written, and the blocks' indexes the table
+** leaves used last (one per way), a collection that reads only the pages written, and the blocks' indexes the table
 ** holds during a scan (lk_table_nearest), then its content back; the pages' stamps, by which a walk
 ** for the blocks born since an epoch reads only the pages recorded in since. TAP output. */
 #include <stdint.h>
@@ -68,18 +68,22 @@ int main(void)
   }
   if (b) lk_sysunmap(b, n * sizeof(lk_block));
 
-  /* The fast forms work in the leaf used last, and only there. */
+  /* The fast forms work in the leaves used last (one per way), and only there. */
   lk_table_set((void *)(base + 0x2000), 40, 20);          /* the leaf of base is the last used */
   ok(lk_table_set_fast((void *)(base + 0x3010), 50, 21), "a fast set in the leaf used last");
-  ok(!lk_table_set_fast((void *)(base + 0x80000000), 60, 22), "no fast set in another leaf");
+  ok(!lk_table_set_fast((void *)(base + 0x80000000), 60, 22), "no fast set in another leaf (of the same way)");
   ok(lk_table_take((void *)(base + 0x3010), &size, &site) && size == 50 && site == 21,
      "the fast set recorded size and site (and the 16-byte half)");
   lk_table_set((void *)(base + 0x3010), 50, 21);
   ok(lk_table_take_fast((void *)(base + 0x3010)), "a fast take finds it");
   ok(!lk_table_take_fast((void *)(base + 0x3010)), "a second fast take finds nothing");
   ok(!lk_table_take((void *)(base + 0x3010), NULL, NULL), "nor does the full take: it was cleared");
-  lk_table_set((void *)(base + 0x40000000 + 0x100), 70, 23);  /* now the other leaf is the last */
-  ok(!lk_table_take_fast((void *)(base + 0x2000)), "no fast take outside the leaf used last");
+  lk_table_set((void *)(base + 0x100000 + 0x10), 16, 24);  /* the next leaf, another way */
+  ok(lk_table_set_fast((void *)(base + 0x3020), 16, 25) && lk_table_take_fast((void *)(base + 0x3020)),
+     "a leaf of another way used since: the first is still remembered");
+  lk_table_take((void *)(base + 0x100000 + 0x10), NULL, NULL);
+  lk_table_set((void *)(base + 0x40000000 + 0x100), 70, 23);  /* 1 GiB further, the same way */
+  ok(!lk_table_take_fast((void *)(base + 0x2000)), "no fast take once its way holds another leaf");
   ok(lk_table_take((void *)(base + 0x2000), &size, &site) && size == 40 && site == 20,
      "where the full take finds the block");
 
@@ -95,7 +99,8 @@ int main(void)
        "both blocks of the new leaf collected, first (the lowest addresses)");
     if (b) lk_sysunmap(b, n * sizeof(lk_block));
     lk_table_set_fast((void *)(far + 0x20), 16, 32);        /* the leaf's address is now known */
-    if (mincore((void *)((uintptr_t)lk_self.leaf.slots), 64 * 4096, vec) == 0)
+    if (mincore((void *)((uintptr_t)lk_self.leaf[((far + 0x20) >> LK_LEAF_SHIFT) & (LK_LEAF_WAYS - 1)].slots),
+                64 * 4096, vec) == 0)
       for (k = 0; k < 64; k++) written += vec[k] & 1;
     ok(written == 2, "the leaf's other 62 pages were never read");
   }
