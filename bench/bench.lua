@@ -2,7 +2,7 @@
 -- program loading ljleak's Lua API, which wraps ffi.gc), under plain
 -- Valgrind memcheck (the JIT on, as people run it) and under `ljleak run --engine=valgrind` (its
 -- default: the JIT off; and "vg-jit-on", with --jit=on), side by side in one run, interleaved;
--- prints median wall time, peak RSS of the program under test, and the ratios to plain.
+-- prints the least wall time of the runs, peak RSS of the program under test, and the ratios to plain.
 -- Then the report step at scale: `ljleak run --json` on t/leak/stacks, a C program whose every
 -- leaked block has its own stack (1e4 stacks; 1e5 stacks of 64 frames), with the whole command's
 -- wall time and peak RSS. Then `ljleak test-nginx` on the suites of t/testnginx/ (12 nginx
@@ -10,7 +10,7 @@
 -- short processes, the exit scan's curve (1e4..1e7 live blocks), a 300-test busted suite; and a
 -- table of every target with its measured ratio. LeakSanitizer (gcc's liblsan preloaded) and
 -- heaptrack are columns of the workloads where they are installed.
--- Environment: BENCH_RUNS (default 3), BENCH_VALGRIND_RUNS (default 1: a Valgrind run takes
+-- Environment: BENCH_RUNS (default 5), BENCH_VALGRIND_RUNS (default 1: a Valgrind run takes
 -- 20 to 100 times as long), BENCH_VALGRIND=0 to skip Valgrind, BENCH_PEER_RUNS (LSan and
 -- heaptrack, default 1), BENCH_SCAN_MAX (default 1e7), BENCH_ONLY=name (a workload, "report",
 -- "testnginx", "fixed", "workers", "scan" or "busted").
@@ -22,7 +22,7 @@ local wait = require "posix.sys.wait"
 
 local source = debug.getinfo(1, "S").source:sub(2)
 local ROOT = stdlib.realpath((source:match("^(.*)/[^/]*$") or ".") .. "/..")
-local RUNS = tonumber(os.getenv("BENCH_RUNS")) or 3
+local RUNS = tonumber(os.getenv("BENCH_RUNS")) or 5
 local VALGRIND = os.getenv("BENCH_VALGRIND") ~= "0"
 local VALGRIND_RUNS = tonumber(os.getenv("BENCH_VALGRIND_RUNS")) or 1
 
@@ -79,11 +79,12 @@ local function measured_result(file)
    return tonumber(secs), tonumber(kb)
 end
 
-local function median(t)
+-- The least of a command's runs: on a shared machine the noise only adds (other work, a
+-- neighbour's steal time: back-to-back runs of one command differ by 20% and more), so the least
+-- is the best estimate of the command's own cost, and the ratios compare least to least.
+local function least(t)
    table.sort(t)
-   local n = #t
-   if n == 0 then return nil end
-   return n % 2 == 1 and t[(n + 1) / 2] or (t[n / 2] + t[n / 2 + 1]) / 2
+   return t[1]
 end
 
 local rssfile = os.tmpname()
@@ -150,7 +151,7 @@ local ONLY = os.getenv("BENCH_ONLY")
 local WORKLOAD_NAMES = {}
 for _, w in ipairs(WORKLOADS) do WORKLOAD_NAMES[w.name] = true end
 if not ONLY or WORKLOAD_NAMES[ONLY] then
-   print(("ljleak bench: %d runs each (Valgrind: %d), median wall time and peak RSS of the program under test")
+   print(("ljleak bench: %d runs each (Valgrind: %d), least wall time and peak RSS of the program under test")
       :format(RUNS, VALGRIND_RUNS))
    print("wall: the whole command (ljleak's own work included); prog: the program under test alone")
    print(("%-13s %-9s %8s %8s %9s %8s %8s %8s"):format("workload", "engine", "wall s", "prog s", "peak MiB",
@@ -178,9 +179,9 @@ for _, w in ipairs(WORKLOADS) do
          end
       end
       print(w.what)
-      local pw, pp, pr = median(res.plain.wall), median(res.plain.prog), median(res.plain.rss)
+      local pw, pp, pr = least(res.plain.wall), least(res.plain.prog), least(res.plain.rss)
       for _, e in ipairs(ENGINES) do
-         local mw, mp, mr = median(res[e.name].wall), median(res[e.name].prog), median(res[e.name].rss)
+         local mw, mp, mr = least(res[e.name].wall), least(res[e.name].prog), least(res[e.name].rss)
          -- (the peers: GNU time is outside, its "prog" the whole command)
          if mw then
             print(("%-13s %-9s %8.2f %8.2f %9.1f %7.2fx %7.2fx %7.2fx"):format(w.name, e.name, mw, mp or 0,
@@ -189,11 +190,11 @@ for _, w in ipairs(WORKLOADS) do
       end
       local t = res.tracker
       if w.name == "tight" then
-         target("tightest loop: tracker, program", median(t.prog) / pp, 1.5)
+         target("tightest loop: tracker, program", least(t.prog) / pp, 1.5)
       else
-         target(w.name .. ": tracker, program", median(t.prog) / pp, 1.1)
-         target(w.name .. ": tracker, whole command", median(t.wall) / pw, 1.2)
-         target(w.name .. ": tracker, peak RSS", median(t.rss) / pr, 1.3)
+         target(w.name .. ": tracker, program", least(t.prog) / pp, 1.1)
+         target(w.name .. ": tracker, whole command", least(t.wall) / pw, 1.2)
+         target(w.name .. ": tracker, peak RSS", least(t.rss) / pr, 1.3)
       end
    end
 end
@@ -206,7 +207,7 @@ local REPORTS = {
 if not ONLY or ONLY == "report" then
    local stacks = ROOT .. "/build/t/leak/stacks"
    local json = os.tmpname()
-   print(("report step: `ljleak run --json` of t/leak/stacks, %d runs each, median wall time and peak RSS of "
+   print(("report step: `ljleak run --json` of t/leak/stacks, %d runs each, least wall time and peak RSS of "
       .. "the whole command"):format(RUNS))
    print(("%-13s %8s %9s %9s"):format("records", "wall s", "peak MiB", "JSON MiB"))
    for _, r in ipairs(REPORTS) do
@@ -225,7 +226,7 @@ if not ONLY or ONLY == "report" then
       local size = f and f:seek("end") or 0
       if f then f:close() end
       print(r.what)
-      print(("%-13d %8.2f %9.1f %9.1f"):format(r.n, median(wall), (median(rss) or 0) / 1024, size / 2^20))
+      print(("%-13d %8.2f %9.1f %9.1f"):format(r.n, least(wall), (least(rss) or 0) / 1024, size / 2^20))
    end
    os.remove(json)
 end
@@ -272,17 +273,17 @@ if (not ONLY or ONLY == "testnginx") and unistd.access("/usr/lib/nginx/modules/n
          end
       end
    end
-   print(("test-nginx: prove on t/testnginx/ (12 nginx instances), %d runs each, median wall time"):format(RUNS))
+   print(("test-nginx: prove on t/testnginx/ (12 nginx instances), %d runs each, least wall time"):format(RUNS))
    print(("%-15s %8s %10s %16s"):format("command", "wall s", "x prove", "x prove vg-mode"))
-   local base, vgmode = median(walls.prove), median(walls["prove vg-mode"])
+   local base, vgmode = least(walls.prove), least(walls["prove vg-mode"])
    for _, r in ipairs(rows) do
-      local m = median(walls[r[1]])
+      local m = least(walls[r[1]])
       print(("%-15s %8.2f %9.2fx %15.2fx"):format(r[1], m, m / base, m / vgmode))
    end
    run({"rm", "-rf", "--", tmp})
 end
 
--- Runs ARGV RUNS times under GNU time (outside: the whole command); median wall and peak RSS (KiB).
+-- Runs ARGV RUNS times under GNU time (outside: the whole command); least wall and peak RSS (KiB).
 local function timed(argv, runs, codes)
    local walls, rsss = {}, {}
    for _ = 1, runs do
@@ -295,7 +296,7 @@ local function timed(argv, runs, codes)
       end
       walls[#walls + 1], rsss[#rsss + 1] = wall, kb
    end
-   return median(walls), median(rsss)
+   return least(walls), least(rsss)
 end
 
 local LJLEAK = ROOT .. "/bin/ljleak"
@@ -309,15 +310,18 @@ if not ONLY or ONLY == "fixed" then
    local under = {LJLEAK, "run", "--"}
    for _, x in ipairs(prog) do under[#under + 1] = x end
    local cold_w, cold_r = timed(under, 1, {[42] = true})
-   local runs = math.max(RUNS, 5)
-   local pw, pr, tw, tr = 0, 0, 0, 0
-   for _ = 1, runs do   -- interleaved, the medians of each
+   local runs = math.max(RUNS, 10)
+   local walls, rsss = {plain = {}, under = {}}, {plain = {}, under = {}}
+   for _ = 1, runs do   -- interleaved
       local w, r = timed(prog, 1)
-      pw, pr = pw + w / runs, pr + r / runs
+      table.insert(walls.plain, w)
+      table.insert(rsss.plain, r)
       w, r = timed(under, 1, {[42] = true})
-      tw, tr = tw + w / runs, tr + r / runs
+      table.insert(walls.under, w)
+      table.insert(rsss.under, r)
    end
-   print(("fixed cost: `ljleak run -- luajit -e <malloc(10)>`, mean of %d runs, whole command"):format(runs))
+   local pw, pr, tw, tr = least(walls.plain), least(rsss.plain), least(walls.under), least(rsss.under)
+   print(("fixed cost: `ljleak run -- luajit -e <malloc(10)>`, least of %d runs, whole command"):format(runs))
    print(("%-22s %8s %9s"):format("command", "wall s", "peak MiB"))
    print(("%-22s %8.3f %9.1f"):format("plain", pw, pr / 1024))
    print(("%-22s %8.3f %9.1f"):format("ljleak run (cold)", cold_w, cold_r / 1024))
@@ -330,12 +334,13 @@ end
 if not ONLY or ONLY == "workers" then
    local prog = {"luajit", ROOT .. "/bench/workers.lua"}
    local walls = {plain = {}, tracker = {}}
-   for _ = 1, RUNS do
+   for _ = 1, math.max(RUNS, 10) do   -- (0.05 s each)
       walls.plain[#walls.plain + 1] = timed(prog, 1)
       walls.tracker[#walls.tracker + 1] = timed({LJLEAK, "run", "--", prog[1], prog[2]}, 1, {[42] = true})
    end
-   local pw, tw = median(walls.plain), median(walls.tracker)
-   print(("per process: 20 short luajit workers (bench/workers.lua), %d runs each, median wall time"):format(RUNS))
+   local pw, tw = least(walls.plain), least(walls.tracker)
+   print(("per process: 20 short luajit workers (bench/workers.lua), %d runs each, least wall time")
+      :format(math.max(RUNS, 10)))
    print(("%-13s %8s %8s"):format("command", "wall s", "x wall"))
    print(("%-13s %8.2f %7.2fx"):format("plain", pw, 1))
    print(("%-13s %8.2f %7.2fx"):format("ljleak run", tw, tw / pw))
@@ -399,12 +404,12 @@ if not ONLY or ONLY == "busted" then
    f:close()
    local spec = dir .. "/suite_spec.lua"
    local walls = {plain = {}, ljleak = {}}
-   for _ = 1, math.max(RUNS, 5) do
+   for _ = 1, math.max(RUNS, 10) do
       walls.plain[#walls.plain + 1] = timed({"luajit", "/usr/bin/busted", "-o", "TAP", spec}, 1)
       walls.ljleak[#walls.ljleak + 1] = timed({LJLEAK, "busted", "--", "-o", "TAP", spec}, 1)
    end
-   local pw, lw = median(walls.plain), median(walls.ljleak)
-   print("busted: a 300-test suite, per-test checks on, median wall time")
+   local pw, lw = least(walls.plain), least(walls.ljleak)
+   print(("busted: a 300-test suite, per-test checks on, %d runs each, least wall time"):format(math.max(RUNS, 10)))
    print(("%-13s %8s %8s"):format("command", "wall s", "x wall"))
    print(("%-13s %8.2f %7.2fx"):format("busted", pw, 1))
    print(("%-13s %8.2f %7.2fx"):format("ljleak busted", lw, lw / pw))
