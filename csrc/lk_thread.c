@@ -392,5 +392,6 @@ void lk_thread_after_fork(void)
     lk_thread *t = &lk_threads[i];
     if (t != lk_thread_me) t->used = 0;
   }
+  if (lk_thread_main != lk_thread_me) lk_thread_main = NULL;  /* another thread forked: [stack] is dead */
   if (lk_thread_me) lk_thread_me->tid = lk_gettid();
 }

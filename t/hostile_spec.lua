@@ -88,6 +88,17 @@ describe("forks", function()
       assert.are.same({1, 77}, {h.total(r, "definite", "parent_leak")})
       assert.are.equal(101, #r.processes)
    end)
+
+   it("scans the stack of a child's new thread after a thread that is not main forked", function()
+      -- (the new thread takes the tracker's place of the parent's main thread, whose stack the
+      -- child no longer has: its blocks must be found on its own stack)
+      local r, code = h.ljleak_run({PROG .. "forkthread"})
+      assert.are.equal(42, code)
+      assert.are.same({1, 55}, {h.total(r, "definite", "lost_in_child")})
+      assert.are.same({0, 0}, {h.total(r, "definite", "holder")})
+      assert.are.same({4, 308}, {h.total(r, "reachable", "holder")})
+      assert.are.equal(2, #r.processes)
+   end)
 end)
 
 describe("memory limits", function()
