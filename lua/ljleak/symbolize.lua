@@ -111,6 +111,26 @@ local function set_file(t, file)
    return t
 end
 
+-- Answers of the disk cache (below): a cache file holds every answer any run asked for, and a run
+-- asks for few of them. Its JSON answers are kept as text when read, and decoded the first time
+-- one is asked for (T[OFFSET] then holds the value, or nothing when the text was not what WANT
+-- accepts). Written back as they were read.
+local function is_info(v) return type(v) == "table" end
+local function is_chain(v) return v == false or type(v) == "table" end
+
+local function disk_answer(t, offset, want)
+   local v = t[offset]
+   if type(v) ~= "string" then return v end
+   local ok, x = pcall(require("cjson").decode, v)
+   if not (ok and want(x)) then x = nil end
+   t[offset] = x
+   return x
+end
+
+local function as_json(v, encode)
+   return type(v) == "string" and v or encode(v)
+end
+
 -- What is known about OFFSET (a return address's offset) in the object at PATH:
 -- {["function"], file, dir, line, symbol_offset}, each possibly nil.
 function Symbolizer:lookup(path, offset)
@@ -118,7 +138,7 @@ function Symbolizer:lookup(path, offset)
    local info = per_path[offset]
    if info then return info end
    local disk = self:disk_file(path)
-   info = disk and disk.info[offset]
+   info = disk and disk_answer(disk.info, offset, is_info)
    if info then
       per_path[offset] = info
       return info
@@ -146,7 +166,7 @@ function Symbolizer:function_name(path, offset)
    local name = per_path[offset]
    if name == nil then
       local disk = self:disk_file(path)
-      info = disk and disk.info[offset]
+      info = disk and disk_answer(disk.info, offset, is_info)
       if info then
          name = info["function"] or false
       else
@@ -198,7 +218,7 @@ end
 function Symbolizer:inline_chain(path, offset)
    local disk = self:disk_file(path)
    local chain
-   if disk then chain = disk.inlines[offset] end
+   if disk then chain = disk_answer(disk.inlines, offset, is_chain) end
    if chain == nil then
       local s = offset > 0 and self:open(path)
       chain = s and s.inlines and s:inlines(offset - 1) or false
@@ -329,6 +349,7 @@ end
 
 local CACHE_VERSION = 2
 
+
 -- The directory for the disk cache: $LJLEAK_CACHE ("0" or empty: no cache), else
 -- $XDG_CACHE_HOME/ljleak, else ~/.cache/ljleak; nil for none.
 function M.cache_dir(getenv)
@@ -353,18 +374,15 @@ function Symbolizer:disk_file(path)
               inlines = {}, new_info = {}, new_names = {}, new_inlines = {}}
       local f = io.open(disk.file, "rb")
       if f and f:read("*l") == ("ljleak-symcache %d %s"):format(CACHE_VERSION, key) then
-         local decode = require("cjson").decode
-         for line in f:lines() do
+         for line in f:lines() do   -- (JSON kept as text until asked for: disk_answer)
             local what, off, rest = line:match("^([inl]) (%x+) (.*)$")
             off = off and tonumber(off, 16)
             if what == "i" then
-               local ok, info = pcall(decode, rest)
-               if ok and type(info) == "table" then disk.info[off] = info end
+               disk.info[off] = rest
             elseif what == "n" then
                disk.names[off] = rest ~= "" and rest or false
             elseif what == "l" then
-               local ok, chain = pcall(decode, rest)
-               if ok and (chain == false or type(chain) == "table") then disk.inlines[off] = chain end
+               disk.inlines[off] = rest
             end
          end
       end
@@ -381,7 +399,7 @@ function Symbolizer:save()
       if disk and (next(disk.new_info) or next(disk.new_names) or next(disk.new_inlines)) then
          local encode, lines = require("cjson").encode, {("ljleak-symcache %d %s"):format(CACHE_VERSION, disk.key)}
          for off, info in pairs(disk.info) do
-            if not disk.new_info[off] then lines[#lines + 1] = ("i %x %s"):format(off, encode(info)) end
+            if not disk.new_info[off] then lines[#lines + 1] = ("i %x %s"):format(off, as_json(info, encode)) end
          end
          for off, info in pairs(disk.new_info) do lines[#lines + 1] = ("i %x %s"):format(off, encode(info)) end
          for off, name in pairs(disk.names) do
@@ -395,7 +413,7 @@ function Symbolizer:save()
             end
          end
          for off, chain in pairs(disk.inlines) do
-            if disk.new_inlines[off] == nil then lines[#lines + 1] = ("l %x %s"):format(off, encode(chain)) end
+            if disk.new_inlines[off] == nil then lines[#lines + 1] = ("l %x %s"):format(off, as_json(chain, encode)) end
          end
          for off, chain in pairs(disk.new_inlines) do lines[#lines + 1] = ("l %x %s"):format(off, encode(chain)) end
          lines[#lines + 1] = ""
