@@ -85,8 +85,11 @@ static inline uint64_t *lk_slot(uintptr_t a, int make)
     leaf = lk_leaf_make(ti, mi);
     if (!leaf) return NULL;
   }
-  lk_self.leaf[lk_leaf_way(a)].key = (a >> LK_LEAF_SHIFT) + 1;  /* for the next fast forms */
-  lk_self.leaf[lk_leaf_way(a)].slots = leaf;
+  {  /* for the next fast forms */
+    int way = lk_leaf_way(a);
+    lk_self.leaf[way].key = (a >> LK_LEAF_SHIFT) + 1;
+    lk_self.leaf[way].slots = leaf;
+  }
   return &leaf[j];
 }
 
@@ -97,7 +100,7 @@ void lk_table_set(void *p, size_t size, uint32_t site)
   s = lk_slot((uintptr_t)p, 1);
   if (UNLIKELY(!s)) { __atomic_fetch_add(&lk_nomem, 1, __ATOMIC_RELAXED); return; }
   {
-    size_t j = ((uintptr_t)p >> LK_GRAN_SHIFT) & (LK_LEAF_SLOTS - 1);
+    size_t j = lk_leaf_index((uintptr_t)p);
     lk_page_stamp(s - j, j);   /* s - j: the leaf's first slot */
   }
   __atomic_store_n(s, lk_slot_value(p, size, site), __ATOMIC_RELAXED);
@@ -139,7 +142,7 @@ static uint64_t lk_index_value(uintptr_t a, size_t i)
 long lk_table_nearest(uintptr_t w)
 {
   uint64_t *s = lk_slot(w, 0), v;
-  size_t j = (w >> LK_GRAN_SHIFT) & (LK_LEAF_SLOTS - 1), n;
+  size_t j = lk_leaf_index(w), n;
   uintptr_t g = w & ~(uintptr_t)((1 << LK_GRAN_SHIFT) - 1);
   if (!s) return -1;
   for (n = 0; n <= LK_NEAREST_REACH; n++, s--, g -= 1 << LK_GRAN_SHIFT) {

@@ -75,19 +75,25 @@ static inline void lk_page_stamp(uint64_t *slots, size_t j)
 ** there), call the full form. */
 
 static inline int lk_leaf_way(uintptr_t a) { return (int)((a >> LK_LEAF_SHIFT) & (LK_LEAF_WAYS - 1)); }
+static inline size_t lk_leaf_index(uintptr_t a) { return (a >> LK_GRAN_SHIFT) & (LK_LEAF_SLOTS - 1); }
+
+/* Does this thread remember A's leaf? Its slots into *SLOTS (whatever the answer). */
+static inline int lk_leaf_fast(uintptr_t a, uint64_t **slots)
+{
+  const lk_thread_state *t = &lk_self;
+  int way = lk_leaf_way(a);
+  *slots = t->leaf[way].slots;
+  return (a >> LK_LEAF_SHIFT) + 1 == t->leaf[way].key;
+}
 
 /* P: 16-byte aligned (glibc's blocks are); SITE below 2^28. */
 static inline int lk_table_set_fast(void *p, size_t size, uint32_t site)
 {
-  lk_thread_state *t = &lk_self;
-  uintptr_t a = (uintptr_t)p;
-  int way = lk_leaf_way(a);
-  uint64_t sz = size > LK_SLOT_SIZE_MAX ? LK_SLOT_SIZE_MAX : size;
-  size_t j = (a >> LK_GRAN_SHIFT) & (LK_LEAF_SLOTS - 1);
-  if (UNLIKELY((a >> LK_LEAF_SHIFT) + 1 != t->leaf[way].key)) return 0;
-  lk_page_stamp(t->leaf[way].slots, j);
-  __atomic_store_n(&t->leaf[way].slots[j], (sz << LK_SIZE_SHIFT) | (((a >> 4) & 1) << LK_SITE_BITS) | site,
-                   __ATOMIC_RELAXED);
+  uint64_t *slots;
+  size_t j = lk_leaf_index((uintptr_t)p);
+  if (UNLIKELY(!lk_leaf_fast((uintptr_t)p, &slots))) return 0;
+  lk_page_stamp(slots, j);
+  __atomic_store_n(&slots[j], lk_slot_value(p, size, site), __ATOMIC_RELAXED);
   return 1;
 }
 
@@ -96,22 +102,17 @@ static inline int lk_table_set_fast(void *p, size_t size, uint32_t site)
 ** a granule belongs to one block at most). 0: not in a leaf remembered. */
 static inline int lk_table_clear_fast(void *p)
 {
-  lk_thread_state *t = &lk_self;
-  uintptr_t a = (uintptr_t)p;
-  int way = lk_leaf_way(a);
-  if (UNLIKELY((a >> LK_LEAF_SHIFT) + 1 != t->leaf[way].key)) return 0;
-  __atomic_store_n(&t->leaf[way].slots[(a >> LK_GRAN_SHIFT) & (LK_LEAF_SLOTS - 1)], 0, __ATOMIC_RELAXED);
+  uint64_t *slots;
+  if (UNLIKELY(!lk_leaf_fast((uintptr_t)p, &slots))) return 0;
+  __atomic_store_n(&slots[lk_leaf_index((uintptr_t)p)], 0, __ATOMIC_RELAXED);
   return 1;
 }
 
 static inline int lk_table_take_fast(void *p)
 {
-  lk_thread_state *t = &lk_self;
-  uintptr_t a = (uintptr_t)p;
-  int way = lk_leaf_way(a);
-  uint64_t *s;
-  if (UNLIKELY((a >> LK_LEAF_SHIFT) + 1 != t->leaf[way].key)) return 0;
-  s = &t->leaf[way].slots[(a >> LK_GRAN_SHIFT) & (LK_LEAF_SLOTS - 1)];
+  uint64_t *slots, *s;
+  if (UNLIKELY(!lk_leaf_fast((uintptr_t)p, &slots))) return 0;
+  s = &slots[lk_leaf_index((uintptr_t)p)];
   if (UNLIKELY(!__atomic_load_n(s, __ATOMIC_RELAXED))) return 0;
   __atomic_store_n(s, 0, __ATOMIC_RELAXED);
   return 1;
