@@ -97,84 +97,79 @@ local function build_parser(state, wanted)
          :choices({"on", "off"}):argname("on|off")
    end
 
-   local function full(cmd, name)
-      return (wanted == name) and cmd or nil
+   -- A command NAME: its options and arguments made by BUILD(cmd) only when it is WANTED.
+   local function command(name, summary, build)
+      local cmd = parser:command(name, summary)
+      if wanted == name then build(cmd) end
+      return cmd
    end
 
-   local run_cmd = full(parser:command("run", "Run CMD [ARGS...] with the leak tracker and report its leaks."), "run")
-   if run_cmd then
-      run_cmd:usage("Usage: ljleak run [options] -- CMD [ARGS...]")
-      add_run_options(run_cmd)
+   command("run", "Run CMD [ARGS...] with the leak tracker and report its leaks.", function(cmd)
+      cmd:usage("Usage: ljleak run [options] -- CMD [ARGS...]")
+      add_run_options(cmd)
       -- Words before `--` land here, so that a forgotten `--` gets its own message.
-      run_cmd:argument("stray"):args("*"):hidden(true)
-   end
+      cmd:argument("stray"):args("*"):hidden(true)
+   end)
 
-   local busted = full(parser:command("busted", "Run a busted suite under LuaJIT with the leak tracker: "
-      .. "every leak carries its test's name, and a test that leaks fails."), "busted")
-   if busted then
-      busted:usage("Usage: ljleak busted [options] [-- busted options and paths]")
-      add_run_options(busted)
-      busted:flag("--no-per-test", "Do not check each test for leaks right after it ran (the tracker's "
+   command("busted", "Run a busted suite under LuaJIT with the leak tracker: every leak carries its test's "
+      .. "name, and a test that leaks fails.", function(cmd)
+      cmd:usage("Usage: ljleak busted [options] [-- busted options and paths]")
+      add_run_options(cmd)
+      cmd:flag("--no-per-test", "Do not check each test for leaks right after it ran (the tracker's "
          .. "per-test check fails a leaking test in busted's output).")
-      busted:argument("paths", "Spec files or folders (also accepted after `--`)."):args("*")
-   end
+      cmd:argument("paths", "Spec files or folders (also accepted after `--`)."):args("*")
+   end)
 
-   local tn = full(parser:command("test-nginx", "Run a Test::Nginx suite (prove) with every nginx it starts "
-      .. "under the engine: every leak names its test block, and a leak fails the run."), "test-nginx")
-   if tn then
-      tn:usage("Usage: ljleak test-nginx [options] -- prove [prove options and paths]")
-      add_run_options(tn)
-      tn:argument("stray"):args("*"):hidden(true)
-   end
+   command("test-nginx", "Run a Test::Nginx suite (prove) with every nginx it starts under the engine: every "
+      .. "leak names its test block, and a leak fails the run.", function(cmd)
+      cmd:usage("Usage: ljleak test-nginx [options] -- prove [prove options and paths]")
+      add_run_options(cmd)
+      cmd:argument("stray"):args("*"):hidden(true)
+   end)
 
-   local soak = full(parser:command("soak", "Do one unit of work N times under the tracker (a Lua function, or an "
-      .. "nginx location over loopback) and fail on allocation sites whose live set grows with it."), "soak")
-   if soak then
-      soak:usage("Usage: ljleak soak --lua=MODULE.FUNCTION [options] [-- luajit [ARGS...]]\n"
+   command("soak", "Do one unit of work N times under the tracker (a Lua function, or an nginx location "
+      .. "over loopback) and fail on allocation sites whose live set grows with it.", function(cmd)
+      cmd:usage("Usage: ljleak soak --lua=MODULE.FUNCTION [options] [-- luajit [ARGS...]]\n"
          .. "       ljleak soak --url=URL [options] -- nginx ARGS...")
-      add_run_options(soak, "definite,growth")
-      soak:option("--lua", "Call MODULE.FUNCTION(i) N times in CMD (a LuaJIT; default luajit).")
+      add_run_options(cmd, "definite,growth")
+      cmd:option("--lua", "Call MODULE.FUNCTION(i) N times in CMD (a LuaJIT; default luajit).")
          :argname("MODULE.FUNCTION")
-      soak:option("--url", "GET URL (http://127.0.0.1:PORT/PATH) N times from CMD, a server (nginx) with Lua.")
+      cmd:option("--url", "GET URL (http://127.0.0.1:PORT/PATH) N times from CMD, a server (nginx) with Lua.")
          :argname("URL")
-      soak:option("--iterations", "How many times (N).", "200"):argname("N")
-      soak:option("--warmup", "Iterations left out of the fit (default N/10)."):argname("W")
-      soak:argument("stray"):args("*"):hidden(true)
-   end
+      cmd:option("--iterations", "How many times (N).", "200"):argname("N")
+      cmd:option("--warmup", "Iterations left out of the fit (default N/10)."):argname("W")
+      cmd:argument("stray"):args("*"):hidden(true)
+   end)
 
-   local sup = full(parser:command("suppressions", "Work on Valgrind-format suppression files."), "suppressions")
-   if sup then
-      add_help(sup, state)
-      sup:command_target("suppressions_command")
-      local smerge = sup:command("merge", "Merge suppression files into one, without duplicate entries.")
+   command("suppressions", "Work on Valgrind-format suppression files.", function(cmd)
+      add_help(cmd, state)
+      cmd:command_target("suppressions_command")
+      local smerge = cmd:command("merge", "Merge suppression files into one, without duplicate entries.")
       add_help(smerge, state)
       smerge:argument("files", "Suppression files."):args("+"):argname("FILE")
       smerge:option("-o --output", "Write the result to FILE instead of standard output."):argname("FILE")
-   end
+   end)
 
-   local rep = full(parser:command("report", "Print the summary of a saved JSON report and judge it as `run` "
-      .. "would (its exit code); or merge the reports of a suite's shards into one."), "report")
-   if rep then
-      rep:usage("Usage: ljleak report [options] FILE.json\n       ljleak report merge FILE.json... [-o FILE]")
-      add_help(rep, state)
-      rep:argument("file", "A JSON report written by `ljleak run --json=FILE`."):argname("FILE.json")
-      rep:flag("--show-reachable", "List reachable blocks too.")
-      add_gate_options(rep)
-      rep:option("--junit", "Also write JUnit XML to FILE."):argname("FILE")
-      rep:flag("--junit-strict", "Leave out the test cases' file and line attributes.")
-      rep:option("--html", "Also write the report as an HTML page to FILE."):argname("FILE")
-      rep:option("--folded", "Also write the leaks as folded stacks to FILE."):argname("FILE")
-   end
+   command("report", "Print the summary of a saved JSON report and judge it as `run` would (its exit "
+      .. "code); or merge the reports of a suite's shards into one.", function(cmd)
+      cmd:usage("Usage: ljleak report [options] FILE.json\n       ljleak report merge FILE.json... [-o FILE]")
+      add_help(cmd, state)
+      cmd:argument("file", "A JSON report written by `ljleak run --json=FILE`."):argname("FILE.json")
+      cmd:flag("--show-reachable", "List reachable blocks too.")
+      add_gate_options(cmd)
+      cmd:option("--junit", "Also write JUnit XML to FILE."):argname("FILE")
+      cmd:flag("--junit-strict", "Leave out the test cases' file and line attributes.")
+      cmd:option("--html", "Also write the report as an HTML page to FILE."):argname("FILE")
+      cmd:option("--folded", "Also write the leaks as folded stacks to FILE."):argname("FILE")
+   end)
 
    -- `ljleak report merge ...` (main() turns it into this hidden command).
-   local rmerge = full(parser:command(MERGE, "Merge the JSON reports of a suite's shards into one report.")
-      :hidden(true), MERGE)
-   if rmerge then
-      rmerge:usage("Usage: ljleak report merge FILE.json... [-o FILE]")
-      add_help(rmerge, state)
-      rmerge:argument("files", "JSON reports written by `ljleak run --json=FILE`."):args("+"):argname("FILE.json")
-      rmerge:option("-o --output", "Write the merged report to FILE instead of standard output."):argname("FILE")
-   end
+   command(MERGE, "Merge the JSON reports of a suite's shards into one report.", function(cmd)
+      cmd:usage("Usage: ljleak report merge FILE.json... [-o FILE]")
+      add_help(cmd, state)
+      cmd:argument("files", "JSON reports written by `ljleak run --json=FILE`."):args("+"):argname("FILE.json")
+      cmd:option("-o --output", "Write the merged report to FILE instead of standard output."):argname("FILE")
+   end):hidden(true)
    return parser
 end
 
