@@ -134,39 +134,40 @@ local function make_run_dir()
    return dir
 end
 
--- Remove DIR and what is in it, without following symbolic links.
-local function remove_tree(dir)
+-- FN(path, attributes) for everything under DIR, without following symbolic links; a folder's
+-- after what is in it.
+local function walk(dir, fn)
    for name in lfs.dir(dir) do
       if name ~= "." and name ~= ".." then
          local path = dir .. "/" .. name
-         if lfs.symlinkattributes(path, "mode") == "directory" then
-            remove_tree(path)
-         else
-            os.remove(path)
-         end
+         local a = lfs.symlinkattributes(path) or {}
+         if a.mode == "directory" then walk(path, fn) end
+         fn(path, a)
       end
    end
+end
+
+-- Remove DIR and what is in it.
+local function remove_tree(dir)
+   walk(dir, function(path, a)
+      if a.mode == "directory" then lfs.rmdir(path) else os.remove(path) end
+   end)
    return lfs.rmdir(dir)
+end
+
+-- The bytes of the files under DIR.
+local function tree_bytes(dir)
+   local n = 0
+   walk(dir, function(_, a)
+      if a.mode == "file" then n = n + a.size end
+   end)
+   return n
 end
 
 -- -- The run ---------------------------------------------------------------------------------
 
 -- Run PATH with ARGV and ENV added to the child's environment only (a false value removes a
 -- variable). Returns process.run's result; fails when CMD could not be started.
--- The bytes of the files under DIR (and one level of folders below: test-nginx's).
-local function tree_bytes(dir, depth)
-   local n = 0
-   for name in lfs.dir(dir) do
-      if name ~= "." and name ~= ".." then
-         local path = dir .. "/" .. name
-         local a = lfs.symlinkattributes(path)
-         if a and a.mode == "file" then n = n + a.size
-         elseif a and a.mode == "directory" and (depth or 0) < 1 then n = n + tree_bytes(path, (depth or 0) + 1) end
-      end
-   end
-   return n
-end
-
 local function spawn_and_wait(path, argv, env, opts)
    local res, err, code = process.run(path, argv, env, opts)
    if not res then
