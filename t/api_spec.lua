@@ -84,10 +84,16 @@ describe("ljleak.check in a big heap", function()
       assert.is_true(out.reused >= 12, "the freed blocks' addresses were not handed out again")
       assert.are.same({{kind = "definite", blocks = 9, bytes = 1040, line = 24, ["function"] = "again"}},
                       out.interpreted)
-      assert.are.equal(1, #out.compiled)
-      assert.are.same({"definite", 5, 400}, {out.compiled[1].kind, out.compiled[1].blocks, out.compiled[1].bytes})
-      assert.is_true(out.compiled[1].line == 24 or out.compiled[1].line == 37,
-                     "line " .. tostring(out.compiled[1].line))
+      -- The second check's 5 blocks of 80 bytes: one record, or two when some of them were made
+      -- before the loop was compiled (the interpreter's line 24 then, the trace's line 37 else).
+      local blocks, bytes = 0, 0
+      for _, rec in ipairs(out.compiled) do
+         assert.are.equal("definite", rec.kind)
+         assert.is_true(rec.line == 24 or rec.line == 37, "line " .. tostring(rec.line))
+         blocks, bytes = blocks + rec.blocks, bytes + rec.bytes
+      end
+      assert.is_true(#out.compiled == 1 or #out.compiled == 2, #out.compiled .. " records")
+      assert.are.same({5, 400}, {blocks, bytes})
       -- at exit: the interpreted check's 9 blocks (the compiled one's were freed at the end)
       local lost = h.one(r, "definite", "malloc")
       assert.are.same({9, 1040, "again", 24},
