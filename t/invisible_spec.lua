@@ -209,6 +209,52 @@ describe("signals", function()
    end)
 end)
 
+describe("the run directory", function()
+   -- Runs a leaking program under `ljleak run --keep-run-dir` (OPTS: h.run's); returns the kept
+   -- folder, after checking the report and the raw report in it.
+   local function kept(prefix_argv, opts)
+      local argv = {}
+      for _, a in ipairs(prefix_argv) do argv[#argv + 1] = a end
+      for _, a in ipairs({h.BIN, "run", "--keep-run-dir", "--", "luajit", "t/leak/malloc_dropped.lua"}) do
+         argv[#argv + 1] = a
+      end
+      local code, _, err = h.run(argv, opts)
+      assert.are.equal(42, code, err)
+      assert.matches("definite: 100 bytes in 1 block,", err, 1, true)
+      local dir = assert(err:match("run directory kept: (%S+)"), err)
+      local raws = 0
+      for name in lfs.dir(dir) do
+         if name:match("^proc%.%d+%.raw$") then raws = raws + 1 end
+      end
+      assert.are.equal(1, raws)
+      h.rmtree(dir)
+      return dir
+   end
+
+   it("is in /dev/shm without TMPDIR when it has 1 GiB free, else in /tmp; in TMPDIR when set", function()
+      local ok, fs = pcall(function() return require("posix.sys.statvfs").statvfs("/dev/shm") end)
+      local shm = ok and fs and fs.f_bavail * fs.f_frsize >= 2 ^ 30 and unistd.access("/dev/shm", "wx") == 0
+      local dir = kept({}, {env = {TMPDIR = false}})
+      assert.matches(shm and "^/dev/shm/ljleak%.%w+$" or "^/tmp/ljleak%.%w+$", dir)
+      local tmp = h.tmpdir()
+      dir = kept({}, {env = {TMPDIR = tmp}})
+      assert.are.equal(tmp, dir:match("^(.*)/ljleak%.%w+$"))
+      h.rmtree(tmp)
+   end)
+
+   it("is in /tmp when /dev/shm is small (a container's 64 MiB)", function()
+      local probe = h.run({"unshare", "--mount", "--propagation", "private", "true"})
+      if unistd.geteuid() ~= 0 or probe ~= 0 then
+         pending("needs root and unshare(1) to mount a small /dev/shm")
+         return
+      end
+      local dir = kept({"unshare", "--mount", "--propagation", "private", "sh", "-c",
+                        'mount -t tmpfs -o size=64m ljleak-spec /dev/shm && exec "$@"', "sh"},
+                       {env = {TMPDIR = false}})
+      assert.matches("^/tmp/ljleak%.%w+$", dir)
+   end)
+end)
+
 describe("processes that become another user", function()
    local nginx = require "t.nginx"
    it("deliver their report: nginx master and worker running as nobody, no env line", function()

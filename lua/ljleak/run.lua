@@ -124,10 +124,28 @@ end
 
 -- Absolute (programs change directory). As root, processes may become another user (nginx workers
 -- run as nobody): they may then create their reports in it, but not list it.
-local function make_run_dir()
+-- Where: TMPDIR when set; else /dev/shm, a file system in memory, when it has SHM_ROOM free (every
+-- traced process creates, renames and later loses a file there: on a disk's file system that costs
+-- 0.15-0.5 ms a process, in memory 0.01 ms); else /tmp. A container's small /dev/shm (64 MiB by
+-- default) is passed over: a raw report of a large heap is tens of MiB.
+local SHM, SHM_ROOM = "/dev/shm", 1024 * 1024 * 1024
+local function run_dir_parent()
    local tmp = os.getenv("TMPDIR")
-   if not tmp or tmp == "" then tmp = "/tmp" end
+   if tmp and tmp ~= "" then return tmp end
+   local ok, fs = pcall(function() return require("posix.sys.statvfs").statvfs(SHM) end)
+   if ok and fs and fs.f_bavail * fs.f_frsize >= SHM_ROOM and unistd.access(SHM, "wx") == 0 then
+      return SHM, "/tmp"
+   end
+   return "/tmp"
+end
+
+local function make_run_dir()
+   local tmp, fallback = run_dir_parent()
    local dir, err = stdlib.mkdtemp(tmp .. "/ljleak.XXXXXX")
+   if not dir and fallback then
+      tmp = fallback
+      dir, err = stdlib.mkdtemp(tmp .. "/ljleak.XXXXXX")
+   end
    if not dir then fail("failure", "cannot create a run directory in %s: %s", tmp, tostring(err)) end
    dir = stdlib.realpath(dir) or dir
    if unistd.geteuid() == 0 then stat.chmod(dir, tonumber("1733", 8)) end
