@@ -18,7 +18,7 @@ SUPPDIR ?= $(LUADIR)/ljleak/suppressions
 
 B = build
 # The tracker's parts, lowest first (each uses only parts before it: t/dag_spec.lua checks it).
-TRACKER_PARTS = lk_state lk_lock lk_luaread lk_sys lk_intern lk_table lk_classify lk_maps lk_mmap lk_ctx lk_luavm \
+TRACKER_PARTS = lk_state lk_lock lk_luaread lk_sys lk_unwind lk_intern lk_table lk_classify lk_maps lk_mmap lk_ctx lk_luavm \
                 lk_stack lk_thread lk_alloc lk_scan lk_report lk_api lk_life lk_luaboot
 VG_PARTS      = lk_luaread lk_vglua lk_vg lk_luaboot
 CORE_PARTS    = lk_sym lk_proc lk_lua
@@ -103,7 +103,7 @@ $(B)/t/prog/static_hello: t/prog/static_hello.c
 	$(CC) -O1 -static -o $@ $<
 
 # C unit tests (run by make test): pure layout learning, and parts of the tracker linked alone.
-UNIT_TESTS = $(B)/unit/vm_layout $(B)/unit/table $(B)/unit/intern $(B)/unit/classify
+UNIT_TESTS = $(B)/unit/vm_layout $(B)/unit/table $(B)/unit/intern $(B)/unit/classify $(B)/unit/unwind
 unit: $(UNIT_TESTS)
 O = $(B)/obj/tracker
 $(B)/unit/vm_layout: t/unit/vm_layout.c csrc/lk_vmlayout.h
@@ -119,6 +119,10 @@ $(B)/unit/classify: t/unit/classify.c t/unit/tap.h $(O)/lk_classify.o $(O)/lk_ta
                     $(O)/lk_state.o
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(WARN) -o $@ $(filter %.c %.o,$^) -ldl
+
+$(B)/unit/unwind: t/unit/unwind.c t/unit/tap.h $(O)/lk_unwind.o $(O)/lk_sys.o $(O)/lk_lock.o $(O)/lk_state.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) -o $@ $(filter %.c %.o,$^) -ldl -pthread
 
 deps:
 	@sh .ci/deps.sh

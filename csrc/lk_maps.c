@@ -153,6 +153,7 @@ LK_EXPORT int dlclose(void *h)
   }
   if (found) lk_gone_copy(&m);
   r = real(h);
+  __atomic_add_fetch(&lk_code_gen, 1, __ATOMIC_RELEASE);  /* lk_unwind.c forgets what it learnt */
   if (found) {
     lk_maps_snapshot();
     for (i = 0; i < lk_nloaded; i++)

@@ -7,6 +7,7 @@
 #include "lk_maps.h"
 #include "lk_mmap.h"
 #include "lk_sys.h"
+#include "lk_unwind.h"
 
 #include <dlfcn.h>
 #include <sched.h>
@@ -14,30 +15,27 @@
 #include <string.h>
 
 /* -- Stack capture -------------------------------------------------------
-** libunwind is dlopen'ed RTLD_LOCAL: linked normally it would export backtrace() and
-** _Unwind_* to the whole process and take over LuaJIT's exception unwinding. It stops
-** safely at JIT code (no unwind info there), where libgcc's unwinder aborts. */
+** lk_unwind.c steps nearly every frame itself. libunwind is loaded only for a stack that it
+** cannot step (or for every stack with LJLEAK_UNWIND=libunwind): loading it costs a short process
+** more than all its unwinds (two libraries, a 256 KiB cache per thread, a signal mask set around
+** each new frame). It is dlopen'ed RTLD_LOCAL: linked normally it would export backtrace() and
+** _Unwind_* to the whole process and take over LuaJIT's exception unwinding. It stops safely at
+** JIT code (no unwind info there), where libgcc's unwinder aborts. */
 
 typedef int (*lk_unw_backtrace_f)(void **, int);
 static lk_unw_backtrace_f lk_unw_backtrace;
+static int lk_unw_only;             /* LJLEAK_UNWIND=libunwind */
+static volatile int lk_unw_tried;   /* libunwind: 1 loading, 2 loaded or refused */
 static int lk_depth = LK_DEPTH_DEFAULT;
 static volatile int lk_site_lock;
 static lk_arena lk_sites;
 static uint64_t lk_nsites, lk_max_sites;  /* sites made; LJLEAK_MAX_SITES (0: as many as fit) */
 
-void lk_stack_init(void)
+static void lk_libunwind_load(void)
 {
-  const char *e;
   void *h;
-  lk_lock_register(&lk_site_lock);
-  if ((e = getenv(LK_ENV_MAX_SITES)) && *e) lk_max_sites = strtoull(e, NULL, 10);
-  e = getenv(LK_ENV_DEPTH);
-  lk_sites.used = 8 * (LK_SITE_INTERNAL + 1);  /* ids 0 and 1 are reserved */
-  lk_sites.max = ((size_t)LK_ARENA_CHUNKS << LK_CHUNK_BITS) - 8;  /* and the last: lk_table.c's mark */
-  if (e && *e) {
-    int d = atoi(e);
-    lk_depth = d < 1 ? 1 : d > LK_MAXDEPTH ? LK_MAXDEPTH : d;
-  }
+  int idle = 0;
+  if (!__atomic_compare_exchange_n(&lk_unw_tried, &idle, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return;
   h = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
   if (h) {
     typedef int (*policy_f)(void *, int);
@@ -47,8 +45,27 @@ void lk_stack_init(void)
     size_f csz = (size_f)dlsym(h, "_ULx86_64_set_cache_size");
     if (as && pol) pol(*as, 2 /* UNW_CACHE_PER_THREAD */);
     if (as && csz) csz(*as, 1024, 0);
-    lk_unw_backtrace = (lk_unw_backtrace_f)dlsym(h, "unw_backtrace");
+    __atomic_store_n(&lk_unw_backtrace, (lk_unw_backtrace_f)dlsym(h, "unw_backtrace"), __ATOMIC_RELEASE);
   }
+  __atomic_store_n(&lk_unw_tried, 2, __ATOMIC_RELEASE);
+}
+
+void lk_stack_init(void)
+{
+  const char *e;
+  lk_lock_register(&lk_site_lock);
+  lk_unw_init();
+  if ((e = getenv(LK_ENV_MAX_SITES)) && *e) lk_max_sites = strtoull(e, NULL, 10);
+  e = getenv(LK_ENV_DEPTH);
+  lk_sites.used = 8 * (LK_SITE_INTERNAL + 1);  /* ids 0 and 1 are reserved */
+  lk_sites.max = ((size_t)LK_ARENA_CHUNKS << LK_CHUNK_BITS) - 8;  /* and the last: lk_table.c's mark */
+  if (e && *e) {
+    int d = atoi(e);
+    lk_depth = d < 1 ? 1 : d > LK_MAXDEPTH ? LK_MAXDEPTH : d;
+  }
+  e = getenv(LK_ENV_UNWIND);
+  lk_unw_only = e && strcmp(e, "libunwind") == 0;
+  if (lk_unw_only) lk_libunwind_load();
 }
 
 /* -- Interning -----------------------------------------------------------
@@ -198,6 +215,19 @@ static int lk_unwind(void **buf, int depth)
   return n;
 }
 
+/* A stack lk_unwind.c could not step past frame N of BUF: libunwind's, loaded now unless one of
+** those frames is the dynamic linker's (no dlopen from inside dlopen); else those N frames. */
+static NOINLINE int lk_unwind_hard(void **buf, int n, int depth)
+{
+  int i;
+  if (__atomic_load_n(&lk_unw_tried, __ATOMIC_ACQUIRE) != 2) {
+    for (i = 0; i < n && !lk_ip_in_ldso((uintptr_t)buf[i]); i++) ;
+    if (i == n) lk_libunwind_load();
+  }
+  if (__atomic_load_n(&lk_unw_backtrace, __ATOMIC_ACQUIRE)) return lk_unwind(buf, depth);
+  return n;
+}
+
 void lk_stack_fork_prepare(void)
 {
   int self = lk_unw_mine;
@@ -218,7 +248,7 @@ uint32_t lk_site_capture(int fn, uintptr_t ra)
 {
   void *buf[LK_MAXDEPTH + 8];
   uintptr_t ips[LK_MAXDEPTH];
-  int n = 0, i = 0, k = 0;
+  int n = 0, i = 0, k = 0, hard;
   unsigned gen = __atomic_load_n(&lk_hot_gen, __ATOMIC_ACQUIRE);  /* before what it guards */
   int32_t vmstate = lk_lua_vmstate();
   uint32_t lua = lk_lua_capture(), ctx = lk_ctx, id;
@@ -234,9 +264,10 @@ uint32_t lk_site_capture(int fn, uintptr_t ra)
     }
     return id;
   }
-  if (LIKELY(lk_unw_backtrace != NULL)) {
-    n = lk_unwind(buf, lk_depth + 6);
-  } else {
+  hard = lk_unw_only;
+  if (LIKELY(!hard)) n = lk_unw_trace((uintptr_t *)buf, lk_depth + 6, &hard);
+  if (UNLIKELY(hard)) n = lk_unwind_hard(buf, n, lk_depth + 6);
+  if (!n) {
     buf[0] = (void *)ra;  /* only the allocation's caller: better than nothing */
     n = 1;
   }

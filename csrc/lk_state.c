@@ -10,6 +10,7 @@
 volatile int lk_on;
 LK_TLS lk_thread_state lk_self;
 volatile unsigned lk_hot_gen;
+volatile unsigned lk_code_gen;
 const char *lk_dir;
 pid_t lk_pid;
 

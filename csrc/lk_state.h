@@ -27,6 +27,7 @@ typedef struct lk_thread_state {
     uintptr_t key;
     uint64_t *slots;
   } leaf[LK_LEAF_WAYS];
+  uintptr_t stack_lo, stack_hi;  /* its stack, for lk_unwind.c (lk_thread.c sets them; 0: unknown) */
   struct {                   /* lk_stack.h */
     uintptr_t key;
     const volatile int32_t *vmp;
@@ -43,6 +44,7 @@ extern LK_TLS lk_thread_state lk_self;
 ** recording turned on or off, a foreign mapping gone, a trace started or traces flushed, a Lua
 ** state attached or detached, the context changed. */
 extern volatile unsigned lk_hot_gen;
+extern volatile unsigned lk_code_gen;   /* bumped when loaded code may be gone (a real dlclose) */
 static inline void lk_hot_stale(void) { __atomic_add_fetch(&lk_hot_gen, 1, __ATOMIC_RELEASE); }
 
 #endif

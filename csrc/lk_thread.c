@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -99,6 +100,8 @@ static void *lk_thread_start(void *p)
     pthread_attr_destroy(&a);
   }
   lk_busy--;
+  lk_self.stack_lo = (uintptr_t)stk;   /* lk_unwind.c's bounds */
+  lk_self.stack_hi = stk ? (uintptr_t)stk + sz : 0;
   t = lk_thread_me = lk_thread_add(lk_gettid(), (uintptr_t)stk, (uintptr_t)stk + sz);
   if (!t) return st.fn(st.arg);
   pthread_cleanup_push(lk_thread_gone, t);
@@ -366,6 +369,8 @@ void lk_threads_foreach_stack(lk_range_fn fn, void *ud, long *tid)
   }
 }
 
+extern void *__libc_stack_end;
+
 int lk_thread_self_stack(uintptr_t *hi)
 {
   lk_thread_main_bounds();
@@ -380,7 +385,13 @@ void lk_thread_init(void)
 {
   lk_lock_register(&lk_threads_lock);
   lk_real_pthread_create = (lk_pthread_create_f)dlsym(RTLD_NEXT, "pthread_create");
+  struct rlimit rl;
+  size_t max = (size_t)1 << 30;
   lk_thread_main = lk_thread_me = lk_thread_add(getpid(), 0, 0);  /* bounds: lk_thread_main_bounds */
+  /* For lk_unwind.c: main's frames lie below where they began, within its rlimit. */
+  if (getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < max) max = rl.rlim_cur;
+  lk_self.stack_hi = (uintptr_t)__libc_stack_end;
+  lk_self.stack_lo = lk_self.stack_hi - max;
 }
 
 /* Only the forking thread lives on in the child. The other threads' stacks are dead memory there:

@@ -101,6 +101,43 @@ describe("forks", function()
    end)
 end)
 
+describe("stacks the tracker's own unwinder cannot step", function()
+   -- The function names of a record's frames below the allocation function, innermost first, down
+   -- to main.
+   local function names(rec)
+      local t = {}
+      for i = 2, #rec.frames do
+         local f = rec.frames[i]["function"]
+         if f then t[#t + 1] = f end
+         if f == "main" then break end
+      end
+      return t
+   end
+
+   for _, first in ipairs {"signal", "realign"} do
+      it("go whole to libunwind, loaded only then (" .. first .. " first)", function()
+         local r, code, _, out = h.ljleak_run({PROG .. "altstack", first}, {"--show-reachable"})
+         assert.are.equal(42, code)
+         assert.are.equal("libunwind: 0 1 1\n", out)   -- not mapped until a stack needed it
+         assert.are.same({1, 48}, {h.total(r, "definite", "lost_plainly")})
+         assert.are.same({"lost_plainly", "main"}, names(h.one(r, "definite", "lost_plainly")))
+         -- on the alternate stack: through the signal frame down to main
+         local alt = h.one(r, "definite", "lost_on_altstack")
+         assert.are.same({1, 40}, {alt.blocks, alt.bytes})
+         local n = names(alt)
+         assert.are.same({"lost_on_altstack", "on_signal"}, {n[1], n[2]})
+         assert.are.same({"raise", "on_altstack", "main"}, {n[#n - 2], n[#n - 1], n[#n]})
+         -- below the realigned frame (definite, or reachable through a stale copy the run left)
+         local below
+         for _, rec in ipairs(r.leaks) do
+            if h.has_function(rec, "lost_below_realign") then below = rec end
+         end
+         assert.are.same({1, 24}, {below.blocks, below.bytes})
+         assert.are.same({"lost_below_realign", "realigned", "main"}, names(below))
+      end)
+   end
+end)
+
 describe("memory limits", function()
    for _, kib in ipairs {1100000, 1000000} do
       it("runs and reports under ulimit -v " .. kib, function()
