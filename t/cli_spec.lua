@@ -376,6 +376,16 @@ describe("ljleak run command line", function()
       write_file(tree .. "/build/lua/.stamp", real .. "/lua\n")
       assert(lfs.touch(tree .. "/build/lua/.stamp", stamp_time))
       assert.equal(real .. "/build/lua/ljleak/engine/boot.lua", boot())
+      -- ... while argparse's source (the stamp's second line: its bytecode is there too) is not
+      -- newer ...
+      local argsrc = tree .. "/argparse.lua"
+      write_file(argsrc, "")
+      assert(lfs.touch(argsrc, stamp_time + 10))
+      write_file(tree .. "/build/lua/.stamp", real .. "/lua\n" .. argsrc .. "\n")
+      assert(lfs.touch(tree .. "/build/lua/.stamp", stamp_time))
+      assert.equal(real .. "/lua/ljleak/engine/boot.lua", boot())
+      assert(lfs.touch(argsrc, stamp_time - 10))
+      assert.equal(real .. "/build/lua/ljleak/engine/boot.lua", boot())
       -- ... and while none of them is newer.
       assert(lfs.touch(tree .. "/lua/ljleak/util.lua", os.time() + 10))
       assert.equal(real .. "/lua/ljleak/engine/boot.lua", boot())

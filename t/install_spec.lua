@@ -46,6 +46,15 @@ describe("make install", function()
       local lua_path = ("%s/share/lua/5.1/?.lua;%s/share/lua/5.1/?/init.lua;;"):format(prefix, prefix)
       local _, err2 = expect(42, {"luajit", "-lljleak", "-e", LEAK:format(66)}, {LUA_PATH = lua_path})
       checked_by(prefix, 66, err2)
+      -- the installed bytecode runs (the bootstrap the CLI found is there), the sources once one of
+      -- them is newer
+      local function boot()
+         local out = expect(0, {prefix .. "/bin/ljleak", "run", "--", "luajit", "-e", "io.write(os.getenv'LUA_INIT')"})
+         return out:match("loadfile%(\"(.-)\"%)")
+      end
+      assert.are.equal(prefix .. "/lib/lua/5.1/ljleak/lua/ljleak/engine/boot.lua", boot())
+      assert(require("lfs").touch(prefix .. "/share/lua/5.1/ljleak/util.lua", os.time() + 10))
+      assert.are.equal(prefix .. "/share/lua/5.1/ljleak/engine/boot.lua", boot())
    end)
 
    it("with BINDIR apart from the modules: `luajit -lljleak` finds the launcher where it was put", function()
