@@ -73,13 +73,23 @@ void lk_stack_init(void)
 ** (chains are only ever prepended with release stores); insertion takes one spinlock. When the
 ** arena is full (2^28 ids, or no memory), new stacks share one "not recorded" site. */
 
-#define LK_NBUCKETS ((size_t)1 << 20)
+/* The chains' heads: a table that starts small and grows 16-fold while there are more sites than
+** heads (a short process touches a few pages, not a few hundred of a 4 MiB table). Growing
+** re-links every site into the new table under the lock, then publishes it; a lookup that was
+** in the old one may miss (a chain it follows may lead into the new table: chains stay acyclic)
+** and then finds the site under the lock. Old tables stay mapped. */
+#define LK_BUCKETS_FIRST ((uint32_t)1 << 12)
+#define LK_BUCKETS_MAX ((uint32_t)1 << 20)
+typedef struct lk_heads {
+  uint32_t mask;
+  uint32_t head[];
+} lk_heads;
 
 #define LK_NAME(name, text) text,
 const char *const lk_fnames[LK_F__MAX] = { LK_ALLOC_FNS(LK_NAME) };
 #undef LK_NAME
 
-static uint32_t *lk_buckets;
+static lk_heads *lk_buckets;
 static LK_TLS uint32_t lk_memo_id;
 static LK_TLS uint32_t lk_memo_hash;
 volatile uint64_t lk_sites_dropped;   /* allocations whose stack could not be kept */
@@ -121,15 +131,36 @@ static inline int lk_site_eq(const lk_site *s, uint32_t h, const uintptr_t *ips,
   return 1;
 }
 
+/* Under lk_site_lock. */
+static void lk_heads_grow(void)
+{
+  lk_heads *t = lk_buckets, *g;
+  uint32_t size = t ? (t->mask + 1) * 16 : LK_BUCKETS_FIRST, i, id, next;
+  if (size > LK_BUCKETS_MAX) size = LK_BUCKETS_MAX;
+  g = lk_sysmap(sizeof(lk_heads) + size * sizeof(uint32_t));
+  if (!g) return;  /* the old one goes on */
+  g->mask = size - 1;
+  for (i = 0; t && i <= t->mask; i++) {
+    for (id = t->head[i]; id; id = next) {
+      lk_site *s = (lk_site *)lk_arena_at(&lk_sites, id);
+      next = s->next;
+      s->next = g->head[s->hash & g->mask];
+      g->head[s->hash & g->mask] = id;
+    }
+  }
+  __atomic_store_n(&lk_buckets, g, __ATOMIC_RELEASE);
+}
+
 static NOINLINE uint32_t lk_site_insert(uint32_t h, const uintptr_t *ips, int n, int fn,
                                         uint32_t ctx, uint32_t lua)
 {
   uint32_t id, *bucket;
   lk_site *s;
   lk_spin_lock(&lk_site_lock);
-  if (!lk_buckets) lk_buckets = lk_sysmap(LK_NBUCKETS * sizeof(uint32_t));
+  if (!lk_buckets || (lk_nsites >= (uint64_t)lk_buckets->mask + 1 && lk_buckets->mask + 1 < LK_BUCKETS_MAX))
+    lk_heads_grow();
   if (!lk_buckets) { id = 0; goto done; }
-  bucket = &lk_buckets[h & (LK_NBUCKETS - 1)];
+  bucket = &lk_buckets->head[h & lk_buckets->mask];
   for (id = *bucket; id; id = s->next) {  /* someone may have inserted it meanwhile */
     s = (lk_site *)lk_arena_at(&lk_sites, id);
     if (lk_site_eq(s, h, ips, n, fn, ctx, lua)) goto done;
@@ -154,13 +185,15 @@ done:
 
 static uint32_t lk_site_intern(const uintptr_t *ips, int n, int fn, uint32_t ctx, uint32_t lua)
 {
-  uint32_t h = lk_hash(ips, n, fn, ctx, lua), id;
+  uint32_t h = lk_hash(ips, n, fn, ctx, lua), id, steps = 0;
   const lk_site *s;
+  const lk_heads *t;
   if (h == lk_memo_hash && (s = lk_site_get(lk_memo_id)) && lk_site_eq(s, h, ips, n, fn, ctx, lua))
     return lk_memo_id;
-  if (LIKELY(lk_buckets != NULL)) {
-    for (id = __atomic_load_n(&lk_buckets[h & (LK_NBUCKETS - 1)], __ATOMIC_ACQUIRE); id;
-         id = s->next) {
+  t = __atomic_load_n(&lk_buckets, __ATOMIC_ACQUIRE);
+  if (LIKELY(t != NULL)) {
+    for (id = __atomic_load_n(&t->head[h & t->mask], __ATOMIC_ACQUIRE); id && ++steps < (1u << 16);
+         id = s->next) {  /* (bounded: a walk during a growth; the insert looks again) */
       s = (const lk_site *)lk_arena_at(&lk_sites, id);
       if (lk_site_eq(s, h, ips, n, fn, ctx, lua)) goto found;
     }
