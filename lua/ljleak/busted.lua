@@ -9,11 +9,10 @@ local ljleak = require "ljleak"
 local vm = require "ljleak.vm"
 
 local const = vm.require("ljleak.const")
-local json = vm.require("ljleak.json")
+local encode = vm.require("cjson").encode
 
 local ENV = const.ENV
 local io_open, getenv, getpid = io.open, vm.getenv, vm.ffi.C.getpid
-local scalar = json.scalar
 
 local M = {}
 
@@ -112,11 +111,12 @@ local function leak_text(element, leaks)
    return text
 end
 
--- Add the test ELEMENT that just ended with STATUS to the run's list of tests (under `ljleak run`,
--- LJLEAK_DIR/tests.PID.jsonl), for the JUnit report's test cases. The file stays open, line
--- buffered (a line a test, written whole); a forked child opens its own.
+-- Add the test ELEMENT (full name NAME, in the spec file FILE) that just ended with STATUS to the
+-- run's list of tests (under `ljleak run`, LJLEAK_DIR/tests.PID.jsonl), for the JUnit report's
+-- test cases. The file stays open, line buffered (a line a test, written whole); a forked child
+-- opens its own.
 local tests_file, tests_pid
-local function list_test(core, element, status)
+local function list_test(element, status, name, file)
    local dir = getenv(ENV.DIR)
    if not dir then return end
    local pid = getpid()
@@ -127,10 +127,8 @@ local function list_test(core, element, status)
    end
    if not tests_file then return end
    local trace = element.trace
-   tests_file:write('{"name": ', scalar(full_name(core, element)), ', "file": ',
-                    scalar(file_name(core, element) or (trace and trace.short_src)), ', "line": ',
-                    scalar(trace and trace.currentline), ', "time": ', scalar(element.duration), ', "status": ',
-                    scalar(status), "}\n")
+   tests_file:write(encode({name = name, file = file or (trace and trace.short_src),
+                            line = trace and trace.currentline, time = element.duration, status = status}), "\n")
 end
 
 --- Hooks a busted core instance (from busted.core's constructor). Idempotent.
@@ -141,7 +139,7 @@ function M.install(core)
    local safe, publish = core.safe, core.publish
    local current   -- the test running now (its element), or nil
    local held      -- its outcome events (failure, error, test end), held until after its after_each
-   local in_file   -- a file's context is open (busted runs several safe calls per file)
+   local in_file   -- a file's context is open (busted runs several safe calls per file): its name
 
    -- A test's outcome is published before its after_each hooks run; the check must come after
    -- them (a fixture freed in after_each is no leak), so the outcome is held back until then.
@@ -156,7 +154,7 @@ function M.install(core)
 
    -- After the whole test: its leaks fail it (added to its own failure, if it failed already),
    -- then the outcome goes out.
-   local function settle(element, leaks)
+   local function settle(element, leaks, name)
       local events = held
       held = nil
       if leaks then
@@ -186,24 +184,25 @@ function M.install(core)
          publish(e.channel, element, unpack(e, 1, e.n))
          if e.channel[1] == "test" then status = e[2] end
       end
-      list_test(core, element, status)
+      list_test(element, status, name, type(in_file) == "string" and in_file or file_name(core, element))
    end
 
    core.safe = function(descriptor, run, element)
       if element and element.descriptor == "it" and descriptor == "it" and run ~= element.run and not current then
          -- The whole test: before_each, the body, after_each.
          current, held = element, {}
-         local state = engine.enter(full_name(core, element))
+         local name = full_name(core, element)
+         local state = engine.enter(name)
          local ret = {safe(descriptor, run, element)}
          local ok, leaks = pcall(function() return PER_TEST and engine.finish(state) or nil end)
          if not ok then leaks = "ljleak: the leak check failed: " .. tostring(leaks) .. "\n" end
          engine.leave(state)
-         settle(element, leaks)
+         settle(element, leaks, name)
          current = nil
          return unpack(ret)
       elseif element and element.descriptor == "file" and descriptor == "file" and not in_file then
-         in_file = true
-         local st = engine.enter(file_name(core, element))
+         in_file = file_name(core, element) or true
+         local st = engine.enter(in_file ~= true and in_file or nil)
          local ret = {safe(descriptor, run, element)}
          engine.leave(st)
          in_file = false
