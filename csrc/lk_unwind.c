@@ -120,7 +120,12 @@ static void lk_uc_put(uintptr_t key, uint64_t val)
 ** none of them and something was loaded or unloaded since the last read. */
 
 #define LK_UOBJS 1024
-typedef struct { uintptr_t lo, hi; const uint8_t *hdr; } lk_uobj;
+typedef struct {
+  uintptr_t lo, hi;           /* an executable segment */
+  const uint8_t *hdr;         /* its object's .eh_frame_hdr, or NULL */
+  uintptr_t hdr_end;          /* ... and where it ends */
+  uintptr_t obj_lo, obj_hi;   /* the object's extent: every FDE and CIE read lies inside */
+} lk_uobj;
 typedef struct { int n; unsigned long long adds, subs; lk_uobj o[LK_UOBJS]; } lk_uobjs;
 
 static lk_uobjs *volatile lk_uo;
@@ -130,19 +135,31 @@ static int lk_uobj_cb(struct dl_phdr_info *info, size_t sz, void *ud)
 {
   lk_uobjs *t = ud;
   const uint8_t *hdr = NULL;
+  uintptr_t hdr_end = 0, olo = UINTPTR_MAX, ohi = 0;
   int i;
   (void)sz;
   t->adds = info->dlpi_adds;
   t->subs = info->dlpi_subs;
-  for (i = 0; i < info->dlpi_phnum; i++)
-    if (info->dlpi_phdr[i].p_type == PT_GNU_EH_FRAME)
-      hdr = (const uint8_t *)(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
+  for (i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type == PT_GNU_EH_FRAME) {
+      hdr = (const uint8_t *)(info->dlpi_addr + ph->p_vaddr);
+      hdr_end = (uintptr_t)hdr + ph->p_memsz;
+    } else if (ph->p_type == PT_LOAD) {
+      if (info->dlpi_addr + ph->p_vaddr < olo) olo = info->dlpi_addr + ph->p_vaddr;
+      if (info->dlpi_addr + ph->p_vaddr + ph->p_memsz > ohi) ohi = info->dlpi_addr + ph->p_vaddr + ph->p_memsz;
+    }
+  }
   for (i = 0; i < info->dlpi_phnum && t->n < LK_UOBJS; i++) {
     const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    lk_uobj *o = &t->o[t->n];
     if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X)) continue;
-    t->o[t->n].lo = info->dlpi_addr + ph->p_vaddr;
-    t->o[t->n].hi = t->o[t->n].lo + ph->p_memsz;
-    t->o[t->n].hdr = hdr;
+    o->lo = info->dlpi_addr + ph->p_vaddr;
+    o->hi = o->lo + ph->p_memsz;
+    o->hdr = hdr && (uintptr_t)hdr >= olo && hdr_end <= ohi ? hdr : NULL;
+    o->hdr_end = hdr_end;
+    o->obj_lo = olo;
+    o->obj_hi = ohi;
     t->n++;
   }
   return 0;
@@ -157,8 +174,8 @@ static int lk_uobj_counts_cb(struct dl_phdr_info *info, size_t sz, void *ud)
   return 1;  /* the first object tells */
 }
 
-/* The object of IP: 1 and *hdr (NULL: it has no .eh_frame_hdr), or 0. */
-static int lk_uobj_find(uintptr_t ip, const uint8_t **hdr)
+/* The object of IP: 1 and *obj (whose hdr is NULL when it has no .eh_frame_hdr), or 0. */
+static int lk_uobj_find(uintptr_t ip, lk_uobj *obj)
 {
   int i, tries;
   for (tries = 0; tries < 2; tries++) {
@@ -166,7 +183,7 @@ static int lk_uobj_find(uintptr_t ip, const uint8_t **hdr)
     unsigned long long c[2] = {0, 0};
     for (i = 0; t && i < t->n; i++) {
       if (ip >= t->o[i].lo && ip < t->o[i].hi) {
-        *hdr = t->o[i].hdr;
+        *obj = t->o[i];
         return 1;
       }
     }
@@ -402,14 +419,17 @@ static uint64_t lk_rule_find(uintptr_t key)
   int64_t data_align;
   int signal = 0, zaug = 0;
   lk_urow init, row;
+  lk_uobj obj;
 
-  if (!lk_uobj_find(key, &hdr)) return lk_rule(LK_R_NOINFO, 0, 0);
-  if (!hdr || hdr[0] != 1) return lk_rule(LK_R_HARD, 0, 0);
+  if (!lk_uobj_find(key, &obj)) return lk_rule(LK_R_NOINFO, 0, 0);
+  hdr = obj.hdr;
+  if (!hdr || obj.hdr_end - (uintptr_t)hdr < 20 || hdr[0] != 1) return lk_rule(LK_R_HARD, 0, 0);
   p = hdr + 4;   /* the two fields take 16 bytes at most */
   if (!lk_enc(hdr[1], &p, hdr + 20, (uintptr_t)hdr, &eh)) return lk_rule(LK_R_HARD, 0, 0);
   if (!lk_enc(hdr[2], &p, hdr + 20, (uintptr_t)hdr, &count)) return lk_rule(LK_R_HARD, 0, 0);
   if (hdr[3] != 0x3b || !count) return lk_rule(LK_R_HARD, 0, 0);  /* datarel sdata4 pairs */
   tab = p;
+  if (count > (obj.hdr_end - (uintptr_t)tab) / 8) return lk_rule(LK_R_HARD, 0, 0);
   /* The last entry whose start is at or below KEY. */
   lo_i = 0;
   hi_i = (uint32_t)count;
@@ -427,15 +447,19 @@ static uint64_t lk_rule_find(uintptr_t key)
     if ((uintptr_t)hdr + (intptr_t)start > key) return lk_rule(LK_R_NOINFO, 0, 0);
     fde = hdr + off;
   }
-  /* The FDE, then its CIE. */
+  /* The FDE, then its CIE: both inside the object. */
+#define LK_INSIDE(p, n) ((uintptr_t)(p) >= obj.obj_lo && (uintptr_t)(p) <= obj.obj_hi - (n))
+  if (!LK_INSIDE(fde, 8)) return lk_rule(LK_R_HARD, 0, 0);
   memcpy(&len32, fde, 4);
-  if (len32 == 0 || len32 == 0xffffffffu) return lk_rule(LK_R_HARD, 0, 0);
+  if (len32 < 8 || len32 == 0xffffffffu || !LK_INSIDE(fde, 4 + (uintptr_t)len32)) return lk_rule(LK_R_HARD, 0, 0);
   fend = fde + 4 + len32;
   memcpy(&cie_off, fde + 4, 4);
   if (cie_off <= 0) return lk_rule(LK_R_HARD, 0, 0);
   cie = fde + 4 - cie_off;
+  if (!LK_INSIDE(cie, 8)) return lk_rule(LK_R_HARD, 0, 0);
   memcpy(&len32, cie, 4);
-  if (len32 == 0 || len32 == 0xffffffffu) return lk_rule(LK_R_HARD, 0, 0);
+  if (len32 < 8 || len32 == 0xffffffffu || !LK_INSIDE(cie, 4 + (uintptr_t)len32)) return lk_rule(LK_R_HARD, 0, 0);
+#undef LK_INSIDE
   cend = cie + 4 + len32;
   p = cie + 8;                                   /* past length and CIE id */
   if (*p != 1 && *p != 3) return lk_rule(LK_R_HARD, 0, 0);
@@ -458,8 +482,8 @@ static uint64_t lk_rule_find(uintptr_t key)
       else if (*q == 'S') signal = 1;
       else if (*q == 'P') {
         uintptr_t pers;
-        uint8_t enc = *p++;
-        if (!lk_enc(enc, &p, adata + alen, 0, &pers)) return lk_rule(LK_R_HARD, 0, 0);
+        uint8_t enc = *p++;   /* skipped: read as a plain value (no pointer followed) */
+        if (!lk_enc(enc & 0x7f, &p, adata + alen, 0, &pers)) return lk_rule(LK_R_HARD, 0, 0);
       } else {
         break;                                   /* others: their data is skipped below */
       }
