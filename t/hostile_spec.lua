@@ -136,6 +136,17 @@ describe("stacks the tracker's own unwinder cannot step", function()
          assert.are.same({"lost_below_realign", "realigned", "main"}, names(below))
       end)
    end
+
+   it("do not include a handler on the thread's own stack: its signal frame is stepped, no libunwind", function()
+      local r, code, _, out = h.ljleak_run({PROG .. "altstack", "here"})
+      assert.are.equal(42, code)
+      assert.are.equal("libunwind: 0 0 0\n", out)
+      local rec = h.one(r, "definite", "lost_in_handler")
+      assert.are.same({1, 16}, {rec.blocks, rec.bytes})
+      local n = names(rec)
+      assert.are.same({"lost_in_handler", "on_signal_here"}, {n[1], n[2]})
+      assert.are.same({"raise", "on_own_stack", "main"}, {n[#n - 2], n[#n - 1], n[#n]})
+   end)
 end)
 
 describe("memory limits", function()

@@ -5,7 +5,9 @@
 ** second ("libunwind: 0 1 1" under the tracker: loaded only when a stack needs it; argv[1] says
 ** which comes first). Loses 40 bytes
 ** in lost_on_altstack, called by on_signal, and 24 bytes in lost_below_realign, called by
-** realigned; a block of 48 bytes in an ordinary frame is lost first (lost_plainly). */
+** realigned; a block of 48 bytes in an ordinary frame is lost first (lost_plainly). With "here",
+** after lost_plainly only a handler on the main stack loses a block, a stack the tracker's own
+** unwinder steps through the signal frame (on_own_stack). */
 #include <alloca.h>
 #include <signal.h>
 #include <stdio.h>
@@ -65,12 +67,37 @@ static void on_altstack(void)
   free(ss.ss_sp);
 }
 
-/* argv[1]: "signal" (the alternate stack first) or "realign" (the realigned frame first). */
+/* A handler on the thread's own stack, which the tracker's unwinder steps through (the signal
+** frame's ucontext): 16 bytes lost in lost_in_handler, called by on_signal_here. */
+static __attribute__((noinline)) void lost_in_handler(void) { sink = malloc(16); sink = NULL; }
+
+static void on_signal_here(int sig)
+{
+  (void)sig;
+  lost_in_handler();
+  __asm__ volatile("" ::: "memory");
+}
+
+static __attribute__((noinline)) void on_own_stack(void)
+{
+  signal(SIGUSR2, on_signal_here);
+  raise(SIGUSR2);
+  __asm__ volatile("" ::: "memory");
+}
+
+/* argv[1]: "signal" (the alternate stack first), "realign" (the realigned frame first), or
+** "here" (then only a handler on the thread's own stack: prints "libunwind: 0 0 0"). */
 int main(int argc, char **argv)
 {
   int before, after_first;
   int signal_first = argc > 1 && strcmp(argv[1], "signal") == 0;
   lost_plainly();
+  if (argc > 1 && strcmp(argv[1], "here") == 0) {
+    before = mapped();
+    on_own_stack();
+    printf("libunwind: %d %d %d\n", before, mapped(), mapped());
+    return 0;
+  }
   before = mapped();
   if (signal_first) on_altstack(); else realigned(64, 1, 2, 3, 4, 5, 6, 7);
   after_first = mapped();
