@@ -369,8 +369,6 @@ void lk_threads_foreach_stack(lk_range_fn fn, void *ud, long *tid)
   }
 }
 
-extern void *__libc_stack_end;
-
 int lk_thread_self_stack(uintptr_t *hi)
 {
   lk_thread_main_bounds();
@@ -381,12 +379,14 @@ int lk_thread_self_stack(uintptr_t *hi)
 
 /* -- Setup -------------------------------------------------------------- */
 
+extern void *__libc_stack_end;
+
 void lk_thread_init(void)
 {
-  lk_lock_register(&lk_threads_lock);
-  lk_real_pthread_create = (lk_pthread_create_f)dlsym(RTLD_NEXT, "pthread_create");
   struct rlimit rl;
   size_t max = (size_t)1 << 30;
+  lk_lock_register(&lk_threads_lock);
+  lk_real_pthread_create = (lk_pthread_create_f)dlsym(RTLD_NEXT, "pthread_create");
   lk_thread_main = lk_thread_me = lk_thread_add(getpid(), 0, 0);  /* bounds: lk_thread_main_bounds */
   /* For lk_unwind.c: main's frames lie below where they began, within its rlimit. */
   if (getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < max) max = rl.rlim_cur;

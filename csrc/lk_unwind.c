@@ -239,12 +239,13 @@ static int64_t lk_sleb(const uint8_t **pp, const uint8_t *end)
   return v;
 }
 
-/* A pointer in encoding ENC at *pp; DATA: the base of DW_EH_PE_datarel. 0 if it cannot be read. */
+/* A pointer in encoding ENC at *pp; DATA: the base of DW_EH_PE_datarel. 0 if it cannot be read
+** (an indirect one too: nothing here needs the word it points to). */
 static int lk_enc(uint8_t enc, const uint8_t **pp, const uint8_t *end, uintptr_t data, uintptr_t *out)
 {
   const uint8_t *p = *pp;
   uintptr_t base = 0, v;
-  if (enc == LK_PE_OMIT) return 0;
+  if (enc == LK_PE_OMIT || (enc & 0x80)) return 0;
   switch (enc & 0x70) {
   case 0x00: break;
   case 0x10: base = (uintptr_t)p; break;   /* pcrel */
@@ -273,10 +274,8 @@ static int lk_enc(uint8_t enc, const uint8_t **pp, const uint8_t *end, uintptr_t
   case 0x09: v = (uintptr_t)lk_sleb(&p, end); break;
   default: return 0;
   }
-  v += base;
-  if (enc & 0x80) v = *(const uintptr_t *)v;  /* indirect: a word of the object */
   *pp = p;
-  *out = v;
+  *out = v + base;
   return 1;
 }
 
@@ -411,8 +410,8 @@ static int lk_cfa_run(const uint8_t *p, const uint8_t *end, uintptr_t loc, uintp
 static uint64_t lk_rule_find(uintptr_t key)
 {
   const uint8_t *hdr, *p, *tab, *fde, *cie, *fend, *cend, *aug, *q;
-  uintptr_t eh, count, pc_begin, pc_range, lo;
-  uint8_t fde_enc = 0, lsda_enc = LK_PE_OMIT;
+  uintptr_t eh, count, pc_begin, pc_range;
+  uint8_t fde_enc = 0;
   uint32_t len32, lo_i, hi_i;
   int32_t cie_off;
   uint64_t code_align;
@@ -476,9 +475,9 @@ static uint64_t lk_rule_find(uintptr_t key)
     const uint8_t *adata = p;
     zaug = 1;
     if (alen > (uint64_t)(cend - p)) return lk_rule(LK_R_HARD, 0, 0);
-    for (q = aug + 1; *q; q++) {
+    for (q = aug + 1; *q && p < adata + alen; q++) {
       if (*q == 'R') fde_enc = *p++;
-      else if (*q == 'L') lsda_enc = *p++;
+      else if (*q == 'L') p++;                   /* the LSDA's encoding: not needed */
       else if (*q == 'S') signal = 1;
       else if (*q == 'P') {
         uintptr_t pers;
@@ -493,7 +492,6 @@ static uint64_t lk_rule_find(uintptr_t key)
   } else if (aug[0]) {
     return lk_rule(LK_R_HARD, 0, 0);
   }
-  (void)lsda_enc;
   if (signal) return lk_rule(LK_R_SIG, 0, 0);
   memset(&init, 0, sizeof(init));
   init.cfa_reg = LK_DW_RSP;
@@ -512,8 +510,7 @@ static uint64_t lk_rule_find(uintptr_t key)
     q += alen;
   }
   row = init;
-  lo = pc_begin;
-  if (!lk_cfa_run(q, fend, lo, key, code_align, data_align, fde_enc, &row, &init))
+  if (!lk_cfa_run(q, fend, pc_begin, key, code_align, data_align, fde_enc, &row, &init))
     return lk_rule(LK_R_HARD, 0, 0);
   if (row.ra == LK_U_UNDEF) return lk_rule(LK_R_END, 0, 0);
   if (row.ra != LK_U_OFF || row.ra_off != -8) return lk_rule(LK_R_HARD, 0, 0);

@@ -139,7 +139,8 @@ function M.install(core)
    local safe, publish = core.safe, core.publish
    local current   -- the test running now (its element), or nil
    local held      -- its outcome events (failure, error, test end), held until after its after_each
-   local in_file   -- a file's context is open (busted runs several safe calls per file): its name
+   local in_file   -- a file's context is open (busted runs several safe calls per file)
+   local file_now  -- ... and that file's name, or nil
 
    -- A test's outcome is published before its after_each hooks run; the check must come after
    -- them (a fixture freed in after_each is no leak), so the outcome is held back until then.
@@ -184,7 +185,7 @@ function M.install(core)
          publish(e.channel, element, unpack(e, 1, e.n))
          if e.channel[1] == "test" then status = e[2] end
       end
-      list_test(element, status, name, type(in_file) == "string" and in_file or file_name(core, element))
+      list_test(element, status, name, file_now or file_name(core, element))
    end
 
    core.safe = function(descriptor, run, element)
@@ -201,11 +202,11 @@ function M.install(core)
          current = nil
          return unpack(ret)
       elseif element and element.descriptor == "file" and descriptor == "file" and not in_file then
-         in_file = file_name(core, element) or true
-         local st = engine.enter(in_file ~= true and in_file or nil)
+         in_file, file_now = true, file_name(core, element)
+         local st = engine.enter(file_now)
          local ret = {safe(descriptor, run, element)}
          engine.leave(st)
-         in_file = false
+         in_file, file_now = false, nil
          return unpack(ret)
       end
       return safe(descriptor, run, element)

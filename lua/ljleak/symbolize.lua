@@ -349,7 +349,6 @@ end
 
 local CACHE_VERSION = 2
 
-
 -- The directory for the disk cache: $LJLEAK_CACHE ("0" or empty: no cache), else
 -- $XDG_CACHE_HOME/ljleak, else ~/.cache/ljleak; nil for none.
 function M.cache_dir(getenv)

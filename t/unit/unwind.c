@@ -2,7 +2,7 @@
 ** unwinder, the reference): plain nested calls, a frame whose CFA is RBP (alloca), a big frame, a
 ** signal handler's frames down through the signal frame, a frame realigned by a DWARF expression
 ** (which it leaves to libunwind: "hard", with the frames before it), a thread's stack, and bounds
-** it refuses (no stack known). Compiled with -O1 -fno-omit-frame-pointer off and on. TAP output. */
+** it refuses (no stack known). TAP output; UNWIND_DEBUG=1 prints both traces of each comparison. */
 #define _GNU_SOURCE
 #include <alloca.h>
 #include <execinfo.h>
