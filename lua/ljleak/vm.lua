@@ -91,8 +91,13 @@ function M.raw_text(n)
    return text
 end
 
+-- Whether libljleak.so is in the process (its symbol resolves). Known once it is; asked again
+-- while it is not (no closure made per call: the API asks at every tag and snapshot).
+local loaded = false
+local function tracker_symbol() return C.ljleak_tracker_active end
 local function tracker_loaded()
-   return (pcall(function() return C.ljleak_tracker_active end))
+   if not loaded then loaded = (pcall(tracker_symbol)) end
+   return loaded
 end
 
 --- Whether allocations are being tracked.
