@@ -75,6 +75,16 @@ describe("ljleak.check", function()
    end)
 end)
 
+describe("ljleak.check_since without ffi.C.free declared", function()
+   it("calls blocks that C's own roots hold not lost without collecting, and still finds a lost one", function()
+      local _, _, out = api("check_held_no_free")
+      assert.is_table(out, "the program printed no JSON")
+      assert.are.equal(0, out.held)
+      assert.is_false(out.held_collected, "the check collected garbage: it took the slow path")
+      assert.are.same({{kind = "definite", blocks = 1, bytes = 40, line = 24}}, out.lost)
+   end)
+end)
+
 describe("ljleak.check in a big heap", function()
    it("finds blocks lost at addresses the heap gave long before, by the interpreter and compiled code",
       function()
