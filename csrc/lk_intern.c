@@ -13,12 +13,26 @@ typedef struct lk_ientry {
   char data[];
 } lk_ientry;
 
+/* Eight bytes a step (a Lua stack is a few hundred bytes, interned at every allocation made
+** from Lua): the site hash's mixing (lk_stack.c), the length and the last partial word in it. */
 static uint32_t lk_ihash(const char *b, size_t n)
 {
-  uint32_t h = 2166136261u;
+  uint64_t h = 0x9e3779b97f4a7c15ull ^ n, w;
   size_t i;
-  for (i = 0; i < n; i++) h = (h ^ (uint8_t)b[i]) * 16777619u;
-  return h ? h : 1;
+  for (i = 0; i + 8 <= n; i += 8) {
+    memcpy(&w, b + i, 8);
+    h = (h ^ w) * 0xff51afd7ed558ccdull;
+    h ^= h >> 32;
+  }
+  if (i < n) {
+    w = 0;
+    memcpy(&w, b + i, n - i);
+    h = (h ^ w) * 0xff51afd7ed558ccdull;
+    h ^= h >> 32;
+  }
+  h = (h ^ (h >> 29)) * 0xc4ceb9fe1a85ec53ull;
+  h ^= h >> 32;
+  return (uint32_t)h ? (uint32_t)h : 1;
 }
 
 static lk_ientry *lk_iget(const lk_itab *t, uint32_t id)

@@ -231,6 +231,11 @@ void lk_table_each(lk_block_fn fn, void *ud)
 
 /* The same, in the pages stamped EPOCH or later only: every block born in EPOCH or later is
 ** there (with older ones, which fn tells apart by their site). */
+static inline uint64_t lk_word(const uint64_t *slots, size_t j)
+{
+  return __atomic_load_n(&slots[j], __ATOMIC_RELAXED);
+}
+
 void lk_table_each_since(uint32_t epoch, lk_block_fn fn, void *ud)
 {
   size_t i, j;
@@ -251,6 +256,12 @@ void lk_table_each_since(uint32_t epoch, lk_block_fn fn, void *ud)
     for (j = 0; j < LK_LEAF_SLOTS; j++) {
       uint64_t v;
       if (!used[j / LK_SLOTS_PER_PAGE]) { j += LK_SLOTS_PER_PAGE - 1; continue; }
+      if ((j & 7) == 0 && !(lk_word(slots, j) | lk_word(slots, j + 1) | lk_word(slots, j + 2) |
+                            lk_word(slots, j + 3) | lk_word(slots, j + 4) | lk_word(slots, j + 5) |
+                            lk_word(slots, j + 6) | lk_word(slots, j + 7))) {
+        j += 7;  /* eight empty slots (a page is a multiple of eight) */
+        continue;
+      }
       if (!(v = __atomic_load_n(&slots[j], __ATOMIC_RELAXED))) continue;
       fn(base + (j << LK_GRAN_SHIFT) + (((v >> LK_SITE_BITS) & 1) << 4), v >> LK_SIZE_SHIFT,
          (uint32_t)(v & LK_SITE_MASK), ud);
