@@ -49,19 +49,24 @@ end
 -- enter(name) starts a context (a test, a file) and returns its state; leave(state) ends it;
 -- finish(state), once the test and its hooks ran, says (text) what they lost, or nil.
 
--- The tracker: tags, and a check of the blocks born since the test began.
+-- The tracker: tags, and a check of the blocks born since the test began. A context change at
+-- each edge: the test's tag in a new epoch, then the tag before it in another (finish makes that
+-- one, before its check; leave, when no check ran).
 local tracker = {}
+local context = ljleak.context
 
 function tracker.enter(name)
-   return {old = ljleak.tag(name), snapshot = ljleak.snapshot()}
+   local old, epoch = context.begin(name)
+   return {old = old, epoch = epoch}
 end
 
 function tracker.leave(st)
-   ljleak.tag(st.old)
+   if not st.hi then st.hi = context.finish(st.old) end
 end
 
 function tracker.finish(st)
-   local recs, problems = failing(ljleak.check_since(st.snapshot))
+   st.hi = context.finish(st.old)
+   local recs, problems = failing(context.check(st.epoch, st.hi))
    if #recs == 0 and #problems == 0 then return nil end
    return ljleak.format(recs, problems)
 end
@@ -188,6 +193,8 @@ function M.install(core)
       list_test(element, status, name, file_now or file_name(core, element))
    end
 
+   local function finish(state) return PER_TEST and engine.finish(state) or nil end
+
    core.safe = function(descriptor, run, element)
       if element and element.descriptor == "it" and descriptor == "it" and run ~= element.run and not current then
          -- The whole test: before_each, the body, after_each.
@@ -195,7 +202,7 @@ function M.install(core)
          local name = full_name(core, element)
          local state = engine.enter(name)
          local ret = {safe(descriptor, run, element)}
-         local ok, leaks = pcall(function() return PER_TEST and engine.finish(state) or nil end)
+         local ok, leaks = pcall(finish, state)
          if not ok then leaks = "ljleak: the leak check failed: " .. tostring(leaks) .. "\n" end
          engine.leave(state)
          settle(element, leaks, name)

@@ -40,8 +40,14 @@ end
 
 local ctx = {epoch = 0, tag = nil}   -- shared with the registry
 
+-- The tracker's context calls, looked up once (a busted test makes two context changes).
+local ctx_make, ctx_set
 local function set_ctx()
-   if M.active() then C.ljleak_ctx_set(C.ljleak_ctx_make(ctx.epoch, ctx.tag, nil)) end
+   if not ctx_make then
+      if not M.active() then return end
+      ctx_make, ctx_set = C.ljleak_ctx_make, C.ljleak_ctx_set
+   end
+   ctx_set(ctx_make(ctx.epoch, ctx.tag, nil))
 end
 
 --- Blocks allocated from now on carry NAME (nil: no tag); reports group by tag. Returns the
@@ -162,8 +168,10 @@ local fill = vm.ffi.fill
 -- or, after a scan of the C side's own roots (data, stacks: ljleak_unheld), what they do not
 -- hold is such memory. A busted test, usually: a full collection and scan cost milliseconds, and
 -- grow with the suite's heap.
+local live_addrs   -- C.ljleak_live_addrs, looked up once
 local function quick(epoch, hi)
-   local live = tonumber(C.ljleak_live_addrs(epoch, hi, live_out, LIVE_CAP))
+   live_addrs = live_addrs or C.ljleak_live_addrs
+   local live = tonumber(live_addrs(epoch, hi, live_out, LIVE_CAP))
    if live == 0 and not registry.registered_since(epoch) then return true end
    if live <= LIVE_CAP and registry.freed_with_their_cdata(epoch, live_out, live) then return true end
    live = tonumber(C.ljleak_unheld(epoch, hi, live_out, LIVE_CAP))
@@ -176,19 +184,40 @@ local function nothing_lost(epoch, hi)
    return yes
 end
 
+-- The leak records of the blocks born in epochs [EPOCH, HI), and the registry's problems since.
+local function check_epochs(epoch, hi)
+   local recs = {}
+   if not nothing_lost(epoch, hi) then
+      collect()
+      collect()
+      registry.self_references(epoch)
+      recs = records(C.ljleak_check, epoch, hi)
+   end
+   return recs, registry.problems_since(epoch)
+end
+
 --- Like check, for what was allocated since SNAPSHOT (and up to now).
 function M.check_since(snapshot)
    need_tracker("check_since")
-   local hi = next_epoch()
-   local recs = {}
-   if not nothing_lost(snapshot.epoch, hi) then
-      collect()
-      collect()
-      registry.self_references(snapshot.epoch)
-      recs = records(C.ljleak_check, snapshot.epoch, hi)
-   end
-   return recs, registry.problems_since(snapshot.epoch)
+   return check_epochs(snapshot.epoch, next_epoch())
 end
+
+-- For ljleak.busted, a context change at each edge of a test: begin(name) tags what follows NAME
+-- in a new epoch (returns the tag before it, and that epoch); finish(old) gives the tag OLD back in
+-- a new epoch (returns it); check(epoch, hi) is check_since for the epochs [EPOCH, HI).
+M.context = {
+   begin = function(name)
+      local old = ctx.tag
+      ctx.tag, ctx.epoch = name, ctx.epoch + 1
+      set_ctx()
+      return old, ctx.epoch
+   end,
+   finish = function(old)
+      ctx.tag = old
+      return next_epoch()
+   end,
+   check = check_epochs,
+}
 
 --- A readable report of check's results (as `ljleak run` prints them).
 function M.format(recs, probs)
