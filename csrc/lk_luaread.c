@@ -5,11 +5,16 @@
 
 #include <dlfcn.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* lua_State's glref and cframe are at the same offsets in every LuaJIT 2.1 (x86-64 GC64); the
 ** global_State fields moved between builds, so they are learnt. */
 #define LK_L_GLREF 16       /* lua_State.glref: global_State */
+#define LK_L_BASE 32        /* lua_State.base, .top: the running frame's slots */
+#define LK_L_TOP 40
+#define LK_L_STACK 56       /* lua_State.stack: the bottom of the Lua stack (8-byte slots) */
 #define LK_L_CFRAME 80      /* lua_State.cframe: NULL when no C frame is active */
+#define LK_L_STACKSIZE 88   /* lua_State.stacksize: slots */
 static int lk_g_vmstate = -1, lk_g_curl = -1, lk_g_jitbase = -1;
 
 #define LK_RD32(p, off) (*(volatile int32_t *)((char *)(p) + (off)))
@@ -70,6 +75,85 @@ int lk_lbuf_each(const char *p, size_t n, lk_lbuf_frame_fn fn, void *ud)
   return count;
 }
 
+/* -- Function names, remembered --------------------------------------------------------
+** lua_getinfo's "n" (how the caller named the function) decodes the caller's bytecode, and for a
+** local the variable names of its whole function: most of a capture's cost. The name follows from
+** the call instruction alone, and a frame's link word holds that instruction's address when the
+** caller is Lua code (FRAME_LUA: the low bits clear; LuaJIT 2.1, two-slot frames). So names are
+** remembered per link word, checked against the called function's source and first line (a
+** function freed and another made at the same address). Other frames ask lua_getinfo each time. */
+
+#define LK_NAMES 4096
+typedef struct lk_name {
+  uint64_t link;
+  const char *src;
+  int linedefined;
+  int has;             /* the name is not NULL */
+  char name[68];
+} lk_name;
+static lk_name *lk_names;     /* LK_NAMES entries, mapped at attach; NULL: ask every time */
+static volatile int lk_names_busy;
+
+static void lk_names_reset(char *L)
+{
+  char *stack = LK_RDP(L, LK_L_STACK), *base = LK_RDP(L, LK_L_BASE), *top = LK_RDP(L, LK_L_TOP);
+  uint32_t size = (uint32_t)LK_RD32(L, LK_L_STACKSIZE);
+  if (!lk_names) {
+    void *p = mmap(NULL, LK_NAMES * sizeof(lk_name), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) return;
+    lk_names = p;
+  } else {
+    memset(lk_names, 0, LK_NAMES * sizeof(lk_name));  /* another VM: its functions are others */
+  }
+  /* The stack fields where this layout has them (the coroutine attaching runs a C call) */
+  if (!(stack && stack <= base && base <= top && top <= stack + (size_t)size * 8)) {
+    munmap(lk_names, LK_NAMES * sizeof(lk_name));
+    lk_names = NULL;
+  }
+}
+
+/* The name of the function of AR's frame (lua_getstack's), NULL if none; copied into BUF. */
+static const char *lk_frame_name(char *L, lk_lua_Debug *ar, char *buf, size_t cap)
+{
+  uint64_t link = 0;
+  lk_name *e = NULL;
+  if (lk_names) {
+    const char *stack = LK_RDP(L, LK_L_STACK);
+    memcpy(&link, stack + 8 * (size_t)((uint32_t)ar->i_ci & 0xffff), 8);
+    if (link && (link & 3) == 0) {  /* FRAME_LUA: the caller's call instruction */
+      uint64_t h = (link >> 2) * 0x9e3779b97f4a7c15ull;
+      e = &lk_names[h >> 52];
+    }
+  }
+  if (e && !__atomic_exchange_n(&lk_names_busy, 1, __ATOMIC_ACQUIRE)) {  /* else: no waiting */
+    const char *name = NULL;
+    int hit = e->link == link && e->src == ar->source && e->linedefined == ar->linedefined;
+    if (!hit) {
+      lk_getinfo(L, "n", ar);
+      e->link = link;
+      e->src = ar->source;
+      e->linedefined = ar->linedefined;
+      e->has = ar->name != NULL;
+      if (ar->name) {
+        size_t n = strnlen(ar->name, sizeof(e->name) - 1);
+        memcpy(e->name, ar->name, n);
+        e->name[n] = 0;
+      }
+    }
+    if (e->has) {
+      size_t n = strnlen(e->name, cap - 1);
+      memcpy(buf, e->name, n);
+      buf[n] = 0;
+      name = buf;
+    }
+    __atomic_store_n(&lk_names_busy, 0, __ATOMIC_RELEASE);
+    return name;
+  }
+  lk_getinfo(L, "n", ar);
+  return ar->name;
+}
+
 /* -- Learning the layout --------------------------------------------------------- */
 
 static lk_vm_probe lk_probe;
@@ -109,6 +193,7 @@ const char *lk_luaread_attach(uintptr_t Laddr, char **gp)
   lk_g_curl = lay.curl;
   lk_g_vmstate = lay.vmstate;
   lk_g_jitbase = lay.jitbase;
+  lk_names_reset(L);
   *gp = g;
   return NULL;
 }
@@ -125,7 +210,8 @@ int lk_luaread_frames(char *g, lk_lbuf *lb, int depth, int32_t *trace)
   char *L;
   int32_t st = LK_RD32(g, lk_g_vmstate);
   int level, got = 0;
-  const char *cfun = NULL;
+  const char *cfun = NULL, *name;
+  char cbuf[68], nbuf[68];
   lk_lua_Debug ar;
   *trace = 0;
   if (st > 0) {  /* a trace is running */
@@ -139,15 +225,16 @@ int lk_luaread_frames(char *g, lk_lbuf *lb, int depth, int32_t *trace)
   for (level = 0; got < depth && level < 64; level++) {
     memset(&ar, 0, sizeof(ar));
     if (!lk_getstack(L, level, &ar)) break;
-    if (!lk_getinfo(L, "Sln", &ar)) break;
+    if (!lk_getinfo(L, "Sl", &ar)) break;
     if (ar.what && ar.what[0] == 'C') {  /* a C function between Lua frames (pcall...) */
-      cfun = ar.name ? ar.name : "?";
+      cfun = lk_frame_name(L, &ar, cbuf, sizeof(cbuf));
+      if (!cfun) cfun = "?";
       continue;
     }
     if (cfun && got) { lk_lbuf_frame(lb, -1, 0, cfun, "[C]"); got++; }
     cfun = NULL;
-    lk_lbuf_frame(lb, ar.currentline, 0, ar.what && ar.what[0] == 'm' ? "main chunk" : ar.name,
-                  ar.short_src);
+    name = ar.what && ar.what[0] == 'm' ? "main chunk" : lk_frame_name(L, &ar, nbuf, sizeof(nbuf));
+    lk_lbuf_frame(lb, ar.currentline, 0, name, ar.short_src);
     got++;
   }
   return lb->nframes > 0;
