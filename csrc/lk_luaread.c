@@ -6,6 +6,8 @@
 #include <dlfcn.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 /* lua_State's glref and cframe are at the same offsets in every LuaJIT 2.1 (x86-64 GC64); the
 ** global_State fields moved between builds, so they are learnt. */
@@ -98,9 +100,9 @@ static void lk_names_reset(char *L)
 {
   char *stack = LK_RDP(L, LK_L_STACK), *base = LK_RDP(L, LK_L_BASE), *top = LK_RDP(L, LK_L_TOP);
   uint32_t size = (uint32_t)LK_RD32(L, LK_L_STACKSIZE);
-  if (!lk_names) {
-    void *p = mmap(NULL, LK_NAMES * sizeof(lk_name), PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (!lk_names) {  /* a raw mmap: the tracker's memory, not a mapping of the program's (a root) */
+    void *p = (void *)syscall(SYS_mmap, NULL, LK_NAMES * sizeof(lk_name), PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) return;
     lk_names = p;
   } else {
@@ -108,7 +110,7 @@ static void lk_names_reset(char *L)
   }
   /* The stack fields where this layout has them (the coroutine attaching runs a C call) */
   if (!(stack && stack <= base && base <= top && top <= stack + (size_t)size * 8)) {
-    munmap(lk_names, LK_NAMES * sizeof(lk_name));
+    syscall(SYS_munmap, lk_names, LK_NAMES * sizeof(lk_name));
     lk_names = NULL;
   }
 }

@@ -181,6 +181,18 @@ describe("huge mappings", function()
    end)
 end)
 
+describe("the tracker's own memory", function()
+   it("is never a root: Lua frames (a name cache, interned stacks) add no roots to read", function()
+      local prog = {"luajit", "-e", "local ffi = require 'ffi' ffi.cdef 'void *malloc(size_t);' "
+         .. "for i = 1, 200 do ffi.C.malloc(i) end"}
+      local with = h.ljleak_run(prog)
+      local without = h.ljleak_run(prog, nil, {env = {LJLEAK_LUA = "0"}})
+      assert.are.same({200, 20100}, {h.total(with, "definite")})
+      local a, b = with.processes[1].stats.roots_bytes, without.processes[1].stats.roots_bytes
+      assert.is_true(math.abs(a - b) < 65536, ("roots read: %d with Lua frames, %d without"):format(a, b))
+   end)
+end)
+
 describe("a full site table", function()
    it("keeps every block, under one record for the stacks it could not keep (LJLEAK_MAX_SITES)", function()
       local r, code = h.fixture("many_sites", nil, {env = {LJLEAK_MAX_SITES = "20"}})
