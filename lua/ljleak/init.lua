@@ -5,6 +5,12 @@ local M = {}
 
 local vm = require "ljleak.vm"
 
+-- Interpreted, every function of this module: tags, snapshots and checks run a few times a test
+-- or an iteration, with C calls and pcalls a trace cannot keep (busted's per-test hooks cost a
+-- third less so). The ffi.gc wrapper (ljleak.registry), called in the program's loops, is
+-- compiled as before.
+if jit then jit.off(true, true) end
+
 -- Everything a check needs is loaded now, through the require captured at start-up: a check
 -- made inside a test (whose spec may mock require, or insulate modules) loads nothing but, the
 -- first time it has records, ljleak.core (through that require too).

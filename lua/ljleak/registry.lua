@@ -318,4 +318,13 @@ function M.install(context)
    if getenv(ENV.REGISTRY) ~= "0" then ffi.gc = gc_wrapper end
 end
 
+-- The checks' side runs interpreted, as ljleak's API does (the wrapper and the finalizer
+-- dispatch stay compiled: they run in the program's loops).
+if jit then
+   for _, f in ipairs {sum_since, M.retained, M.self_references, M.registered_since, M.freed_with_their_cdata,
+                       M.problems_since} do
+      jit.off(f, true)
+   end
+end
+
 return M
