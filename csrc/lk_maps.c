@@ -22,6 +22,18 @@ static uintptr_t lk_ldso_lo, lk_ldso_hi;
 static lk_module *lk_mods;
 static int lk_nmods, lk_nloaded;  /* all, and those loaded now (the rest: unloaded ones) */
 
+/* The executable's path (/proc/self/exe), read once: a look-up in /proc costs tens of
+** microseconds, and every process pays it at start and again in its report. */
+const char *lk_exe_path(void)
+{
+  static char exe[512];
+  if (!exe[0]) {
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    exe[n > 0 ? n : 0] = 0;
+  }
+  return exe;
+}
+
 static int lk_phdr_cb(struct dl_phdr_info *info, size_t sz, void *ud)
 {
   lk_module *m;
@@ -50,8 +62,10 @@ static int lk_phdr_cb(struct dl_phdr_info *info, size_t sz, void *ud)
   if (info->dlpi_name && info->dlpi_name[0]) {
     strncpy(m->path, info->dlpi_name, sizeof(m->path) - 1);
   } else if (lk_nmods == 0) {  /* the executable */
-    ssize_t n = readlink("/proc/self/exe", m->path, sizeof(m->path) - 1);
-    if (n > 0) m->path[n] = 0;
+    const char *exe = lk_exe_path();
+    size_t n = strnlen(exe, sizeof(m->path) - 1);
+    memcpy(m->path, exe, n);
+    m->path[n] = 0;
   }
   if (!m->path[0]) return 0;  /* the vDSO */
   m->self = (uintptr_t)&lk_phdr_cb >= m->lo && (uintptr_t)&lk_phdr_cb < m->hi;

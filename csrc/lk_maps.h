@@ -16,6 +16,7 @@ typedef struct lk_module {
 
 void lk_maps_init(void);
 void lk_maps_snapshot(void);             /* modules loaded now (call before parking threads) */
+const char *lk_exe_path(void);           /* /proc/self/exe, read once ("" if unreadable) */
 int lk_module_count(void);
 const lk_module *lk_module_get(int i);
 int lk_module_find(uintptr_t ip);        /* index or -1 */

@@ -309,8 +309,6 @@ static void lk_write_cmdline(lk_out *o)
 static void lk_write_raw(lk_out *o, const lk_result *r, lk_agg *t, size_t cap)
 {
   uint32_t serial = ++lk_serial;
-  char exe[512];
-  ssize_t n;
   size_t i;
   uint64_t blocks = 0, bytes = 0, allocs = 0, allocated = 0;
   int m, site0 = 0;
@@ -320,10 +318,8 @@ static void lk_write_raw(lk_out *o, const lk_result *r, lk_agg *t, size_t cap)
   lk_putu(o, (uint64_t)getpid());
   lk_puts(o, "\nppid ");
   lk_putu(o, (uint64_t)getppid());
-  n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-  exe[n > 0 ? n : 0] = 0;
   lk_puts(o, "\nexe ");
-  lk_puts(o, exe);
+  lk_puts(o, lk_exe_path());
   lk_puts(o, "\n");
   lk_write_cmdline(o);
   lk_puts(o, "lua_state ");
