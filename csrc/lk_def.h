@@ -40,6 +40,7 @@
 #define LK_ENV_VG_ID "LJLEAK_VG_ID"      /* libljleak_vg.so: names the process's XML file */
 #define LK_ENV_LUA_BOOT "LJLEAK_LUA_BOOT" /* Lua code for the Lua states a program opens itself */
 #define LK_ENV_UNWIND "LJLEAK_UNWIND"    /* "libunwind": every stack from libunwind (lk_stack.c) */
+#define LK_ENV_LUA_WALK "LJLEAK_LUA_WALK"  /* "getstack": Lua frames through lua_getstack (lk_luaread.c) */
 
 #define LK_DEPTH_DEFAULT 16      /* C frames kept per stack (LJLEAK_DEPTH) */
 #define LK_MAXDEPTH 64           /* ... at most */

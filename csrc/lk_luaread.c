@@ -1,9 +1,11 @@
 /* ljleak: reading the LuaJIT VM from C while it runs a C function: its layout learnt from three
 ** probes (lk_vmlayout.h), then lua_getstack/lua_getinfo on cur_L. Shared by both libraries. */
 #include "lk_luaread.h"
+#include "lk_def.h"
 #include "lk_vmlayout.h"
 
 #include <dlfcn.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -94,6 +96,7 @@ typedef struct lk_name {
   char name[68];
 } lk_name;
 static lk_name *lk_names;     /* LK_NAMES entries, mapped at attach; NULL: ask every time */
+static int lk_walk_own;       /* walk the frames here (see "Walking the frames"), not lua_getstack */
 static volatile int lk_names_busy;
 
 static void lk_names_reset(char *L)
@@ -112,6 +115,10 @@ static void lk_names_reset(char *L)
   if (!(stack && stack <= base && base <= top && top <= stack + (size_t)size * 8)) {
     syscall(SYS_munmap, lk_names, LK_NAMES * sizeof(lk_name));
     lk_names = NULL;
+    lk_walk_own = 0;
+  } else {
+    const char *e = getenv(LK_ENV_LUA_WALK);
+    lk_walk_own = !(e && strcmp(e, "getstack") == 0);
   }
 }
 
@@ -200,6 +207,67 @@ const char *lk_luaread_attach(uintptr_t Laddr, char **gp)
   return NULL;
 }
 
+/* -- Walking the frames ---------------------------------------------------------------
+** lua_getstack(L, level) walks from the top down to LEVEL at every call: the frames of one
+** capture cost the square of its depth. The same walk done once (lj_debug_frame's rules, LuaJIT
+** 2.1 with two-slot frames: the function at frame[-1], the link at frame[0]; a Lua frame's link is
+** the caller's return address, whose call instruction's A operand is the frame's distance; other
+** links carry the distance in bytes; a dummy frame (its function is L itself) is no level; a vararg
+** function's pseudo-frame is a level and the frame below it is not) gives each level's i_ci for
+** lua_getinfo. Used where lua_State's stack fields were found where this layout has them, and
+** unless LJLEAK_LUA_WALK=getstack (t/luawalk_spec.lua compares the two). */
+
+#define LK_GCVMASK (((uint64_t)1 << 47) - 1)   /* a GC64 TValue's object pointer */
+
+typedef struct lk_walk {
+  const char *L, *stack, *top, *f, *next;
+  int skip;   /* the frame below a vararg pseudo-frame is no level */
+} lk_walk;
+
+static void lk_walk_init(lk_walk *w, char *L)
+{
+  w->L = L;
+  w->stack = LK_RDP(L, LK_L_STACK);
+  w->top = w->stack + (size_t)(uint32_t)LK_RD32(L, LK_L_STACKSIZE) * 8;
+  w->f = w->next = LK_RDP(L, LK_L_BASE) - 8;
+  w->skip = 0;
+}
+
+/* The next level's i_ci into AR (what lua_getstack would set); 0 after the last. */
+static int lk_walk_next(lk_walk *w, lk_lua_Debug *ar)
+{
+  const char *bot = w->stack + 8;
+  while (w->f > bot && w->f < w->top) {
+    const char *f = w->f, *prev;
+    int64_t ftsz;
+    uint64_t fn;
+    int level = 0;
+    memcpy(&ftsz, f, 8);
+    memcpy(&fn, f - 8, 8);
+    if ((fn & LK_GCVMASK) != (uint64_t)(uintptr_t)w->L) {  /* not a dummy frame */
+      if (w->skip) w->skip = 0;
+      else {
+        level = 1;
+        ar->i_ci = (int)(((w->next - f) / 8) << 16) + (int)((f - w->stack) / 8);
+        if ((ftsz & 7) == 3) w->skip = 1;   /* FRAME_VARG */
+      }
+    }
+    if ((ftsz & 3) == 0) {  /* FRAME_LUA: the caller's return address */
+      uint32_t ins;
+      if (!ftsz) return 0;
+      memcpy(&ins, (const char *)(intptr_t)ftsz - 4, 4);
+      prev = f - 8 * (2 + ((ins >> 8) & 0xff));
+    } else {
+      prev = f - (ftsz & ~(int64_t)7);
+    }
+    if (prev >= f) return 0;  /* not a walk down: stop rather than loop */
+    w->next = f;
+    w->f = prev;
+    if (level) return 1;
+  }
+  return 0;
+}
+
 /* -- Reading the frames -------------------------------------------------------------- */
 
 volatile int32_t *lk_luaread_vmstate(char *g)
@@ -215,6 +283,7 @@ int lk_luaread_frames(char *g, lk_lbuf *lb, int depth, int32_t *trace)
   const char *cfun = NULL, *name;
   char cbuf[68], nbuf[68];
   lk_lua_Debug ar;
+  lk_walk w;
   *trace = 0;
   if (st > 0) {  /* a trace is running */
     *trace = st;
@@ -224,9 +293,11 @@ int lk_luaread_frames(char *g, lk_lbuf *lb, int depth, int32_t *trace)
   L = LK_RDP(g, lk_g_curl);
   if (!L || !LK_RDP(L, LK_L_CFRAME)) return 0;  /* no C frame: cur_L is stale */
   lk_lbuf_init(lb);
+  if (lk_walk_own) lk_walk_init(&w, L);
+  else memset(&w, 0, sizeof(w));
   for (level = 0; got < depth && level < 64; level++) {
     memset(&ar, 0, sizeof(ar));
-    if (!lk_getstack(L, level, &ar)) break;
+    if (!(lk_walk_own ? lk_walk_next(&w, &ar) : lk_getstack(L, level, &ar))) break;
     if (!lk_getinfo(L, "Sl", &ar)) break;
     if (ar.what && ar.what[0] == 'C') {  /* a C function between Lua frames (pcall...) */
       cfun = lk_frame_name(L, &ar, cbuf, sizeof(cbuf));

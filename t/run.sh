@@ -4,7 +4,7 @@
 # and a part of it under Valgrind. Ends with one line "N passed, M failed" (busted tests, plus one per other step).
 cd "$(dirname "$0")/.."
 BUSTED="luajit /usr/bin/busted"
-SPECS="t/dag_spec.lua t/abi_spec.lua t/const_spec.lua t/unwind_spec.lua t/symbolize_spec.lua t/symcache_spec.lua t/cli_spec.lua t/outfile_spec.lua t/report_spec.lua t/leak_spec.lua t/api_spec.lua t/busted_spec.lua t/html_spec.lua
+SPECS="t/dag_spec.lua t/abi_spec.lua t/const_spec.lua t/unwind_spec.lua t/luawalk_spec.lua t/symbolize_spec.lua t/symcache_spec.lua t/cli_spec.lua t/outfile_spec.lua t/report_spec.lua t/leak_spec.lua t/api_spec.lua t/busted_spec.lua t/html_spec.lua
        t/supp_spec.lua t/hostile_spec.lua t/invisible_spec.lua t/baseline_spec.lua t/shards_spec.lua t/junit_spec.lua
        t/github_spec.lua"
 # Runs Valgrind itself (not under the tracker: an outer tracker would be preloaded into it); and
