@@ -48,9 +48,8 @@ end
 -- in the interpreter, the trace's start in compiled code), turned into text only for a report.
 
 -- A registration has a slot, a small integer: arrays indexed by it hold its record, and only
--- finding it takes a look-up by address (a key LuaJIT hashes slowly). 3M registrations of a
--- program kept the finalizers of 100,000 cdata pending at times: 33 MB of records in five
--- address-keyed tables, 8 MB this way.
+-- finding it takes a look-up by address (a number key, which LuaJIT hashes on a slow path: five
+-- tables keyed by address made a dozen such look-ups a registration).
 local slot_of = {}                                -- address -> slot
 local reg_addr = {}                               -- slot -> address (nil: free)
 local reg_cd = setmetatable({}, {__mode = "v"})   -- slot -> the cdata registered (weak)
