@@ -55,12 +55,17 @@ local reg_addr = {}                               -- slot -> address (nil: free)
 local reg_cd = setmetatable({}, {__mode = "v"})   -- slot -> the cdata registered (weak)
 local reg_fin, reg_where, reg_epoch = {}, {}, {}  -- slot -> finalizer, Lua stack, epoch
 local reg_reported = {}  -- slot -> true: its self-reference was reported by a check
-local free_slots = {}    -- slots given back, to take again
+local free_slots, nfree, nslots = {}, 0, 0   -- slots given back, to take again; slots ever made
 local reg_dups = {}   -- address -> {{finalizer, where}...}: more finalizers for a taken address
 
 local function new_slot(addr)
-   local s = free_slots[#free_slots]
-   if s then free_slots[#free_slots] = nil else s = #reg_addr + 1 end
+   local s
+   if nfree > 0 then
+      s, nfree = free_slots[nfree], nfree - 1
+   else
+      nslots = nslots + 1
+      s = nslots
+   end
    reg_addr[s], slot_of[addr] = addr, s
    return s
 end
@@ -68,7 +73,8 @@ end
 local function drop_slot(s)
    slot_of[reg_addr[s]] = nil
    reg_addr[s], reg_cd[s], reg_fin[s], reg_where[s], reg_epoch[s], reg_reported[s] = nil, nil, nil, nil, nil, nil
-   free_slots[#free_slots + 1] = s
+   nfree = nfree + 1
+   free_slots[nfree] = s
 end
 local problems = {}                               -- {kind, message, lua, ...}
 
