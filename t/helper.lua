@@ -84,6 +84,9 @@ function M.run(argv, opts)
       local e = fcntl.open(err, fcntl.O_WRONLY + fcntl.O_CREAT + fcntl.O_TRUNC, 384)
       unistd.dup2(o, 1)
       unistd.dup2(e, 2)
+      if opts.close_fds then  -- the command starts with 0, 1 and 2 only, whatever this process has open
+         for fd = 3, 1023 do unistd.close(fd) end
+      end
       unistd.chdir(opts.cwd or M.ROOT)
       for k, v in pairs(opts.env or {}) do stdlib.setenv(k, v or nil) end
       local argt = {[0] = argv[1]}
