@@ -145,6 +145,31 @@ describe("ljleak test-nginx", function()
       assert.are.same({blocks = 6, bytes = 231}, r.report.summary.definite)
    end)
 
+   it("names the block by its configuration when no block name came before its nginx", function()
+      local r = suite({"phases.t"}, nil, {env = {TESTNGINXLIKE_QUIET = "1"}})
+      assert.are.equal(42, r.code, r.err)
+      assert.is_nil(("\n" .. r.err):find("\nTEST 2: init_worker_by_lua\n", 1, true))   -- no name line
+      for _, c in ipairs({{11, "TEST 1: init_by_lua"}, {22, "TEST 2: init_worker_by_lua"},
+                          {33, "TEST 3: access_by_lua and log_by_lua"}, {55, "TEST 4: a timer"},
+                          {66, "TEST 5: content_by_lua_file"}}) do
+         assert.are.equal("t/testnginx/phases.t " .. c[2], one_of_size(r.report, c[1]).test)
+      end
+   end)
+
+   it("finds a block by its configuration only when one block has it", function()
+      local testbase = require "ljleak.testbase"
+      local blocks, names = testbase.parse(table.concat({"__DATA__", "=== TEST 1: one", "--- config",
+         "    location = /a { return 200; }", "=== TEST 2: two", "--- config", "    location = /b { return 200; }",
+         "--- http_config", "    lua_shared_dict d 1m;", "=== TEST 3: two again", "--- config",
+         "    location = /b { return 200; }", "--- http_config", "    lua_shared_dict d 1m;", ""}, "\n"))
+      local t = {blocks = blocks, names = names}
+      local conf = "events {}\nhttp {\n    lua_shared_dict d 1m;\n    server {\n"
+         .. "    location = /%s { return 200; }\n}\n}\n"
+      assert.are.equal("TEST 1: one", testbase.block_of_conf(t, conf:format("a")).name)
+      assert.is_nil(testbase.block_of_conf(t, conf:format("b")))   -- TEST 2 and 3: which one is unknown
+      assert.is_nil(testbase.block_of_conf(t, conf:format("c")))   -- none
+   end)
+
    it("names a JIT-compiled loop's leaks: exact lines, then the trace's start", function()
       local r = suite({"jit.t"})
       assert.are.equal(42, r.code, r.err)

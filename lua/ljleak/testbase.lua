@@ -72,10 +72,10 @@ end
 -- The sections whose text Test::Nginx copies into nginx.conf.
 local CONF_SECTIONS = {"main_config", "http_config", "config", "post_main_config"}
 
--- A function from a line number of CONF_LINES (nginx.conf as Test::Nginx wrote it for BLOCK) to
--- the line of the .t file it came from, or nil.
-function M.conf_map(block, conf_lines)
-   local spans = {}   -- {first conf line, last, first .t line}
+-- Where BLOCK's configuration sections are in CONF_LINES: {first conf line, last, first .t line}
+-- for each found; and how many sections with text the block has.
+local function spans_of(block, conf_lines)
+   local spans, wanted = {}, 0
    for _, name in ipairs(CONF_SECTIONS) do
       local sec = block.sections[name]
       if sec and not sec.inline then
@@ -83,6 +83,7 @@ function M.conf_map(block, conf_lines)
          while first <= last and sec.lines[first]:match("^%s*$") do first = first + 1 end
          while last >= first and sec.lines[last]:match("^%s*$") do last = last - 1 end
          if first <= last then
+            wanted = wanted + 1
             local pats = {}
             for i = first, last do pats[#pats + 1] = line_pattern(rtrim(sec.lines[i]), i == first) end
             for at = 1, #conf_lines - #pats + 1 do
@@ -101,11 +102,32 @@ function M.conf_map(block, conf_lines)
          end
       end
    end
+   return spans, wanted
+end
+
+-- A function from a line number of CONF_LINES (nginx.conf as Test::Nginx wrote it for BLOCK) to
+-- the line of the .t file it came from, or nil.
+function M.conf_map(block, conf_lines)
+   local spans = spans_of(block, conf_lines)
    return function(n)
       for _, s in ipairs(spans) do
          if n >= s[1] and n <= s[2] then return s[3] + (n - s[1]) end
       end
    end
+end
+
+-- The one block of T (M.read's) whose every configuration section is in CONF_TEXT (an nginx.conf
+-- Test::Nginx wrote), or nil: none, or more than one (blocks with the same configuration).
+function M.block_of_conf(t, conf_text)
+   local lines, found = M.lines(conf_text), nil
+   for _, block in ipairs(t.blocks or {}) do
+      local spans, wanted = spans_of(block, lines)
+      if wanted > 0 and #spans == wanted then
+         if found then return nil end
+         found = block
+      end
+   end
+   return found
 end
 
 -- The lines of TEXT.

@@ -232,18 +232,21 @@ function Suite:marker(fields)
    if file == "-" then file, path = nil, nil end
    if conf == "-" then conf = nil end
    local t = self:tfile(path)
+   local conf_text = util.read_file(self.run_dir .. "/" .. dir .. "/nginx.conf")
    local ev
    for k = #self.recent, 1, -1 do
       local entry = self.recent[k]
       if t.names[entry.text] then
          if entry.event and entry.event.path == path then ev = entry.event end
-         ev = ev or self:event(file, path, entry.text, conf,
-                               util.read_file(self.run_dir .. "/" .. dir .. "/nginx.conf"))
+         ev = ev or self:event(file, path, entry.text, conf, conf_text)
          entry.event = ev
          break
       end
    end
-   ev = ev or self:event(file, path, nil, conf, util.read_file(self.run_dir .. "/" .. dir .. "/nginx.conf"))
+   -- No block name printed before it (seen rarely under load; a harness that prints none): the
+   -- block is the one whose configuration this nginx.conf holds, when only one does.
+   local block = not ev and conf_text and testbase.block_of_conf(t, conf_text)
+   ev = ev or self:event(file, path, block and block.name, conf, conf_text)
    self.by_dir[dir] = ev
    self.active = {file = ev.file, path = path, t = t, conf = conf, pid = pid}
    self.recent = {}   -- the lines before a marker belong to it

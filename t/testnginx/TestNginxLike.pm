@@ -14,6 +14,7 @@
 # with SIGQUIT (resent every TEST_NGINX_SLEEP seconds, 20 times, then SIGKILL to the group; 1 s to
 # exit after its pid file is gone, then SIGKILL). TEST_NGINX_USE_HUP=1: master on, one nginx per
 # file, reloaded with USR1 + HUP for each block, the name printed after the reload.
+# TESTNGINXLIKE_QUIET=1 (not Test::Nginx's): no block name printed, as a harness that prints none.
 package TestNginxLike;
 
 use strict;
@@ -255,7 +256,7 @@ sub start_nginx {
                '--show-possibly-lost=no', '--gen-suppressions=all',
                (-f 'valgrind.suppress' ? ('--suppressions=valgrind.suppress') : ()))
             : ('-q', split(' ', $UseValgrind));
-        warn "$name\n";
+        warn "$name\n" unless $ENV{TESTNGINXLIKE_QUIET};
         my $pid = fork();
         die "$name - fork() failed: $!" unless defined $pid;
         if ($pid == 0) {
