@@ -248,4 +248,40 @@ function M.total(report, kind, fn)
    return blocks, bytes
 end
 
+-- The leaked records of REPORT (reachable ones left out) as sorted lines: kind, blocks, bytes,
+-- then the words FRAMES(record) gives.
+local function record_lines(report, frames)
+   local lines = {}
+   for _, rec in ipairs(report.leaks) do
+      if rec.kind ~= "reachable" then
+         local parts = {("%s %d %d |"):format(rec.kind, rec.blocks, rec.bytes)}
+         for _, w in ipairs(frames(rec)) do parts[#parts + 1] = w end
+         lines[#lines + 1] = table.concat(parts, " ")
+      end
+   end
+   table.sort(lines)
+   return lines
+end
+
+-- Runs each command of CMDS ({name, argv} pairs) under `ljleak run` twice, as it is and with the
+-- environment REF (named REF_NAME), four at a time, and asserts that both runs give the same
+-- record lines (see record_lines). Returns the lines of the first runs, all commands together.
+function M.same_records(cmds, ref, ref_name, frames)
+   local jobs, all = {}, {}
+   for _, c in ipairs(cmds) do
+      jobs[c[1] .. " own"] = M.job({"--", unpack(c[2])})
+      jobs[c[1] .. " " .. ref_name] = M.job({"--", unpack(c[2])}, ref)
+   end
+   M.run_all(jobs)
+   for _, c in ipairs(cmds) do
+      local mine, theirs = jobs[c[1] .. " own"], jobs[c[1] .. " " .. ref_name]
+      luassert.is_truthy(mine.report, c[1] .. " own: " .. tostring(mine.stderr))
+      luassert.is_truthy(theirs.report, c[1] .. " " .. ref_name .. ": " .. tostring(theirs.stderr))
+      local lines = record_lines(mine.report, frames)
+      luassert.are.same(record_lines(theirs.report, frames), lines, c[1])
+      for _, l in ipairs(lines) do all[#all + 1] = l end
+   end
+   return all
+end
+
 return M

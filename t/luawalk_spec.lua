@@ -8,49 +8,27 @@ local FIXTURES = {"aligned", "big_block", "calloc", "cdata_closed", "cdata_os_ex
                   "ffi_load", "fork_child", "inlined", "interior", "jit_loop", "lua_call_kinds", "malloc_dropped",
                   "order", "realloc_grown", "stale_cdata_os_exit", "strdup", "thread", "threads_stress"}
 
--- Leak records as sorted lines: kind, blocks, bytes, then each Lua frame.
-local function records(report)
-   local lines = {}
-   for _, rec in ipairs(report.leaks) do
-      if rec.kind ~= "reachable" then
-         local parts = {("%s %d %d |"):format(rec.kind, rec.blocks, rec.bytes)}
-         for _, l in ipairs(rec.lua or {}) do
-            parts[#parts + 1] = ("%s:%s:%s%s"):format(tostring(l.source), tostring(l.line), tostring(l["function"]),
-                                                    l.approximate and "~" or "")
-         end
-         lines[#lines + 1] = table.concat(parts, " ")
-      end
+-- A record's Lua frames: source, line, function name (and ~ for a trace's start).
+local function lua_frames(rec)
+   local words = {}
+   for _, l in ipairs(rec.lua or {}) do
+      words[#words + 1] = ("%s:%s:%s%s"):format(tostring(l.source), tostring(l.line), tostring(l["function"]),
+                                              l.approximate and "~" or "")
    end
-   table.sort(lines)
-   return lines
+   return words
 end
 
 describe("the tracker's walk down the Lua frames", function()
    it("gives every Lua fixture the Lua frames lua_getstack gives, the JIT on and off", function()
-      local jobs = {}
-      local function add(name, cmd)
-         jobs[name .. " own"] = h.job({"--", unpack(cmd)})
-         jobs[name .. " getstack"] = h.job({"--", unpack(cmd)}, {LJLEAK_LUA_WALK = "getstack"})
-      end
+      local cmds = {}
       for _, f in ipairs(FIXTURES) do
-         add(f, {"luajit", "t/leak/" .. f .. ".lua"})
-         add(f .. " -joff", {"luajit", "-joff", "t/leak/" .. f .. ".lua"})
+         cmds[#cmds + 1] = {f, {"luajit", "t/leak/" .. f .. ".lua"}}
+         cmds[#cmds + 1] = {f .. " -joff", {"luajit", "-joff", "t/leak/" .. f .. ".lua"}}
       end
-      add("api lines", {"luajit", "t/api/lines.lua"})
-      h.run_all(jobs)
+      cmds[#cmds + 1] = {"api lines", {"luajit", "t/api/lines.lua"}}
       local compared = 0
-      for name, job in pairs(jobs) do
-         local base = name:match("^(.*) own$")
-         if base then
-            local other = jobs[base .. " getstack"]
-            assert.is_truthy(job.report, name .. ": " .. tostring(job.stderr))
-            assert.is_truthy(other.report, base .. " getstack: " .. tostring(other.stderr))
-            local mine, theirs = records(job.report), records(other.report)
-            assert.are.same(theirs, mine, base)
-            for _, line in ipairs(mine) do
-               if line:find("|.+:%d+:") then compared = compared + 1 end
-            end
-         end
+      for _, line in ipairs(h.same_records(cmds, {LJLEAK_LUA_WALK = "getstack"}, "getstack", lua_frames)) do
+         if line:find("|.+:%d+:") then compared = compared + 1 end
       end
       assert.is_true(compared > 40, compared .. " records with Lua frames")   -- there were frames to compare
    end)
