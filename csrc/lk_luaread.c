@@ -1,5 +1,6 @@
 /* ljleak: reading the LuaJIT VM from C while it runs a C function: its layout learnt from three
-** probes (lk_vmlayout.h), then lua_getstack/lua_getinfo on cur_L. Shared by both libraries. */
+** probes (lk_vmlayout.h), then the frames of cur_L walked here (or by lua_getstack) and read with
+** lua_getinfo, function names remembered. Shared by both libraries. */
 #include "lk_luaread.h"
 #include "lk_def.h"
 #include "lk_vmlayout.h"
@@ -99,7 +100,9 @@ static lk_name *lk_names;     /* LK_NAMES entries, mapped at attach; NULL: ask e
 static int lk_walk_own;       /* walk the frames here (see "Walking the frames"), not lua_getstack */
 static volatile int lk_names_busy;
 
-static void lk_names_reset(char *L)
+/* At attach: the name cache (emptied for another VM), and whether the frames are walked here; both
+** only where lua_State's stack fields are where this layout has them. */
+static void lk_frames_setup(char *L)
 {
   char *stack = LK_RDP(L, LK_L_STACK), *base = LK_RDP(L, LK_L_BASE), *top = LK_RDP(L, LK_L_TOP);
   uint32_t size = (uint32_t)LK_RD32(L, LK_L_STACKSIZE);
@@ -202,7 +205,7 @@ const char *lk_luaread_attach(uintptr_t Laddr, char **gp)
   lk_g_curl = lay.curl;
   lk_g_vmstate = lay.vmstate;
   lk_g_jitbase = lay.jitbase;
-  lk_names_reset(L);
+  lk_frames_setup(L);
   *gp = g;
   return NULL;
 }

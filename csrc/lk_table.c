@@ -229,13 +229,13 @@ void lk_table_each(lk_block_fn fn, void *ud)
   lk_table_each_since(0, fn, ud);
 }
 
-/* The same, in the pages stamped EPOCH or later only: every block born in EPOCH or later is
-** there (with older ones, which fn tells apart by their site). */
 static inline uint64_t lk_word(const uint64_t *slots, size_t j)
 {
   return __atomic_load_n(&slots[j], __ATOMIC_RELAXED);
 }
 
+/* The same, in the pages stamped EPOCH or later only: every block born in EPOCH or later is
+** there (with older ones, which fn tells apart by their site). */
 void lk_table_each_since(uint32_t epoch, lk_block_fn fn, void *ud)
 {
   size_t i, j;
@@ -262,7 +262,7 @@ void lk_table_each_since(uint32_t epoch, lk_block_fn fn, void *ud)
         j += 7;  /* eight empty slots (a page is a multiple of eight) */
         continue;
       }
-      if (!(v = __atomic_load_n(&slots[j], __ATOMIC_RELAXED))) continue;
+      if (!(v = lk_word(slots, j))) continue;
       fn(base + (j << LK_GRAN_SHIFT) + (((v >> LK_SITE_BITS) & 1) << 4), v >> LK_SIZE_SHIFT,
          (uint32_t)(v & LK_SITE_MASK), ud);
     }

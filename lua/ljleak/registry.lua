@@ -76,6 +76,7 @@ local function drop_slot(s)
    nfree = nfree + 1
    free_slots[nfree] = s
 end
+
 local problems = {}                               -- {kind, message, lua, ...}
 
 -- ffi.C.free once the program has declared it (nil before).
