@@ -121,6 +121,31 @@ describe("raw report parser", function()
    end
 end)
 
+describe("the tests lists of a run directory", function()
+   local engines = require "ljleak.engine"
+
+   it("reads every record in order, and names each line that is not one", function()
+      local dir = tmpdir .. "/tests-lists"
+      assert(require("lfs").mkdir(dir))
+      local rec = '{"name":"a > %s","file":"a_spec.lua","line":%s,"time":0.5,"status":"success"}'
+      write_file(dir .. "/tests.20.jsonl", rec:format("one", 3) .. "\n" .. rec:format("two", "null") .. "\n")
+      write_file(dir .. "/tests.30.jsonl", rec:format("three", 7) .. "\n   \n" .. "[1]\n\n"
+         .. rec:format("four", 9) .. ", {}\n" .. rec:format("five", 11))
+      write_file(dir .. "/tests.40.jsonl", "")
+      write_file(dir .. "/tests.50.jsonl", rec:format("six", 1) .. ", " .. rec:format("seven", 2) .. "\n")
+      local tests, problems = engines.read_tests(dir)
+      local got = {}
+      for i, t in ipairs(tests) do got[i] = ("%d %s %s"):format(t.pid, t.name, tostring(t.line)) end
+      assert.are.same({"20 a > one 3", "20 a > two nil", "30 a > three 7", "30 a > five 11"}, got)
+      assert.are.equal(0.5, tests[1].time)
+      local said = {}
+      for i, p in ipairs(problems) do said[i] = p.message:gsub("^.*/", "") end
+      assert.are.same({"tests.30.jsonl:2: not a test record", "tests.30.jsonl:3: not a test record",
+                       "tests.30.jsonl:5: not a test record", "tests.50.jsonl:1: not a test record"}, said)
+      h.rmtree(dir)
+   end)
+end)
+
 describe("collecting a tracker run directory", function()
    local tracker = require "ljleak.engine.tracker"
 
