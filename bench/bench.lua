@@ -45,8 +45,9 @@ local function now()
    return t.tv_sec + t.tv_nsec * 1e-9
 end
 
--- Runs argv with stdout/stderr to /dev/null; returns wall seconds and exit code.
-local function run(argv)
+-- Runs argv with stdout/stderr to /dev/null (and ENV's variables set, if given); returns wall
+-- seconds and exit code.
+local function run(argv, env)
    local t0 = now()
    local pid = assert(unistd.fork())
    if pid == 0 then
@@ -54,6 +55,7 @@ local function run(argv)
       local null = fcntl.open("/dev/null", fcntl.O_WRONLY)
       unistd.dup2(null, 1)
       unistd.dup2(null, 2)
+      for k, v in pairs(env or {}) do stdlib.setenv(k, v) end
       local t = {[0] = argv[1]}
       for i = 2, #argv do t[i - 1] = argv[i] end
       unistd.execp(argv[1], t)
@@ -284,12 +286,12 @@ if (not ONLY or ONLY == "testnginx") and unistd.access("/usr/lib/nginx/modules/n
 end
 
 -- Runs ARGV RUNS times under GNU time (outside: the whole command); least wall and peak RSS (KiB).
-local function timed(argv, runs, codes)
+local function timed(argv, runs, codes, env)
    local walls, rsss = {}, {}
    for _ = 1, runs do
       local a = {"/usr/bin/time", "-f", "%e %M", "-o", rssfile}
       for _, x in ipairs(argv) do a[#a + 1] = x end
-      local wall, code = run(a)
+      local wall, code = run(a, env)
       local _, kb = measured_result(rssfile)
       if not (codes or {[0] = true})[code] then
          io.stderr:write(("bench: %s exited with %d\n"):format(table.concat(argv, " "), code))
@@ -330,20 +332,50 @@ if not ONLY or ONLY == "fixed" then
    target("fixed cost: memory over plain", (tr - pr) / 1024, 16, "MiB")
 end
 
+-- What the whole command's time is made of, measured beside it (interleaved, in one loop): the
+-- tracker preloaded into the command's processes alone (their raw reports written into a scratch
+-- directory: no CLI; ENV may add ljleak's bootstrap), and an empty library preloaded instead (what
+-- preloading any library costs: the floor of this design). Rows {label, argv, codes, env}; returns
+-- each row's least wall time, in order.
+local scratch = assert(stdlib.mkdtemp("/tmp/ljleak-bench-scratch-XXXXXX"))
+local EMPTY_SO = scratch .. "/empty.so"
+local _, cc_code = run({"cc", "-shared", "-fPIC", "-o", EMPTY_SO, "-x", "c", "/dev/null"})
+local has_empty = cc_code == 0 and unistd.access(EMPTY_SO, "r") == 0
+local RUN_DIR = scratch .. "/run"
+
+local function with_parts(plain, whole, runs, env)
+   local tracker_env = {LD_PRELOAD = ROOT .. "/build/ljleak/libljleak.so", LJLEAK_DIR = RUN_DIR}
+   for k, v in pairs(env or {}) do tracker_env[k] = v end
+   local rows = {{"plain", plain}}
+   if has_empty then rows[#rows + 1] = {"an empty library preloaded", plain, nil, {LD_PRELOAD = EMPTY_SO}} end
+   rows[#rows + 1] = {env and "the tracker and bootstrap alone" or "the tracker preloaded alone", plain, nil,
+                      tracker_env}
+   rows[#rows + 1] = whole
+   local walls = {}
+   for _ = 1, runs do
+      for i, r in ipairs(rows) do
+         if r[4] == tracker_env then assert(require("lfs").mkdir(RUN_DIR)) end
+         walls[i] = walls[i] or {}
+         walls[i][#walls[i] + 1] = timed(r[2], 1, r[3], r[4])
+         if r[4] == tracker_env then run({"rm", "-rf", "--", RUN_DIR}) end
+      end
+   end
+   local pw = least(walls[1])
+   print(("%-34s %8s %8s"):format("command", "wall s", "x wall"))
+   for i, r in ipairs(rows) do
+      local w = least(walls[i])
+      print(("%-34s %8.3f %7.2fx"):format(r[1], w, w / pw))
+   end
+   return pw, least(walls[#rows])
+end
+
 -- Per process: a script starting 20 short LuaJIT workers (bench/workers.lua), the whole command.
 if not ONLY or ONLY == "workers" then
    local prog = {"luajit", ROOT .. "/bench/workers.lua"}
-   local walls = {plain = {}, tracker = {}}
-   for _ = 1, math.max(RUNS, 10) do   -- (0.05 s each)
-      walls.plain[#walls.plain + 1] = timed(prog, 1)
-      walls.tracker[#walls.tracker + 1] = timed({LJLEAK, "run", "--", prog[1], prog[2]}, 1, {[42] = true})
-   end
-   local pw, tw = least(walls.plain), least(walls.tracker)
-   print(("per process: 20 short luajit workers (bench/workers.lua), %d runs each, least wall time")
-      :format(math.max(RUNS, 10)))
-   print(("%-13s %8s %8s"):format("command", "wall s", "x wall"))
-   print(("%-13s %8.2f %7.2fx"):format("plain", pw, 1))
-   print(("%-13s %8.2f %7.2fx"):format("ljleak run", tw, tw / pw))
+   local runs = math.max(RUNS, 10)   -- (0.05 s each)
+   print(("per process: 20 short luajit workers (bench/workers.lua: 41 processes), %d runs each, least wall time")
+      :format(runs))
+   local pw, tw = with_parts(prog, {"ljleak run", {LJLEAK, "run", "--", prog[1], prog[2]}, {[42] = true}}, runs)
    target("20 processes: whole command", tw / pw, 1.3)
 end
 
@@ -403,20 +435,20 @@ if not ONLY or ONLY == "busted" then
    f:write("end)\n")
    f:close()
    local spec = dir .. "/suite_spec.lua"
-   local walls = {plain = {}, ljleak = {}}
-   for _ = 1, math.max(RUNS, 10) do
-      walls.plain[#walls.plain + 1] = timed({"luajit", "/usr/bin/busted", "-o", "TAP", spec}, 1)
-      walls.ljleak[#walls.ljleak + 1] = timed({LJLEAK, "busted", "--", "-o", "TAP", spec}, 1)
-   end
-   local pw, lw = least(walls.plain), least(walls.ljleak)
-   print(("busted: a 300-test suite, per-test checks on, %d runs each, least wall time"):format(math.max(RUNS, 10)))
-   print(("%-13s %8s %8s"):format("command", "wall s", "x wall"))
-   print(("%-13s %8.2f %7.2fx"):format("busted", pw, 1))
-   print(("%-13s %8.2f %7.2fx"):format("ljleak busted", lw, lw / pw))
+   -- ljleak's bootstrap as the CLI gives it (LUA_INIT, with the modules' bytecode), for the row of
+   -- the process alone.
+   local boot = ("local boot = loadfile(%q) if boot then boot(%q, %q) end"):format(
+      ROOT .. "/build/lua/ljleak/engine/boot.lua", ROOT .. "/build/lua", ROOT .. "/build/ljleak/core.so")
+   local runs = math.max(RUNS, 10)
+   print(("busted: a 300-test suite, per-test checks on, %d runs each, least wall time"):format(runs))
+   local pw, lw = with_parts({"luajit", "/usr/bin/busted", "-o", "TAP", spec},
+                             {"ljleak busted", {LJLEAK, "busted", "--", "-o", "TAP", spec}}, runs,
+                             {LUA_INIT = boot, LJLEAK_PER_TEST = "1"})
    target("busted, 300 tests: whole command", lw / pw, 1.3)
    run({"rm", "-rf", "--", dir})
 end
 run({"rm", "-rf", "--", cache})
+run({"rm", "-rf", "--", scratch})
 
 if #targets > 0 then
    print("issue 11's targets (measured in this run)")
