@@ -7,8 +7,9 @@
 -- leaked block has its own stack (1e4 stacks; 1e5 stacks of 64 frames), with the whole command's
 -- wall time and peak RSS. Then `ljleak test-nginx` on the suites of t/testnginx/ (12 nginx
 -- instances) against the same `prove` alone. Then issue 11's rows: the fixed cost of a run, 20
--- short processes, the exit scan's curve (1e4..1e7 live blocks), a 300-test busted suite; and a
--- table of every target with its measured ratio. LeakSanitizer (gcc's liblsan preloaded) and
+-- short processes, the exit scan's curve (1e4..1e7 live blocks), a 300-test busted suite (those
+-- two beside an empty library preloaded and the tracker alone in the processes); and a table of
+-- every target with its measured ratio. LeakSanitizer (gcc's liblsan preloaded) and
 -- heaptrack are columns of the workloads where they are installed.
 -- Environment: BENCH_RUNS (default 5), BENCH_VALGRIND_RUNS (default 1: a Valgrind run takes
 -- 20 to 100 times as long), BENCH_VALGRIND=0 to skip Valgrind, BENCH_PEER_RUNS (LSan and
