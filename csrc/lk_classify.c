@@ -123,9 +123,13 @@ static void lk_scan_words(lk_scanner *s, uintptr_t lo, uintptr_t hi)
 
 /* -- Resident pages only ----------------------------------------------------
 ** A huge mapping the program never touched (a MAP_NORESERVE reservation) holds only zeros: read
-** only the pages in use (lk_pages_in_use), never the rest. */
+** only the pages in use (lk_pages_in_use), never the rest. A region of LK_RESIDENT_MIN bytes or
+** more is asked about (a mincore call), a smaller one read whole: a page read that was never
+** written costs a page fault (the zero page mapped), about ten in every process when only
+** regions of 1 MiB or more were asked about (libraries' .bss, small mappings). */
 
-#define LK_BIG ((uintptr_t)1 << 20)
+#define LK_BIG ((uintptr_t)1 << 20)       /* pages asked about at once */
+#define LK_RESIDENT_MIN ((uintptr_t)16 << 10)
 
 static void lk_scan_counted(lk_scanner *s, uintptr_t lo, uintptr_t hi)
 {
@@ -138,7 +142,7 @@ static void lk_scan_resident(lk_scanner *s, uintptr_t lo, uintptr_t hi,
 {
   unsigned char vec[LK_BIG / 4096];
   uintptr_t w;
-  if (hi - lo < LK_BIG) { scan(s, lo, hi); return; }
+  if (hi - lo < LK_RESIDENT_MIN) { scan(s, lo, hi); return; }
   for (w = lo & ~(uintptr_t)4095; w < hi; w += LK_BIG) {
     uintptr_t we = w + LK_BIG < hi ? w + LK_BIG : hi, run = 0, p;
     size_t np = (we - w + 4095) / 4096, k;
