@@ -140,10 +140,12 @@ static lk_agg *lk_agg_slot(lk_agg *t, size_t n, uint32_t site, uint32_t kind, ui
 }
 
 /* The table of (site, kind, owner) -> blocks, bytes of R's blocks that F asks for: sized by the
-** number of distinct entries (it doubles when half full), not by the number of blocks. */
+** number of distinct entries (it doubles when half full), not by the number of blocks. It starts
+** at a page (a short process has a few dozen entries; each page of a bigger start was a fault,
+** read whole by the report). */
 static size_t lk_aggregate(const lk_result *r, const lk_report_filter *f, lk_agg **out, size_t *cap)
 {
-  size_t n = 1024, i, j, used = 0;
+  size_t n = 4096 / sizeof(lk_agg), i, j, used = 0;
   lk_agg *t = lk_sysmap(n * sizeof(lk_agg));
   *out = t;
   *cap = n;
