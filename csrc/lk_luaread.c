@@ -96,7 +96,15 @@ typedef struct lk_name {
   int has;             /* the name is not NULL */
   char name[68];
 } lk_name;
-static lk_name *lk_names;     /* LK_NAMES entries, mapped at attach; NULL: ask every time */
+/* A slot per hash of a link word, naming its entry; entries handed out in order, so that a
+** process touches the pages of as many entries as it met call instructions (slots straight into
+** 384 KiB of entries cost a page fault for nearly every new one: a busted suite, about 90). */
+typedef struct lk_names_map {
+  uint16_t slot[LK_NAMES];   /* 1 + the entry of the link words of this hash; 0: none yet */
+  uint32_t used;             /* entries handed out (at most one a slot) */
+  lk_name entry[LK_NAMES];
+} lk_names_map;
+static lk_names_map *lk_names; /* mapped at attach; NULL: ask every time */
 static int lk_walk_own;       /* walk the frames here (see "Walking the frames"), not lua_getstack */
 static volatile int lk_names_busy;
 
@@ -107,16 +115,17 @@ static void lk_frames_setup(char *L)
   char *stack = LK_RDP(L, LK_L_STACK), *base = LK_RDP(L, LK_L_BASE), *top = LK_RDP(L, LK_L_TOP);
   uint32_t size = (uint32_t)LK_RD32(L, LK_L_STACKSIZE);
   if (!lk_names) {  /* a raw mmap: the tracker's memory, not a mapping of the program's (a root) */
-    void *p = (void *)syscall(SYS_mmap, NULL, LK_NAMES * sizeof(lk_name), PROT_READ | PROT_WRITE,
+    void *p = (void *)syscall(SYS_mmap, NULL, sizeof(lk_names_map), PROT_READ | PROT_WRITE,
                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) return;
     lk_names = p;
-  } else {
-    memset(lk_names, 0, LK_NAMES * sizeof(lk_name));  /* another VM: its functions are others */
+  } else {   /* another VM: its functions are others (an entry is emptied when handed out again) */
+    memset(lk_names->slot, 0, sizeof(lk_names->slot));
+    lk_names->used = 0;
   }
   /* The stack fields where this layout has them (the coroutine attaching runs a C call) */
   if (!(stack && stack <= base && base <= top && top <= stack + (size_t)size * 8)) {
-    syscall(SYS_munmap, lk_names, LK_NAMES * sizeof(lk_name));
+    syscall(SYS_munmap, lk_names, sizeof(lk_names_map));
     lk_names = NULL;
     lk_walk_own = 0;
   } else {
@@ -129,18 +138,29 @@ static void lk_frames_setup(char *L)
 static const char *lk_frame_name(char *L, lk_lua_Debug *ar, char *buf, size_t cap)
 {
   uint64_t link = 0;
-  lk_name *e = NULL;
+  uint32_t slot = 0;
+  int cached = 0;
   if (lk_names) {
     const char *stack = LK_RDP(L, LK_L_STACK);
     memcpy(&link, stack + 8 * (size_t)((uint32_t)ar->i_ci & 0xffff), 8);
     if (link && (link & 3) == 0) {  /* FRAME_LUA: the caller's call instruction */
       uint64_t h = (link >> 2) * 0x9e3779b97f4a7c15ull;
-      e = &lk_names[h >> 52];
+      slot = (uint32_t)(h >> 52);
+      cached = 1;
     }
   }
-  if (e && !__atomic_exchange_n(&lk_names_busy, 1, __ATOMIC_ACQUIRE)) {  /* else: no waiting */
+  if (cached && !__atomic_exchange_n(&lk_names_busy, 1, __ATOMIC_ACQUIRE)) {  /* else: no waiting */
     const char *name = NULL;
-    int hit = e->link == link && e->src == ar->source && e->linedefined == ar->linedefined;
+    lk_name *e;
+    int hit;
+    uint32_t k = lk_names->slot[slot];
+    if (!k) {   /* a new slot: the next entry, emptied (it may be another VM's) */
+      k = ++lk_names->used;
+      lk_names->slot[slot] = (uint16_t)k;
+      lk_names->entry[k - 1].link = 0;
+    }
+    e = &lk_names->entry[k - 1];
+    hit = e->link == link && e->src == ar->source && e->linedefined == ar->linedefined;
     if (!hit) {
       lk_getinfo(L, "n", ar);
       e->link = link;
