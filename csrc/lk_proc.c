@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -96,47 +95,56 @@ static const char **lk_environ(lua_State *L, int idx)
   return v;
 }
 
-/* core.spawn(path, argv, env) -> pid | nil, message[, errno]
+/* core.spawn(path, argv, env) -> pid | nil, message
 ** Runs PATH with ARGV (argv[1] is the program's name) and environ changed by ENV. A file exec
-** rejects as not a binary (ENOEXEC) runs under /bin/sh, as execvp does. posix_spawn, not fork:
-** no copy of the CLI's page tables for a child that only execs (glibc's is a vfork-style clone
-** that reports the exec's error). An errno comes back when the program could not be run. */
+** rejects as not a binary (ENOEXEC) runs under /bin/sh, as execvp does. The child never runs Lua. */
 static int proc_spawn(lua_State *L)
 {
   const char *path = luaL_checkstring(L, 1);
   const char **argv, **envp;
-  posix_spawnattr_t attr;
-  int err, n;
+  int p[2], err = 0, n;
   pid_t pid;
+  ssize_t got;
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checktype(L, 3, LUA_TTABLE);
   argv = lk_strings(L, 2, &n);
   if (n < 1) return luaL_argerror(L, 2, "empty argv");
   envp = lk_environ(L, 3);
+  if (pipe2(p, O_CLOEXEC) != 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "pipe: %s", strerror(errno));
+    return 2;
+  }
   lk_block_signals();
-  if ((err = posix_spawnattr_init(&attr)) != 0) {
+  pid = fork();
+  if (pid == 0) {
+    sigprocmask(SIG_SETMASK, &lk_old_mask, NULL);
+    execve(path, (char *const *)argv, (char *const *)envp);
+    if (errno == ENOEXEC) {
+      const char **sh = alloca((size_t)(n + 2) * sizeof(char *));
+      int i;
+      sh[0] = "sh";
+      sh[1] = path;
+      for (i = 1; i <= n; i++) sh[i + 1] = argv[i];
+      execve("/bin/sh", (char *const *)sh, (char *const *)envp);
+    }
+    err = errno;
+    if (write(p[1], &err, sizeof(err)) < 0) { /* the parent sees EOF: reported as unknown */ }
+    _exit(127);
+  }
+  err = errno;
+  close(p[1]);
+  if (pid < 0) {
+    close(p[0]);
     lua_pushnil(L);
-    lua_pushfstring(L, "spawn: %s", strerror(err));
+    lua_pushfstring(L, "fork: %s", strerror(err));
     return 2;
   }
-  posix_spawnattr_setsigmask(&attr, &lk_old_mask);   /* the child gets the old mask back */
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-  err = posix_spawn(&pid, path, NULL, &attr, (char *const *)argv, (char *const *)envp);
-  if (err == ENOEXEC) {
-    const char **sh = lua_newuserdata(L, (size_t)(n + 2) * sizeof(char *));
-    int i;
-    sh[0] = "sh";
-    sh[1] = path;
-    for (i = 1; i <= n; i++) sh[i + 1] = argv[i];
-    err = posix_spawn(&pid, "/bin/sh", NULL, &attr, (char *const *)sh, (char *const *)envp);
-  }
-  posix_spawnattr_destroy(&attr);
-  if (err == EAGAIN) {   /* no process could be made (the program was not reached) */
-    lua_pushnil(L);
-    lua_pushfstring(L, "spawn: %s", strerror(err));
-    return 2;
-  }
-  if (err != 0) {
+  do { got = read(p[0], &err, sizeof(err)); } while (got < 0 && errno == EINTR);
+  close(p[0]);
+  if (got == (ssize_t)sizeof(err)) {
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) ;
     lua_pushnil(L);
     lua_pushstring(L, strerror(err));
     lua_pushinteger(L, err);
