@@ -160,6 +160,29 @@ local function await(file)
    return false
 end
 
+describe("the command's start", function()
+   it("gives the program the signal mask ljleak got, not the signals ljleak keeps blocked for itself", function()
+      local list = {"sh", "-c", "grep '^Sig\\(Blk\\|Ign\\)' /proc/self/status"}
+      local code, plain = h.run(list, {env = h.UNTRACED})
+      assert.are.equal(0, code)
+      local _, tcode, _, traced = h.ljleak_run(list)
+      assert.are.equal(0, tcode)
+      assert.matches("^SigBlk:", plain)
+      assert.are.equal(plain, traced)
+   end)
+
+   it("runs a file that is not a binary and has no #! under /bin/sh with its arguments, as execvp does", function()
+      local dir = h.tmpdir()
+      local script = dir .. "/plain-script"
+      h.write_file(script, 'printf "ran %s %s\\n" "$1" "$2"\n')
+      assert(require("posix.sys.stat").chmod(script, tonumber("755", 8)) == 0)
+      local _, code, _, out = h.ljleak_run({script, "one", "two words"})
+      h.rmtree(dir)
+      assert.are.equal(0, code)
+      assert.are.equal("ran one two words\n", out)
+   end)
+end)
+
 describe("signals", function()
    -- t/prog/graceful: leaks 123 bytes, says it runs, ends cleanly on SIGTERM or SIGQUIT.
    local GRACEFUL = PROG .. "graceful"
