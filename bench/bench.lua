@@ -336,8 +336,9 @@ end
 -- What the whole command's time is made of, measured beside it (interleaved, in one loop): the
 -- tracker preloaded into the command's processes alone (their raw reports written into a scratch
 -- directory: no CLI; ENV may add ljleak's bootstrap), and an empty library preloaded instead (what
--- preloading any library costs: the floor of this design). Rows {label, argv, codes, env}; returns
--- each row's least wall time, in order.
+-- preloading any library costs: the floor of this design). PLAIN: the command's argv; WHOLE:
+-- {label, argv, exit codes} of it under ljleak. Prints each row's least wall time and its ratio to
+-- plain's; returns plain's and WHOLE's.
 local scratch = assert(stdlib.mkdtemp("/tmp/ljleak-bench-scratch-XXXXXX"))
 local EMPTY_SO = scratch .. "/empty.so"
 local _, cc_code = run({"cc", "-shared", "-fPIC", "-o", EMPTY_SO, "-x", "c", "/dev/null"})
