@@ -182,6 +182,36 @@ describe("collecting a tracker run directory", function()
          .. "load the tracker into it"}}, unchecked)
       h.rmtree(dir)
    end)
+
+   it("parses each report once: as it appears while the command runs, again only when replaced", function()
+      local dir = tmpdir .. "/ahead"
+      assert(require("lfs").mkdir(dir))
+      write_file(dir .. "/proc.4242.raw", GOOD)
+      local state = {}
+      local tick = tracker.ticker(state, dir, {enabled = false})
+      local read = spy.on(raw, "read")
+      local ok, err = pcall(function()
+         tick()   -- the command is young: the directory is read at once
+         assert.spy(read).was.called(1)
+         assert.spy(read).was.called_with(dir .. "/proc.4242.raw")
+         write_file(dir .. "/proc.4243.raw", (GOOD:gsub("pid 4242", "pid 4243")))
+         local result = {pid = 4242, how = "exited", status = 0}
+         local procs = tracker.collect(state, dir, result)
+         assert.spy(read).was.called(2)   -- 4243's only
+         assert.are.same({4242, 4243}, {procs[1].pid, procs[2].pid})
+         assert.are.equal(300, procs[1].leaks[1].bytes)
+         -- A later process of pid 4242 renames its own report over the first one's.
+         write_file(dir .. "/proc.4242.raw.tmp", (GOOD:gsub("definite 7 3 300", "definite 7 5 500")))
+         assert(os.rename(dir .. "/proc.4242.raw.tmp", dir .. "/proc.4242.raw"))
+         procs = tracker.collect(state, dir, result)
+         assert.spy(read).was.called(3)
+         assert.are.same({4242, 4243}, {procs[1].pid, procs[2].pid})
+         assert.are.same({kind = "definite", site = 7, blocks = 5, bytes = 500}, procs[1].leaks[1])
+      end)
+      read:revert()
+      h.rmtree(dir)
+      assert(ok, err)
+   end)
 end)
 
 describe("JSON report", function()

@@ -26,7 +26,7 @@ end
 
 -- Run PATH with ARGV (argv[1]: the name it sees) and ENV (NAME = value, or false to remove it).
 -- OPTS.timeout: seconds; OPTS.tick(pid): called about four times a second while it runs (every
--- OPTS.interval seconds, if given).
+-- OPTS.interval seconds, if given; or a function of the seconds it has run, giving them).
 -- Returns {pid, how = "exited"|"killed", status, interrupted = nil | {signal, by = "signal"|"timeout"}},
 -- or nil, message, errno when it could not be started.
 function M.run(path, argv, env, opts)
@@ -36,14 +36,19 @@ function M.run(path, argv, env, opts)
    io.stderr:flush()
    local pid, err, errno = core.spawn(path, argv, env)
    if not pid then return nil, err, errno end
-   local deadline = opts.timeout and now() + opts.timeout
+   local start = now()
+   local deadline = opts.timeout and start + opts.timeout
    local interrupted, kill_at, killed
    while true do
       local t = now()
       local wait = nil
       if deadline then wait = math.max(0, deadline - t) end
       if kill_at then wait = math.max(0, math.min(wait or math.huge, kill_at - t)) end
-      if opts.tick then wait = math.min(wait or opts.interval or 0.25, opts.interval or 0.25) end
+      if opts.tick then
+         local interval = opts.interval or 0.25
+         if type(interval) == "function" then interval = interval(t - start) end
+         wait = math.min(wait or interval, interval)
+      end
       local what, a, from_terminal = core.wait(pid, wait)
       if what == "exited" or what == "killed" then
          return {pid = pid, how = what, status = a, interrupted = interrupted}

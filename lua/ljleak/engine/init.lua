@@ -4,13 +4,15 @@
 -- engine.prepare(args) -> state         before anything runs: checks the engine's own options
 -- engine.check(state, path)             fails if the engine cannot run the program at PATH
 -- engine.command(state, command, path, run_dir) -> path, argv, env   what to spawn, env added
--- engine.ticker(state, run_dir, status_line) -> function or nil   updates STATUS_LINE while it runs
+-- engine.ticker(state, run_dir, status_line) -> function or nil   called while it runs (updates
+--                                      STATUS_LINE, reads what the processes wrote so far)
 -- engine.after(state, run_dir, interrupted, seconds) -> signal or nil   waits (at most SECONDS: by
 --                                      default 10, 1 when INTERRUPTED) for processes that outlive it
 -- engine.collect(state, run_dir, result) -> procs, problems, errors, unchecked   (ljleak.raw's shape)
 -- engine.depth(state) -> frames kept per stack (suppression entries are cut to as many lines)
 -- engine.builtin_suppressions(procs) -> the engine's own suppressions used ({name, count...})
--- Optional: engine.interval (seconds between ticks, default 0.25); engine.tests(state) -> the
+-- Optional: engine.interval (seconds between ticks, default 0.25; or a function of the seconds
+-- the command has run, giving them); engine.tests(state) -> the
 -- tests the command ran (instead of the run directory's tests files: read_tests' shape);
 -- engine.nothing: why no process could have been checked.
 local cjson = require "cjson"

@@ -48,19 +48,60 @@ local function processes(run_dir)
    return running, reported
 end
 
--- On a terminal, once the command has run for 2 seconds (a test suite, a long program): the time,
--- the processes running and those checked, twice a second.
-function M.ticker(_, run_dir, status_line)
-   if not status_line.enabled then return nil end
-   local start, last = process.now(), -1
+-- A raw report, once renamed proc.PID.raw, is not written again: the reports are parsed as they
+-- appear while the command runs (the CLI waits on its own core), and the collect at the end
+-- parses only the last ones. STATE.parsed: path -> {key, proc, err}; the key (inode, size, change
+-- time) tells a report that a later process of the same pid wrote under the same name.
+local function attrs_key(a)
+   return ("%s:%s:%s"):format(a.ino, a.size, a.change)
+end
+
+local function parse_raw(state, path, a)
+   local cache, key = state and state.parsed, attrs_key(a)
+   local hit = cache and cache[path]
+   if hit and hit.key == key then return hit.proc, hit.err end
+   local proc, err = raw.read(path)
+   if cache then cache[path] = {key = key, proc = proc, err = err} end
+   return proc, err
+end
+
+local function parse_new(state, run_dir)
+   local ok, iter, dir_obj = pcall(lfs.dir, run_dir)
+   if not ok then return end
+   for name in iter, dir_obj do
+      local path = run_dir .. "/" .. name
+      if not state.parsed[path] and name:match("^proc%.%d+%.raw$") then
+         local a = lfs.symlinkattributes(path)
+         if a and a.mode == "file" then parse_raw(state, path, a) end
+      end
+   end
+end
+
+-- While the command runs: the run directory is read for new reports ever less often (every
+-- tenth of the time run so far, from 10 ms to 1 s: a short command's reports are ready when it
+-- ends, a long one's directory is not listed a hundred times a second). On a terminal, once the
+-- command has run for 2 seconds (a test suite, a long program): the time, the processes running
+-- and those checked, twice a second.
+function M.ticker(state, run_dir, status_line)
+   state.parsed = {}
+   local start, last, listed = process.now(), -1, -1
    return function()
       local elapsed = process.now() - start
-      if elapsed < 2 or elapsed - last < 0.5 then return end
+      if elapsed - listed >= math.max(0.01, math.min(1, elapsed / 10)) then
+         listed = elapsed
+         parse_new(state, run_dir)
+      end
+      if not status_line.enabled or elapsed < 2 or elapsed - last < 0.5 then return end
       last = elapsed
       local running, reported = processes(run_dir)
       status_line:update(("ljleak: %s elapsed, %d process%s running, %d checked"):format(progress.clock(elapsed),
          #running, #running == 1 and "" or "es", reported))
    end
+end
+
+-- Seconds between ticks, after ELAPSED seconds: often while the command is young.
+function M.interval(elapsed)
+   return math.max(0.01, math.min(0.25, elapsed / 10))
 end
 
 -- After the command ended, wait up to SECONDS (default 10, 1 when INTERRUPTED) for the processes
@@ -119,7 +160,7 @@ end
 -- the program's processes recorded ({kind, message, pid, lua, ...}); and unchecked: the
 -- processes that started under the tracker, or left it, and wrote no report ({pid, reason}).
 -- OPTS.child, OPTS.child_signal: the command's own pid, and the signal that killed it.
-local function collect(run_dir, opts)
+local function collect(run_dir, opts, state)
    opts = opts or {}
    local procs, problems, errors, unchecked = {}, {}, {}, {}
    local names, started, reported, notes = {}, {}, {}, {}
@@ -134,8 +175,9 @@ local function collect(run_dir, opts)
       local path = run_dir .. "/" .. name
       local pid = tonumber(name:match("^proc%.(%d+)%.") or name:match("^lua%.(%d+)%.") or "")
       local suffix = name:match("^proc%.%d+%.(.+)$")
-      if suffix == "raw" and lfs.symlinkattributes(path, "mode") == "file" then
-         local proc, err = raw.read(path)
+      local a = suffix == "raw" and lfs.symlinkattributes(path)
+      if a and a.mode == "file" then
+         local proc, err = parse_raw(state, path, a)
          if proc then
             procs[#procs + 1] = proc
             reported[proc.pid or pid] = true
@@ -182,9 +224,9 @@ end
 M.collect_dir = collect
 
 -- The run's processes (RESULT: process.run's, whose child and the signal that killed it matter).
-function M.collect(_, run_dir, result)
+function M.collect(state, run_dir, result)
    return collect(run_dir, {child = result.pid,
-                            child_signal = result.how == "killed" and process.signal_name(result.status) or nil})
+                            child_signal = result.how == "killed" and process.signal_name(result.status) or nil}, state)
 end
 
 -- Frames a record keeps: LJLEAK_DEPTH below the allocation function's.
