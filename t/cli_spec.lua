@@ -187,13 +187,20 @@ describe("collecting a tracker run directory", function()
       local dir = tmpdir .. "/ahead"
       assert(require("lfs").mkdir(dir))
       write_file(dir .. "/proc.4242.raw", GOOD)
-      local state = {}
-      local tick = tracker.ticker(state, dir, {enabled = false})
+      local state, given = {}, {}
+      local tick = tracker.ticker(state, dir, {enabled = false}, function(proc)
+         given[#given + 1] = proc.pid
+         error("a failure here is met again when the report is built: the run goes on")
+      end)
       local read = spy.on(raw, "read")
       local ok, err = pcall(function()
          tick()   -- the command is young: the directory is read at once
          assert.spy(read).was.called(1)
          assert.spy(read).was.called_with(dir .. "/proc.4242.raw")
+         assert.are.same({4242}, given)
+         tick()
+         assert.spy(read).was.called(1)
+         assert.are.same({4242}, given)
          write_file(dir .. "/proc.4243.raw", (GOOD:gsub("pid 4242", "pid 4243")))
          local result = {pid = 4242, how = "exited", status = 0}
          local procs = tracker.collect(state, dir, result)

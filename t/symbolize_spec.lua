@@ -116,3 +116,38 @@ describe("the frames of a stack", function()
       assert.is_true(below >= 1)
    end)
 end)
+
+describe("symbolizing ahead", function()
+   it("gives the report built afterwards the same frames, looked up before it was built", function()
+      local dir = h.tmpdir()
+      local code, _, err = h.run({"luajit", "t/leak/lua_lines.lua", "lib"},
+         {env = {LD_PRELOAD = h.ROOT .. "/build/ljleak/libljleak.so", LJLEAK_DIR = dir}})
+      assert.are.equal(0, code, err)
+      local raw = require "ljleak.raw"
+      local model = require "ljleak.model"
+      local format = require "ljleak.format"
+      local symbolize = require "ljleak.symbolize"
+      local lfs = require "lfs"
+      local path
+      for name in lfs.dir(dir) do
+         if name:match("%.raw$") then path = dir .. "/" .. name end
+      end
+      local function report(ahead)
+         local proc = assert(raw.read(path))
+         local sym = symbolize.new({tracker = h.ROOT .. "/build/ljleak/libljleak.so"})
+         local looked_up = 0
+         if ahead then
+            model.symbolize_ahead(proc, sym)
+            for _ in pairs(sym.of_raw) do looked_up = looked_up + 1 end
+         end
+         return format.format(model.build({proc}, {command = {"luajit"}, exit_status = 0, symbolizer = sym}), "json"),
+                looked_up
+      end
+      local plain = report(false)
+      local ahead, looked_up = report(true)
+      h.rmtree(dir)
+      assert.is_true(looked_up > 0)
+      assert.are.equal(plain, ahead)
+      assert.matches('"function": "main"', plain, 1, true)
+   end)
+end)

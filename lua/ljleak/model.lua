@@ -414,6 +414,16 @@ end
 
 -- -- Building records ------------------------------------------------------------------------
 
+-- Symbolize the stacks of PROC's leaks with SYM before the report is built (with the same SYM),
+-- while the command still runs: build then finds them named.
+function M.symbolize_ahead(proc, sym)
+   if proc.symbolized then return end
+   for _, leak in ipairs(proc.leaks) do
+      local site = proc.sites[leak.site]
+      if site then sym:frames(proc, site) end
+   end
+end
+
 -- Build the report from PROCS (ljleak.raw's proc shape, from either engine's reader). OPTS: engine,
 -- command (argv list), exit_status, version, errors, symbolizer (a ljleak.symbolize object;
 -- default: a new one with OPTS.tracker).

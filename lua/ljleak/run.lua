@@ -218,7 +218,7 @@ local function finish(engine, state, run_dir, res, command, args, opts)
    util.jit_for(ok_size and bytes or 0)
    local procs, problems, errors, unchecked = engine.collect(state, run_dir, res)
 
-   local symbolizer = symbolize.new({tracker = state.library, cache = symbolize.cache_dir()})
+   local symbolizer = opts.symbolizer
    local rep = model.build(procs, {engine = engine.name, command = command, exit_status = exit_status,
                                    version = version(), errors = errors, symbolizer = symbolizer})
    symbolizer:save()
@@ -299,7 +299,10 @@ function M.run(args, command, extra_env, EXIT, engine_of, hooks)
       local exe, argv, env = engine.command(state, command, path, run_dir)
       for k, v in pairs(extra_env) do env[k] = v end
       local status_line = progress.new()
-      local tick = engine.ticker(state, run_dir, status_line)
+      -- The reports that come while the command runs are symbolized then (on the CLI's core).
+      opts.symbolizer = symbolize.new({tracker = state.library, cache = symbolize.cache_dir()})
+      local tick = engine.ticker(state, run_dir, status_line,
+                                 function(proc) model.symbolize_ahead(proc, opts.symbolizer) end)
       local drive = opts.hooks.drive
       if drive then
          local engine_tick = tick

@@ -4,8 +4,9 @@
 -- engine.prepare(args) -> state         before anything runs: checks the engine's own options
 -- engine.check(state, path)             fails if the engine cannot run the program at PATH
 -- engine.command(state, command, path, run_dir) -> path, argv, env   what to spawn, env added
--- engine.ticker(state, run_dir, status_line) -> function or nil   called while it runs (updates
---                                      STATUS_LINE, reads what the processes wrote so far)
+-- engine.ticker(state, run_dir, status_line, on_report) -> function or nil   called while it runs
+--                                      (updates STATUS_LINE; may read the reports written so far,
+--                                      and give each to ON_REPORT(proc) once)
 -- engine.after(state, run_dir, interrupted, seconds) -> signal or nil   waits (at most SECONDS: by
 --                                      default 10, 1 when INTERRUPTED) for processes that outlive it
 -- engine.collect(state, run_dir, result) -> procs, problems, errors, unchecked   (ljleak.raw's shape)

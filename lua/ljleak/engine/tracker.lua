@@ -65,31 +65,32 @@ local function parse_raw(state, path, a)
    return proc, err
 end
 
-local function parse_new(state, run_dir)
+local function parse_new(state, run_dir, on_report)
    local ok, iter, dir_obj = pcall(lfs.dir, run_dir)
    if not ok then return end
    for name in iter, dir_obj do
       local path = run_dir .. "/" .. name
       if not state.parsed[path] and name:match("^proc%.%d+%.raw$") then
          local a = lfs.symlinkattributes(path)
-         if a and a.mode == "file" then parse_raw(state, path, a) end
+         local proc = a and a.mode == "file" and parse_raw(state, path, a)
+         if proc and on_report then pcall(on_report, proc) end   -- (its failure is met again at the end)
       end
    end
 end
 
 -- While the command runs: the run directory is read for new reports ever less often (every
 -- tenth of the time run so far, from 10 ms to 1 s: a short command's reports are ready when it
--- ends, a long one's directory is not listed a hundred times a second). On a terminal, once the
--- command has run for 2 seconds (a test suite, a long program): the time, the processes running
--- and those checked, twice a second.
-function M.ticker(state, run_dir, status_line)
+-- ends, a long one's directory is not listed a hundred times a second), and ON_REPORT(proc)
+-- called with each. On a terminal, once the command has run for 2 seconds (a test suite, a long
+-- program): the time, the processes running and those checked, twice a second.
+function M.ticker(state, run_dir, status_line, on_report)
    state.parsed = {}
    local start, last, listed = process.now(), -1, -1
    return function()
       local elapsed = process.now() - start
       if elapsed - listed >= math.max(0.01, math.min(1, elapsed / 10)) then
          listed = elapsed
-         parse_new(state, run_dir)
+         parse_new(state, run_dir, on_report)
       end
       if not status_line.enabled or elapsed < 2 or elapsed - last < 0.5 then return end
       last = elapsed
