@@ -82,20 +82,24 @@ describe("the symbolizer", function()
    end
 end)
 
+-- The raw report's text of t/leak/lua_lines.lua (its `lib` leak), run with the tracker.
+local function lua_lines_raw()
+   local dir = h.tmpdir()
+   local code, _, err = h.run({"luajit", "t/leak/lua_lines.lua", "lib"},
+      {env = {LD_PRELOAD = h.ROOT .. "/build/ljleak/libljleak.so", LJLEAK_DIR = dir}})
+   assert.are.equal(0, code, err)
+   local text
+   for name in require("lfs").dir(dir) do
+      if name:match("%.raw$") then text = h.read_file(dir .. "/" .. name) end
+   end
+   h.rmtree(dir)
+   return assert(text, "no raw report")
+end
+
 describe("the frames of a stack", function()
    it("end at main, and those below it are named from the symbol table, never looked up in DWARF", function()
-      local dir = h.tmpdir()
-      local code, _, err = h.run({"luajit", "t/leak/lua_lines.lua", "lib"},
-         {env = {LD_PRELOAD = h.ROOT .. "/build/ljleak/libljleak.so", LJLEAK_DIR = dir}})
-      assert.are.equal(0, code, err)
-      local raw = require "ljleak.raw"
       local symbolize = require "ljleak.symbolize"
-      local lfs = require "lfs"
-      local proc
-      for name in lfs.dir(dir) do
-         if name:match("%.raw$") then proc = assert(raw.read(dir .. "/" .. name)) end
-      end
-      h.rmtree(dir)
+      local proc = assert(require("ljleak.raw").parse(lua_lines_raw()))
       local sym = symbolize.new({})
       local libc, frames
       for _, site in pairs(proc.sites) do
@@ -119,21 +123,13 @@ end)
 
 describe("symbolizing ahead", function()
    it("gives the report built afterwards the same frames, looked up before it was built", function()
-      local dir = h.tmpdir()
-      local code, _, err = h.run({"luajit", "t/leak/lua_lines.lua", "lib"},
-         {env = {LD_PRELOAD = h.ROOT .. "/build/ljleak/libljleak.so", LJLEAK_DIR = dir}})
-      assert.are.equal(0, code, err)
       local raw = require "ljleak.raw"
       local model = require "ljleak.model"
       local format = require "ljleak.format"
       local symbolize = require "ljleak.symbolize"
-      local lfs = require "lfs"
-      local path
-      for name in lfs.dir(dir) do
-         if name:match("%.raw$") then path = dir .. "/" .. name end
-      end
+      local text = lua_lines_raw()
       local function report(ahead)
-         local proc = assert(raw.read(path))
+         local proc = assert(raw.parse(text))
          local sym = symbolize.new({tracker = h.ROOT .. "/build/ljleak/libljleak.so"})
          local looked_up = 0
          if ahead then
@@ -145,7 +141,6 @@ describe("symbolizing ahead", function()
       end
       local plain = report(false)
       local ahead, looked_up = report(true)
-      h.rmtree(dir)
       assert.is_true(looked_up > 0)
       assert.are.equal(plain, ahead)
       assert.matches('"function": "main"', plain, 1, true)
