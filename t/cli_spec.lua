@@ -214,6 +214,21 @@ describe("collecting a tracker run directory", function()
          assert.spy(read).was.called(3)
          assert.are.same({4242, 4243}, {procs[1].pid, procs[2].pid})
          assert.are.same({kind = "definite", site = 7, blocks = 5, bytes = 500}, procs[1].leaks[1])
+         -- A report too big to parse in a tick waits for the end.
+         local ahead = tracker.AHEAD_BYTES
+         tracker.AHEAD_BYTES = #GOOD - 1
+         write_file(dir .. "/proc.4244.raw", (GOOD:gsub("pid 4242", "pid 4244")))
+         local ok2, err2 = pcall(function()
+            state.parsed, given = {}, {}
+            tick = tracker.ticker(state, dir, {enabled = false}, function(proc) given[#given + 1] = proc.pid end)
+            tick()
+            assert.are.same({}, given)
+            assert.spy(read).was.called(3)
+            procs = tracker.collect(state, dir, result)
+            assert.are.same({4242, 4243, 4244}, {procs[1].pid, procs[2].pid, procs[3].pid})
+         end)
+         tracker.AHEAD_BYTES = ahead
+         assert(ok2, err2)
       end)
       read:revert()
       h.rmtree(dir)

@@ -51,7 +51,10 @@ end
 -- A raw report, once renamed proc.PID.raw, is not written again: the reports are parsed as they
 -- appear while the command runs (the CLI waits on its own core), and the collect at the end
 -- parses only the last ones. STATE.parsed: path -> {key, proc, err}; the key (inode, size, change
--- time) tells a report that a later process of the same pid wrote under the same name.
+-- time) tells a report that a later process of the same pid wrote under the same name. A report
+-- of more than AHEAD_BYTES waits for the end: while a tick parses, a signal to ljleak waits to be
+-- passed on, and the timeout to be seen (256 KiB: some 30 ms).
+M.AHEAD_BYTES = 256 * 1024
 local function attrs_key(a)
    return ("%s:%s:%s"):format(a.ino, a.size, a.change)
 end
@@ -72,7 +75,7 @@ local function parse_new(state, run_dir, on_report)
       local path = run_dir .. "/" .. name
       if not state.parsed[path] and name:match("^proc%.%d+%.raw$") then
          local a = lfs.symlinkattributes(path)
-         local proc = a and a.mode == "file" and parse_raw(state, path, a)
+         local proc = a and a.mode == "file" and a.size <= M.AHEAD_BYTES and parse_raw(state, path, a)
          if proc and on_report then pcall(on_report, proc) end   -- (its failure is met again at the end)
       end
    end
