@@ -8,7 +8,8 @@
 -- wall time and peak RSS. Then `ljleak test-nginx` on the suites of t/testnginx/ (12 nginx
 -- instances) against the same `prove` alone. Then issue 11's rows: the fixed cost of a run, 20
 -- short processes, the exit scan's curve (1e4..1e7 live blocks), a 300-test busted suite (those
--- two beside an empty library preloaded and the tracker alone in the processes); and a table of
+-- two beside an empty library preloaded, an exit check's file I/O alone and the tracker with
+-- ljleak's bootstrap alone in the processes); and a table of
 -- every target with its measured ratio. LeakSanitizer (gcc's liblsan preloaded) and
 -- heaptrack are columns of the workloads where they are installed.
 -- Environment: BENCH_RUNS (default 5), BENCH_VALGRIND_RUNS (default 1: a Valgrind run takes
@@ -333,33 +334,94 @@ if not ONLY or ONLY == "fixed" then
    target("fixed cost: memory over plain", (tr - pr) / 1024, 16, "MiB")
 end
 
--- What the whole command's time is made of, measured beside it (interleaved, in one loop): the
--- tracker preloaded into the command's processes alone (their raw reports written into a scratch
--- directory: no CLI; ENV may add ljleak's bootstrap), and an empty library preloaded instead (what
--- preloading any library costs: the floor of this design). PLAIN: the command's argv; WHOLE:
--- {label, argv, exit codes} of it under ljleak. Prints each row's least wall time and its ratio to
--- plain's; returns plain's and WHOLE's.
+-- What the whole command's time is made of, measured beside it (interleaved, in one loop): an
+-- empty library preloaded (what preloading any library costs), a library that does only the I/O
+-- of a per-process exit check (FLOOR_C below: the floor of this design), the tracker preloaded
+-- into the command's processes alone (their raw reports written into a scratch run directory: no
+-- CLI; ENV adds ljleak's bootstrap, BOOT). PLAIN: the command's argv; WHOLE: {label, argv, exit
+-- codes} of it under ljleak. Prints each row's least wall time and its ratio to plain's; returns
+-- plain's and WHOLE's. The scratch run directory is where the CLI puts its own: /dev/shm.
 local scratch = assert(stdlib.mkdtemp("/tmp/ljleak-bench-scratch-XXXXXX"))
-local EMPTY_SO = scratch .. "/empty.so"
+local EMPTY_SO, FLOOR_SO = scratch .. "/empty.so", scratch .. "/floor.so"
 local _, cc_code = run({"cc", "-shared", "-fPIC", "-o", EMPTY_SO, "-x", "c", "/dev/null"})
 local has_empty = cc_code == 0 and unistd.access(EMPTY_SO, "r") == 0
-local RUN_DIR = scratch .. "/run"
+-- What any exit check that writes a report per process does, and nothing else: its executable's
+-- path read at start and its report file made there (proc.PID.live, also in a forked child), at
+-- exit /proc/self/maps and /proc/self/cmdline read, the report written and renamed proc.PID.raw.
+local FLOOR_C = [[
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+static char live[4096], fin[4096];
+static void mark(void) {
+  const char *d = getenv("LJLEAK_DIR");
+  int fd;
+  live[0] = 0;
+  if (!d) return;
+  snprintf(live, sizeof live, "%s/proc.%d.live", d, (int)getpid());
+  snprintf(fin, sizeof fin, "%s/proc.%d.raw", d, (int)getpid());
+  if ((fd = open(live, O_WRONLY | O_CREAT | O_CLOEXEC, 0644)) >= 0) close(fd);
+}
+static void check(void) {
+  static char buf[65536];
+  ssize_t n, got = 0;
+  int fd;
+  if (!live[0]) return;
+  if ((fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC)) >= 0) {
+    while (got < (ssize_t)sizeof buf && (n = read(fd, buf + got, sizeof buf - got)) > 0) got += n;
+    close(fd);
+  }
+  if ((fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC)) >= 0) {
+    if (read(fd, buf, 4096) < 0) got = 0;
+    close(fd);
+  }
+  if ((fd = open(live, O_WRONLY | O_CLOEXEC)) >= 0) {
+    if (write(fd, buf, got < 1024 ? (size_t)got : 1024) >= 0) rename(live, fin);
+    close(fd);
+  }
+}
+__attribute__((constructor)) static void init(void) {
+  char exe[4096];
+  if (readlink("/proc/self/exe", exe, sizeof exe) < 0) return;
+  mark();
+  pthread_atfork(NULL, NULL, mark);
+  atexit(check);
+}
+]]
+local floor_c = scratch .. "/floor.c"
+local f_c = assert(io.open(floor_c, "w"))
+f_c:write(FLOOR_C)
+f_c:close()
+_, cc_code = run({"cc", "-O2", "-shared", "-fPIC", "-o", FLOOR_SO, floor_c})
+local has_floor = cc_code == 0 and unistd.access(FLOOR_SO, "r") == 0
+local SHM = unistd.access("/dev/shm", "wx") == 0 and "/dev/shm" or scratch
+local RUN_DIR = ("%s/ljleak-bench-run.%d"):format(SHM, unistd.getpid())
+
+-- ljleak's bootstrap as the CLI gives every LuaJIT process (LUA_INIT, with the modules' bytecode),
+-- for the rows of the processes alone.
+local BOOT = ("local boot = loadfile(%q) if boot then boot(%q, %q) end"):format(
+   ROOT .. "/build/lua/ljleak/engine/boot.lua", ROOT .. "/build/lua", ROOT .. "/build/ljleak/core.so")
 
 local function with_parts(plain, whole, runs, env)
    local tracker_env = {LD_PRELOAD = ROOT .. "/build/ljleak/libljleak.so", LJLEAK_DIR = RUN_DIR}
+   local floor_env = {LD_PRELOAD = FLOOR_SO, LJLEAK_DIR = RUN_DIR}
    for k, v in pairs(env or {}) do tracker_env[k] = v end
    local rows = {{"plain", plain}}
    if has_empty then rows[#rows + 1] = {"an empty library preloaded", plain, nil, {LD_PRELOAD = EMPTY_SO}} end
-   rows[#rows + 1] = {env and "the tracker and bootstrap alone" or "the tracker preloaded alone", plain, nil,
-                      tracker_env}
+   if has_floor then rows[#rows + 1] = {"an exit check's file I/O alone", plain, nil, floor_env} end
+   rows[#rows + 1] = {"the tracker and bootstrap alone", plain, nil, tracker_env}
    rows[#rows + 1] = whole
    local walls = {}
    for _ = 1, runs do
       for i, r in ipairs(rows) do
-         if r[4] == tracker_env then assert(require("lfs").mkdir(RUN_DIR)) end
+         local dir = r[4] and r[4].LJLEAK_DIR
+         if dir then assert(require("lfs").mkdir(dir)) end
          walls[i] = walls[i] or {}
          walls[i][#walls[i] + 1] = timed(r[2], 1, r[3], r[4])
-         if r[4] == tracker_env then run({"rm", "-rf", "--", RUN_DIR}) end
+         if dir then run({"rm", "-rf", "--", dir}) end
       end
    end
    local pw = least(walls[1])
@@ -377,7 +439,8 @@ if not ONLY or ONLY == "workers" then
    local runs = math.max(RUNS, 10)   -- (0.05 s each)
    print(("per process: 20 short luajit workers (bench/workers.lua: 41 processes), %d runs each, least wall time")
       :format(runs))
-   local pw, tw = with_parts(prog, {"ljleak run", {LJLEAK, "run", "--", prog[1], prog[2]}, {[42] = true}}, runs)
+   local pw, tw = with_parts(prog, {"ljleak run", {LJLEAK, "run", "--", prog[1], prog[2]}, {[42] = true}}, runs,
+                             {LUA_INIT = BOOT})
    target("20 processes: whole command", tw / pw, 1.3)
 end
 
@@ -437,15 +500,11 @@ if not ONLY or ONLY == "busted" then
    f:write("end)\n")
    f:close()
    local spec = dir .. "/suite_spec.lua"
-   -- ljleak's bootstrap as the CLI gives it (LUA_INIT, with the modules' bytecode), for the row of
-   -- the process alone.
-   local boot = ("local boot = loadfile(%q) if boot then boot(%q, %q) end"):format(
-      ROOT .. "/build/lua/ljleak/engine/boot.lua", ROOT .. "/build/lua", ROOT .. "/build/ljleak/core.so")
    local runs = math.max(RUNS, 10)
    print(("busted: a 300-test suite, per-test checks on, %d runs each, least wall time"):format(runs))
    local pw, lw = with_parts({"luajit", "/usr/bin/busted", "-o", "TAP", spec},
                              {"ljleak busted", {LJLEAK, "busted", "--", "-o", "TAP", spec}}, runs,
-                             {LUA_INIT = boot, LJLEAK_PER_TEST = "1"})
+                             {LUA_INIT = BOOT, LJLEAK_PER_TEST = "1"})
    target("busted, 300 tests: whole command", lw / pw, 1.3)
    run({"rm", "-rf", "--", dir})
 end
