@@ -136,8 +136,12 @@ describe("symbolizing ahead", function()
             model.symbolize_ahead(proc, sym)
             for _ in pairs(sym.of_raw) do looked_up = looked_up + 1 end
          end
-         return format.format(model.build({proc}, {command = {"luajit"}, exit_status = 0, symbolizer = sym}), "json"),
-                looked_up
+         local json = format.format(model.build({proc}, {command = {"luajit"}, exit_status = 0, symbolizer = sym}),
+                                    "json")
+         for _, s in pairs(sym.symbolizers) do   -- libdw's state freed now, not when collected
+            if s then s:close() end
+         end
+         return json, looked_up
       end
       local plain = report(false)
       local ahead, looked_up = report(true)
