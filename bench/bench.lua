@@ -9,9 +9,9 @@
 -- instances) against the same `prove` alone. Then issue 11's rows: the fixed cost of a run, 20
 -- short processes, the exit scan's curve (1e4..1e7 live blocks), a 300-test busted suite (those
 -- two beside an empty library preloaded, an exit check's file I/O alone and the tracker with
--- ljleak's bootstrap alone in the processes); and a table of
--- every target with its measured ratio. LeakSanitizer (gcc's liblsan preloaded) and
--- heaptrack are columns of the workloads where they are installed.
+-- ljleak's bootstrap alone in the processes); and a table of every target with its measured
+-- ratio. LeakSanitizer (gcc's liblsan preloaded) and heaptrack are columns of the workloads where
+-- they are installed.
 -- Environment: BENCH_RUNS (default 5), BENCH_VALGRIND_RUNS (default 1: a Valgrind run takes
 -- 20 to 100 times as long), BENCH_VALGRIND=0 to skip Valgrind, BENCH_PEER_RUNS (LSan and
 -- heaptrack, default 1), BENCH_SCAN_MAX (default 1e7), BENCH_ONLY=name (a workload, "report",
