@@ -92,14 +92,22 @@ describe("ljleak.check in a big heap", function()
       assert.are.equal(42, code)   -- the first check's lost blocks are lost at exit too
       assert.is_table(out, "the program printed no JSON")
       assert.is_true(out.reused >= 12, "the freed blocks' addresses were not handed out again")
-      assert.are.same({{kind = "definite", blocks = 9, bytes = 1040, line = 24, ["function"] = "again"}},
-                      out.interpreted)
+      assert.are.same({{kind = "definite", blocks = 9, bytes = 1040, line = 24, ["function"] = "again",
+                        approximate = false}}, out.interpreted)
       -- The second check's 5 blocks of 80 bytes: one record, or two when some of them were made
-      -- before the loop was compiled (the interpreter's line 24 then, the trace's line 37 else).
+      -- before the loop was compiled. The interpreter's: line 24 in again, exact. Compiled code's:
+      -- the start of the trace that ran, flagged approximate: the loop's line 37, or again's line
+      -- 20 when again's calls got hot before the loop did (LuaJIT's hot counters are shared by a
+      -- hash of the bytecode's address, so which one wins depends on where the code was loaded).
       local blocks, bytes = 0, 0
       for _, rec in ipairs(out.compiled) do
          assert.are.equal("definite", rec.kind)
-         assert.is_true(rec.line == 24 or rec.line == 37, "line " .. tostring(rec.line))
+         if rec.line == 24 then
+            assert.are.same({"again", false}, {rec["function"], rec.approximate})
+         else
+            assert.is_true(rec.line == 37 or rec.line == 20, "line " .. tostring(rec.line))
+            assert.is_true(rec.approximate, "line " .. rec.line .. " is not flagged approximate")
+         end
          blocks, bytes = blocks + rec.blocks, bytes + rec.bytes
       end
       assert.is_true(#out.compiled == 1 or #out.compiled == 2, #out.compiled .. " records")

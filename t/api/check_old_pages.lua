@@ -45,8 +45,9 @@ end)
 local function brief(recs)
    local out = {}
    for _, r in ipairs(recs) do
-      out[#out + 1] = {kind = r.kind, blocks = r.blocks, bytes = r.bytes, line = r.lua[1] and r.lua[1].line,
-                       ["function"] = r.lua[1] and r.lua[1]["function"]}
+      local f = r.lua[1] or {}
+      out[#out + 1] = {kind = r.kind, blocks = r.blocks, bytes = r.bytes, line = f.line, ["function"] = f["function"],
+                       approximate = f.approximate or false}
    end
    return out
 end
