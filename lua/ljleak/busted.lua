@@ -121,7 +121,8 @@ local function leak_text(element, leaks)
    return text
 end
 
--- Add the test ELEMENT (full name NAME, in the spec file FILE) that just ended with STATUS to the
+-- Add the test ELEMENT (full name NAME, in the spec file FILE) that just ended with STATUS (busted's:
+-- success, failure, error, pending) to the
 -- run's list of tests (under `ljleak run`, LJLEAK_DIR/tests.PID.jsonl), for the JUnit report's
 -- test cases. The file stays open, line buffered (a line a test, written whole); a forked child
 -- opens its own. The line is formatted here, its strings encoded by cjson (a table encoded whole
@@ -168,6 +169,12 @@ function M.install(core)
           or ((channel[1] == "failure" or channel[1] == "error") and channel[2] == "it")) then
          held[#held + 1] = {channel = channel, n = select("#", ...), ...}
          return
+      end
+      if channel[1] == "test" and channel[2] == "end" and type(element) == "table" and element.descriptor == "pending"
+         and not current then   -- pending("..."): listed, never run nor checked
+         local ret = {publish(channel, element, ...)}
+         list_test(element, select(2, ...), full_name(core, element), file_now or file_name(core, element))
+         return unpack(ret)
       end
       return publish(channel, element, ...)
    end

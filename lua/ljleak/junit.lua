@@ -2,8 +2,9 @@
 -- artifacts:reports:junit, Jenkins' junit and xUnit): one test case per test when the runner
 -- named its tests (busted: report.tests), otherwise one per leak site, named by the site's stable
 -- signature (ljleak.site: no sizes, addresses or pids), so that a test case keeps its name from
--- run to run. A case fails with the readable report of its leaks; a site a baseline accepts is
--- skipped, one it listed that is gone passes. Cases carry `file` and `line` where the Lua or C
+-- run to run. A case fails with the readable report of its leaks; a pending test that leaked
+-- nothing is skipped, as in busted's own JUnit; a site a baseline accepts is skipped, one it
+-- listed that is gone passes. Cases carry `file` and `line` where the Lua or C
 -- location is known, unless opts.strict: Jenkins' junit-10.xsd and Ant's JUnit.xsd allow neither,
 -- and everything else in the file validates against both (t/junit_spec.lua).
 local model = require "ljleak.model"
@@ -85,6 +86,7 @@ function M.cases(report, opts)
          by_test[t.name] = c
          cases[#cases + 1] = c
       end
+      if t.status == "pending" then c.skipped = "pending" end   -- as busted's own JUnit says (unless it leaked)
    end
    local function of_test(r) return r.test and by_test[r.test] end
    local others = {}
