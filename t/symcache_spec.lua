@@ -123,6 +123,46 @@ describe("the symbolizer's disk cache", function()
       h.write_file(path, doctored)
       assert.are.same({"inline_middle", 4216, true}, inlined()[2])
    end)
+
+   it("stays under its size limit: the files no run used for longest go first, and dead runs' temporary files",
+      function()
+      local symbolize = require "ljleak.symbolize"
+      local cache = dir .. "/cache"
+      records(cache)
+      local libfile = build_id(LIB)
+      -- a run that reads a file touches it
+      assert(lfs.touch(cache .. "/" .. libfile, 1000, 1000))
+      records(cache)
+      assert.is_true(lfs.attributes(cache .. "/" .. libfile, "modification") > os.time() - 600)
+      -- pruning, alone: four files of 100 bytes, used at times 10, 40, 20, 30; two temporary files
+      local now = os.time()
+      for name, t in pairs({aa01 = 10, aa02 = 40, aa03 = 20, aa04 = 30}) do
+         h.write_file(dir .. "/" .. name, ("x"):rep(100))
+         assert(lfs.touch(dir .. "/" .. name, now - 1000 + t, now - 1000 + t))
+      end
+      h.write_file(dir .. "/aa05.123.tmp", "old")
+      assert(lfs.touch(dir .. "/aa05.123.tmp", now - 3601, now - 3601))
+      h.write_file(dir .. "/aa06.124.tmp", "being written")
+      h.write_file(dir .. "/notes.txt", ("x"):rep(1000))   -- not the cache's: never counted nor removed
+      assert.are.same({"aa05.123.tmp"}, symbolize.prune(dir, 400, now))   -- 400 bytes: nothing more
+      assert.are.same({"aa01", "aa03"}, symbolize.prune(dir, 399, now))   -- down to 3/4 of 399
+      assert.are.same({"aa02", "aa04", "aa06.124.tmp", "cache", "notes.txt"}, files(dir))
+      assert.are.same({}, symbolize.prune(dir .. "/none", 0, now))
+      -- a run that writes answers prunes: with a limit of 0, its own files go too
+      local old_max = symbolize.CACHE_MAX_BYTES
+      finally(function() symbolize.CACHE_MAX_BYTES = old_max end)
+      local fresh = dir .. "/fresh"
+      local s = symbolize.new({cache = fresh})
+      local off = assert(tonumber(leak_malloc(records("0")).offset))
+      assert.are.equal("leak_malloc", s:lookup(LIB, off)["function"])
+      s:save()
+      assert.are.same({libfile}, files(fresh))
+      s:lookup(LIB, off + 1)
+      symbolize.CACHE_MAX_BYTES = 0
+      s:save()
+      assert.are.same({}, files(fresh))
+      for _, c in pairs(s.symbolizers) do if c then c:close() end end
+   end)
 end)
 
 describe("the symbolizer and debuginfod", function()

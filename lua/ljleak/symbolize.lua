@@ -346,8 +346,51 @@ end
 -- (OFFSET in hexadecimal). Files are replaced whole (a temporary file renamed): runs at the same
 -- time may each lose the other's new answers, never corrupt them. A line that cannot be read is
 -- skipped. Bump VERSION whenever what lookup gives changes (2: the inlined calls).
+-- The folder is kept under M.CACHE_MAX_BYTES (see M.prune): a run that reads a file touches it,
+-- so the files that go first are those no run has used for longest (objects rebuilt since, with
+-- another build ID).
 
 local CACHE_VERSION = 2
+M.CACHE_MAX_BYTES = 64 * 1024 * 1024
+local TMP_MAX_AGE = 3600   -- seconds: a temporary file this old was left by a run that died
+
+-- When the cache files in DIR (names of hexadecimal digits) hold more than MAX bytes
+-- (M.CACHE_MAX_BYTES), remove those modified longest ago until they hold at most 3/4 of it; and
+-- remove temporary files older than an hour. NOW: the time (os.time()). Failures are silent.
+-- Returns the names removed.
+function M.prune(dir, max, now)
+   local lfs = require "lfs"
+   max, now = max or M.CACHE_MAX_BYTES, now or os.time()
+   local ok, iter, dir_obj = pcall(lfs.dir, dir)
+   if not ok then return {} end
+   local files, total, removed = {}, 0, {}
+   for name in iter, dir_obj do
+      local path = dir .. "/" .. name
+      local is_cache, is_tmp = name:match("^%x+$"), name:match("^%x+%.%d+%.tmp$")
+      local attr = (is_cache or is_tmp) and lfs.attributes(path)
+      if attr and attr.mode == "file" then
+         if is_cache then
+            files[#files + 1] = {name = name, size = attr.size, mtime = attr.modification}
+            total = total + attr.size
+         elseif now - attr.modification > TMP_MAX_AGE and os.remove(path) then
+            removed[#removed + 1] = name
+         end
+      end
+   end
+   if total <= max then return removed end
+   table.sort(files, function(a, b)
+      if a.mtime ~= b.mtime then return a.mtime < b.mtime end
+      return a.name < b.name
+   end)
+   for _, f in ipairs(files) do
+      if total <= max * 3 / 4 then break end
+      if os.remove(dir .. "/" .. f.name) then
+         total = total - f.size
+         removed[#removed + 1] = f.name
+      end
+   end
+   return removed
+end
 
 -- The directory for the disk cache: $LJLEAK_CACHE ("0" or empty: no cache), else
 -- $XDG_CACHE_HOME/ljleak, else ~/.cache/ljleak; nil for none.
@@ -384,6 +427,7 @@ function Symbolizer:disk_file(path)
                disk.inlines[off] = rest
             end
          end
+         require("lfs").touch(disk.file)   -- used now: the last to go when the cache is pruned
       end
       if f then f:close() end
    end
@@ -391,9 +435,10 @@ function Symbolizer:disk_file(path)
    return disk
 end
 
--- Write the new answers of this run to the disk cache (with those it had). Failures are silent:
--- the cache only saves time.
+-- Write the new answers of this run to the disk cache (with those it had), then prune it when
+-- anything was written. Failures are silent: the cache only saves time.
 function Symbolizer:save()
+   local wrote = false
    for _, disk in pairs(self.disk) do
       if disk and (next(disk.new_info) or next(disk.new_names) or next(disk.new_inlines)) then
          local encode, lines = require("cjson").encode, {("ljleak-symcache %d %s"):format(CACHE_VERSION, disk.key)}
@@ -427,8 +472,10 @@ function Symbolizer:save()
             if not (ok and os.rename(tmp, disk.file)) then os.remove(tmp) end
          end
          disk.new_info, disk.new_names, disk.new_inlines = {}, {}, {}
+         wrote = true
       end
    end
+   if wrote then M.prune(self.cache_dir) end
 end
 
 -- One line of text for FRAME:
