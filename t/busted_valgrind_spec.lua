@@ -42,7 +42,8 @@ describe("ljleak busted --engine=valgrind", function()
                        "parser > with a cache > hits @ t/busted/leaky_spec.lua:27, failure",
                        "parser > leaks and fails @ t/busted/leaky_spec.lua:32, failure",
                        "parser > is not written yet @ t/busted/leaky_spec.lua:37, pending",
-                       "parser > stops half way @ t/busted/leaky_spec.lua:39, pending"}, ran)
+                       "parser > stops half way @ t/busted/leaky_spec.lua:39, pending",
+                       "parser > parses small input @ t/busted/leaky_spec.lua:45, success"}, ran)
    end)
 
    it("counts a lost block's own bytes as definite, and the block it held as indirect, in its test", function()

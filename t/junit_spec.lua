@@ -104,7 +104,7 @@ describe("JUnit XML", function()
       assert.are.same({"ljleak | leak check"}, names)
       assert.are.same({"1", "0"}, {suite.tests, suite.failures})
       local _, busted_suite = strict("busted", {"busted", "--", "t/busted/leaky_spec.lua"}, 42)
-      assert.are.same({"7", "4", "2"}, {busted_suite.tests, busted_suite.failures, busted_suite.skipped})
+      assert.are.same({"8", "4", "2"}, {busted_suite.tests, busted_suite.failures, busted_suite.skipped})
       names = strict("errors", {"run", "--", "luajit", "t/api/registry.lua"}, 42)
       local errors = {}
       for _, n in ipairs(names) do
@@ -209,7 +209,7 @@ describe("JUnit XML", function()
       assert.matches("; and 2 more errors$", list[1].failure.message)
    end)
 
-   it("has a test case per busted test (pending ones skipped) with file, line and time, and one per site of no test",
+   it("has a test case per busted test (pending: skipped; namesakes: apart), and one per site of no test",
       function()
       local path = dir .. "/busted.xml"
       local code = ljleak({"busted", "--junit=" .. path, "--", "t/busted/leaky_spec.lua"})
@@ -229,12 +229,13 @@ describe("JUnit XML", function()
          {"t.busted.leaky_spec", "parser > leaks and fails", spec, 32, "definite leak: 77 bytes in 1 block"},
          {"t.busted.leaky_spec", "parser > is not written yet", spec, 37, "skipped: pending"},
          {"t.busted.leaky_spec", "parser > stops half way", spec, 39, "skipped: pending"},
+         {"t.busted.leaky_spec", "parser > parses small input", spec, 45, "passed"},
          {"ljleak.definite", "malloc < t/busted/leaky_spec.lua:main chunk [t/busted/leaky_spec.lua]", spec, 7,
           "definite leak: 11 bytes in 1 block"},
       }, got)
       assert.matches("in Lua t/busted/leaky_spec.lua:16", list[2].failure.text, 1, true)
       assert.matches("in Lua t/busted/leaky_spec.lua:23", list[3].failure.text, 1, true)   -- its before_each
-      assert.are.same({"ljleak", "7", "4", "0", "2"},
+      assert.are.same({"ljleak", "8", "4", "0", "2"},
                       {suite.name, suite.tests, suite.failures, suite.errors, suite.skipped})
       assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d$", suite.timestamp)
       assert.matches("^%d+%.%d%d%d$", suite.time)

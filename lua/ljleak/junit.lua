@@ -75,15 +75,19 @@ end
 -- skipped = message}.
 function M.cases(report, opts)
    local fail_on = opts.fail_on or {definite = true}
-   local cases, by_test = {}, {}
+   -- A test listed again (busted --repeat, shards) is one case; two tests of the same name at
+   -- different lines are two, as in busted's own JUnit (records name their test: the first).
+   local cases, by_test, by_place = {}, {}, {}
    for _, t in ipairs(report.tests or {}) do
-      local c = by_test[t.name]
+      local place = ("%s\0%s\0%s"):format(t.name, tostring(t.file), tostring(t.line))
+      local c = by_place[place]
       if c then
          c.time = c.time + (tonumber(t.time) or 0)
       else
          c = {classname = t.class or class_of(t.file), name = t.case or t.name, time = tonumber(t.time) or 0,
               file = t.file, line = t.line, records = {}, errors = {}}
-         by_test[t.name] = c
+         by_place[place] = c
+         by_test[t.name] = by_test[t.name] or c
          cases[#cases + 1] = c
       end
       if t.status == "pending" then c.skipped = "pending" end   -- as busted's own JUnit says (unless it leaked)

@@ -1,5 +1,5 @@
--- A suite with one leaky test among clean ones, nested describes, a leak in before_each, a leak
--- in file-level code, a test that leaks and also fails an assertion, and two pending tests.
+-- A leaky test among clean ones, nested describes, leaks in before_each and file-level code, a
+-- test that leaks and fails an assertion, two pending tests, two tests of the same name.
 local ffi = require "ffi"
 ffi.cdef [[ void *malloc(size_t); void free(void *); ]]
 local C = ffi.C
@@ -38,5 +38,11 @@ describe("parser", function()
 
    it("stops half way", function()
       pending("waits for the parser")
+   end)
+end)
+
+describe("parser", function()
+   it("parses small input", function()   -- line 45: a second test of the first one's name
+      C.free(C.malloc(10))
    end)
 end)
