@@ -121,12 +121,12 @@ local function leak_text(element, leaks)
    return text
 end
 
--- Add the test ELEMENT (full name NAME, in the spec file FILE) that just ended with STATUS (busted's:
--- success, failure, error, pending) to the
--- run's list of tests (under `ljleak run`, LJLEAK_DIR/tests.PID.jsonl), for the JUnit report's
--- test cases. The file stays open, line buffered (a line a test, written whole); a forked child
--- opens its own. The line is formatted here, its strings encoded by cjson (a table encoded whole
--- took five times as long: its number through printf).
+-- Add the test ELEMENT (full name NAME, in the spec file FILE) that just ended with STATUS
+-- (busted's: success, failure, error, pending) to the run's list of tests (under `ljleak run`,
+-- LJLEAK_DIR/tests.PID.jsonl), for the JUnit report's test cases. The file stays open, line
+-- buffered (a line a test, written whole); a forked child opens its own. The line is formatted
+-- here, its strings encoded by cjson (a table encoded whole took five times as long: its number
+-- through printf).
 local TEST_LINE = '{"name":%s,"file":%s,"line":%s,"time":%s,"status":%s}\n'
 local tests_file, tests_pid
 local file_last, file_json   -- the last file's name, and it encoded

@@ -4,9 +4,9 @@
 -- signature (ljleak.site: no sizes, addresses or pids), so that a test case keeps its name from
 -- run to run. A case fails with the readable report of its leaks; a pending test that leaked
 -- nothing is skipped, as in busted's own JUnit; a site a baseline accepts is skipped, one it
--- listed that is gone passes. Cases carry `file` and `line` where the Lua or C
--- location is known, unless opts.strict: Jenkins' junit-10.xsd and Ant's JUnit.xsd allow neither,
--- and everything else in the file validates against both (t/junit_spec.lua).
+-- listed that is gone passes. Cases carry `file` and `line` where the Lua or C location is
+-- known, unless opts.strict: Jenkins' junit-10.xsd and Ant's JUnit.xsd allow neither, and
+-- everything else in the file validates against both (t/junit_spec.lua).
 local model = require "ljleak.model"
 local site = require "ljleak.site"
 local text = require "ljleak.text"
@@ -76,7 +76,8 @@ end
 function M.cases(report, opts)
    local fail_on = opts.fail_on or {definite = true}
    -- A test listed again (busted --repeat, shards) is one case; two tests of the same name at
-   -- different lines are two, as in busted's own JUnit (records name their test: the first).
+   -- different lines are two, as in busted's own JUnit. A leak record names its test by name
+   -- alone: it goes to the first of them.
    local cases, by_test, by_place = {}, {}, {}
    for _, t in ipairs(report.tests or {}) do
       local place = ("%s\0%s\0%s"):format(t.name, tostring(t.file), tostring(t.line))
