@@ -3,9 +3,11 @@
 ** H held by the dynamic linker's own block, and lost Y holding X holding Z (X, before Y in the
 ** list, is filled from first). Valgrind's kinds must come out, and each indirect block's owner
 ** (the definite block that holds it, through others). Then 5000 blocks with gaps between them,
-** found from roots by start, interior and gap addresses (the sampled search). TAP output. */
+** found from roots by start, interior and gap addresses (the sampled search). And glibc's stale
+** free-list links in a reused block's first word, told from real pointers there. TAP output. */
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "../../csrc/lk_classify.h"
 #include "tap.h"
@@ -42,6 +44,57 @@ static void many_blocks(void)
   for (k = 0; k < NMANY; k++)
     right &= b[k].state == (k % 3 == 0 ? LK_REACHABLE : k % 3 == 1 ? LK_POSSIBLE : LK_DEFINITE);
   ok(right, "5000 blocks: each found by its start or interior, none by a gap's address");
+}
+
+/* glibc's safe-linked free-list links left in a reused block's first word (tcache: the next
+** entry; fastbin: the next chunk's header), and real pointers there. P sits at a 64 KiB boundary
+** (its address >> 12 ends in four zero bits), so a pointer it holds first demangles to a 16-byte
+** aligned address; a block mapped far below the others and one far above (as glibc's mmapped
+** chunks are) make any such address fall between the lowest and the highest block. */
+static uintptr_t linked[6][8192] __attribute__((aligned(65536)));
+enum { P, K, Q1, R1, Q2, R2, NL };
+
+static void stale_links(void)
+{
+  lk_block b[NL + 2];
+  uint32_t work[2 * (NL + 2) + 1];
+  uintptr_t roots[3], *low, *far;
+  lk_scanner s;
+  int i;
+  low = mmap((void *)((uintptr_t)1 << 32), 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  far = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (low == MAP_FAILED || far == MAP_FAILED || (uintptr_t)low > (uintptr_t)linked ||
+      (uintptr_t)far < (uintptr_t)linked) {
+    ok(0, "two pages mapped below and above the program's data");
+    return;
+  }
+  memset(linked, 0, sizeof(linked));
+  memset(low, 0, 4096);
+  memset(far, 0, 4096);
+  for (i = 0; i < NL + 2; i++) {
+    b[i].addr = i == 0 ? (uintptr_t)low : i == NL + 1 ? (uintptr_t)far : (uintptr_t)linked[i - 1];
+    b[i].size = i == 0 || i == NL + 1 ? 4096 : 48;
+    b[i].site = 2;
+    b[i].state = LK_UNREACHED;
+  }
+#define L(k) (b[(k) + 1])
+  linked[P][0] = L(K).addr;                                  /* a real pointer, first word */
+  linked[Q1][0] = L(R1).addr ^ (L(Q1).addr >> 12);           /* a tcache link to R1 */
+  linked[Q2][0] = (L(R2).addr - 16) ^ (L(Q2).addr >> 12);    /* a fastbin link to R2's header */
+  roots[0] = L(P).addr;
+  roots[1] = L(Q1).addr;
+  roots[2] = L(Q2).addr;
+  lk_classify_begin(&s, b, NL + 2, work, 0, NULL, NULL);
+  lk_classify_root(&s, (uintptr_t)roots, (uintptr_t)(roots + 3));
+  lk_classify_finish(&s);
+  lk_classify_end(&s);
+  ok(((L(K).addr ^ (L(P).addr >> 12)) & 15) == 0, "P's first word demangles to a 16-byte aligned address");
+  ok(L(K).state == LK_REACHABLE, "a real pointer in a block's first word holds what it points at");
+  ok(L(R1).state == LK_DEFINITE && L(R2).state == LK_DEFINITE,
+     "a stale tcache or fastbin link to a block of the same size holds nothing");
+#undef L
+  munmap(low, 4096);
+  munmap(far, 4096);
 }
 
 int main(void)
@@ -95,5 +148,6 @@ int main(void)
      why[B].at == (uintptr_t)&heap[A][3], "why: A held by the root's word, B by A's");
   ok(why[H].root == 4, "why: H held by its root");
   many_blocks();
+  stale_links();
   return done();
 }
