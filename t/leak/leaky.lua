@@ -13,6 +13,7 @@ int leak_from_threads(int nthreads, int per, int keep, size_t size);
 int churn_start(void);
 int churn_stop_and_join(void);
 void hold_in_global(size_t n);
+void hold_first_word_chain(int n);
 void leak_interior(size_t n);
 void leak_chain(void);
 void leak_cycle(void);
