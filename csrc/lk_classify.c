@@ -73,40 +73,21 @@ static void lk_hit(lk_scanner *s, uintptr_t w, uintptr_t at)
 }
 
 /* glibc (2.32 on) keeps its tcache and fastbin links "safe-linked": (address of the link >> 12)
-** XOR the next free chunk of the same bin. When a block is handed out again its first word still
-** holds that value: garbage that can fall on a live block. A first word is such a stale link when
-** it demangles to the start of a block (tcache: the entry is the block; fastbin: its chunk header,
-** 16 bytes below) with this block's size class (a bin holds one). A real pointer in a first word
-** demangles to an address far from what it points at (its low 36 bits flipped by the word's own
-** address >> 12): the start of a block of the same class only by a rare chance. (An earlier test,
-** any 16-byte aligned address between the lowest and the highest block, took one real first-word
-** pointer in 16 for a link whenever blocks were mmapped far above the heap, and what it held was
-** called lost: a tree node's key, the first member of a struct.) */
-static size_t lk_size_class(const lk_scanner *s, const lk_block *b)
-{
-  uint64_t n = b->size + 8 + 15;   /* glibc's request2size: the chunk, header included */
-  if (s->usable && !s->safe) return s->usable((void *)b->addr);
-  return n < 32 ? 32 : (size_t)(n & ~(uint64_t)15);
-}
-
+** XOR the next free chunk of the bin. When a block is handed out again its first word still holds
+** that value: garbage that can fall on a live block. A first word is taken for such a stale link
+** when it demangles to a 16-byte aligned address in a MiB of the heap where blocks were recorded
+** (lk_table_covers): a chunk's address, free or handed out again since. A real pointer in a first
+** word demangles to an address gigabytes from what it points at (its low 36 bits flipped by the
+** word's own address >> 12, whose top bits are set), where no block was recorded but by a rare
+** chance. (An earlier test, any 16-byte aligned address between the lowest and the highest block,
+** took one real first-word pointer in 16 for a link whenever blocks were mmapped far above the
+** heap, and what it held was called lost: a tree node's key, the first member of a struct.) */
 static int lk_stale_link(const lk_scanner *s, uintptr_t at, uintptr_t w)
 {
   uintptr_t d;
-  long i;
-  int start = 0;
-  const lk_block *cur;
-  if (s->cur_block < 0) return 0;
-  cur = &s->b[s->cur_block];
-  if (at != cur->addr) return 0;
+  if (s->cur_block < 0 || at != s->b[s->cur_block].addr) return 0;
   d = w ^ (at >> 12);
-  if ((d & 15) != 0 || d < s->lo || d >= s->hi) return 0;
-  i = lk_find(s, d, &start);
-  if (i < 0 || !start) {
-    start = 0;
-    i = lk_find(s, d + 16, &start);
-    if (i < 0 || !start) return 0;
-  }
-  return lk_size_class(s, &s->b[i]) == lk_size_class(s, cur);
+  return (d & 15) == 0 && lk_table_covers(d);   /* (a free chunk may lie above every live block) */
 }
 
 static void lk_scan_direct(lk_scanner *s, uintptr_t lo, uintptr_t hi)

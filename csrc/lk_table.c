@@ -106,6 +106,11 @@ void lk_table_set(void *p, size_t size, uint32_t site)
   __atomic_store_n(s, lk_slot_value(p, size, site), __ATOMIC_RELAXED);
 }
 
+int lk_table_covers(uintptr_t a)
+{
+  return lk_slot(a, 0) != NULL;
+}
+
 int lk_table_take(void *p, uint64_t *size, uint32_t *site)
 {
   uint64_t *s = lk_slot((uintptr_t)p, 0), v;

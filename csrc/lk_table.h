@@ -34,6 +34,7 @@ static inline uint64_t lk_slot_value(const void *p, size_t size, uint32_t site)
 void lk_table_init(void);
 void lk_table_set(void *p, size_t size, uint32_t site);
 int lk_table_take(void *p, uint64_t *size, uint32_t *site);  /* clear; 1 if tracked */
+int lk_table_covers(uintptr_t a);   /* was a block ever recorded in A's MiB (a leaf)? */
 size_t lk_table_collect(lk_block **out, size_t *want, int index);  /* live blocks, sorted by address */
 int lk_table_still(const lk_block *b);   /* still live with the same size and site? */
 /* fn(addr, size, site, ud) for every live block, in no order; no list made (cheap, repeated). */

@@ -47,54 +47,74 @@ static void many_blocks(void)
 }
 
 /* glibc's safe-linked free-list links left in a reused block's first word (tcache: the next
-** entry; fastbin: the next chunk's header), and real pointers there. P sits at a 64 KiB boundary
-** (its address >> 12 ends in four zero bits), so a pointer it holds first demangles to a 16-byte
-** aligned address; a block mapped far below the others and one far above (as glibc's mmapped
-** chunks are) make any such address fall between the lowest and the highest block. */
-static uintptr_t linked[6][8192] __attribute__((aligned(65536)));
-enum { P, K, Q1, R1, Q2, R2, NL };
+** entry; fastbin: the next chunk's header), and real pointers there. The holders sit at 64 KiB
+** boundaries (their address >> 12 ends in four zero bits), so a pointer they hold first demangles
+** to a 16-byte aligned address; a block mapped far below the others and one far above (as glibc's
+** mmapped chunks are) make any such address fall between the lowest and the highest block. */
+static uintptr_t linked[8][8192] __attribute__((aligned(65536)));
+enum { P, K, Q1, R1, Q2, R2, Q3, R3, Q4, T, LOW, FAR, NL };
 
 static void stale_links(void)
 {
-  lk_block b[NL + 2];
-  uint32_t work[2 * (NL + 2) + 1];
-  uintptr_t roots[3], *low, *far;
+  lk_block b[NL], tmp;
+  uint32_t work[2 * NL + 1];
+  uintptr_t roots[5], at[NL], *low, *far, *other, q4;
   lk_scanner s;
-  int i;
+  int i, j, pos[NL];
   low = mmap((void *)((uintptr_t)1 << 32), 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   far = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (low == MAP_FAILED || far == MAP_FAILED || (uintptr_t)low > (uintptr_t)linked ||
+  other = mmap(NULL, 3 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (low == MAP_FAILED || far == MAP_FAILED || other == MAP_FAILED || (uintptr_t)low > (uintptr_t)linked ||
       (uintptr_t)far < (uintptr_t)linked) {
-    ok(0, "two pages mapped below and above the program's data");
+    ok(0, "pages mapped below and above the program's data");
     return;
   }
   memset(linked, 0, sizeof(linked));
-  memset(low, 0, 4096);
-  memset(far, 0, 4096);
-  for (i = 0; i < NL + 2; i++) {
-    b[i].addr = i == 0 ? (uintptr_t)low : i == NL + 1 ? (uintptr_t)far : (uintptr_t)linked[i - 1];
-    b[i].size = i == 0 || i == NL + 1 ? 4096 : 48;
-    b[i].site = 2;
+  q4 = ((uintptr_t)other + 65535) & ~(uintptr_t)65535;   /* Q4 and T in a mapping of their own */
+  for (i = 0; i < NL; i++)
+    at[i] = i == LOW ? (uintptr_t)low : i == FAR ? (uintptr_t)far : i == Q4 ? q4 : i == T ? q4 + 4096
+          : (uintptr_t)linked[i];
+  for (i = 0; i < NL; i++) memset((void *)at[i], 0, i == LOW || i == FAR ? 4096 : 48);
+  for (i = 0; i < NL; i++) {   /* the blocks in address order; pos: where each one went */
+    b[i].addr = at[i];
+    b[i].size = i == LOW || i == FAR ? 4096 : 48;
+    b[i].site = 2 + i;
     b[i].state = LK_UNREACHED;
   }
-#define L(k) (b[(k) + 1])
-  linked[P][0] = L(K).addr;                                  /* a real pointer, first word */
-  linked[Q1][0] = L(R1).addr ^ (L(Q1).addr >> 12);           /* a tcache link to R1 */
-  linked[Q2][0] = (L(R2).addr - 16) ^ (L(Q2).addr >> 12);    /* a fastbin link to R2's header */
-  roots[0] = L(P).addr;
-  roots[1] = L(Q1).addr;
-  roots[2] = L(Q2).addr;
-  lk_classify_begin(&s, b, NL + 2, work, 0, NULL, NULL);
-  lk_classify_root(&s, (uintptr_t)roots, (uintptr_t)(roots + 3));
+  for (i = 1; i < NL; i++)
+    for (j = i; j > 0 && b[j - 1].addr > b[j].addr; j--) { tmp = b[j]; b[j] = b[j - 1]; b[j - 1] = tmp; }
+  for (i = 0; i < NL; i++) pos[b[i].site - 2] = i;
+#define W(k) (*(uintptr_t *)at[k])
+#define STATE(k) (b[pos[k]].state)
+  for (i = R1; i <= R3; i++) lk_table_set((void *)at[i], 48, 2);   /* the heap's MiB: recorded in */
+  W(P) = at[K];                                  /* a real pointer, first word */
+  W(Q1) = at[R1] ^ (at[Q1] >> 12);               /* a tcache link to R1 */
+  W(Q2) = (at[R2] - 16) ^ (at[Q2] >> 12);        /* a fastbin link to R2's header */
+  W(Q3) = (at[R3] + 16) ^ (at[Q3] >> 12);        /* a link into R3 (its chunk split since) */
+  /* a link to a chunk still free, in a MiB where blocks were recorded, whose mangled value falls
+  ** on the lost block T */
+  lk_table_set((void *)((at[T] ^ (at[Q4] >> 12)) + 32), 48, 2);
+  W(Q4) = at[T];
+  roots[0] = at[P];
+  roots[1] = at[Q1];
+  roots[2] = at[Q2];
+  roots[3] = at[Q3];
+  roots[4] = at[Q4];
+  lk_classify_begin(&s, b, NL, work, 0, NULL, NULL);
+  lk_classify_root(&s, (uintptr_t)roots, (uintptr_t)(roots + 5));
   lk_classify_finish(&s);
   lk_classify_end(&s);
-  ok(((L(K).addr ^ (L(P).addr >> 12)) & 15) == 0, "P's first word demangles to a 16-byte aligned address");
-  ok(L(K).state == LK_REACHABLE, "a real pointer in a block's first word holds what it points at");
-  ok(L(R1).state == LK_DEFINITE && L(R2).state == LK_DEFINITE,
-     "a stale tcache or fastbin link to a block of the same size holds nothing");
-#undef L
+  ok(((at[K] ^ (at[P] >> 12)) & 15) == 0 && ((at[T] ^ (at[Q4] >> 12)) & 15) == 0,
+     "the holders' first words demangle to 16-byte aligned addresses");
+  ok(STATE(K) == LK_REACHABLE, "a real pointer in a block's first word holds what it points at");
+  ok(STATE(R1) == LK_DEFINITE && STATE(R2) == LK_DEFINITE && STATE(R3) == LK_DEFINITE,
+     "a stale tcache or fastbin link to a chunk of the heap (a block, its header, its inside) holds nothing");
+  ok(STATE(T) == LK_DEFINITE, "a stale link to a chunk still free holds nothing, whatever its value falls on");
+#undef W
+#undef STATE
   munmap(low, 4096);
   munmap(far, 4096);
+  munmap(other, 3 << 16);
 }
 
 int main(void)
