@@ -142,30 +142,12 @@ void hold_in_global(size_t n)
   held_by_global = malloc(n);  /* reachable: a library's cache is not a leak */
 }
 
-struct node { struct node *next; char pad[24]; };
-
-/* N blocks of 48 bytes linked through their first word (a list's next, a tree node's key), the
-** head held by a global, and a block above glibc's mmap threshold held too: all reachable. */
-static struct node *first_word_head;
-static void *first_word_big;
-
-void hold_first_word_chain(int n)
-{
-  struct node *prev = NULL;
-  int i;
-  first_word_big = malloc((size_t)4 << 20);
-  for (i = 0; i < n; i++) {
-    struct node *b = malloc(sizeof(*b) + 16);
-    memset(b, 0, sizeof(*b) + 16);
-    if (prev) prev->next = b; else first_word_head = b;
-    prev = b;
-  }
-}
-
 void leak_interior(size_t n)
 {
   interior_only = (char *)malloc(n) + 8;  /* only an interior pointer survives: possible */
 }
+
+struct node { struct node *next; char pad[24]; };
 
 void leak_chain(void)
 {
@@ -211,4 +193,22 @@ void *make_buffer(size_t n)
 void free_buffer(void *p)
 {
   free(p);
+}
+
+/* N blocks of 48 bytes linked through their first word (a list's next, a tree node's key), the
+** head held by a global, and a block above glibc's mmap threshold held too: all reachable. */
+static struct node *first_word_head;
+static void *first_word_big;
+
+void hold_first_word_chain(int n)
+{
+  struct node *prev = NULL;
+  int i;
+  first_word_big = malloc((size_t)4 << 20);
+  for (i = 0; i < n; i++) {
+    struct node *b = malloc(sizeof(*b) + 16);
+    memset(b, 0, sizeof(*b) + 16);
+    if (prev) prev->next = b; else first_word_head = b;
+    prev = b;
+  }
 }
