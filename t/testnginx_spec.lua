@@ -311,7 +311,7 @@ describe("ljleak test-nginx on a clean suite (nginx, lua-resty-core, lua-resty-l
          assert.matches("All tests successful", r.out, 1, true)
          assert.are.same({}, unsuppressed(r.report), name)
          local pids, unchecked = checked_pids(r.report)
-         assert.are.same({name:match("workers") and 8 or 4, 0}, {#pids, #unchecked}, name)
+         assert.are.same({name:match("workers") and 10 or 5, 0}, {#pids, #unchecked}, name)
       end
       if not have_valgrind then pending("valgrind is not installed: the tracker only") end
    end)

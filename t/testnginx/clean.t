@@ -1,5 +1,6 @@
 # A suite that loses nothing: lua-resty-core's FFI API, lua-resty-lrucache, a shared dict, timers,
-# coroutines, cosockets to the server itself, per request and at init.
+# coroutines, cosockets to the server itself, per request and at init; a regex location and
+# ngx.re (nginx's own regex code).
 use FindBin;
 use lib $FindBin::Bin;
 use TestNginxLike;
@@ -100,3 +101,19 @@ GET /t
 GET /t
 --- response_body
 HTTP/1.1 200 OK sub
+
+
+
+=== TEST 5: a regex location, its captures, and ngx.re
+--- config
+    location ~ ^/re/(\w+)$ {
+        content_by_lua_block {
+            local m = ngx.re.match(ngx.var[1], [[^(\w)(\w*)$]], "jo")
+            local s = ngx.re.gsub(ngx.var.uri, "[aeiou]", "_", "jo")
+            ngx.say(m[1], " ", m[2], " ", s)
+        }
+    }
+--- request
+GET /re/hello
+--- response_body
+h ello /r_/h_ll_
