@@ -293,6 +293,10 @@ describe("processes that become another user", function()
       assert.are.equal(2, #r.processes)   -- the master and the worker
       h.only_definite(r, 3, 963)
       local worker = r.processes[1].ppid == r.processes[2].pid and r.processes[1] or r.processes[2]
-      assert.are.equal(worker.pid, h.one(r, "definite").pid)   -- the worker's, written as nobody
+      local lost = {}   -- (nginx's own PCRE2 context, suppressed, is lost in both processes)
+      for _, rec in ipairs(h.records(r, "definite")) do
+         if rec.suppressed_by == nil or rec.suppressed_by == cjson.null then lost[#lost + 1] = rec end
+      end
+      assert.are.same({worker.pid}, {lost[1] and lost[1].pid, lost[2] and lost[2].pid})   -- the worker's, as nobody
    end)
 end)
