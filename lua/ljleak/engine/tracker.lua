@@ -81,6 +81,11 @@ local function parse_new(state, run_dir, on_report)
    end
 end
 
+-- A tenth of ELAPSED seconds, from 10 ms to MOST.
+local function tenth(elapsed, most)
+   return math.max(0.01, math.min(most, elapsed / 10))
+end
+
 -- While the command runs: the run directory is read for new reports ever less often (every
 -- tenth of the time run so far, from 10 ms to 1 s: a short command's reports are ready when it
 -- ends, a long one's directory is not listed a hundred times a second), and ON_REPORT(proc)
@@ -91,7 +96,7 @@ function M.ticker(state, run_dir, status_line, on_report)
    local start, last, listed = process.now(), -1, -1
    return function()
       local elapsed = process.now() - start
-      if elapsed - listed >= math.max(0.01, math.min(1, elapsed / 10)) then
+      if elapsed - listed >= tenth(elapsed, 1) then
          listed = elapsed
          parse_new(state, run_dir, on_report)
       end
@@ -105,7 +110,7 @@ end
 
 -- Seconds between ticks, after ELAPSED seconds: often while the command is young.
 function M.interval(elapsed)
-   return math.max(0.01, math.min(0.25, elapsed / 10))
+   return tenth(elapsed, 0.25)
 end
 
 -- After the command ended, wait up to SECONDS (default 10, 1 when INTERRUPTED) for the processes
