@@ -138,9 +138,7 @@ describe("symbolizing ahead", function()
          end
          local json = format.format(model.build({proc}, {command = {"luajit"}, exit_status = 0, symbolizer = sym}),
                                     "json")
-         for _, s in pairs(sym.symbolizers) do   -- libdw's state freed now, not when collected
-            if s then s:close() end
-         end
+         sym:close()   -- libdw's state freed now, not when collected
          return json, looked_up
       end
       local plain = report(false)

@@ -111,6 +111,17 @@ local function set_file(t, file)
    return t
 end
 
+-- Free libdw's state of every object opened now, not when the collector gets to it (a later
+-- lookup opens the object again).
+function Symbolizer:close()
+   for path, s in pairs(self.symbolizers) do
+      if s then
+         s:close()
+         self.symbolizers[path] = nil
+      end
+   end
+end
+
 -- Answers of the disk cache (below): a cache file holds every answer any run asked for, and a run
 -- asks for few of them. Its JSON answers are kept as text when read, and decoded the first time
 -- one is asked for (T[OFFSET] then holds the value, or nothing when the text was not what WANT
