@@ -69,7 +69,6 @@ static void stale_links(void)
     ok(0, "pages mapped below and above the program's data");
     return;
   }
-  memset(linked, 0, sizeof(linked));
   q4 = ((uintptr_t)other + 65535) & ~(uintptr_t)65535;   /* Q4 and T in a mapping of their own */
   for (i = 0; i < NL; i++)
     at[i] = i == LOW ? (uintptr_t)low : i == FAR ? (uintptr_t)far : i == Q4 ? q4 : i == T ? q4 + 4096
