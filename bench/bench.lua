@@ -408,7 +408,7 @@ local BOOT = ("local boot = loadfile(%q) if boot then boot(%q, %q) end"):format(
 local function with_parts(plain, whole, runs, env)
    local tracker_env = {LD_PRELOAD = ROOT .. "/build/ljleak/libljleak.so", LJLEAK_DIR = RUN_DIR}
    local floor_env = {LD_PRELOAD = FLOOR_SO, LJLEAK_DIR = RUN_DIR}
-   for k, v in pairs(env or {}) do tracker_env[k] = v end
+   for k, v in pairs(env) do tracker_env[k] = v end
    local rows = {{"plain", plain}}
    if has_empty then rows[#rows + 1] = {"an empty library preloaded", plain, nil, {LD_PRELOAD = EMPTY_SO}} end
    if has_floor then rows[#rows + 1] = {"an exit check's file I/O alone", plain, nil, floor_env} end
