@@ -32,8 +32,9 @@ void lk_table_epoch_raise(uint32_t epoch)
 
 
 static uint64_t **lk_top[(size_t)1 << LK_TOP_BITS];  /* mids, made on demand */
-static uint32_t *lk_leaves;        /* (top << LK_MID_BITS | mid) of every leaf made */
-static size_t lk_nleaves, lk_leaves_cap;
+static uint32_t *volatile lk_leaves;  /* (top << LK_MID_BITS | mid) of every leaf made */
+static volatile size_t lk_nleaves;
+static size_t lk_leaves_cap;
 static volatile int lk_leaf_lock;
 
 void lk_table_init(void)
@@ -41,6 +42,11 @@ void lk_table_init(void)
   lk_lock_register(&lk_leaf_lock);
 }
 
+/* A check with the world stopped reads the leaves without the lock: the thread holding it may be
+** stopped at any instruction here. So every step leaves what a reader sees whole: a new list is
+** published before the count passes the old one's end, and the old list is kept (a reader may still
+** be reading it; together they are less than twice the last); a leaf is in its mid before it is
+** counted. */
 static NOINLINE uint64_t *lk_leaf_make(size_t ti, size_t mi)
 {
   uint64_t **mid, *leaf = NULL;
@@ -56,16 +62,16 @@ static NOINLINE uint64_t *lk_leaf_make(size_t ti, size_t mi)
     uint32_t *n = lk_sysmap(cap * sizeof(uint32_t));
     if (n) {
       if (lk_leaves) memcpy(n, lk_leaves, lk_nleaves * sizeof(uint32_t));
-      lk_sysunmap(lk_leaves, lk_leaves_cap * sizeof(uint32_t));
-      lk_leaves = n;
+      __atomic_store_n(&lk_leaves, n, __ATOMIC_RELEASE);
       lk_leaves_cap = cap;
     }
   }
   if (mid && !leaf && lk_nleaves < lk_leaves_cap) {
     leaf = lk_sysmap(LK_LEAF_MAP);
     if (leaf) {
-      lk_leaves[lk_nleaves++] = (uint32_t)(ti << LK_MID_BITS | mi);
       __atomic_store_n(&mid[mi], leaf, __ATOMIC_RELEASE);
+      lk_leaves[lk_nleaves] = (uint32_t)(ti << LK_MID_BITS | mi);
+      __atomic_store_n(&lk_nleaves, lk_nleaves + 1, __ATOMIC_RELEASE);
     }
   }
   lk_spin_unlock(&lk_leaf_lock);
@@ -121,13 +127,29 @@ int lk_table_take(void *p, uint64_t *size, uint32_t *site)
   return 1;
 }
 
-static void lk_sort_u32(uint32_t *a, size_t n)  /* qsort may call malloc */
+static void lk_sift_u32(uint32_t *a, size_t i, size_t n)
 {
-  size_t i, j;
-  for (i = 1; i < n; i++) {
-    uint32_t x = a[i];
-    for (j = i; j > 0 && a[j - 1] > x; j--) a[j] = a[j - 1];
-    a[j] = x;
+  uint32_t x = a[i];
+  size_t c;
+  while ((c = 2 * i + 1) < n) {
+    if (c + 1 < n && a[c + 1] > a[c]) c++;
+    if (a[c] <= x) break;
+    a[i] = a[c];
+    i = c;
+  }
+  a[i] = x;
+}
+
+static void lk_sort_u32(uint32_t *a, size_t n)  /* a heap sort: qsort may call malloc */
+{
+  size_t i;
+  uint32_t x;
+  for (i = n / 2; i-- > 0;) lk_sift_u32(a, i, n);
+  for (i = n; i-- > 1;) {
+    x = a[0];
+    a[0] = a[i];
+    a[i] = x;
+    lk_sift_u32(a, 0, i);
   }
 }
 
@@ -171,24 +193,28 @@ void lk_table_restore(const lk_block *b, size_t n)
 
 static uint64_t *lk_leaf_of(uint32_t k)
 {
-  uint64_t **mid = lk_top[k >> LK_MID_BITS];
-  return mid ? mid[k & (((uint32_t)1 << LK_MID_BITS) - 1)] : NULL;
+  uint64_t **mid = __atomic_load_n(&lk_top[k >> LK_MID_BITS], __ATOMIC_ACQUIRE);
+  return mid ? __atomic_load_n(&mid[k & (((uint32_t)1 << LK_MID_BITS) - 1)], __ATOMIC_ACQUIRE) : NULL;
 }
 
-/* Every live block, in address order. Called with the world stopped. *out is NULL (and 0
-** returned) when there is no block, or when the memory for the list could not be had (*want then
-** says how many blocks there were). INDEX: see lk_table_nearest. */
+/* Every live block, in address order. Called with the world stopped (or from lk_live, with it
+** running): without the lock, which a stopped thread may hold (see lk_leaf_make); the list of
+** leaves is sorted in a copy of its own, for the same reason. *out is NULL (and 0 returned) when
+** there is no block, or when the memory for the list could not be had (*want then says how many
+** blocks there were). INDEX: see lk_table_nearest. */
 size_t lk_table_collect(lk_block **out, size_t *want, int index)
 {
-  size_t n = 0, i, j, k = 0, nl = lk_nleaves;
+  size_t n = 0, i, j, k = 0, nl = __atomic_load_n(&lk_nleaves, __ATOMIC_ACQUIRE);
+  const uint32_t *shared = __atomic_load_n(&lk_leaves, __ATOMIC_ACQUIRE);
+  uint32_t *leaves;
   unsigned char used[LK_LEAF_PAGES];
   lk_block *b;
   *out = NULL;
   if (want) *want = 0;
   if (!nl) return 0;
-  lk_sort_u32(lk_leaves, nl);
   for (i = 0; i < nl; i++) {
-    const uint64_t *slots = lk_leaf_of(lk_leaves[i]);
+    const uint64_t *slots = lk_leaf_of(shared[i]);
+    if (!slots) continue;
     if (!lk_pages_in_use((uintptr_t)slots, LK_LEAF_PAGES, used)) memset(used, 1, sizeof(used));
     for (j = 0; j < LK_LEAF_SLOTS; j++) {
       if (!used[j / LK_SLOTS_PER_PAGE]) { j += LK_SLOTS_PER_PAGE - 1; continue; }
@@ -197,11 +223,16 @@ size_t lk_table_collect(lk_block **out, size_t *want, int index)
   }
   if (want) *want = n;
   if (!n) return 0;
+  leaves = lk_sysmap(nl * sizeof(uint32_t));
+  if (!leaves) return 0;
+  memcpy(leaves, shared, nl * sizeof(uint32_t));
+  lk_sort_u32(leaves, nl);
   b = lk_sysmap(n * sizeof(lk_block));
-  if (!b) return 0;
+  if (!b) { lk_sysunmap(leaves, nl * sizeof(uint32_t)); return 0; }
   for (i = 0; i < nl && k < n; i++) {
-    const uint64_t *slots = lk_leaf_of(lk_leaves[i]);
-    uintptr_t base = (uintptr_t)lk_leaves[i] << LK_LEAF_SHIFT;
+    const uint64_t *slots = lk_leaf_of(leaves[i]);
+    uintptr_t base = (uintptr_t)leaves[i] << LK_LEAF_SHIFT;
+    if (!slots) continue;
     if (!lk_pages_in_use((uintptr_t)slots, LK_LEAF_PAGES, used)) memset(used, 1, sizeof(used));
     for (j = 0; j < LK_LEAF_SLOTS && k < n; j++) {
       uint64_t v;
@@ -215,6 +246,7 @@ size_t lk_table_collect(lk_block **out, size_t *want, int index)
       k++;
     }
   }
+  lk_sysunmap(leaves, nl * sizeof(uint32_t));
   *out = b;
   return k;
 }
