@@ -139,10 +139,11 @@ end)
 
 describe("ljleak.check with another thread allocating all the time", function()
    it("stops it, scans it, lets it go on, and finds exactly what the checked function lost", function()
-      local _, _, out = api("check_threads")
+      local _, code, out, err = api("check_threads")
       local want = {}
       for i = 1, 5 do want[i] = {{kind = "definite", bytes = 1000 + i, line = 13}} end
-      assert.are.same(want, out)
+      assert.are.same(want, out, err)
+      assert.are.equal(42, code, err)
    end)
 end)
 
