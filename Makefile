@@ -113,7 +113,7 @@ $(B)/t/prog/static_hello: t/prog/static_hello.c
 	$(CC) -O1 -static -o $@ $<
 
 # C unit tests (run by make test): pure layout learning, and parts of the tracker linked alone.
-UNIT_TESTS = $(B)/unit/vm_layout $(B)/unit/table $(B)/unit/table_stopped $(B)/unit/intern $(B)/unit/classify $(B)/unit/unwind
+UNIT_TESTS = $(B)/unit/vm_layout $(B)/unit/table $(B)/unit/stopped $(B)/unit/intern $(B)/unit/classify $(B)/unit/unwind
 unit: $(UNIT_TESTS)
 O = $(B)/obj/tracker
 $(B)/unit/vm_layout: t/unit/vm_layout.c csrc/lk_vmlayout.h
@@ -122,8 +122,8 @@ $(B)/unit/vm_layout: t/unit/vm_layout.c csrc/lk_vmlayout.h
 $(B)/unit/table: t/unit/table.c t/unit/tap.h $(O)/lk_table.o $(O)/lk_sys.o $(O)/lk_lock.o $(O)/lk_state.o
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(WARN) -o $@ $(filter %.c %.o,$^) -ldl
-$(B)/unit/table_stopped: t/unit/table_stopped.c t/unit/tap.h $(O)/lk_table.o $(O)/lk_sys.o $(O)/lk_lock.o \
-                         $(O)/lk_state.o
+$(B)/unit/stopped: t/unit/stopped.c t/unit/tap.h $(O)/lk_table.o $(O)/lk_mmap.o $(O)/lk_sys.o $(O)/lk_lock.o \
+                   $(O)/lk_state.o
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(WARN) -o $@ $(filter %.c %.o,$^) -ldl
 $(B)/unit/intern: t/unit/intern.c t/unit/tap.h $(O)/lk_intern.o $(O)/lk_sys.o $(O)/lk_lock.o $(O)/lk_state.o

@@ -18,31 +18,33 @@ typedef struct { uintptr_t lo, hi; } lk_range;
 ** Anonymous mappings made by the program through mmap() (glibc's malloc maps internally and
 ** never comes here). They hold LuaJIT's GC objects, so cdata contents are roots. */
 
-static lk_range *volatile lk_fm;
-static volatile size_t lk_nfm;
-static size_t lk_fm_cap;
+/* A list is never changed once published: a change is written into the other list (the spare),
+** which is then published whole. So a check with the world stopped reads a whole list even when a
+** thread is stopped half way through mmap (it cannot wait for the lock: that thread may hold it). */
+typedef struct lk_fmlist { size_t n, cap; lk_range r[]; } lk_fmlist;
+static lk_fmlist *volatile lk_fm;   /* the list readers see */
+static lk_fmlist *lk_fm_spare;      /* the other one, under the lock */
 static volatile int lk_fm_lock;
-/* A sequence count (odd while the list changes, under the lock): a lookup reads the list without
-** the lock and tries again if it changed meanwhile (a seqlock). */
+/* A sequence count (odd while a change is published, under the lock): a lookup reads the list
+** without the lock and tries again if it changed meanwhile (a seqlock): the list it read may have
+** become the spare and been written since. */
 static volatile unsigned lk_fm_seq;
 
 static void lk_fm_write_begin(void) { __atomic_add_fetch(&lk_fm_seq, 1, __ATOMIC_ACQ_REL); }
 static void lk_fm_write_end(void) { __atomic_add_fetch(&lk_fm_seq, 1, __ATOMIC_RELEASE); }
 
-/* Room for one more region (under the lock); 0 if none could be had. A full array is copied into
-** one twice its size and kept: a reader without the lock may still be searching it. */
-static int lk_fm_room(void)
+/* The spare list with room for N ranges (under the lock), or NULL. One too small is replaced by
+** one twice as big, and kept: a reader without the lock may still be searching it. */
+static lk_fmlist *lk_fm_spare_for(size_t n)
 {
-  size_t cap;
-  lk_range *n;
-  if (lk_nfm < lk_fm_cap) return 1;
-  cap = lk_fm_cap ? 2 * lk_fm_cap : 1024;
-  n = lk_sysmap(cap * sizeof(lk_range));
-  if (!n) return 0;
-  if (lk_fm) memcpy(n, lk_fm, lk_nfm * sizeof(lk_range));
-  __atomic_store_n(&lk_fm, n, __ATOMIC_RELEASE);
-  lk_fm_cap = cap;
-  return 1;
+  size_t cap = lk_fm_spare ? 2 * lk_fm_spare->cap : 1024;
+  lk_fmlist *l;
+  if (lk_fm_spare && lk_fm_spare->cap >= n) return lk_fm_spare;
+  while (cap < n) cap *= 2;
+  l = lk_sysmap(sizeof(lk_fmlist) + cap * sizeof(lk_range));
+  if (!l) return NULL;
+  l->cap = cap;
+  return lk_fm_spare = l;
 }
 
 static size_t lk_fm_find_in(const lk_range *fm, size_t n, uintptr_t lo)  /* first region ending above lo */
@@ -55,63 +57,51 @@ static size_t lk_fm_find_in(const lk_range *fm, size_t n, uintptr_t lo)  /* firs
   return a;
 }
 
-static size_t lk_fm_find(uintptr_t lo) { return lk_fm_find_in(lk_fm, lk_nfm, lo); }
-
-static void lk_fm_remove_locked(uintptr_t lo, uintptr_t hi)
+/* The list without [lo, hi), then with it if ADD, published. */
+static void lk_fm_change(uintptr_t lo, uintptr_t hi, int add)
 {
-  size_t i = lk_fm_find(lo);
-  if (i < lk_nfm && lk_fm[i].lo < hi) lk_hot_stale();  /* JIT code may be gone */
-  while (i < lk_nfm && lk_fm[i].lo < hi) {
-    lk_range r = lk_fm[i];
-    if (r.lo < lo && r.hi > hi) {  /* hole in the middle: split */
-      if (!lk_fm_room()) return;
-      memmove(&lk_fm[i + 1], &lk_fm[i], (lk_nfm - i) * sizeof(lk_range));
-      lk_nfm++;
-      lk_fm[i].hi = lo;
-      lk_fm[i + 1].lo = hi;
-      return;
-    }
-    if (r.lo < lo) { lk_fm[i].hi = lo; i++; continue; }
-    if (r.hi > hi) { lk_fm[i].lo = hi; return; }
-    memmove(&lk_fm[i], &lk_fm[i + 1], (lk_nfm - i - 1) * sizeof(lk_range));
-    lk_nfm--;
+  const lk_fmlist *cur;
+  lk_fmlist *d;
+  size_t i, n, k = 0, at;
+  int overlap = 0;
+  lk_spin_lock(&lk_fm_lock);
+  cur = lk_fm;
+  n = cur ? cur->n : 0;
+  if (!add && ((at = lk_fm_find_in(cur ? cur->r : NULL, n, lo)) >= n || cur->r[at].lo >= hi)) {
+    lk_spin_unlock(&lk_fm_lock);  /* none of it was ours: nothing changes */
+    return;
   }
+  d = lk_fm_spare_for(n + 2);  /* a hole in the middle splits a region; then the new one */
+  if (!d) { lk_spin_unlock(&lk_fm_lock); return; }
+  for (i = 0; i < n; i++) {
+    lk_range r = cur->r[i];
+    if (r.hi <= lo || r.lo >= hi) { d->r[k++] = r; continue; }
+    overlap = 1;
+    if (r.lo < lo) d->r[k++] = (lk_range){ r.lo, lo };
+    if (r.hi > hi) d->r[k++] = (lk_range){ hi, r.hi };
+  }
+  if (add) {
+    at = lk_fm_find_in(d->r, k, lo);
+    memmove(&d->r[at + 1], &d->r[at], (k - at) * sizeof(lk_range));
+    d->r[at] = (lk_range){ lo, hi };
+    k++;
+  }
+  d->n = k;
+  if (overlap) lk_hot_stale();  /* JIT code may be gone (or MAP_FIXED over an old mapping) */
+  lk_fm_write_begin();
+  __atomic_store_n(&lk_fm, d, __ATOMIC_RELEASE);
+  lk_fm_spare = (lk_fmlist *)cur;
+  lk_fm_write_end();
+  lk_spin_unlock(&lk_fm_lock);
 }
 
-static void lk_fm_add(uintptr_t lo, uintptr_t hi)
+static int lk_foreign_lookup(const lk_fmlist *fm, uintptr_t a, lk_range *out)
 {
   size_t i;
-  lk_spin_lock(&lk_fm_lock);
-  lk_fm_write_begin();
-  lk_fm_remove_locked(lo, hi);  /* MAP_FIXED over an old mapping */
-  {
-    i = lk_fm_find(lo);
-    if (lk_fm_room()) {
-      memmove(&lk_fm[i + 1], &lk_fm[i], (lk_nfm - i) * sizeof(lk_range));
-      lk_fm[i].lo = lo;
-      lk_fm[i].hi = hi;
-      lk_nfm++;
-    }
-  }
-  lk_fm_write_end();
-  lk_spin_unlock(&lk_fm_lock);
-}
-
-static void lk_fm_remove(uintptr_t lo, uintptr_t hi)
-{
-  if (!lk_fm) return;
-  lk_spin_lock(&lk_fm_lock);
-  lk_fm_write_begin();
-  lk_fm_remove_locked(lo, hi);
-  lk_fm_write_end();
-  lk_spin_unlock(&lk_fm_lock);
-}
-
-static int lk_foreign_lookup(const lk_range *fm, size_t n, uintptr_t a, lk_range *out)
-{
-  size_t i = lk_fm_find_in(fm, n, a);
-  if (i >= n || fm[i].lo > a) return 0;
-  *out = fm[i];
+  if (!fm) return 0;
+  i = lk_fm_find_in(fm->r, fm->n, a);
+  if (i >= fm->n || fm->r[i].lo > a) return 0;
+  *out = fm->r[i];
   return 1;
 }
 
@@ -125,19 +115,19 @@ int lk_foreign_find(uintptr_t a, uintptr_t *lo, uintptr_t *hi)
   if (!lk_fm) return 0;
   do {
     while ((seq = __atomic_load_n(&lk_fm_seq, __ATOMIC_ACQUIRE)) & 1) __builtin_ia32_pause();
-    size_t n = __atomic_load_n(&lk_nfm, __ATOMIC_ACQUIRE);  /* before the array: it grows first */
-    found = lk_foreign_lookup(__atomic_load_n(&lk_fm, __ATOMIC_ACQUIRE), n, a, &r);
+    found = lk_foreign_lookup(__atomic_load_n(&lk_fm, __ATOMIC_ACQUIRE), a, &r);
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
   } while (__atomic_load_n(&lk_fm_seq, __ATOMIC_RELAXED) != seq);
   if (found && lo) { *lo = r.lo; *hi = r.hi; }
   return found;
 }
 
-/* The same with the other threads stopped: one of them may hold the lock. */
+/* The same with the other threads stopped: one of them may hold the lock (the list published is
+** whole). */
 int lk_foreign_find_stopped(uintptr_t a)
 {
   lk_range r;
-  return lk_fm ? lk_foreign_lookup(lk_fm, lk_nfm, a, &r) : 0;
+  return lk_foreign_lookup(__atomic_load_n(&lk_fm, __ATOMIC_ACQUIRE), a, &r);
 }
 
 static size_t lk_pagelen(size_t len)
@@ -147,15 +137,16 @@ static size_t lk_pagelen(size_t len)
 
 void lk_maps_foreach_foreign(lk_range_fn fn, void *ud)
 {
+  const lk_fmlist *l = __atomic_load_n(&lk_fm, __ATOMIC_ACQUIRE);
   size_t i;
-  for (i = 0; i < lk_nfm; i++) lk_maps_readable(lk_fm[i].lo, lk_fm[i].hi, fn, ud);
+  for (i = 0; l && i < l->n; i++) lk_maps_readable(l->r[i].lo, l->r[i].hi, fn, ud);
 }
 
 LK_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
   void *p = (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
   if (p != MAP_FAILED && (flags & MAP_ANONYMOUS) && lk_busy == lk_paused)  /* not the tracker's */
-    lk_fm_add((uintptr_t)p, (uintptr_t)p + lk_pagelen(len));
+    lk_fm_change((uintptr_t)p, (uintptr_t)p + lk_pagelen(len), 1);
   return p;
 }
 
@@ -164,7 +155,7 @@ LK_EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_
 
 LK_EXPORT int munmap(void *addr, size_t len)
 {
-  lk_fm_remove((uintptr_t)addr, (uintptr_t)addr + lk_pagelen(len));
+  if (lk_fm) lk_fm_change((uintptr_t)addr, (uintptr_t)addr + lk_pagelen(len), 0);
   return (int)syscall(SYS_munmap, addr, len);
 }
 
@@ -181,8 +172,8 @@ LK_EXPORT void *mremap(void *old, size_t oldlen, size_t newlen, int flags, ...)
   tracked = lk_foreign_find((uintptr_t)old, NULL, NULL);
   p = (void *)syscall(SYS_mremap, old, oldlen, newlen, flags, newaddr);
   if (p != MAP_FAILED && tracked) {
-    lk_fm_remove((uintptr_t)old, (uintptr_t)old + lk_pagelen(oldlen));
-    lk_fm_add((uintptr_t)p, (uintptr_t)p + lk_pagelen(newlen));
+    lk_fm_change((uintptr_t)old, (uintptr_t)old + lk_pagelen(oldlen), 0);
+    lk_fm_change((uintptr_t)p, (uintptr_t)p + lk_pagelen(newlen), 1);
   }
   return p;
 }

@@ -26,7 +26,7 @@ step() {  # step NAME COMMAND...: one pass or one failure
 }
 
 step "luacheck" luacheck -q lua t bench examples
-for t in vm_layout table table_stopped intern classify unwind; do step "C unit tests: $t" "build/unit/$t"; done
+for t in vm_layout table stopped intern classify unwind; do step "C unit tests: $t" "build/unit/$t"; done
 
 echo "== busted specs"
 $BUSTED -o TAP $SPECS $VALGRIND_SPECS $INSTALL_SPECS | tee "$log"
