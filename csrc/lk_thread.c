@@ -28,6 +28,9 @@ typedef struct lk_thread {
 
 static lk_thread lk_threads[LK_MAXTHREADS];
 static volatile int lk_nthreads;   /* slots ever used: the loops over threads stop there */
+/* Threads created and not yet in the list: a park waits for them (their stack holds the argument
+** they were given, which may be all that holds a block). */
+static volatile int lk_starting;
 static volatile int lk_threads_lock;
 uintptr_t lk_main_sp;
 volatile int lk_main_returned;
@@ -47,6 +50,7 @@ static lk_thread *lk_thread_add(pid_t tid, uintptr_t lo, uintptr_t hi)
       t->hi = hi;
       t->sp = 0;
       t->parked = 0;
+      t->unstopped = 0;
       t->used = 1;
       if (i >= lk_nthreads) __atomic_store_n(&lk_nthreads, i + 1, __ATOMIC_RELEASE);
       break;
@@ -103,6 +107,9 @@ static void *lk_thread_start(void *p)
   lk_self.stack_lo = (uintptr_t)stk;   /* lk_unwind.c's bounds */
   lk_self.stack_hi = stk ? (uintptr_t)stk + sz : 0;
   t = lk_thread_me = lk_thread_add(lk_gettid(), (uintptr_t)stk, (uintptr_t)stk + sz);
+  __atomic_sub_fetch(&lk_starting, 1, __ATOMIC_RELEASE);
+  /* A check that began meanwhile did not signal this thread: it waits here, parked, st on its stack. */
+  if (UNLIKELY(__atomic_load_n(&lk_on, __ATOMIC_ACQUIRE) == LK_ON_GATE)) lk_gate_wait((uintptr_t)st.arg);
   if (!t) return st.fn(st.arg);
   pthread_cleanup_push(lk_thread_gone, t);
   ret = st.fn(st.arg);
@@ -119,9 +126,13 @@ LK_EXPORT int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*
   if (!st) return lk_real_pthread_create(th, attr, fn, arg);
   st->fn = fn;
   st->arg = arg;
+  __atomic_add_fetch(&lk_starting, 1, __ATOMIC_ACQ_REL);
   {
     int r = lk_real_pthread_create(th, attr, lk_thread_start, st);
-    if (r) __libc_free(st);
+    if (r) {
+      __atomic_sub_fetch(&lk_starting, 1, __ATOMIC_RELEASE);
+      __libc_free(st);
+    }
     return r;
   }
 }
@@ -308,7 +319,7 @@ void lk_threads_park(void)
   }
   /* Wait while threads keep arriving: up to 10 s in all, 2 s without progress. */
   for (rounds = 0; rounds < 10000; rounds++) {
-    waiting = 0;
+    waiting = __atomic_load_n(&lk_starting, __ATOMIC_ACQUIRE);  /* they park at the gate */
     for (i = 0; i < lk_nthreads; i++) {
       lk_thread *t = &lk_threads[i];
       if (t->used && t->tid != me && !t->unstopped && !__atomic_load_n(&t->parked, __ATOMIC_ACQUIRE)) waiting++;
@@ -321,7 +332,7 @@ void lk_threads_park(void)
   }
   /* Threads that block the signal: give them a moment to reach the allocator's gate. */
   for (rounds = 0; rounds < 200; rounds++) {
-    waiting = 0;
+    waiting = __atomic_load_n(&lk_starting, __ATOMIC_ACQUIRE);
     for (i = 0; i < lk_nthreads; i++) {
       lk_thread *t = &lk_threads[i];
       if (t->used && t->tid != me && !__atomic_load_n(&t->parked, __ATOMIC_ACQUIRE)) waiting++;
@@ -403,6 +414,7 @@ void lk_thread_after_fork(void)
     lk_thread *t = &lk_threads[i];
     if (t != lk_thread_me) t->used = 0;
   }
+  lk_starting = 0;                 /* threads the parent was starting are not the child's */
   if (lk_thread_main != lk_thread_me) lk_thread_main = NULL;  /* another thread forked: [stack] is dead */
   if (lk_thread_me) lk_thread_me->tid = lk_gettid();
 }

@@ -18,6 +18,7 @@ void leak_interior(size_t n);
 void leak_chain(void);
 void leak_cycle(void);
 int leak_in_child(size_t n);
+int exit_while_threads_start(int children, int n);
 void *make_buffer(size_t n);
 void free_buffer(void *p);
 void *malloc(size_t n);

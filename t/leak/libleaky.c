@@ -212,3 +212,52 @@ void hold_first_word_chain(int n)
     prev = b;
   }
 }
+
+/* Children that each start N threads, give each a block of 88 bytes as its argument (dropped by
+** the starter), and exit at once: the threads, at the lowest priority on the starter's CPU alone,
+** have not run yet when the exit check begins. The check must wait for them: what a thread was
+** given is on its stack then, not lost. */
+static void *started_late_main(void *arg)
+{
+  usleep(200000);
+  free(arg);
+  return NULL;
+}
+
+static __attribute__((noinline)) void *gift_for_thread(void)
+{
+  return malloc(88);
+}
+
+static void start_and_exit(int n)
+{
+  cpu_set_t one;
+  pthread_attr_t a;
+  struct sched_param sp = { 0 };
+  int i;
+  CPU_ZERO(&one);
+  CPU_SET(sched_getcpu(), &one);
+  sched_setaffinity(0, sizeof(one), &one);
+  pthread_attr_init(&a);
+  pthread_attr_setinheritsched(&a, PTHREAD_EXPLICIT_SCHED);
+  pthread_attr_setschedpolicy(&a, SCHED_IDLE);
+  pthread_attr_setschedparam(&a, &sp);
+  for (i = 0; i < n; i++) {
+    pthread_t t;
+    void *given = gift_for_thread();
+    if (pthread_create(&t, &a, started_late_main, given)) free(given);
+  }
+  exit(0);
+}
+
+int exit_while_threads_start(int children, int n)
+{
+  int i, st;
+  for (i = 0; i < children; i++) {
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) start_and_exit(n);
+    if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) return -1;
+  }
+  return 0;
+}
