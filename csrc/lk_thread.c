@@ -317,22 +317,25 @@ void lk_threads_park(void)
     if (syscall(SYS_tgkill, pid, t->tid, LK_PARK_SIG) != 0) { t->used = 0; continue; }  /* gone */
     if (lk_task_blocks_park(t->tid)) t->unstopped = 1;
   }
-  /* Wait while threads keep arriving: up to 10 s in all, 2 s without progress. */
+  /* Wait while threads keep arriving: up to 10 s in all, 2 s without progress. Threads being
+  ** started (they park at the gate once listed) only 5 ms without progress once every listed
+  ** thread is parked: their creator may have been parked before it made them. */
   for (rounds = 0; rounds < 10000; rounds++) {
-    waiting = __atomic_load_n(&lk_starting, __ATOMIC_ACQUIRE);  /* they park at the gate */
+    int listed = 0, starting = __atomic_load_n(&lk_starting, __ATOMIC_ACQUIRE);
     for (i = 0; i < lk_nthreads; i++) {
       lk_thread *t = &lk_threads[i];
-      if (t->used && t->tid != me && !t->unstopped && !__atomic_load_n(&t->parked, __ATOMIC_ACQUIRE)) waiting++;
+      if (t->used && t->tid != me && !t->unstopped && !__atomic_load_n(&t->parked, __ATOMIC_ACQUIRE)) listed++;
     }
+    waiting = listed + (starting > 0 ? starting : 0);
     if (!waiting) break;
-    if (waiting == last) { if (++still > 2000) break; }
+    if (waiting == last) { if (++still > (listed ? 2000 : 5)) break; }
     else still = 0;
     last = waiting;
     nanosleep(&ts, NULL);
   }
   /* Threads that block the signal: give them a moment to reach the allocator's gate. */
   for (rounds = 0; rounds < 200; rounds++) {
-    waiting = __atomic_load_n(&lk_starting, __ATOMIC_ACQUIRE);
+    waiting = 0;
     for (i = 0; i < lk_nthreads; i++) {
       lk_thread *t = &lk_threads[i];
       if (t->used && t->tid != me && !__atomic_load_n(&t->parked, __ATOMIC_ACQUIRE)) waiting++;
