@@ -57,17 +57,18 @@ static size_t lk_fm_find_in(const lk_range *fm, size_t n, uintptr_t lo)  /* firs
   return a;
 }
 
-/* The list without [lo, hi), then with it if ADD, published. */
-static void lk_fm_change(uintptr_t lo, uintptr_t hi, int add)
+/* The list without GONE, then with ADDED (unless empty), published as one change: a region that
+** mremap moved is never missing from what a check reads. */
+static void lk_fm_change(lk_range gone, lk_range added)
 {
   const lk_fmlist *cur;
   lk_fmlist *d;
   size_t i, n, k = 0, at;
-  int overlap = 0;
+  int overlap = 0, add = added.lo < added.hi;
   lk_spin_lock(&lk_fm_lock);
   cur = lk_fm;
   n = cur ? cur->n : 0;
-  if (!add && ((at = lk_fm_find_in(cur ? cur->r : NULL, n, lo)) >= n || cur->r[at].lo >= hi)) {
+  if (!add && ((at = lk_fm_find_in(cur ? cur->r : NULL, n, gone.lo)) >= n || cur->r[at].lo >= gone.hi)) {
     lk_spin_unlock(&lk_fm_lock);  /* none of it was ours: nothing changes */
     return;
   }
@@ -75,15 +76,15 @@ static void lk_fm_change(uintptr_t lo, uintptr_t hi, int add)
   if (!d) { lk_spin_unlock(&lk_fm_lock); return; }
   for (i = 0; i < n; i++) {
     lk_range r = cur->r[i];
-    if (r.hi <= lo || r.lo >= hi) { d->r[k++] = r; continue; }
+    if (r.hi <= gone.lo || r.lo >= gone.hi) { d->r[k++] = r; continue; }
     overlap = 1;
-    if (r.lo < lo) d->r[k++] = (lk_range){ r.lo, lo };
-    if (r.hi > hi) d->r[k++] = (lk_range){ hi, r.hi };
+    if (r.lo < gone.lo) d->r[k++] = (lk_range){ r.lo, gone.lo };
+    if (r.hi > gone.hi) d->r[k++] = (lk_range){ gone.hi, r.hi };
   }
   if (add) {
-    at = lk_fm_find_in(d->r, k, lo);
+    at = lk_fm_find_in(d->r, k, added.lo);
     memmove(&d->r[at + 1], &d->r[at], (k - at) * sizeof(lk_range));
-    d->r[at] = (lk_range){ lo, hi };
+    d->r[at] = added;
     k++;
   }
   d->n = k;
@@ -145,8 +146,10 @@ void lk_maps_foreach_foreign(lk_range_fn fn, void *ud)
 LK_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
   void *p = (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
-  if (p != MAP_FAILED && (flags & MAP_ANONYMOUS) && lk_busy == lk_paused)  /* not the tracker's */
-    lk_fm_change((uintptr_t)p, (uintptr_t)p + lk_pagelen(len), 1);
+  if (p != MAP_FAILED && (flags & MAP_ANONYMOUS) && lk_busy == lk_paused) {  /* not the tracker's */
+    lk_range r = { (uintptr_t)p, (uintptr_t)p + lk_pagelen(len) };
+    lk_fm_change(r, r);   /* MAP_FIXED over an old mapping replaces it */
+  }
   return p;
 }
 
@@ -155,7 +158,7 @@ LK_EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_
 
 LK_EXPORT int munmap(void *addr, size_t len)
 {
-  if (lk_fm) lk_fm_change((uintptr_t)addr, (uintptr_t)addr + lk_pagelen(len), 0);
+  if (lk_fm) lk_fm_change((lk_range){ (uintptr_t)addr, (uintptr_t)addr + lk_pagelen(len) }, (lk_range){ 0, 0 });
   return (int)syscall(SYS_munmap, addr, len);
 }
 
@@ -172,8 +175,8 @@ LK_EXPORT void *mremap(void *old, size_t oldlen, size_t newlen, int flags, ...)
   tracked = lk_foreign_find((uintptr_t)old, NULL, NULL);
   p = (void *)syscall(SYS_mremap, old, oldlen, newlen, flags, newaddr);
   if (p != MAP_FAILED && tracked) {
-    lk_fm_change((uintptr_t)old, (uintptr_t)old + lk_pagelen(oldlen), 0);
-    lk_fm_change((uintptr_t)p, (uintptr_t)p + lk_pagelen(newlen), 1);
+    lk_fm_change((lk_range){ (uintptr_t)old, (uintptr_t)old + lk_pagelen(oldlen) },
+                 (lk_range){ (uintptr_t)p, (uintptr_t)p + lk_pagelen(newlen) });
   }
   return p;
 }

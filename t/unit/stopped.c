@@ -135,20 +135,25 @@ static void walk_now(range *into, size_t *n)
   *n = nseen;
 }
 
-/* The list as it is now, and as it must be after the change. */
-static void expect(uintptr_t lo, uintptr_t hi, int add)
+/* The list as it is now, and as it must be after the change: without [glo, ghi), then with
+** [alo, ahi) unless empty. */
+static void expect(uintptr_t glo, uintptr_t ghi, uintptr_t alo, uintptr_t ahi)
 {
   size_t i;
+  int add = alo < ahi;
   walk_now(before, &nbefore);
   nafter = 0;
   for (i = 0; i < nbefore; i++) {
     range r = before[i];
-    if (add && lo < r.lo && (nafter == 0 || after[nafter - 1].hi <= lo)) after[nafter].lo = lo, after[nafter++].hi = hi;
-    if (r.hi <= lo || r.lo >= hi) { after[nafter++] = r; continue; }
-    if (r.lo < lo) after[nafter].lo = r.lo, after[nafter++].hi = lo;
-    if (r.hi > hi) after[nafter].lo = hi, after[nafter++].hi = r.hi;
+    if (add && alo < r.lo && (nafter == 0 || after[nafter - 1].hi <= alo)) {
+      after[nafter].lo = alo, after[nafter++].hi = ahi;
+      add = 0;
+    }
+    if (r.hi <= glo || r.lo >= ghi) { after[nafter++] = r; continue; }
+    if (r.lo < glo) after[nafter].lo = r.lo, after[nafter++].hi = glo;
+    if (r.hi > ghi) after[nafter].lo = ghi, after[nafter++].hi = r.hi;
   }
-  if (add && (nafter == 0 || after[nafter - 1].lo < lo)) after[nafter].lo = lo, after[nafter++].hi = hi;
+  if (add) after[nafter].lo = alo, after[nafter++].hi = ahi;
 }
 
 /* Page I of the region mapped (N pages), through the tracker's mmap. */
@@ -161,7 +166,7 @@ static void *map_page(size_t i, size_t n)
 static int map_stepped(size_t i, size_t n)
 {
   void *p;
-  expect(region + i * PAGE, region + (i + n) * PAGE, 1);
+  expect(region + i * PAGE, region + (i + n) * PAGE, region + i * PAGE, region + (i + n) * PAGE);
   step_begin(check_maps);
   p = map_page(i, n);
   step_end();
@@ -172,12 +177,24 @@ static int map_stepped(size_t i, size_t n)
 static int unmap_stepped(size_t i, size_t n)
 {
   int r;
-  expect(region + i * PAGE, region + (i + n) * PAGE, 0);
+  expect(region + i * PAGE, region + (i + n) * PAGE, 0, 0);
   step_begin(check_maps);
   r = munmap((void *)(region + i * PAGE), n * PAGE);
   step_end();
   walk_now(seen, &nseen);
   return r == 0 && seen_is(after, nafter);
+}
+
+/* The mapping at page FROM (one page) moved to page TO by mremap. */
+static int move_stepped(size_t from, size_t to)
+{
+  void *p;
+  expect(region + from * PAGE, region + (from + 1) * PAGE, region + to * PAGE, region + (to + 1) * PAGE);
+  step_begin(check_maps);
+  p = mremap((void *)(region + from * PAGE), PAGE, PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)(region + to * PAGE));
+  step_end();
+  walk_now(seen, &nseen);
+  return p != MAP_FAILED && seen_is(after, nafter);
 }
 
 int main(void)
@@ -233,5 +250,7 @@ int main(void)
   ok(unmap_stepped(4 * 1500 + 1, 1) && bad == 0, "a page unmapped in the middle of a mapping (a split): "
      "every stop sees the list before or after, whole");
   ok(unmap_stepped(4 * 10, 1) && bad == 0, "a mapping unmapped: every stop sees the list before or after, whole");
+  ok(move_stepped(4 * 20, 4 * 700 + 1) && bad == 0, "a mapping moved by mremap: every stop sees the list before "
+     "or after (never without it), whole");
   return done();
 }
